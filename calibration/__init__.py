@@ -1,0 +1,1 @@
+"""journey.calibration: load and check event logs, estimate a Model, backtest it."""

@@ -1,0 +1,31 @@
+"""`journey calibrate`: event log in, model JSON out."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from calibration.estimate import DEFAULT_INACTIVITY_DAYS, estimate
+from calibration.load import load_events
+from sim.model import Model
+from sim.runs import provenance, utc_now, write_text_atomic
+
+
+def calibrate(events: str | Path, *, stages: str | None = None, conversion_stage: str | None = None,
+              inactivity_days: float = DEFAULT_INACTIVITY_DAYS, mapping: str | Path | None = None,
+              before: float | None = None) -> Model:
+    log = load_events(events, stages=stages, conversion_stage=conversion_stage, mapping=mapping, before=before)
+    return estimate(log, inactivity_days=inactivity_days)
+
+
+def run_calibrate(events: str | Path, out: str | Path, *, stages: str | None = None,
+                  conversion_stage: str | None = None, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
+                  mapping: str | Path | None = None) -> Model:
+    started = utc_now()
+    model = calibrate(events, stages=stages, conversion_stage=conversion_stage,
+                      inactivity_days=inactivity_days, mapping=mapping)
+    args = {"events": str(events), "out": str(out), "stages": ",".join(model.stages),
+            "conversion_stage": model.conversion_stage, "inactivity_days": inactivity_days,
+            "mapping": str(mapping) if mapping else None}
+    model.provenance = provenance("calibrate", args, [events, mapping], started=started)
+    model.provenance["finished"] = utc_now()
+    write_text_atomic(out, model.to_json())
+    return model

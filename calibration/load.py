@@ -1,0 +1,364 @@
+"""Read and check an event log (CSV, CSV.gz or Parquet) into integer-coded arrays.
+
+All input errors are raised here, as one-line `InputError`s naming the file, row or column and value.
+Vectorised throughout (pyarrow reading, dictionary encoding, numpy sorting): no per-row Python.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from calibration.mapping import Mapping, load_mapping
+from sim.errors import InputError, closest
+from sim.model import DEFAULT_STAGES
+
+REQUIRED = ("customer_id", "timestamp", "touchpoint", "stage")
+OPTIONAL = ("persona", "satisfaction")
+NS_PER_DAY = 86_400e9
+
+
+@dataclass
+class EventLog:
+    """Rows sorted by customer, then time (file order kept for ties)."""
+
+    customer: np.ndarray  # [n] int64 customer code
+    time: np.ndarray  # [n] float64 days since 1970-01-01 UTC
+    touchpoint: np.ndarray  # [n] int32 touchpoint code
+    stage: np.ndarray  # [n] int8 customer's stage after the row (highest reached so far)
+    row: np.ndarray  # [n] int64 data-row number in the file (1 = first row after the header)
+    persona_of_customer: np.ndarray  # [c] int32
+    customer_ids: np.ndarray  # [c] original ids (strings)
+    touchpoints: list[str]
+    stages: list[str]
+    personas: list[str]
+    conversion_stage: str
+    source: str
+    sha256: str
+    end: float  # last timestamp of the log, days
+    backward_rows: int = 0
+    satisfaction: np.ndarray | None = None  # [n] float, NaN where missing
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.customer.size)
+
+    @property
+    def n_customers(self) -> int:
+        return int(self.customer_ids.size)
+
+    @property
+    def conversion_index(self) -> int:
+        return self.stages.index(self.conversion_stage)
+
+
+def parse_stages(stages: str | list[str] | None, conversion_stage: str | None) -> tuple[list[str], str]:
+    if stages is None:
+        names = list(DEFAULT_STAGES)
+    elif isinstance(stages, str):
+        names = [s.strip() for s in stages.split(",") if s.strip()]
+    else:
+        names = list(stages)
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise InputError("need at least two distinct stage names", where="--stages", value=",".join(names),
+                         hint="e.g. --stages awareness,consideration,decision")
+    conv = conversion_stage or ("decision" if "decision" in names else names[-1])
+    if conv not in names:
+        raise InputError("conversion stage is not in the stage list", where="--conversion-stage", value=conv,
+                         hint=closest(conv, names))
+    if conv == names[0]:
+        raise InputError("the conversion stage cannot be the first stage", where="--conversion-stage", value=conv)
+    return names, conv
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_events(path: str | Path, *, stages: str | list[str] | None = None,
+                conversion_stage: str | None = None, mapping: str | Path | Mapping | None = None,
+                before: float | None = None) -> EventLog:
+    """Load, map and check an event log. ``before`` (days) keeps only rows earlier than it."""
+    path = Path(path)
+    stage_names, conv = parse_stages(stages, conversion_stage)
+    if mapping is not None and not isinstance(mapping, Mapping):
+        mapping = load_mapping(mapping)
+    mp = mapping or Mapping()
+    if not path.exists():
+        raise InputError("event log not found", file=path, hint="check the path")
+    if path.is_dir():
+        raise InputError("is a directory, expected an event log file", file=path)
+    table = _read_table(path, mp)
+    if table.num_rows == 0:
+        raise InputError("the event log is empty (no data rows)", file=path)
+    rows = np.arange(1, table.num_rows + 1, dtype=np.int64)
+
+    for column, value in mp.filter.items():
+        if column not in table.column_names:
+            raise InputError("filter names a column the log does not have", file=path, where=f"[filter] {column}",
+                             hint=closest(column, table.column_names))
+        keep = pc.equal(pc.cast(table[column], pa.string()), str(value)).to_numpy(zero_copy_only=False)
+        keep = np.asarray(keep, dtype=bool) & ~np.asarray(pc.is_null(table[column]).to_numpy(zero_copy_only=False))
+        table = table.filter(pa.array(keep))
+        rows = rows[keep]
+    if table.num_rows == 0:
+        raise InputError("no rows left after the mapping's [filter]", file=path, where="[filter]",
+                         hint="check the filter values")
+
+    columns = _column_sources(mp)
+    for name in REQUIRED:
+        if name == "stage" and mp.stage is not None:
+            continue
+        src = columns[name]
+        if src not in table.column_names:
+            raise InputError("missing required column", file=path, where=f"column {src!r}",
+                             hint=closest(src, table.column_names) + (
+                                 " (or map it with --mapping)" if mp is not None else ""))
+
+    def col(name: str) -> pa.ChunkedArray:
+        return table[columns[name]]
+
+    # --- customers ---------------------------------------------------------------------
+    cust_arr = pc.cast(col("customer_id"), pa.string())
+    _no_nulls(cust_arr, path, columns["customer_id"], rows)
+    cust_enc = pc.dictionary_encode(cust_arr).combine_chunks()
+    cust_code = cust_enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    customer_ids = np.asarray(cust_enc.dictionary.to_numpy(zero_copy_only=False))
+
+    # --- time -------------------------------------------------------------------------
+    time = _parse_time(col("timestamp"), path, columns["timestamp"], rows)
+
+    # --- touchpoints ------------------------------------------------------------------
+    tp_arr = pc.cast(col("touchpoint"), pa.string())
+    _no_nulls(tp_arr, path, columns["touchpoint"], rows)
+    tp_code, touchpoints = _encode_sorted(tp_arr)
+
+    # --- stages -----------------------------------------------------------------------
+    if mp.stage is not None:
+        stage_raw = _derive_stage(table, mp, stage_names, path, rows)
+    else:
+        stage_raw = _stage_codes(col("stage"), stage_names, path, columns["stage"], rows)
+
+    # --- optional columns -------------------------------------------------------------
+    persona_src = columns["persona"]
+    if persona_src in table.column_names:
+        per_arr = pc.cast(table[persona_src], pa.string())
+        _no_nulls(per_arr, path, persona_src, rows)
+        per_code, personas = _encode_sorted(per_arr)
+    else:
+        per_code, personas = np.zeros(table.num_rows, dtype=np.int32), ["all"]
+    satisfaction = None
+    sat_src = columns["satisfaction"]
+    if sat_src in table.column_names:
+        satisfaction = _parse_satisfaction(table[sat_src], path, sat_src, rows)
+
+    if before is not None:
+        keep = time < before
+        if not keep.any():
+            raise InputError("no rows before the split", file=path, where="--split")
+        cust_code, time, tp_code, stage_raw, per_code, rows = (
+            a[keep] for a in (cust_code, time, tp_code, stage_raw, per_code, rows))
+        if satisfaction is not None:
+            satisfaction = satisfaction[keep]
+        cust_code, customer_ids = _recode(cust_code, customer_ids)
+
+    # --- sort: customer, then time; file order kept for ties (lexsort is stable) --------
+    order = np.lexsort((time, cust_code))
+    cust_code, time, tp_code, stage_raw, per_code, rows = (
+        a[order] for a in (cust_code, time, tp_code, stage_raw, per_code, rows))
+    if satisfaction is not None:
+        satisfaction = satisfaction[order]
+
+    n_cust = customer_ids.size
+    first = np.ones(cust_code.size, dtype=bool)
+    first[1:] = cust_code[1:] != cust_code[:-1]
+    persona_of_customer = np.zeros(n_cust, dtype=np.int32)
+    persona_of_customer[cust_code[first]] = per_code[first]
+    clash = per_code != persona_of_customer[cust_code]
+    if clash.any():
+        i = int(np.flatnonzero(clash)[0])
+        raise InputError("contradictory rows: customer has more than one persona", file=path,
+                         where=f"row {rows[i]}, column {persona_src!r}",
+                         value=f"{customer_ids[cust_code[i]]}: {personas[per_code[i]]} vs "
+                               f"{personas[persona_of_customer[cust_code[i]]]}",
+                         hint="give each customer one persona")
+
+    same_as_prev = ~first
+    same_as_prev[1:] &= (time[1:] == time[:-1]) & (tp_code[1:] == tp_code[:-1]) & (stage_raw[1:] == stage_raw[:-1])
+    if same_as_prev.any():
+        if mp.options.drop_duplicates:
+            keep = ~same_as_prev
+            cust_code, time, tp_code, stage_raw, rows = (a[keep] for a in (cust_code, time, tp_code, stage_raw, rows))
+            if satisfaction is not None:
+                satisfaction = satisfaction[keep]
+            first = first[keep]
+        else:
+            i = int(np.flatnonzero(same_as_prev)[0])
+            raise InputError("duplicate rows (same customer, timestamp, touchpoint and stage)", file=path,
+                             where=f"rows {rows[i - 1]} and {rows[i]}", value=str(customer_ids[cust_code[i]]),
+                             hint="remove the duplicates, or set drop_duplicates = true under [options] "
+                                  "in a --mapping file")
+
+    # stage after each row = highest reached so far; the customer starts in stage 0
+    S = len(stage_names)
+    key = cust_code * S + np.maximum(stage_raw, 0)
+    running = np.maximum.accumulate(key) - cust_code * S
+    backward = int(((stage_raw >= 0) & (stage_raw < running)).sum())
+
+    return EventLog(
+        customer=cust_code, time=time, touchpoint=tp_code.astype(np.int32), stage=running.astype(np.int8),
+        row=rows, persona_of_customer=persona_of_customer, customer_ids=customer_ids,
+        touchpoints=touchpoints, stages=stage_names, personas=personas, conversion_stage=conv,
+        source=str(path), sha256=file_sha256(path), end=float(time.max()), backward_rows=backward,
+        satisfaction=satisfaction,
+    )
+
+
+# ---- helpers ------------------------------------------------------------------------------
+def _column_sources(mp: Mapping) -> dict[str, str]:
+    return {name: mp.source_of(name) for name in REQUIRED + OPTIONAL}
+
+
+def _read_table(path: Path, mp: Mapping) -> pa.Table:
+    name = path.name.lower()
+    try:
+        if name.endswith(".parquet") or name.endswith(".pq"):
+            return pq.read_table(path)
+        wanted = set(_column_sources(mp).values()) | set(mp.filter) | ({mp.stage.column} if mp.stage else set())
+        head = _csv_header(path)
+        include = [c for c in head if c in wanted]
+        types = {c: pa.string() for c in include}
+        return pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=1 << 24),
+            convert_options=pacsv.ConvertOptions(include_columns=include, column_types=types,
+                                                 strings_can_be_null=True,
+                                                 null_values=["", "NA", "NaN", "null", "None"]),
+        )
+    except InputError:
+        raise
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError, EOFError) as exc:
+        msg = str(exc).splitlines()[0][:200]
+        raise InputError(f"cannot read the event log: {msg}", file=path,
+                         hint="expected CSV (optionally .gz) with a header row, or Parquet") from None
+
+
+def _csv_header(path: Path) -> list[str]:
+    try:
+        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16),
+                                convert_options=pacsv.ConvertOptions(column_types={}))
+        names = reader.schema.names
+    except pa.ArrowInvalid as exc:
+        if "Empty CSV file" in str(exc):
+            raise InputError("the event log is empty", file=path) from None
+        raise
+    return names
+
+
+def _no_nulls(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray) -> None:
+    if arr.null_count:
+        i = int(np.flatnonzero(np.asarray(pc.is_null(arr).to_numpy(zero_copy_only=False)))[0])
+        raise InputError("empty value", file=path, where=f"row {rows[i]}, column {column!r}",
+                         hint="every row needs a value here")
+
+
+def _encode_sorted(arr: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+    enc = pc.dictionary_encode(arr).combine_chunks()
+    names = [str(x) for x in enc.dictionary.to_pylist()]
+    order = np.argsort(np.array(names, dtype=object), kind="stable")
+    remap = np.empty(len(names), dtype=np.int32)
+    remap[order] = np.arange(len(names), dtype=np.int32)
+    codes = remap[enc.indices.to_numpy(zero_copy_only=False)]
+    return codes, [names[i] for i in order]
+
+
+def _recode(codes: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    used, new = np.unique(codes, return_inverse=True)
+    return new.astype(np.int64), ids[used]
+
+
+def _parse_time(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray) -> np.ndarray:
+    if pa.types.is_timestamp(arr.type):
+        ts = arr if arr.type.tz else pc.assume_timezone(arr, "UTC")
+        ns = pc.cast(pc.cast(ts, pa.timestamp("ns", "UTC")), pa.int64())
+    else:
+        s = pc.cast(arr, pa.string())
+        _no_nulls(s, path, column, rows)
+        ns = None
+        for typ in (pa.timestamp("ns", "UTC"), pa.timestamp("ns")):
+            try:
+                ns = pc.cast(pc.cast(s, typ), pa.int64())
+                break
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                continue
+        if ns is None:  # mixed zones or formats: pandas' ISO 8601 parser, slower but exact
+            values = pd.to_datetime(pd.Series(s.to_numpy(zero_copy_only=False)), utc=True,
+                                    format="ISO8601", errors="coerce")
+            bad = values.isna().to_numpy()
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise InputError("unparseable timestamp", file=path, where=f"row {rows[i]}, column {column!r}",
+                                 value=str(s[i]), hint="use ISO 8601, e.g. 2024-03-01T14:05:00Z")
+            return values.to_numpy(dtype="datetime64[ns]").astype(np.int64) / NS_PER_DAY
+    return np.asarray(ns.to_numpy(zero_copy_only=False), dtype=np.float64) / NS_PER_DAY
+
+
+def _stage_codes(arr: pa.ChunkedArray, stages: list[str], path: Path, column: str,
+                 rows: np.ndarray) -> np.ndarray:
+    s = pc.cast(arr, pa.string())
+    _no_nulls(s, path, column, rows)
+    enc = pc.dictionary_encode(s).combine_chunks()
+    names = [str(x) for x in enc.dictionary.to_pylist()]
+    table = np.full(len(names), -1, dtype=np.int8)
+    for i, name in enumerate(names):
+        if name in stages:
+            table[i] = stages.index(name)
+    codes = table[enc.indices.to_numpy(zero_copy_only=False)]
+    if (codes < 0).any():
+        i = int(np.flatnonzero(codes < 0)[0])
+        raise InputError("unknown stage", file=path, where=f"row {rows[i]}, column {column!r}",
+                         value=str(s[i]), hint=closest(str(s[i]), stages) + "; or list the stages with --stages")
+    return codes
+
+
+def _derive_stage(table: pa.Table, mp: Mapping, stages: list[str], path: Path, rows: np.ndarray) -> np.ndarray:
+    rule = mp.stage
+    if rule.column not in table.column_names:
+        raise InputError("[stage] column is not in the log", file=path, where="[stage] column",
+                         value=rule.column, hint=closest(rule.column, table.column_names))
+    for value, stage in rule.values.items():
+        if stage not in stages:
+            raise InputError("unknown stage in [stage] values", file=path, where=f"[stage] values.{value}",
+                             value=stage, hint=closest(stage, stages))
+    s = pc.cast(table[rule.column], pa.string())
+    enc = pc.dictionary_encode(s).combine_chunks()
+    names = enc.dictionary.to_pylist()
+    lookup = np.array([stages.index(rule.values[n]) if n in rule.values else -1 for n in names] + [-1],
+                      dtype=np.int8)
+    idx = enc.indices.fill_null(len(names)).to_numpy(zero_copy_only=False)
+    return lookup[idx]
+
+
+def _parse_satisfaction(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray) -> np.ndarray:
+    values = pd.to_numeric(pd.Series(pc.cast(arr, pa.string()).to_numpy(zero_copy_only=False)), errors="coerce")
+    out = values.to_numpy(dtype=float, na_value=np.nan)
+    raw_null = np.asarray(pc.is_null(arr).to_numpy(zero_copy_only=False))
+    bad = np.isnan(out) & ~raw_null
+    bad |= ~np.isnan(out) & ((out < 1) | (out > 5))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError("satisfaction must be a number from 1 to 5 (or empty)", file=path,
+                         where=f"row {rows[i]}, column {column!r}", value=str(arr[i]))
+    return out

@@ -1,0 +1,267 @@
+"""The `journey` command line: parses arguments, calls one library function per verb, maps errors.
+
+Exit status: 0 success; 2 bad input or usage (one line on stderr); 1 internal error.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sim.errors import InputError, JourneyError
+
+app = typer.Typer(
+    name="journey",
+    help="Simulate customer journeys calibrated from event logs and test what-if changes.\n\n"
+         "Start with `journey demo`, then `journey calibrate EVENTS.csv --out model.json` and "
+         "`journey simulate model.json`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks of internal errors.")] = False
+          ) -> None:
+    _state["debug"] = debug
+
+
+def handled(fn):
+    """Map library errors to exit codes: InputError -> 2, one line; anything else -> 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except InputError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except JourneyError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: nothing was written", err=True)
+            raise typer.Exit(130) from None
+        except Exception as exc:  # the CLI boundary: any other failure is an internal error, exit 1
+            if _state["debug"]:
+                traceback.print_exc()
+            else:
+                typer.echo(f"internal error: {exc.__class__.__name__}: {exc} (run with --debug for the trace)",
+                           err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+# ---- shared option types ---------------------------------------------------------------------
+Stages = Annotated[str | None, typer.Option(help="Stage order, comma-separated "
+                                                 "(default awareness,consideration,decision,retention,advocacy).")]
+ConvStage = Annotated[str | None, typer.Option("--conversion-stage",
+                                               help="Stage that counts as converted (default decision).")]
+Inactivity = Annotated[float, typer.Option("--inactivity-days", min=0.0,
+                                           help="Quiet this long at the log's end = journey ended.")]
+MappingOpt = Annotated[Path | None, typer.Option(help="TOML file mapping a foreign log onto the contract's columns.")]
+Customers = Annotated[int | None, typer.Option(min=1, help="Cohort size per replication "
+                                                          "(default: the scenario's, else 100000).")]
+Seed = Annotated[int | None, typer.Option(min=0, help="Random seed; the same seed gives identical JSON.")]
+Replications = Annotated[int, typer.Option(min=1, help="Independent runs; the CI comes from their spread.")]
+Jobs = Annotated[int, typer.Option(min=1, help="Parallel processes for replications (same results as 1).")]
+Engine = Annotated[str, typer.Option(help="auto (simpy when the scenario has [capacity]), fast or simpy.")]
+Out = Annotated[Path | None, typer.Option(help="Run directory (default results/<command>-<UTC time>/).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+@app.command(epilog="Example: journey calibrate events.csv.gz --out model.json --inactivity-days 30")
+@handled
+def calibrate(
+    events: Annotated[Path, typer.Argument(help="Event log: CSV, CSV.gz or Parquet.")],
+    out: Annotated[Path, typer.Option(help="Model JSON to write.")],
+    stages: Stages = None,
+    conversion_stage: ConvStage = None,
+    inactivity_days: Inactivity = 30.0,
+    mapping: MappingOpt = None,
+) -> None:
+    """Estimate a journey model from an event log."""
+    from calibration.calibrate import run_calibrate
+
+    model = run_calibrate(events, out, stages=stages, conversion_stage=conversion_stage,
+                          inactivity_days=inactivity_days, mapping=mapping)
+    log = model.log_summary
+    typer.echo(f"calibrated {log['customers']} customers, {log['rows']} rows, {len(model.personas)} personas, "
+               f"{len(model.touchpoints)} touchpoints -> {out}")
+
+
+@app.command(epilog="Examples: journey simulate model.json --customers 1000000 --seed 7\n\n"
+                    "journey simulate scenarios/examples/checkout_fix.toml --replications 10 --jobs 2")
+@handled
+def simulate(
+    target: Annotated[Path, typer.Argument(metavar="MODEL_OR_SCENARIO", help="Model JSON or scenario TOML.")],
+    customers: Customers = None,
+    seed: Seed = None,
+    replications: Replications = 1,
+    engine: Engine = "auto",
+    horizon_days: Annotated[float | None, typer.Option(min=0.0, help="Count reach within this many days "
+                                                                      "of arrival.")] = None,
+    jobs: Jobs = 1,
+    events_out: Annotated[Path | None, typer.Option(help="Also write the simulated journeys as an event "
+                                                         "log (Parquet).")] = None,
+    out: Out = None,
+    quiet: Quiet = False,
+) -> None:
+    """Simulate customers through a calibrated journey."""
+    from sim.progress import progress_bar
+    from sim.simulate import run_simulate
+
+    total = (customers or 0) * replications
+    with progress_bar("simulating", total or None, quiet=quiet) as advance:
+        path, summary = run_simulate(target, customers=customers, seed=seed, replications=replications,
+                                     engine=engine, out=out, horizon_days=horizon_days, jobs=jobs,
+                                     events_out=events_out, progress=advance)
+    lo, hi = summary["conversion_rate_ci"]
+    typer.echo(f"{summary['customers']} customers x {summary['replications']}: conversion "
+               f"{summary['conversion_rate']:.4f} [{lo:.4f}, {hi:.4f}], expected "
+               f"{summary['expected_conversion_rate']:.4f} -> {path / 'summary.json'}")
+
+
+@app.command(epilog="Example: journey compare model.json scenarios/examples/checkout_fix.toml --out results/cmp")
+@handled
+def compare(
+    base: Annotated[Path, typer.Argument(help="Baseline: model JSON or scenario TOML.")],
+    scenarios: Annotated[list[Path], typer.Argument(metavar="SCENARIO...", help="Scenario TOML files.")],
+    customers: Customers = None,
+    seed: Seed = None,
+    replications: Replications = 1,
+    engine: Engine = "auto",
+    jobs: Jobs = 1,
+    out: Out = None,
+    quiet: Quiet = False,
+) -> None:
+    """Compare scenarios with a baseline using common random numbers."""
+    from sim.compare import render_comparison, run_compare
+
+    path, comparison = run_compare(base, scenarios, customers=customers, seed=seed, replications=replications,
+                                   engine=engine, jobs=jobs, out=out, quiet=quiet)
+    render_comparison(comparison)
+    typer.echo(f"-> {path / 'comparison.json'}")
+
+
+@app.command(epilog="Example: journey hotspots model.json --top 10")
+@handled
+def hotspots(
+    model: Annotated[Path, typer.Argument(help="Model JSON or scenario TOML.")],
+    top: Annotated[int, typer.Option(min=1, help="How many points to show.")] = 10,
+    out: Annotated[Path | None, typer.Option(help="Also write the ranking as JSON here.")] = None,
+) -> None:
+    """Rank the risk-of-leaving points: where customers are lost and what fixing them is worth."""
+    from sim.hotspots import render_hotspots, run_hotspots
+
+    ranking = run_hotspots(model, top=top, out=out)
+    render_hotspots(ranking)
+
+
+@app.command(epilog="Example: journey optimize scenarios/examples/budget.toml --trials 200 --seed 1\n\n"
+                    "Several machines, one study: journey optimize s.toml --storage "
+                    "postgresql://user@host/db --study q3 --trials 400")
+@handled
+def optimize(
+    scenario: Annotated[Path, typer.Argument(help="Scenario TOML with [[investment]] and [budget].")],
+    trials: Annotated[int, typer.Option(min=1, help="Trials in the whole study (a resumed study counts "
+                                                    "its earlier trials).")] = 100,
+    seed: Seed = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL (sqlite:///f.db, "
+                                                     "postgresql://..., or a .log journal file).")] = None,
+    study: Annotated[str | None, typer.Option(help="Study name; an existing one is resumed.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the study.")] = 1,
+    pareto: Annotated[bool, typer.Option(help="Also trace conversion against spend.")] = False,
+    customers: Customers = None,
+    out: Out = None,
+    quiet: Quiet = False,
+) -> None:
+    """Search the split of a budget over investments that converts the most customers."""
+    from sim.optimize import render_best, run_optimize
+
+    path, best = run_optimize(scenario, trials=trials, seed=seed, storage=storage, study=study, workers=workers,
+                              pareto=pareto, customers=customers, out=out, quiet=quiet)
+    render_best(best)
+    typer.echo(f"-> {path / 'best.json'}")
+
+
+@app.command(epilog="Example: journey backtest events.csv --split 2024-05-01 --out results/bt")
+@handled
+def backtest(
+    events: Annotated[Path, typer.Argument(help="Event log: CSV, CSV.gz or Parquet.")],
+    split: Annotated[str, typer.Option(help="Fit on rows before this date (midnight UTC); predict the "
+                                            "customers who start after it.")],
+    stages: Stages = None,
+    conversion_stage: ConvStage = None,
+    inactivity_days: Inactivity = 30.0,
+    mapping: MappingOpt = None,
+    out: Out = None,
+) -> None:
+    """Fit on the early cohort, predict the later one, compare with a naive baseline."""
+    from calibration.validate import render_backtest, run_backtest
+
+    path, result = run_backtest(events, split=split, stages=stages, conversion_stage=conversion_stage,
+                                inactivity_days=inactivity_days, mapping=mapping, out=out)
+    render_backtest(result)
+    typer.echo(f"-> {path / 'backtest.json'}")
+
+
+@app.command(epilog="Example: journey drift model-2024h1.json model-2024h2.json")
+@handled
+def drift(
+    old: Annotated[Path, typer.Argument(help="Earlier model JSON.")],
+    new: Annotated[Path, typer.Argument(help="Later model JSON.")],
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="False discovery rate.")] = 0.05,
+    out: Out = None,
+) -> None:
+    """Which probabilities changed beyond noise between two calibrations."""
+    from calibration.validate import render_drift, run_drift
+
+    path, result = run_drift(old, new, alpha=alpha, out=out)
+    render_drift(result)
+    typer.echo(f"-> {path / 'drift.json'}")
+
+
+@app.command(epilog="Example: journey report results/demo/simulate results/demo/compare --out report.html")
+@handled
+def report(
+    dirs: Annotated[list[Path], typer.Argument(metavar="DIR...", help="Run directories.")],
+    out: Annotated[Path, typer.Option(help="HTML file to write.")] = Path("report.html"),
+) -> None:
+    """One self-contained HTML page from simulate, compare, optimize and backtest runs."""
+    from sim.report import build_report
+
+    path = build_report(dirs, out)
+    typer.echo(f"report -> {path}")
+
+
+@app.command(epilog="Example: journey demo --out results/demo")
+@handled
+def demo(
+    out: Annotated[Path, typer.Option(help="Where the demo's runs go.")] = Path("results/demo"),
+    customers: Annotated[int, typer.Option(min=1, help="Cohort size of the demo's simulations.")] = 200_000,
+    quiet: Quiet = False,
+) -> None:
+    """Run the whole pipeline on the bundled example."""
+    from sim.demo import run_demo
+
+    for line in run_demo(out, customers=customers, quiet=quiet):
+        typer.echo(line)
+
+
+def main() -> None:
+    app(prog_name="journey")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,311 @@
+"""The calibrated journey model: dense arrays indexed [persona, stage, touchpoint].
+
+Semantics (one interaction of a customer in a non-final stage ``s``):
+  * the touchpoint is ``t`` with probability ``share[p, s, t]``;
+  * the interaction moves the customer to a later stage ``s2`` with probability
+    ``advance[p, s, t, s2]``, ends the journey with ``drop[p, s, t]``, otherwise the customer
+    stays in ``s`` and interacts again;
+  * a customer who has just moved into a non-final stage ``s2`` leaves at once (no further
+    interaction) with probability ``lapse[p, s2]``;
+  * interactions in stage ``s`` form a Poisson process of ``rate[p, s]`` per day: the gap after an
+    interaction that leaves the customer in ``s`` is exponential with mean ``1 / rate[p, s]``;
+    ``rate * share`` is the touchpoint's own interaction rate;
+  * the first interaction happens at arrival; the final stage is absorbing.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sim.errors import InputError, ModelError, closest
+
+SCHEMA_VERSION = 1
+MODEL_KIND = "journey.model"
+DEFAULT_STAGES = ("awareness", "consideration", "decision", "retention", "advocacy")
+
+
+@dataclass
+class Model:
+    stages: list[str]
+    touchpoints: list[str]
+    personas: list[str]
+    conversion_stage: str
+    persona_share: np.ndarray  # [P]
+    share: np.ndarray  # [P, S, T], rows of non-final stages sum to 1
+    advance: np.ndarray  # [P, S, T, S], zero at and below the diagonal
+    drop: np.ndarray  # [P, S, T]
+    lapse: np.ndarray  # [P, S]
+    rate: np.ndarray  # [P, S] interactions per day
+    arrival_days: float = 180.0
+    counts: dict[str, np.ndarray] = field(default_factory=dict)
+    estimator: dict[str, Any] = field(default_factory=dict)
+    log_summary: dict[str, Any] = field(default_factory=dict)
+    arrivals: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    # ---- shape and names -------------------------------------------------------------
+    @property
+    def n_personas(self) -> int:
+        return len(self.personas)
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.stages)
+
+    @property
+    def n_touchpoints(self) -> int:
+        return len(self.touchpoints)
+
+    @property
+    def conversion_index(self) -> int:
+        return self.stages.index(self.conversion_stage)
+
+    def stage_index(self, name: str, *, file: object = None, where: str = "stage") -> int:
+        return _index(self.stages, name, file, where)
+
+    def touchpoint_index(self, name: str, *, file: object = None, where: str = "touchpoint") -> int:
+        return _index(self.touchpoints, name, file, where)
+
+    def persona_index(self, name: str, *, file: object = None, where: str = "persona") -> int:
+        return _index(self.personas, name, file, where)
+
+    # ---- derived quantities ----------------------------------------------------------
+    @property
+    def stay(self) -> np.ndarray:
+        """P(an interaction neither advances nor ends the journey) [P, S, T]."""
+        return np.clip(1.0 - self.drop - self.advance.sum(axis=-1), 0.0, 1.0)
+
+    def stage_kernel(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per interaction in stage s: P(stay) [P, S] and P(outcome) [P, S, 1 + S].
+
+        Outcome 0 is "drop", outcome 1 + s2 is "advance to s2".
+        """
+        stay = (self.share * self.stay).sum(axis=-1)
+        out = np.zeros((self.n_personas, self.n_stages, 1 + self.n_stages))
+        out[:, :, 0] = (self.share * self.drop).sum(axis=-1)
+        out[:, :, 1:] = np.einsum("pst,pstu->psu", self.share, self.advance)
+        final = self.n_stages - 1
+        stay[:, final] = 0.0
+        out[:, final, :] = 0.0
+        return stay, out
+
+    def copy(self) -> Model:
+        return Model(
+            stages=list(self.stages), touchpoints=list(self.touchpoints),
+            personas=list(self.personas), conversion_stage=self.conversion_stage,
+            persona_share=self.persona_share.copy(), share=self.share.copy(),
+            advance=self.advance.copy(), drop=self.drop.copy(), lapse=self.lapse.copy(),
+            rate=self.rate.copy(), arrival_days=self.arrival_days,
+            counts={k: v.copy() for k, v in self.counts.items()},
+            estimator=json.loads(json.dumps(self.estimator)),
+            log_summary=json.loads(json.dumps(self.log_summary)),
+            arrivals=json.loads(json.dumps(self.arrivals)),
+            provenance=json.loads(json.dumps(self.provenance)),
+        )
+
+    def check(self, *, file: object = None) -> None:
+        """Raise ModelError unless the arrays are a valid model."""
+        P, S, T = self.n_personas, self.n_stages, self.n_touchpoints
+        shapes = {"persona_share": (P,), "share": (P, S, T), "advance": (P, S, T, S),
+                  "drop": (P, S, T), "lapse": (P, S), "rate": (P, S)}
+        for name, shape in shapes.items():
+            arr = getattr(self, name)
+            if arr.shape != shape:
+                raise ModelError(f"array has shape {arr.shape}, expected {shape}", file=file, where=name)
+            if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+                raise ModelError("values must be finite and non-negative", file=file, where=name)
+        if S < 2:
+            raise ModelError("a model needs at least two stages", file=file, where="stages", value=self.stages)
+        if self.conversion_stage not in self.stages:
+            raise ModelError("conversion stage is not a stage", file=file, where="conversion_stage",
+                             value=self.conversion_stage, hint=closest(self.conversion_stage, self.stages))
+        for label, names in (("stages", self.stages), ("touchpoints", self.touchpoints), ("personas", self.personas)):
+            if len(set(names)) != len(names) or not names:
+                raise ModelError("names must be unique and non-empty", file=file, where=label, value=names)
+        if abs(self.persona_share.sum() - 1) > 1e-6:
+            raise ModelError("persona shares must sum to 1", file=file, where="personas",
+                             value=float(self.persona_share.sum()))
+        live = self.share[:, :-1, :].sum(axis=-1)
+        if np.any(np.abs(live - 1) > 1e-6):
+            raise ModelError("touchpoint shares of a stage must sum to 1", file=file, where="share")
+        if np.any(self.drop + self.advance.sum(-1) > 1 + 1e-9):
+            raise ModelError("advance + drop_off exceeds 1", file=file, where="advance")
+        if np.any(np.tril(np.ones((S, S))).astype(bool) & (self.advance > 0).any(axis=(0, 2))):
+            raise ModelError("advance may only move to a later stage", file=file, where="advance")
+        if np.any(self.lapse > 1) or np.any(self.rate[:, :-1] <= 0):
+            raise ModelError("lapse must be <= 1 and rates > 0", file=file, where="lapse/rate")
+
+    # ---- JSON ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        S = self.n_stages
+        journey: dict[str, Any] = {}
+        cnt = self.counts
+        for p, persona in enumerate(self.personas):
+            per_stage: dict[str, Any] = {}
+            for s in range(S - 1):
+                tps: dict[str, Any] = {}
+                for t, tp in enumerate(self.touchpoints):
+                    cell: dict[str, Any] = {
+                        "share": _r(self.share[p, s, t]),
+                        "advance": {self.stages[u]: _r(self.advance[p, s, t, u]) for u in range(s + 1, S)},
+                        "drop_off": _r(self.drop[p, s, t]),
+                        "rate_per_day": _r(self.rate[p, s] * self.share[p, s, t]),
+                    }
+                    if cnt:
+                        cell["counts"] = {
+                            "interactions": int(cnt["interactions"][p, s, t]),
+                            "decided": int(cnt["decided"][p, s, t]),
+                            "advanced": {self.stages[u]: int(cnt["advanced"][p, s, t, u]) for u in range(s + 1, S)},
+                            "dropped": int(cnt["dropped"][p, s, t]),
+                            "stayed": int(cnt["stayed"][p, s, t]),
+                        }
+                        cell["pooled"] = bool(cnt["decided"][p, s, t] < self.estimator.get("sparse_below", 30))
+                    tps[tp] = cell
+                stage_rec: dict[str, Any] = {
+                    "gap_days": _r(1.0 / self.rate[p, s]) if self.rate[p, s] > 0 else None,
+                    "interactions_per_day": _r(self.rate[p, s]),
+                    "lapse": _r(self.lapse[p, s]),
+                    "touchpoints": tps,
+                }
+                if cnt:
+                    stage_rec["counts"] = {
+                        "entered": int(cnt["entered"][p, s]), "lapsed": int(cnt["lapsed"][p, s]),
+                        "gaps": int(cnt["gaps"][p, s]), "days_at_risk": _r(float(cnt["days_at_risk"][p, s])),
+                    }
+                per_stage[self.stages[s]] = stage_rec
+            journey[persona] = per_stage
+        personas = {}
+        for p, persona in enumerate(self.personas):
+            rec: dict[str, Any] = {"share": _r(self.persona_share[p])}
+            if cnt and "customers" in cnt:
+                rec["customers"] = int(cnt["customers"][p])
+            personas[persona] = rec
+        return {
+            "kind": MODEL_KIND,
+            "schema_version": SCHEMA_VERSION,
+            "stages": list(self.stages),
+            "conversion_stage": self.conversion_stage,
+            "touchpoints": list(self.touchpoints),
+            "personas": personas,
+            "arrival_days": _r(self.arrival_days),
+            "arrivals": self.arrivals,
+            "estimator": self.estimator,
+            "log": self.log_summary,
+            "journey": journey,
+            "provenance": self.provenance,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any, *, file: object = None) -> Model:
+        if not isinstance(data, dict) or data.get("kind") != MODEL_KIND:
+            raise ModelError("not a journey model file", file=file, where="kind",
+                             value=data.get("kind") if isinstance(data, dict) else type(data).__name__,
+                             hint="make one with `journey calibrate EVENTS --out model.json`")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ModelError("unknown model schema version", file=file, where="schema_version", value=version,
+                             hint=f"this journey reads version {SCHEMA_VERSION}; recalibrate the model")
+        try:
+            stages = [str(s) for s in data["stages"]]
+            touchpoints = [str(t) for t in data["touchpoints"]]
+            personas_rec = data["personas"]
+            personas = [str(p) for p in personas_rec]
+            P, S, T = len(personas), len(stages), len(touchpoints)
+            persona_share = np.array([float(personas_rec[p]["share"]) for p in personas])
+            share = np.zeros((P, S, T))
+            advance = np.zeros((P, S, T, S))
+            drop = np.zeros((P, S, T))
+            lapse = np.zeros((P, S))
+            rate = np.zeros((P, S))
+            for p, persona in enumerate(personas):
+                for s in range(S - 1):
+                    st = data["journey"][persona][stages[s]]
+                    lapse[p, s] = float(st["lapse"])
+                    rate[p, s] = float(st["interactions_per_day"])
+                    for t, tp in enumerate(touchpoints):
+                        cell = st["touchpoints"][tp]
+                        share[p, s, t] = float(cell["share"])
+                        drop[p, s, t] = float(cell["drop_off"])
+                        for name, value in cell["advance"].items():
+                            advance[p, s, t, stages.index(name)] = float(value)
+            model = cls(
+                stages=stages, touchpoints=touchpoints, personas=personas,
+                conversion_stage=str(data["conversion_stage"]), persona_share=persona_share,
+                share=share, advance=advance, drop=drop, lapse=lapse, rate=rate,
+                arrival_days=float(data.get("arrival_days", 180.0)),
+                counts=_counts_from_dict(data, personas, stages, touchpoints),
+                estimator=dict(data.get("estimator", {})), log_summary=dict(data.get("log", {})),
+                arrivals=dict(data.get("arrivals", {})), provenance=dict(data.get("provenance", {})),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelError("model file is incomplete or malformed", file=file,
+                             where=f"key {exc}" if isinstance(exc, KeyError) else None,
+                             hint="recalibrate with `journey calibrate`") from None
+        model.check(file=file)
+        return model
+
+    @classmethod
+    def load(cls, path: str | Path) -> Model:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError("model file not found", file=path, hint="check the path") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read model file ({exc.__class__.__name__})", file=path) from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", file=path,
+                             hint="the file is truncated or not JSON; recalibrate") from None
+        return cls.from_dict(data, file=path)
+
+
+def _index(names: list[str], name: str, file: object, where: str) -> int:
+    try:
+        return names.index(name)
+    except ValueError:
+        raise InputError(f"unknown {where.split('.')[-1]}", file=file, where=where, value=name,
+                         hint=closest(name, names)) from None
+
+
+def _r(x: float) -> float:
+    """Round for a readable file; 12 significant digits keep exact answers stable."""
+    return float(f"{float(x):.12g}")
+
+
+def _counts_from_dict(data: dict, personas, stages, touchpoints) -> dict[str, np.ndarray]:
+    P, S, T = len(personas), len(stages), len(touchpoints)
+    journey = data["journey"]
+    first = journey[personas[0]][stages[0]]["touchpoints"][touchpoints[0]]
+    if "counts" not in first:
+        return {}
+    c = {k: np.zeros((P, S, T), dtype=np.int64) for k in ("interactions", "decided", "dropped", "stayed")}
+    c["advanced"] = np.zeros((P, S, T, S), dtype=np.int64)
+    c["entered"] = np.zeros((P, S), dtype=np.int64)
+    c["lapsed"] = np.zeros((P, S), dtype=np.int64)
+    c["gaps"] = np.zeros((P, S), dtype=np.int64)
+    c["days_at_risk"] = np.zeros((P, S))
+    c["customers"] = np.array([int(data["personas"][p].get("customers", 0)) for p in personas], dtype=np.int64)
+    for p, persona in enumerate(personas):
+        for s in range(S - 1):
+            st = journey[persona][stages[s]]
+            sc = st.get("counts", {})
+            c["entered"][p, s] = int(sc.get("entered", 0))
+            c["lapsed"][p, s] = int(sc.get("lapsed", 0))
+            c["gaps"][p, s] = int(sc.get("gaps", 0))
+            c["days_at_risk"][p, s] = float(sc.get("days_at_risk", 0.0))
+            for t, tp in enumerate(touchpoints):
+                cc = st["touchpoints"][tp]["counts"]
+                for k in ("interactions", "decided", "dropped", "stayed"):
+                    c[k][p, s, t] = int(cc[k])
+                for name, value in cc["advanced"].items():
+                    c["advanced"][p, s, t, stages.index(name)] = int(value)
+    return c

@@ -1,0 +1,21 @@
+"""Progress bars for long work: rich in a terminal, silent otherwise (or with --quiet)."""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def progress_bar(description: str, total: float, *, quiet: bool = False) -> Iterator[Callable[[float], None]]:
+    """Yield ``advance(amount)``; draws a bar on stderr only when it is a terminal."""
+    if quiet or not sys.stderr.isatty():
+        yield lambda amount: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda amount: bar.advance(task, amount)

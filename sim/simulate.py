@@ -1,0 +1,162 @@
+"""`journey simulate`: a model or scenario in, replications run, summary.json out."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sim.engines.result import EngineResult
+from sim.errors import InputError
+from sim.exact import evaluate
+from sim.model import Model
+from sim.runs import run_directory
+from sim.summary import summarize, weekly_csv
+
+ENGINES = ("auto", "fast", "simpy")
+
+
+@dataclass
+class Target:
+    """What a MODEL_OR_SCENARIO argument resolves to: the model with the scenario applied."""
+
+    model: Model
+    base_model: Model
+    model_path: Path
+    scenario: Any | None = None  # sim.scenario.Scenario
+    source: Path | None = None
+
+    @property
+    def name(self) -> str:
+        if self.scenario is not None:
+            return self.scenario.name
+        return "baseline"
+
+    @property
+    def inputs(self) -> list[Path]:
+        return [p for p in (self.source, self.model_path) if p is not None]
+
+
+def load_target(path: str | Path) -> Target:
+    """A model JSON, or a scenario TOML (its model loaded and its changes applied)."""
+    path = Path(path)
+    if path.suffix.lower() == ".toml":
+        from sim.scenario import apply, load_scenario
+
+        scenario = load_scenario(path)
+        base = Model.load(scenario.model_path)
+        return Target(model=apply(base, scenario, file=path), base_model=base, model_path=scenario.model_path,
+                      scenario=scenario, source=path)
+    model = Model.load(path)
+    return Target(model=model, base_model=model, model_path=path, scenario=None, source=path)
+
+
+def resolve_seed(seed: int | None) -> int:
+    """A missing seed becomes a fresh one that is recorded, so every run can be repeated."""
+    if seed is None:
+        return int(np.random.SeedSequence().entropy % (2**63))
+    if seed < 0:
+        raise InputError("must not be negative", where="--seed", value=seed)
+    return int(seed)
+
+
+def replication_seeds(seed: int, replications: int) -> list[np.random.SeedSequence]:
+    return np.random.SeedSequence(seed).spawn(replications)
+
+
+def choose_engine(engine: str, target: Target) -> str:
+    if engine not in ENGINES:
+        raise InputError("unknown engine", where="--engine", value=engine, hint="use auto, fast or simpy")
+    capacity = getattr(target.scenario, "capacity", None) if target.scenario is not None else None
+    if engine == "auto":
+        return "simpy" if capacity else "fast"
+    return engine
+
+
+def _run_one(args: tuple) -> EngineResult:
+    engine, model, n, ss, horizon, arrival, capacity = args
+    if engine == "simpy":
+        from sim.engines import agents
+
+        return agents.run(model, n, ss, horizon_days=horizon, arrival_days=arrival, capacity=capacity)
+    from sim.engines import fast
+
+    return fast.run(model, n, ss, horizon_days=horizon, arrival_days=arrival)
+
+
+def run_replications(model: Model, customers: int, seed: int, replications: int, *, engine: str = "fast",
+                     horizon_days: float | None = None, arrival_days: float | None = None,
+                     capacity: dict | None = None, jobs: int = 1,
+                     progress: Callable[[int], None] | None = None) -> list[EngineResult]:
+    """R independent replications (SeedSequence.spawn); identical results for any ``jobs``."""
+    if customers < 1:
+        raise InputError("must be at least 1", where="--customers", value=customers)
+    if replications < 1:
+        raise InputError("must be at least 1", where="--replications", value=replications)
+    if jobs < 1:
+        raise InputError("must be at least 1", where="--jobs", value=jobs)
+    tasks = [(engine, model, customers, ss, horizon_days, arrival_days, capacity)
+             for ss in replication_seeds(seed, replications)]
+    if jobs == 1 or replications == 1:
+        out = []
+        for task in tasks:
+            out.append(_run_one(task))
+            if progress is not None:
+                progress(customers)
+        return out
+    with ProcessPoolExecutor(max_workers=min(jobs, replications)) as pool:
+        out = []
+        for result in pool.map(_run_one, tasks):
+            out.append(result)
+            if progress is not None:
+                progress(customers)
+        return out
+
+
+def simulate_target(target: Target, *, customers: int | None = None, seed: int | None = None,
+                    replications: int = 1, engine: str = "auto", horizon_days: float | None = None,
+                    jobs: int = 1, progress: Callable[[int], None] | None = None
+                    ) -> tuple[dict[str, Any], list[EngineResult]]:
+    sc = target.scenario
+    n = customers if customers is not None else (getattr(sc, "customers", None) or 100_000)
+    horizon = horizon_days if horizon_days is not None else getattr(sc, "horizon_days", None)
+    if horizon is not None and horizon <= 0:
+        raise InputError("must be positive", where="horizon_days", value=horizon)
+    arrival = getattr(sc, "arrival_days", None)
+    capacity = getattr(sc, "capacity", None) or None
+    seed = resolve_seed(seed)
+    chosen = choose_engine(engine, target)
+    results = run_replications(target.model, n, seed, replications, engine=chosen, horizon_days=horizon,
+                               arrival_days=arrival, capacity=capacity, jobs=jobs, progress=progress)
+    exact = evaluate(target.model, horizon_days=horizon)
+    summary = summarize(target.model, results, exact, customers=n, seed=seed, engine=chosen, horizon_days=horizon)
+    summary["name"] = target.name
+    if chosen == "simpy" and capacity:
+        summary["expected_note"] = ("expected_conversion_rate ignores capacity limits (queues and patience); "
+                                    "it is the unlimited-capacity answer")
+    return summary, results
+
+
+def run_simulate(path: str | Path, *, customers: int | None, seed: int | None, replications: int,
+                 engine: str, out: str | Path | None, horizon_days: float | None = None, jobs: int = 1,
+                 events_out: str | Path | None = None,
+                 progress: Callable[[int], None] | None = None) -> tuple[Path, dict[str, Any]]:
+    target = load_target(path)
+    seed = resolve_seed(seed)
+    args = {"target": str(path), "customers": customers, "seed": seed, "replications": replications,
+            "engine": engine, "horizon_days": horizon_days, "jobs": jobs,
+            "events_out": str(events_out) if events_out else None}
+    summary, results = simulate_target(target, customers=customers, seed=seed, replications=replications,
+                                       engine=engine, horizon_days=horizon_days, jobs=jobs, progress=progress)
+    with run_directory("simulate", out, args, target.inputs, seed=seed) as run:
+        run.json("summary.json", summary)
+        run.text("weekly.csv", weekly_csv(results))
+        if events_out is not None:
+            from sim.engines.events import write_event_log
+
+            write_event_log(target.model, summary["customers"], seed, events_out,
+                            horizon_days=summary["horizon_days"])
+    return run.final, summary

@@ -1,0 +1,118 @@
+"""Plain records out of engine results: summary.json and the weekly series."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from sim.engines.result import EngineResult
+from sim.exact import Exact
+from sim.model import Model
+
+Z95 = 1.959963984540054
+
+
+def _r(x: float) -> float:
+    return float(f"{float(x):.10g}")
+
+
+def wilson(k: float, n: float, z: float = Z95) -> list[float]:
+    """Wilson score interval for a binomial proportion."""
+    if n <= 0:
+        return [0.0, 1.0]
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return [_r(max(0.0, centre - half)), _r(min(1.0, centre + half))]
+
+
+def mean_ci(values: np.ndarray) -> list[float]:
+    """Student-t 95 % interval of the mean of replication values."""
+    values = np.asarray(values, dtype=float)
+    r = values.size
+    m = float(values.mean())
+    if r < 2:
+        return [_r(m), _r(m)]
+    half = float(stats.t.ppf(0.975, r - 1) * values.std(ddof=1) / math.sqrt(r))
+    return [_r(m - half), _r(m + half)]
+
+
+def rate_ci(successes: np.ndarray, trials: np.ndarray) -> list[float]:
+    """CI of a rate: across replications when there are >= 2, else binomial (Wilson)."""
+    successes, trials = np.asarray(successes, float), np.asarray(trials, float)
+    if successes.size >= 2:
+        return mean_ci(successes / np.maximum(trials, 1))
+    return wilson(float(successes.sum()), float(trials.sum()))
+
+
+def summarize(model: Model, results: list[EngineResult], exact: Exact, *, customers: int, seed: int | None,
+              engine: str, horizon_days: float | None = None) -> dict[str, Any]:
+    total = results[0]
+    for r in results[1:]:
+        total = total + r
+    c = model.conversion_index
+    n_sim = total.n
+    conv = np.array([r.conversions for r in results])
+    ns = np.array([r.n for r in results])
+    stages = {}
+    reach_exact = exact.reach_overall
+    for s, name in enumerate(model.stages):
+        stages[name] = {
+            "reached": int(total.reached[:, s].sum()),
+            "reached_rate": _r(total.reached[:, s].sum() / max(n_sim, 1)),
+            "dropped": int(total.dropped[:, s].sum()),
+            "expected_reached_rate": _r(reach_exact[s]),
+        }
+    personas = {}
+    for p, name in enumerate(model.personas):
+        n_p = total.customers[p]
+        per_conv = np.array([r.reached[p, c] for r in results])
+        per_n = np.array([r.customers[p] for r in results])
+        personas[name] = {
+            "customers": int(n_p),
+            "conversion_rate": _r(total.reached[p, c] / max(n_p, 1)),
+            "conversion_rate_ci": rate_ci(per_conv, per_n),
+            "expected_conversion_rate": _r(exact.reach[p, c]),
+            "share": _r(model.persona_share[p]),
+        }
+    touchpoints = {}
+    exp_inter = np.einsum("p,pst->t", exact.persona_share, exact.interactions) * n_sim
+    exp_drop = np.einsum("p,pst->t", exact.persona_share, exact.drop_offs) * n_sim
+    for t, name in enumerate(model.touchpoints):
+        touchpoints[name] = {
+            "interactions": int(total.interactions[:, :, t].sum()),
+            "drop_offs": int(total.drop_offs[:, :, t].sum()),
+            "expected_interactions": _r(exp_inter[t]),
+            "expected_drop_offs": _r(exp_drop[t]),
+        }
+    return {
+        "customers": int(customers),
+        "seed": seed,
+        "replications": len(results),
+        "simulated_customers": int(n_sim),
+        "engine": engine,
+        "horizon_days": horizon_days,
+        "conversion_stage": model.conversion_stage,
+        "conversion_rate": _r(total.conversions / max(n_sim, 1)),
+        "conversion_rate_ci": rate_ci(conv, ns),
+        "ci_method": "t over replications" if len(results) >= 2 else "Wilson binomial",
+        "expected_conversion_rate": _r(exact.conversion_rate),
+        "replication_conversion_rates": [_r(x) for x in conv / np.maximum(ns, 1)],
+        "stages": stages,
+        "personas": personas,
+        "touchpoints": touchpoints,
+        "counts_note": "stage, persona and touchpoint counts are totals over all replications",
+    }
+
+
+def weekly_csv(results: list[EngineResult]) -> str:
+    total = results[0]
+    for r in results[1:]:
+        total = total + r
+    lines = ["week,arrivals,conversions"]
+    for w, (a, c) in enumerate(zip(total.weekly_arrivals, total.weekly_conversions)):
+        lines.append(f"{w},{int(a)},{int(c)}")
+    return "\n".join(lines) + "\n"

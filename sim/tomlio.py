@@ -1,0 +1,66 @@
+"""Reading TOML files with errors the user can act on."""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from sim.errors import InputError, closest
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError("file not found", file=path, hint="check the path") from None
+    except OSError as exc:
+        raise InputError(f"cannot read file ({exc.__class__.__name__})", file=path) from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InputError("not a text file (TOML expected)", file=path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"TOML syntax error: {exc}", file=path, hint="fix the TOML syntax") from None
+
+
+def validate(model_cls: type[BaseModel], data: dict[str, Any], file: object) -> Any:
+    """Validate ``data`` with pydantic; the first problem becomes one InputError line."""
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(part) for part in err["loc"])
+        value = err.get("input")
+        hint = None
+        if err["type"] == "extra_forbidden":
+            parent = _fields_at(model_cls, err["loc"][:-1])
+            key = str(err["loc"][-1])
+            hint = closest(key, parent) if parent else None
+            raise InputError("unknown key", file=file, where=loc, value=key, hint=hint) from None
+        if err["type"] == "missing":
+            raise InputError("required key is missing", file=file, where=loc) from None
+        msg = err["msg"].removeprefix("Value error, ")
+        shown = value if isinstance(value, (int, float, str, bool)) else None
+        raise InputError(msg, file=file, where=loc, value=shown) from None
+
+
+def _fields_at(model_cls: type[BaseModel], loc: tuple) -> list[str]:
+    """Valid key names at a location inside a pydantic model (for 'did you mean')."""
+    cls: Any = model_cls
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(cls, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        for arg in (getattr(ann, "__args__", None) or (ann,)):
+            inner = getattr(arg, "__args__", None)
+            for cand in (inner or (arg,)):
+                if isinstance(cand, type) and issubclass(cand, BaseModel):
+                    cls = cand
+                    break
+    return list(getattr(cls, "model_fields", {}).keys())

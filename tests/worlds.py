@@ -1,0 +1,144 @@
+"""Known-truth worlds: a true Model and an event log simulated from it interaction by interaction.
+
+Independent of the product's engines (which draw whole stages at once): this generator walks each
+journey one interaction at a time, so agreement between the two is a real check.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from sim.model import DEFAULT_STAGES, Model
+
+TOUCHPOINTS = ["ad", "email", "web", "app", "sales_chat", "checkout", "support", "review"]
+PERSONAS = ["deal_seeker", "loyalist", "researcher"]
+
+
+def make_world(seed: int = 0, *, personas=PERSONAS, touchpoints=TOUCHPOINTS,
+               stages=DEFAULT_STAGES, pain_drop: float = 0.35) -> Model:
+    """A random but plausible true model with a checkout pain point and stage skips."""
+    rng = np.random.default_rng(seed)
+    P, S, T = len(personas), len(stages), len(touchpoints)
+    share = np.zeros((P, S, T))
+    advance = np.zeros((P, S, T, S))
+    drop = np.zeros((P, S, T))
+    for p in range(P):
+        for s in range(S - 1):
+            w = rng.gamma(2.0, 1.0, T)
+            w[rng.random(T) < 0.2] = 0.0  # some touchpoints are not met in some stages
+            w[0] += 0.5
+            share[p, s] = w / w.sum()
+            for t in range(T):
+                d = rng.uniform(0.02, 0.12)
+                a = rng.uniform(0.10, 0.35)
+                adv = np.zeros(S)
+                adv[s + 1] = a
+                if s + 2 < S:  # a stage skip
+                    adv[s + 2] = a * rng.uniform(0.05, 0.25)
+                drop[p, s, t] = d
+                advance[p, s, t] = adv
+    if "checkout" in touchpoints and "consideration" in stages:
+        c, k = touchpoints.index("checkout"), list(stages).index("consideration")
+        share[:, k, c] = np.maximum(share[:, k, c], 0.2)
+        share[:, k] /= share[:, k].sum(axis=-1, keepdims=True)
+        drop[:, k, c] = pain_drop
+    lapse = rng.uniform(0.05, 0.3, (P, S))
+    lapse[:, 0] = 0.0
+    lapse[:, -1] = 0.0
+    rate = rng.uniform(1 / 8.0, 1 / 2.0, (P, S))
+    rate[:, -1] = 0.0
+    mix = rng.dirichlet(np.full(P, 5.0))
+    model = Model(stages=list(stages), touchpoints=list(touchpoints), personas=list(personas),
+                  conversion_stage="decision" if "decision" in stages else stages[-1],
+                  persona_share=mix, share=share, advance=advance, drop=drop, lapse=lapse, rate=rate,
+                  arrival_days=180.0)
+    model.check()
+    return model
+
+
+@dataclass
+class Journeys:
+    events: pd.DataFrame
+    highest: np.ndarray  # [n] highest stage reached (uncensored truth)
+    persona: np.ndarray  # [n]
+
+
+def simulate_log(model: Model, n_customers: int, seed: int = 1, *, arrival_days: float = 180.0,
+                 observe_days: float | None = None, backward_noise: float = 0.0,
+                 start: str = "2024-01-01", after_final: float = 0.0) -> Journeys:
+    """Simulate journeys interaction by interaction; rows after the log's end are cut (censoring).
+
+    ``observe_days`` is the log's end after the start (default: ``arrival_days``).
+    ``backward_noise``: share of non-advancing rows logged with an earlier stage name.
+    ``after_final``: P(one extra row after reaching the final stage).
+    """
+    rng = np.random.default_rng(seed)
+    P, S, T = model.n_personas, model.n_stages, model.n_touchpoints
+    end = arrival_days if observe_days is None else observe_days
+    persona = rng.choice(P, size=n_customers, p=model.persona_share)
+    clock = rng.uniform(0.0, arrival_days, n_customers)
+    stage = np.zeros(n_customers, dtype=np.int64)
+    alive = np.ones(n_customers, dtype=bool)
+    highest = np.zeros(n_customers, dtype=np.int64)
+    cols: dict[str, list] = {"cid": [], "time": [], "tp": [], "stage": [], "order": []}
+    step = 0
+    idx = np.arange(n_customers)
+    while idx.size:
+        p, s = persona[idx], stage[idx]
+        # touchpoint
+        cum = np.cumsum(model.share[p, s], axis=1)
+        t = (rng.random(idx.size)[:, None] > cum).sum(axis=1)
+        t = np.minimum(t, T - 1)
+        # outcome: drop, advance to u, or stay
+        probs = np.concatenate([model.drop[p, s, t][:, None], model.advance[p, s, t]], axis=1)
+        cum = np.cumsum(probs, axis=1)
+        k = (rng.random(idx.size)[:, None] > cum).sum(axis=1)  # 0 drop, 1+u advance, 1+S stay
+        dropped = k == 0
+        moved = (k >= 1) & (k <= S)
+        new_stage = np.where(moved, k - 1, s)
+        logged = new_stage.copy()
+        if backward_noise > 0:
+            noisy = (~moved) & (s > 0) & (rng.random(idx.size) < backward_noise)
+            logged[noisy] = rng.integers(0, np.maximum(s[noisy], 1))
+        cols["cid"].append(idx)
+        cols["time"].append(clock[idx].copy())
+        cols["tp"].append(t)
+        cols["stage"].append(logged)
+        cols["order"].append(np.full(idx.size, step))
+        stage[idx] = new_stage
+        highest[idx] = np.maximum(highest[idx], new_stage)
+        lapsed = moved & (new_stage < S - 1) & (rng.random(idx.size) < model.lapse[p, new_stage])
+        done = dropped | lapsed | (new_stage == S - 1)
+        if after_final > 0:
+            extra = (new_stage == S - 1) & (rng.random(idx.size) < after_final)
+            if extra.any():
+                e = idx[extra]
+                cols["cid"].append(e)
+                cols["time"].append(clock[e] + rng.exponential(3.0, e.size))
+                cols["tp"].append(rng.integers(0, T, e.size))
+                cols["stage"].append(np.full(e.size, S - 1))
+                cols["order"].append(np.full(e.size, step))
+        alive[idx[done]] = False
+        idx = idx[~done]
+        if idx.size:
+            gap = rng.exponential(1.0 / model.rate[persona[idx], stage[idx]])
+            clock[idx] += gap
+        step += 1
+    cid = np.concatenate(cols["cid"])
+    tm = np.concatenate(cols["time"])
+    keep = tm <= end
+    frame = pd.DataFrame({
+        "customer_id": np.char.add("c", cid[keep].astype(str)),
+        "time_days": tm[keep],
+        "touchpoint": np.array(model.touchpoints)[np.concatenate(cols["tp"])[keep]],
+        "stage": np.array(model.stages)[np.concatenate(cols["stage"])[keep]],
+        "persona": np.array(model.personas)[persona[cid[keep]]],
+        "order": np.concatenate(cols["order"])[keep],
+    })
+    frame = frame.sort_values(["time_days", "order"], kind="stable").reset_index(drop=True)
+    base = pd.Timestamp(start, tz="UTC")
+    frame["timestamp"] = (base + pd.to_timedelta(frame["time_days"], unit="D")).dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    events = frame[["customer_id", "timestamp", "touchpoint", "stage", "persona"]]
+    return Journeys(events=events, highest=highest, persona=persona)
