@@ -1,0 +1,283 @@
+"""Scenario files (CONTRACT §2) and their application to a model.
+
+`load_scenario` validates the TOML (pydantic; unknown keys and bad values are InputErrors naming
+file, key and value). `apply(model, scenario)` is pure: it returns a changed copy.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from sim.errors import InputError
+from sim.model import Model
+from sim.tomlio import read_toml, validate
+
+Positive = Field(gt=0)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Target(_Strict):
+    """Which cells a change or investment touches: a touchpoint, optionally one stage / persona."""
+
+    touchpoint: str
+    stage: str | None = None
+    persona: str | None = None
+
+
+class Change(Target):
+    drop_off: float | None = Field(default=None, gt=0)
+    advance: float | None = Field(default=None, gt=0)
+    exposure: float | None = Field(default=None, gt=0)
+    remove: bool = False
+
+    @model_validator(mode="after")
+    def _says_something(self) -> Change:
+        if self.drop_off is None and self.advance is None and self.exposure is None and not self.remove:
+            raise ValueError("a change needs drop_off, advance, exposure or remove = true")
+        return self
+
+
+class Capacity(_Strict):
+    servers: int = Field(ge=1)
+    service_minutes: float = Field(gt=0)
+    patience_minutes: float = Field(gt=0)
+
+
+Lever = Literal["drop_off", "advance", "exposure"]
+
+
+class Investment(Target):
+    name: str
+    lever: Lever
+    max_effect: float = Field(ge=0)
+    half_saturation: float = Field(gt=0)
+    min_spend: float = Field(default=0.0, ge=0)
+    max_spend: float = Field(ge=0)
+    spend: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Investment:
+        if self.max_spend < self.min_spend:
+            raise ValueError(f"max_spend ({self.max_spend}) is below min_spend ({self.min_spend})")
+        if self.lever == "drop_off" and self.max_effect > 1:
+            raise ValueError(f"a drop_off lever's max_effect must be <= 1 (got {self.max_effect})")
+        if self.spend is not None and not (self.min_spend <= self.spend <= self.max_spend):
+            raise ValueError(f"spend {self.spend} is outside [min_spend, max_spend] = "
+                             f"[{self.min_spend}, {self.max_spend}]")
+        return self
+
+    def effect(self, spend: float) -> float:
+        """Saturating response: max_effect * spend / (spend + half_saturation)."""
+        return self.max_effect * spend / (spend + self.half_saturation)
+
+    def factor(self, spend: float) -> float:
+        e = self.effect(spend)
+        return 1.0 - e if self.lever == "drop_off" else 1.0 + e
+
+
+class Budget(_Strict):
+    total: float = Field(ge=0)
+
+
+class Scenario(_Strict):
+    name: str | None = None
+    model: str
+    customers: int | None = Field(default=None, ge=1)
+    horizon_days: float | None = Field(default=None, gt=0)
+    arrival_days: float | None = Field(default=None, gt=0)
+    personas: dict[str, float] | None = None
+    change: list[Change] = Field(default_factory=list)
+    capacity: dict[str, Capacity] = Field(default_factory=dict)
+    investment: list[Investment] = Field(default_factory=list)
+    budget: Budget | None = None
+    _source: Path | None = PrivateAttr(default=None)
+
+    @field_validator("personas")
+    @classmethod
+    def _mix(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return value
+        for name, share in value.items():
+            if share < 0:
+                raise ValueError(f"persona share of {name!r} must not be negative (got {share})")
+        if sum(value.values()) <= 0:
+            raise ValueError("persona shares must not all be zero")
+        return value
+
+    @model_validator(mode="after")
+    def _investments(self) -> Scenario:
+        names = [inv.name for inv in self.investment]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"investment names must be unique (repeated: {', '.join(sorted(dup))})")
+        if self.budget is not None:
+            fixed = sum(inv.spend or 0.0 for inv in self.investment)
+            floor = sum(inv.min_spend for inv in self.investment if inv.spend is None)
+            if fixed + floor > self.budget.total + 1e-9:
+                raise ValueError(f"fixed spends plus minimum spends ({fixed + floor:g}) exceed the "
+                                 f"budget ({self.budget.total:g})")
+        return self
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    @property
+    def model_path(self) -> Path:
+        base = self._source.parent if self._source is not None else Path(".")
+        path = Path(self.model)
+        return path if path.is_absolute() else base / path
+
+    @property
+    def capacity_dict(self) -> dict[str, dict[str, float]]:
+        return {name: cap.model_dump() for name, cap in self.capacity.items()}
+
+    @property
+    def is_baseline(self) -> bool:
+        return not self.change and self.personas is None and all(inv.spend is None for inv in self.investment)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    path = Path(path)
+    data = read_toml(path)
+    scenario: Scenario = validate(Scenario, data, file=path)
+    scenario._source = path
+    if scenario.name is None:
+        scenario.name = path.stem
+    if not scenario.model_path.is_file():
+        raise InputError("model file not found", file=path, where="model", value=scenario.model,
+                         hint="paths are relative to the scenario file; make one with `journey calibrate`")
+    return scenario
+
+
+# ---- application ----------------------------------------------------------------------------
+def _mask(model: Model, target: Target, file: object, where: str) -> np.ndarray:
+    """Boolean [P, S, T] of the cells a change touches (non-final stages only)."""
+    P, S, T = model.n_personas, model.n_stages, model.n_touchpoints
+    mask = np.zeros((P, S, T), dtype=bool)
+    t = model.touchpoint_index(target.touchpoint, file=file, where=f"{where}.touchpoint")
+    stages = range(S - 1)
+    if target.stage is not None:
+        s = model.stage_index(target.stage, file=file, where=f"{where}.stage")
+        if s == S - 1:
+            raise InputError("the final stage has no interactions to change", file=file, where=f"{where}.stage",
+                             value=target.stage, hint="name an earlier stage or leave stage out")
+        stages = [s]
+    personas = range(P)
+    if target.persona is not None:
+        personas = [model.persona_index(target.persona, file=file, where=f"{where}.persona")]
+    for p in personas:
+        for s in stages:
+            mask[p, s, t] = True
+    return mask
+
+
+def scale_drop(model: Model, mask: np.ndarray, factor: float) -> None:
+    """drop x factor, capped so that advancing and dropping stay <= 1 together."""
+    room = 1.0 - model.advance.sum(axis=-1)
+    model.drop[mask] = np.minimum(model.drop[mask] * factor, np.maximum(room[mask], 0.0))
+
+
+def scale_advance(model: Model, mask: np.ndarray, factor: float) -> None:
+    """advance x factor (every later stage alike), capped at 1 - drop."""
+    adv = model.advance[mask] * factor
+    total = adv.sum(axis=-1)
+    room = np.maximum(1.0 - model.drop[mask], 0.0)
+    over = total > room
+    adv[over] *= (room[over] / total[over])[:, None]
+    model.advance[mask] = adv
+
+
+def scale_exposure(model: Model, mask: np.ndarray, factor: float) -> None:
+    """The touchpoint's share x factor (capped at 1); the other touchpoints renormalised."""
+    P, S, T = mask.shape
+    for p, s in zip(*np.nonzero(mask.any(axis=-1))):
+        row = model.share[p, s]
+        ts = np.flatnonzero(mask[p, s])
+        old = row[ts].sum()
+        new_t = np.minimum(row[ts] * factor, 1.0)
+        if new_t.sum() > 1.0:
+            new_t = new_t / new_t.sum()
+        others = np.ones(T, dtype=bool)
+        others[ts] = False
+        rest = row[others].sum()
+        row[ts] = new_t
+        if rest > 0:
+            row[others] *= (1.0 - new_t.sum()) / rest
+        elif old > 0:
+            row[ts] = new_t / new_t.sum()
+        model.share[p, s] = row
+
+
+def remove_touchpoint(model: Model, mask: np.ndarray, file: object, where: str) -> None:
+    """The touchpoint is gone: its share goes to the others in proportion."""
+    for p, s in zip(*np.nonzero(mask.any(axis=-1))):
+        row = model.share[p, s]
+        ts = np.flatnonzero(mask[p, s])
+        rest = 1.0 - row[ts].sum()
+        if rest <= 1e-12:
+            raise InputError("cannot remove the only touchpoint met in a stage", file=file, where=where,
+                             value=f"{model.touchpoints[ts[0]]} in {model.stages[s]} for {model.personas[p]}",
+                             hint="remove it for other stages only, or change its drop_off instead")
+        row[ts] = 0.0
+        model.share[p, s] = row / rest
+
+
+def apply_factor(model: Model, mask: np.ndarray, lever: str, factor: float) -> None:
+    if lever == "drop_off":
+        scale_drop(model, mask, factor)
+    elif lever == "advance":
+        scale_advance(model, mask, factor)
+    elif lever == "exposure":
+        scale_exposure(model, mask, factor)
+    else:  # validated by pydantic; a programming error otherwise
+        raise ValueError(f"unknown lever {lever!r}")
+
+
+def apply(model: Model, scenario: Scenario, *, file: object = None,
+          spends: dict[str, float] | None = None) -> Model:
+    """The model with the scenario's persona mix, changes and investment spends applied.
+
+    ``spends`` sets (or overrides) investment spends by name, as the optimizer does; investments
+    with neither a fixed spend nor an entry in ``spends`` have no effect.
+    """
+    file = file if file is not None else scenario.source
+    out = model.copy()
+    if scenario.personas is not None:
+        mix = np.zeros(out.n_personas)
+        for name, share in scenario.personas.items():
+            mix[out.persona_index(name, file=file, where=f"personas.{name}")] = share
+        out.persona_share = mix / mix.sum()
+    for i, change in enumerate(scenario.change):
+        where = f"change[{i}]"
+        mask = _mask(out, change, file, where)
+        if change.remove:
+            remove_touchpoint(out, mask, file, where)
+            continue
+        if change.drop_off is not None:
+            scale_drop(out, mask, change.drop_off)
+        if change.advance is not None:
+            scale_advance(out, mask, change.advance)
+        if change.exposure is not None:
+            scale_exposure(out, mask, change.exposure)
+    for name in scenario.capacity:
+        out.touchpoint_index(name, file=file, where=f"capacity.{name}")
+    spends = dict(spends or {})
+    known = {inv.name for inv in scenario.investment}
+    for name in spends:
+        if name not in known:
+            raise InputError("unknown investment", file=file, where="spends", value=name)
+    for i, inv in enumerate(scenario.investment):
+        mask = _mask(out, inv, file, f"investment[{i}]")
+        spend = spends.get(inv.name, inv.spend)
+        if spend is None or spend <= 0:
+            continue
+        apply_factor(out, mask, inv.lever, inv.factor(spend))
+    out.check(file=file)
+    return out
