@@ -25,6 +25,7 @@ from sim.errors import InputError, ModelError, closest
 
 SCHEMA_VERSION = 1
 MODEL_KIND = "journey.model"
+EXTRA_KEYS = ("experience",)  # optional top-level sections read back into Model.extras
 DEFAULT_STAGES = ("awareness", "consideration", "decision", "retention", "advocacy")
 
 
@@ -46,6 +47,7 @@ class Model:
     log_summary: dict[str, Any] = field(default_factory=dict)
     arrivals: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)  # optional sections kept verbatim (e.g. experience)
 
     # ---- shape and names -------------------------------------------------------------
     @property
@@ -105,6 +107,7 @@ class Model:
             log_summary=json.loads(json.dumps(self.log_summary)),
             arrivals=json.loads(json.dumps(self.arrivals)),
             provenance=json.loads(json.dumps(self.provenance)),
+            extras=json.loads(json.dumps(self.extras)),
         )
 
     def check(self, *, file: object = None) -> None:
@@ -184,7 +187,7 @@ class Model:
             if cnt and "customers" in cnt:
                 rec["customers"] = int(cnt["customers"][p])
             personas[persona] = rec
-        return {
+        out: dict[str, Any] = {
             "kind": MODEL_KIND,
             "schema_version": SCHEMA_VERSION,
             "stages": list(self.stages),
@@ -198,6 +201,8 @@ class Model:
             "journey": journey,
             "provenance": self.provenance,
         }
+        out.update({k: v for k, v in self.extras.items() if v and k not in out})
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False) + "\n"
@@ -243,6 +248,7 @@ class Model:
                 counts=_counts_from_dict(data, personas, stages, touchpoints),
                 estimator=dict(data.get("estimator", {})), log_summary=dict(data.get("log", {})),
                 arrivals=dict(data.get("arrivals", {})), provenance=dict(data.get("provenance", {})),
+                extras={k: data[k] for k in EXTRA_KEYS if k in data},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelError("model file is incomplete or malformed", file=file,

@@ -45,7 +45,7 @@ class _Tables:
     """Per persona × stage cumulative tables, computed once per model."""
 
     def __init__(self, model: Model) -> None:
-        P, S = model.n_personas, model.n_stages
+        S = model.n_stages
         stay, out = model.stage_kernel()
         self.stay = stay
         leave = np.maximum(1.0 - stay, 1e-300)

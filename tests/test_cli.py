@@ -1,0 +1,135 @@
+"""The command line end to end: calibrate, simulate, demo; exit codes and reproducibility."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from conftest import DEMO_EVENTS, DEMO_MODEL
+from sim.model import Model
+
+runner = CliRunner()
+
+SUMMARY_KEYS = {"customers", "seed", "replications", "conversion_stage", "conversion_rate",
+                "conversion_rate_ci", "expected_conversion_rate", "stages", "personas", "touchpoints"}
+MANIFEST_KEYS = {"command", "arguments", "seed", "journey_version", "inputs", "started", "finished"}
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_calibrate_writes_a_readable_versioned_model(tmp_path):
+    out = tmp_path / "model.json"
+    result = invoke("calibrate", DEMO_EVENTS, "--out", out)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["schema_version"] == 1 and data["kind"] == "journey.model"
+    assert data["estimator"]["censoring"] == "outcome-window"
+    cell = data["journey"]["deal_seeker"]["consideration"]["touchpoints"]["checkout"]
+    assert {"share", "advance", "drop_off", "rate_per_day", "counts", "pooled"} <= set(cell)
+    assert data["provenance"]["inputs"][str(DEMO_EVENTS)]
+    Model.load(out)  # round trip
+
+
+def test_bundled_demo_model_matches_its_log(tmp_path):
+    out = tmp_path / "model.json"
+    assert invoke("calibrate", DEMO_EVENTS, "--out", out).exit_code == 0
+    fresh, bundled = json.loads(out.read_text()), json.loads(DEMO_MODEL.read_text())
+    for data in (fresh, bundled):
+        data.pop("provenance")
+        data["log"].pop("source")
+    assert fresh == bundled, "regenerate scenarios/demo/model.json with journey calibrate"
+
+
+def test_simulate_summary_manifest_and_interval(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("simulate", DEMO_MODEL, "--customers", 50_000, "--seed", 3, "--replications", 4, "--out", out)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["customers"] == 50_000 and summary["replications"] == 4
+    lo, hi = summary["conversion_rate_ci"]
+    assert lo <= summary["expected_conversion_rate"] <= hi
+    assert lo < summary["conversion_rate"] < hi
+    for rec in summary["stages"].values():
+        assert {"reached", "reached_rate", "dropped"} <= set(rec)
+    for rec in summary["personas"].values():
+        assert {"customers", "conversion_rate", "expected_conversion_rate"} <= set(rec)
+    for rec in summary["touchpoints"].values():
+        assert {"interactions", "drop_offs"} <= set(rec)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert MANIFEST_KEYS <= set(manifest)
+    assert manifest["seed"] == 3 and str(DEMO_MODEL) in manifest["inputs"]
+    assert (out / "weekly.csv").read_text().startswith("week,arrivals,conversions")
+
+
+def test_binomial_interval_with_one_replication(tmp_path):
+    out = tmp_path / "run"
+    assert invoke("simulate", DEMO_MODEL, "--customers", 100_000, "--seed", 5, "--out", out).exit_code == 0
+    s = json.loads((out / "summary.json").read_text())
+    lo, hi = s["conversion_rate_ci"]
+    p, n = s["conversion_rate"], s["customers"]
+    assert hi - lo == pytest.approx(2 * 1.96 * (p * (1 - p) / n) ** 0.5, rel=0.02)
+    assert lo <= s["expected_conversion_rate"] <= hi
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
+    runs = []
+    for name, seed in (("a", 9), ("b", 9), ("c", 10)):
+        out = tmp_path / name
+        assert invoke("simulate", DEMO_MODEL, "--customers", 20_000, "--seed", seed, "--replications", 2,
+                      "--out", out).exit_code == 0
+        runs.append((out / "summary.json").read_bytes())
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+def test_default_run_directory_and_recorded_seed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert invoke("simulate", DEMO_MODEL, "--customers", 1000).exit_code == 0
+    (run,) = list((tmp_path / "results").iterdir())
+    assert run.name.startswith("simulate-")
+    summary = json.loads((run / "summary.json").read_text())
+    assert isinstance(summary["seed"], int)  # a fresh seed is recorded so the run can be repeated
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["simulate", "missing.json"], "not found"),
+    (["simulate", "{bad}", "--customers", "10"], "malformed JSON"),
+    (["simulate", "{foreign}"], "schema version"),
+    (["calibrate", "missing.csv", "--out", "{out}/m.json"], "not found"),
+    (["calibrate", str(DEMO_EVENTS), "--out", "{out}/m.json", "--conversion-stage", "purchase"], "purchase"),
+])
+def test_bad_input_exit_2_one_line_nothing_written(tmp_path, args, fragment):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"kind": "journey.model", "schema_version": 1, "stages": [')
+    foreign = tmp_path / "foreign.json"
+    data = json.loads(DEMO_MODEL.read_text())
+    data["schema_version"] = 99
+    foreign.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    args = [a.format(bad=bad, foreign=foreign, out=out) for a in args] + (
+        ["--out", str(out)] if args[0] == "simulate" else [])
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0]
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_usage_errors_exit_2(tmp_path):
+    assert invoke("simulate", DEMO_MODEL, "--customers", 0).exit_code == 2
+    assert invoke("simulate", DEMO_MODEL, "--replications", -1).exit_code == 2
+    assert invoke("calibrate", DEMO_EVENTS).exit_code == 2  # --out is required
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    result = invoke("demo", "--out", out, "--customers", 20_000, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert (out / "model.json").is_file()
+    assert (out / "simulate" / "summary.json").is_file()
