@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from calibration.estimate import DEFAULT_INACTIVITY_DAYS, estimate
+from calibration.experience import satisfaction_by_cell
 from calibration.load import load_events
 from sim.model import Model
 from sim.runs import provenance, utc_now, write_text_atomic
@@ -13,7 +14,10 @@ def calibrate(events: str | Path, *, stages: str | None = None, conversion_stage
               inactivity_days: float = DEFAULT_INACTIVITY_DAYS, mapping: str | Path | None = None,
               before: float | None = None) -> Model:
     log = load_events(events, stages=stages, conversion_stage=conversion_stage, mapping=mapping, before=before)
-    return estimate(log, inactivity_days=inactivity_days)
+    model = estimate(log, inactivity_days=inactivity_days)
+    if log.satisfaction is not None:
+        model.extras["experience"] = satisfaction_by_cell(log)
+    return model
 
 
 def run_calibrate(events: str | Path, out: str | Path, *, stages: str | None = None,

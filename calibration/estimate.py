@@ -13,7 +13,7 @@ toward the stage's average, with a prior weight of ``pooling`` pseudo-interactio
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -103,7 +103,10 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
     last_time = time[last]
     last_stage = after[last]
     completed = int((last_stage == final).sum())
-    ended = int(((last_stage < final) & (last_time <= log.end - inactivity_days)).sum())
+    quiet = last_time <= log.end - inactivity_days
+    if log.ended is not None:  # a mapping's end_values closed these journeys, however recent
+        quiet = quiet | log.ended[cust[last]]
+    ended = int(((last_stage < final) & quiet).sum())
     weeks = np.floor((start - start.min()) / 7.0).astype(np.int64)
 
     model = Model(
@@ -143,7 +146,7 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
 
 
 def _iso(days: float) -> str:
-    return datetime.fromtimestamp(days * 86400.0, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(days * 86400.0, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 def _pool_outcomes(outcome: np.ndarray, stay: np.ndarray, m: float) -> np.ndarray:

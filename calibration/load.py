@@ -46,6 +46,7 @@ class EventLog:
     backward_rows: int = 0
     satisfaction: np.ndarray | None = None  # [n] float, NaN where missing
     notes: dict = field(default_factory=dict)
+    ended: np.ndarray | None = None  # [c] bool: journey ended by a mapping's [stage] end_values row
 
     @property
     def n_rows(self) -> int:
@@ -92,10 +93,12 @@ def load_events(path: str | Path, *, stages: str | list[str] | None = None,
                 before: float | None = None) -> EventLog:
     """Load, map and check an event log. ``before`` (days) keeps only rows earlier than it."""
     path = Path(path)
-    stage_names, conv = parse_stages(stages, conversion_stage)
     if mapping is not None and not isinstance(mapping, Mapping):
         mapping = load_mapping(mapping)
     mp = mapping or Mapping()
+    # the mapping's stage list is the default; --stages / --conversion-stage override it
+    stage_names, conv = parse_stages(stages if stages is not None else mp.stages,
+                                     conversion_stage or mp.conversion_stage)
     if not path.exists():
         raise InputError("event log not found", file=path, hint="check the path")
     if path.is_dir():
@@ -105,11 +108,12 @@ def load_events(path: str | Path, *, stages: str | list[str] | None = None,
         raise InputError("the event log is empty (no data rows)", file=path)
     rows = np.arange(1, table.num_rows + 1, dtype=np.int64)
 
-    for column, value in mp.filter.items():
+    for column in mp.filter:
         if column not in table.column_names:
             raise InputError("filter names a column the log does not have", file=path, where=f"[filter] {column}",
-                             hint=closest(column, table.column_names))
-        keep = pc.equal(pc.cast(table[column], pa.string()), str(value)).to_numpy(zero_copy_only=False)
+                             hint=closest(column, _header(table)))
+        wanted = pa.array(mp.filter_values(column), type=pa.string())
+        keep = pc.is_in(pc.cast(table[column], pa.string()), value_set=wanted).to_numpy(zero_copy_only=False)
         keep = np.asarray(keep, dtype=bool) & ~np.asarray(pc.is_null(table[column]).to_numpy(zero_copy_only=False))
         table = table.filter(pa.array(keep))
         rows = rows[keep]
@@ -124,7 +128,7 @@ def load_events(path: str | Path, *, stages: str | list[str] | None = None,
         src = columns[name]
         if src not in table.column_names:
             raise InputError("missing required column", file=path, where=f"column {src!r}",
-                             hint=closest(src, table.column_names) + (
+                             hint=closest(src, _header(table)) + (
                                  " (or map it with --mapping)" if mp is not None else ""))
 
     def col(name: str) -> pa.ChunkedArray:
@@ -152,8 +156,10 @@ def load_events(path: str | Path, *, stages: str | list[str] | None = None,
         stage_raw = _stage_codes(col("stage"), stage_names, path, columns["stage"], rows)
 
     # --- optional columns -------------------------------------------------------------
-    persona_src = columns["persona"]
-    if persona_src in table.column_names:
+    persona_src = mp.persona.column if mp.persona is not None else columns["persona"]
+    if mp.persona is not None:
+        per_code, personas = _derive_persona(table, mp, path)
+    elif persona_src in table.column_names:
         per_arr = pc.cast(table[persona_src], pa.string())
         _no_nulls(per_arr, path, persona_src, rows)
         per_code, personas = _encode_sorted(per_arr)
@@ -164,8 +170,12 @@ def load_events(path: str | Path, *, stages: str | list[str] | None = None,
     if sat_src in table.column_names:
         satisfaction = _parse_satisfaction(table[sat_src], path, sat_src, rows)
 
+    is_end = _end_rows(table, mp)
+    table_rows = rows  # file row number of each table row (increasing), for messages
+
     if before is not None:
         keep = time < before
+        is_end = is_end[keep]
         if not keep.any():
             raise InputError("no rows before the split", file=path, where="--split")
         cust_code, time, tp_code, stage_raw, per_code, rows = (
@@ -178,14 +188,28 @@ def load_events(path: str | Path, *, stages: str | list[str] | None = None,
     order = np.lexsort((time, cust_code))
     cust_code, time, tp_code, stage_raw, per_code, rows = (
         a[order] for a in (cust_code, time, tp_code, stage_raw, per_code, rows))
+    is_end = is_end[order]
     if satisfaction is not None:
         satisfaction = satisfaction[order]
 
     n_cust = customer_ids.size
     first = np.ones(cust_code.size, dtype=bool)
     first[1:] = cust_code[1:] != cust_code[:-1]
+    ended = np.zeros(n_cust, dtype=bool)
+    if is_end.any():  # the journey is over at a customer's first end row: drop the rows after it
+        start = np.maximum.accumulate(np.where(first, np.arange(first.size), 0))
+        ends_before = np.cumsum(is_end) - is_end
+        keep = ends_before - ends_before[start] == 0
+        ended[cust_code[is_end & keep]] = True
+        cust_code, time, tp_code, stage_raw, per_code, rows, first = (
+            a[keep] for a in (cust_code, time, tp_code, stage_raw, per_code, rows, first))
+        if satisfaction is not None:
+            satisfaction = satisfaction[keep]
     persona_of_customer = np.zeros(n_cust, dtype=np.int32)
     persona_of_customer[cust_code[first]] = per_code[first]
+    if mp.persona is not None:  # a [persona] rule reads the customer's first row: known at arrival
+        _check_first_persona(per_code[first], rows[first], table, table_rows, path, mp.persona)
+        per_code = persona_of_customer[cust_code]
     clash = per_code != persona_of_customer[cust_code]
     if clash.any():
         i = int(np.flatnonzero(clash)[0])
@@ -216,13 +240,16 @@ def load_events(path: str | Path, *, stages: str | list[str] | None = None,
     key = cust_code * S + np.maximum(stage_raw, 0)
     running = np.maximum.accumulate(key) - cust_code * S
     backward = int(((stage_raw >= 0) & (stage_raw < running)).sum())
+    last = np.ones(cust_code.size, dtype=bool)
+    last[:-1] = cust_code[1:] != cust_code[:-1]
+    ended[cust_code[last]] &= running[last] < S - 1  # reaching the final stage completes the journey
 
     return EventLog(
         customer=cust_code, time=time, touchpoint=tp_code.astype(np.int32), stage=running.astype(np.int8),
         row=rows, persona_of_customer=persona_of_customer, customer_ids=customer_ids,
         touchpoints=touchpoints, stages=stage_names, personas=personas, conversion_stage=conv,
         source=str(path), sha256=file_sha256(path), end=float(time.max()), backward_rows=backward,
-        satisfaction=satisfaction,
+        satisfaction=satisfaction, ended=ended,
     )
 
 
@@ -236,23 +263,33 @@ def _read_table(path: Path, mp: Mapping) -> pa.Table:
     try:
         if name.endswith(".parquet") or name.endswith(".pq"):
             return pq.read_table(path)
-        wanted = set(_column_sources(mp).values()) | set(mp.filter) | ({mp.stage.column} if mp.stage else set())
+        wanted = (set(_column_sources(mp).values()) | set(mp.filter) | ({mp.stage.column} if mp.stage else set())
+                  | ({mp.persona.column} if mp.persona else set()))
         head = _csv_header(path)
         include = [c for c in head if c in wanted]
         types = {c: pa.string() for c in include}
-        return pacsv.read_csv(
+        table = pacsv.read_csv(
             path,
             read_options=pacsv.ReadOptions(block_size=1 << 24),
             convert_options=pacsv.ConvertOptions(include_columns=include, column_types=types,
                                                  strings_can_be_null=True,
                                                  null_values=["", "NA", "NaN", "null", "None"]),
         )
+        # only the wanted columns are read; keep the whole header for "did you mean" hints
+        return table.replace_schema_metadata({"journey_header": "\x1f".join(head)})
     except InputError:
         raise
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError, EOFError) as exc:
         msg = str(exc).splitlines()[0][:200]
         raise InputError(f"cannot read the event log: {msg}", file=path,
                          hint="expected CSV (optionally .gz) with a header row, or Parquet") from None
+
+
+def _header(table: pa.Table) -> list[str]:
+    """Every column of the file, including those not read."""
+    meta = table.schema.metadata or {}
+    raw = meta.get(b"journey_header")
+    return raw.decode("utf-8").split("\x1f") if raw else list(table.column_names)
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -337,7 +374,7 @@ def _derive_stage(table: pa.Table, mp: Mapping, stages: list[str], path: Path, r
     rule = mp.stage
     if rule.column not in table.column_names:
         raise InputError("[stage] column is not in the log", file=path, where="[stage] column",
-                         value=rule.column, hint=closest(rule.column, table.column_names))
+                         value=rule.column, hint=closest(rule.column, _header(table)))
     for value, stage in rule.values.items():
         if stage not in stages:
             raise InputError("unknown stage in [stage] values", file=path, where=f"[stage] values.{value}",
@@ -349,6 +386,53 @@ def _derive_stage(table: pa.Table, mp: Mapping, stages: list[str], path: Path, r
                       dtype=np.int8)
     idx = enc.indices.fill_null(len(names)).to_numpy(zero_copy_only=False)
     return lookup[idx]
+
+
+def _end_rows(table: pa.Table, mp: Mapping) -> np.ndarray:
+    """Rows whose [stage] column holds one of the mapping's end_values."""
+    if mp.stage is None or not mp.stage.end_values or mp.stage.column not in table.column_names:
+        return np.zeros(table.num_rows, dtype=bool)
+    s = pc.cast(table[mp.stage.column], pa.string())
+    hit = pc.is_in(s, value_set=pa.array(mp.stage.end_values, type=pa.string()))
+    return np.asarray(hit.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _derive_persona(table: pa.Table, mp: Mapping, path: Path) -> tuple[np.ndarray, list[str]]:
+    """Per-row persona codes (-1 where the value is unusable) from a [persona] rule."""
+    rule = mp.persona
+    if rule.column not in table.column_names:
+        raise InputError("[persona] column is not in the log", file=path, where="[persona] column",
+                         value=rule.column, hint=closest(rule.column, _header(table)))
+    s = pc.cast(table[rule.column], pa.string())
+    if rule.bands is None:
+        enc = pc.dictionary_encode(s).combine_chunks()
+        names = [str(x) for x in enc.dictionary.to_pylist()]
+        order = np.argsort(np.array(names, dtype=object), kind="stable")
+        remap = np.full(len(names) + 1, -1, dtype=np.int32)
+        remap[order] = np.arange(len(names), dtype=np.int32)
+        codes = remap[enc.indices.fill_null(len(names)).to_numpy(zero_copy_only=False)]
+        return codes, [names[i] for i in order]
+    values = pd.to_numeric(pd.Series(s.to_numpy(zero_copy_only=False)), errors="coerce").to_numpy(dtype=float)
+    codes = np.searchsorted(np.asarray(rule.bands, dtype=float), values, side="right").astype(np.int32) - 1
+    codes[np.isnan(values)] = -1
+    used = np.unique(codes[codes >= 0])  # labels nobody has are left out of the model
+    if used.size == 0:
+        used = np.arange(len(rule.labels))
+    remap = np.full(len(rule.labels) + 1, -1, dtype=np.int32)
+    remap[used] = np.arange(used.size, dtype=np.int32)
+    return remap[codes], [rule.labels[i] for i in used]
+
+
+def _check_first_persona(codes: np.ndarray, rows: np.ndarray, table: pa.Table, table_rows: np.ndarray,
+                         path: Path, rule) -> None:
+    bad = codes < 0
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        value = table[rule.column][int(np.searchsorted(table_rows, rows[i]))].as_py()
+        what = (f"a number of at least {rule.bands[0]:g}" if rule.bands is not None else "a value")
+        raise InputError(f"[persona] column needs {what} on each customer's first row", file=path,
+                         where=f"row {rows[i]}, column {rule.column!r}", value=value if value is not None else "",
+                         hint="fill it in, or lower the first band" if rule.bands is not None else "fill it in")
 
 
 def _parse_satisfaction(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray) -> np.ndarray:

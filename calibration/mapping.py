@@ -1,11 +1,20 @@
-"""`--mapping FILE.toml`: map a foreign event log onto the contract's columns."""
+"""`--mapping FILE.toml`: map a foreign event log onto the contract's columns.
+
+Every key is documented in docs/mapping.md. Beyond the contract's [columns], [filter] and [stage]:
+  * top-level ``stages`` / ``conversion_stage``: defaults for --stages / --conversion-stage;
+  * [filter] values may be lists (keep rows equal to any of them);
+  * [stage] ``end_values``: values that end the journey at that row (declined, cancelled, ...);
+  * [persona]: persona from a column's value on the customer's first row, optionally banded.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sim.tomlio import read_toml, validate
+
+Scalar = str | int | float | bool
 
 
 class Columns(BaseModel):
@@ -24,6 +33,32 @@ class StageRule(BaseModel):
     model_config = ConfigDict(extra="forbid")
     column: str
     values: dict[str, str] = Field(default_factory=dict)
+    # a row with one of these values ends the journey (drop-off): later rows of the customer are ignored
+    end_values: list[str] = Field(default_factory=list)
+
+
+class PersonaRule(BaseModel):
+    """Persona from ``column`` on the customer's first row; numeric bands when ``bands`` is given."""
+
+    model_config = ConfigDict(extra="forbid")
+    column: str
+    bands: list[float] | None = None  # lower edges, increasing: value in [bands[i], bands[i+1]) -> labels[i]
+    labels: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _bands_match_labels(self) -> PersonaRule:
+        if (self.bands is None) != (self.labels is None):
+            raise ValueError("give both bands and labels (one label per band), or neither")
+        if self.bands is not None:
+            if not self.bands:
+                raise ValueError("bands must not be empty")
+            if len(self.bands) != len(self.labels):
+                raise ValueError(f"{len(self.bands)} bands but {len(self.labels)} labels: give one label per band")
+            if any(hi <= lo for lo, hi in zip(self.bands, self.bands[1:])):
+                raise ValueError("bands must be strictly increasing lower edges, e.g. [0, 5000, 15000]")
+            if len(set(self.labels)) != len(self.labels) or any(not x for x in self.labels):
+                raise ValueError("labels must be unique and non-empty")
+        return self
 
 
 class Options(BaseModel):
@@ -33,14 +68,38 @@ class Options(BaseModel):
 
 class Mapping(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    stages: list[str] | None = None  # default stage order when --stages is not given
+    conversion_stage: str | None = None  # default when --conversion-stage is not given
     columns: Columns = Field(default_factory=Columns)
-    filter: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    filter: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
     stage: StageRule | None = None
+    persona: PersonaRule | None = None
     options: Options = Field(default_factory=Options)
+
+    @model_validator(mode="after")
+    def _one_persona_source(self) -> Mapping:
+        if self.persona is not None and self.columns.persona is not None:
+            raise ValueError("give the persona either as [columns] persona or as a [persona] table, not both")
+        return self
 
     def source_of(self, name: str) -> str:
         """The user's column behind a contract column."""
         return getattr(self.columns, name) or name
+
+    def filter_values(self, column: str) -> list[str]:
+        """The values a [filter] column may take, as strings."""
+        value = self.filter[column]
+        values = value if isinstance(value, list) else [value]
+        return [text for v in values for text in _texts(v)]
+
+
+def _texts(value: Scalar) -> list[str]:
+    """How a TOML value may be spelt in a CSV cell."""
+    if isinstance(value, bool):
+        return ["true", "True", "TRUE", "1"] if value else ["false", "False", "FALSE", "0"]
+    if isinstance(value, float) and value.is_integer():
+        return [str(value), str(int(value))]
+    return [str(value)]
 
 
 def load_mapping(path: str | Path) -> Mapping:

@@ -6,7 +6,9 @@ from importlib import resources
 from pathlib import Path
 
 from calibration.calibrate import run_calibrate
-from sim.simulate import run_simulate
+
+DEMO_SCENARIOS = ("checkout_fix.toml", "double_email.toml", "drop_ads.toml")
+DEMO_SPLIT = "2024-04-01"
 
 
 def demo_file(name: str) -> Path:
@@ -14,16 +16,53 @@ def demo_file(name: str) -> Path:
     return Path(str(resources.files("scenarios").joinpath(name)))
 
 
-def run_demo(out: Path, *, customers: int = 200_000, quiet: bool = False) -> Iterator[str]:
+def run_demo(out: Path, *, customers: int = 200_000, trials: int = 60, quiet: bool = False) -> Iterator[str]:
     """Run each step, yielding one line per step for the terminal."""
+    from calibration.validate import run_backtest
+    from sim.compare import run_compare
+    from sim.hotspots import run_hotspots
+    from sim.optimize import run_optimize
+    from sim.report import build_report
+    from sim.simulate import run_simulate
+
     out = Path(out)
     events = demo_file("demo/events.csv.gz")
     model_path = out / "model.json"
     model = run_calibrate(events, model_path)
-    yield (f"calibrated {model.log_summary['customers']} customers ({model.log_summary['rows']} rows) "
+    yield (f"1 calibrate  {model.log_summary['customers']} customers, {model.log_summary['rows']} rows "
            f"-> {model_path}")
-    path, summary = run_simulate(model_path, customers=customers, seed=1, replications=5, engine="fast",
-                                 out=out / "simulate")
+
+    # the example scenarios point at the bundled copy of this model (identical numbers)
+    bundled = demo_file("demo/model.json")
+    path, summary = run_simulate(bundled, customers=customers, seed=1, replications=5, engine="fast",
+                                 out=out / "simulate", progress=None)
     lo, hi = summary["conversion_rate_ci"]
-    yield (f"simulated {customers} customers x 5: conversion {summary['conversion_rate']:.4f} "
-           f"[{lo:.4f}, {hi:.4f}], expected {summary['expected_conversion_rate']:.4f} -> {path}")
+    yield (f"2 simulate   {customers} customers x 5: conversion {summary['conversion_rate']:.4f} "
+           f"[{lo:.4f}, {hi:.4f}], exact {summary['expected_conversion_rate']:.4f} -> {path}")
+
+    ranking = run_hotspots(bundled, top=3, out=out / "hotspots.json")
+    worst = ranking["hotspots"][0]
+    yield (f"3 hotspots   worst point: {worst['touchpoint']} in {worst['stage']} -> {out / 'hotspots.json'}")
+
+    scenarios = [demo_file(f"examples/{name}") for name in DEMO_SCENARIOS]
+    path, comparison = run_compare(bundled, scenarios, customers=customers, seed=1, replications=5,
+                                   engine="fast", jobs=1, out=out / "compare", quiet=quiet)
+    best_sc = max(comparison["scenarios"], key=lambda s: s["uplift"])
+    ulo, uhi = best_sc["uplift_ci"]
+    yield (f"4 compare    best: {best_sc['name']} {best_sc['uplift']:+.4f} [{ulo:+.4f}, {uhi:+.4f}] -> {path}")
+
+    path, best = run_optimize(demo_file("examples/budget.toml"), trials=trials, seed=1, storage=None,
+                              study=None, workers=1, pareto=False, customers=customers, out=out / "optimize",
+                              quiet=quiet)
+    yield (f"5 optimize   {trials} trials: expected uplift {best['expected_uplift']:+.4f} for "
+           f"{best['spend']:.0f} spent -> {path}")
+
+    path, backtest = run_backtest(events, split=DEMO_SPLIT, stages=None, conversion_stage=None,
+                                  inactivity_days=30.0, mapping=None, out=out / "backtest")
+    conv = model.conversion_stage
+    yield (f"6 backtest   later cohort {conv}: predicted {backtest['predicted'][conv]:.3f}, observed "
+           f"{backtest['observed'][conv]:.3f}, naive {backtest['naive'][conv]:.3f} -> {path}")
+
+    report = build_report([out / "simulate", out / "compare", out / "optimize", out / "backtest"],
+                          out / "report.html")
+    yield f"7 report     open {report}"

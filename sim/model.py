@@ -67,13 +67,13 @@ class Model:
         return self.stages.index(self.conversion_stage)
 
     def stage_index(self, name: str, *, file: object = None, where: str = "stage") -> int:
-        return _index(self.stages, name, file, where)
+        return _index(self.stages, name, file, where, "stage")
 
     def touchpoint_index(self, name: str, *, file: object = None, where: str = "touchpoint") -> int:
-        return _index(self.touchpoints, name, file, where)
+        return _index(self.touchpoints, name, file, where, "touchpoint")
 
     def persona_index(self, name: str, *, file: object = None, where: str = "persona") -> int:
-        return _index(self.personas, name, file, where)
+        return _index(self.personas, name, file, where, "persona")
 
     # ---- derived quantities ----------------------------------------------------------
     @property
@@ -119,8 +119,10 @@ class Model:
             arr = getattr(self, name)
             if arr.shape != shape:
                 raise ModelError(f"array has shape {arr.shape}, expected {shape}", file=file, where=name)
-            if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-                raise ModelError("values must be finite and non-negative", file=file, where=name)
+            bad = ~np.isfinite(arr) | (arr < 0)
+            if bad.any():
+                raise ModelError("values must be finite and non-negative", file=file, where=self._where(name, bad),
+                                 value=float(arr[bad][0]))
         if S < 2:
             raise ModelError("a model needs at least two stages", file=file, where="stages", value=self.stages)
         if self.conversion_stage not in self.stages:
@@ -133,14 +135,36 @@ class Model:
             raise ModelError("persona shares must sum to 1", file=file, where="personas",
                              value=float(self.persona_share.sum()))
         live = self.share[:, :-1, :].sum(axis=-1)
-        if np.any(np.abs(live - 1) > 1e-6):
-            raise ModelError("touchpoint shares of a stage must sum to 1", file=file, where="share")
-        if np.any(self.drop + self.advance.sum(-1) > 1 + 1e-9):
-            raise ModelError("advance + drop_off exceeds 1", file=file, where="advance")
+        bad = np.abs(live - 1) > 1e-6
+        if bad.any():
+            raise ModelError("touchpoint shares of a stage must sum to 1", file=file,
+                             where=self._where("lapse", bad).removesuffix(".lapse"), value=float(live[bad][0]))
+        leave = self.drop + self.advance.sum(-1)
+        bad = leave > 1 + 1e-9
+        if bad.any():
+            raise ModelError("advance + drop_off exceeds 1", file=file, where=self._where("drop", bad).removesuffix(
+                ".drop_off"), value=float(leave[bad][0]))
         if np.any(np.tril(np.ones((S, S))).astype(bool) & (self.advance > 0).any(axis=(0, 2))):
             raise ModelError("advance may only move to a later stage", file=file, where="advance")
-        if np.any(self.lapse > 1) or np.any(self.rate[:, :-1] <= 0):
-            raise ModelError("lapse must be <= 1 and rates > 0", file=file, where="lapse/rate")
+        if np.any(self.lapse > 1):
+            raise ModelError("lapse must be <= 1", file=file, where=self._where("lapse", self.lapse > 1),
+                             value=float(self.lapse.max()))
+        bad = self.rate[:, :-1] <= 0
+        if bad.any():
+            raise ModelError("interactions per day must be > 0", file=file, where=self._where("rate", bad), value=0.0)
+
+    def _where(self, name: str, bad: np.ndarray) -> str:
+        """Where in the model JSON the first True cell of ``bad`` (indexed like array ``name``) lives."""
+        idx = [int(i) for i in np.argwhere(bad)[0]]
+        if name == "persona_share":
+            return f"personas.{self.personas[idx[0]]}.share"
+        path = f"journey.{self.personas[idx[0]]}.{self.stages[idx[1]]}"
+        if name in ("lapse", "rate"):
+            return f"{path}.{'lapse' if name == 'lapse' else 'interactions_per_day'}"
+        path += f".touchpoints.{self.touchpoints[idx[2]]}"
+        if name == "advance":
+            return f"{path}.advance.{self.stages[idx[3]]}"
+        return f"{path}.{'drop_off' if name == 'drop' else name}"
 
     # ---- JSON ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -251,8 +275,9 @@ class Model:
                 extras={k: data[k] for k in EXTRA_KEYS if k in data},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ModelError("model file is incomplete or malformed", file=file,
-                             where=f"key {exc}" if isinstance(exc, KeyError) else None,
+            key = isinstance(exc, KeyError)
+            raise ModelError("model file is incomplete or malformed" + ("" if key else f" ({exc})"), file=file,
+                             where=f"key {exc}" if key else None,
                              hint="recalibrate with `journey calibrate`") from None
         model.check(file=file)
         return model
@@ -261,10 +286,15 @@ class Model:
     def load(cls, path: str | Path) -> Model:
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # -sig: tolerate a byte-order mark from an editor
         except FileNotFoundError:
             raise InputError("model file not found", file=path, hint="check the path") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except IsADirectoryError:
+            raise InputError("is a directory, expected a model JSON file", file=path) from None
+        except UnicodeDecodeError:
+            raise ModelError("not a text file (model JSON expected)", file=path,
+                             hint="make one with `journey calibrate EVENTS --out model.json`") from None
+        except OSError as exc:
             raise InputError(f"cannot read model file ({exc.__class__.__name__})", file=path) from None
         try:
             data = json.loads(text)
@@ -274,11 +304,11 @@ class Model:
         return cls.from_dict(data, file=path)
 
 
-def _index(names: list[str], name: str, file: object, where: str) -> int:
+def _index(names: list[str], name: str, file: object, where: str, noun: str) -> int:
     try:
         return names.index(name)
     except ValueError:
-        raise InputError(f"unknown {where.split('.')[-1]}", file=file, where=where, value=name,
+        raise InputError(f"unknown {noun}", file=file, where=where, value=name,
                          hint=closest(name, names)) from None
 
 

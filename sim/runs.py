@@ -14,7 +14,7 @@ import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +22,16 @@ from sim._version import __version__
 from sim.errors import InputError
 
 RESULTS = Path("results")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: the umask can only be read by setting it
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def default_run_dir(command: str) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     return RESULTS / f"{command}-{stamp}"
 
 
@@ -56,20 +58,36 @@ def write_text_atomic(path: str | Path, text: str | bytes) -> Path:
     """Write to a temporary file beside ``path`` and rename it into place."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the output folder ({exc.strerror})", file=parent) from None
+    _make_folder(parent)
+    if path.is_dir():
+        raise InputError("output path is a directory", file=path, hint="give a file name")
     data = text.encode("utf-8") if isinstance(text, str) else text
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise InputError(f"cannot write to the output folder ({exc.strerror})", file=parent) from None
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
+    except OSError as exc:  # disk full, target replaced by a folder meanwhile, ...
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"cannot write the output ({exc.strerror})", file=path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError("a file is in the way of the output folder", file=folder,
+                         hint="choose another --out") from None
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder ({exc.strerror})", file=folder) from None
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
@@ -87,8 +105,13 @@ def sha256_of(path: str | Path) -> str:
 def provenance(command: str, arguments: dict[str, Any], inputs: list[str | Path], *,
                seed: int | None = None, started: str | None = None) -> dict[str, Any]:
     """What produced a result: command, arguments, seed, versions and input hashes."""
-    import numpy
-    import pandas
+    from importlib.metadata import PackageNotFoundError, version
+
+    def _version(package: str) -> str | None:  # not `import pandas`: that alone costs ~0.3 s per run
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return None
 
     return {
         "command": command,
@@ -97,8 +120,8 @@ def provenance(command: str, arguments: dict[str, Any], inputs: list[str | Path]
         "seed": seed,
         "journey_version": __version__,
         "python": platform.python_version(),
-        "numpy": numpy.__version__,
-        "pandas": pandas.__version__,
+        "numpy": _version("numpy"),
+        "pandas": _version("pandas"),
         "inputs": {str(p): sha256_of(p) for p in inputs if p is not None and Path(p).is_file()},
         "started": started or utc_now(),
     }
@@ -139,8 +162,8 @@ def run_directory(command: str, out: str | Path | None, arguments: dict[str, Any
     started = utc_now()
     manifest = provenance(command, arguments, inputs, seed=seed, started=started)
     parent = final.parent if str(final.parent) else Path(".")
+    _make_folder(parent)
     try:
-        parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=parent))
     except OSError as exc:
         raise InputError(f"cannot create the output folder ({exc.strerror})", file=parent) from None

@@ -6,7 +6,7 @@ file, key and value). `apply(model, scenario)` is pure: it returns a changed cop
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -30,16 +30,24 @@ class Target(_Strict):
     persona: str | None = None
 
 
+# a multiplier: a finite number > 0 (strict: true or "0.7" in a TOML file is a mistake, not a factor)
+Factor = Annotated[float | None, Field(default=None, gt=0, allow_inf_nan=False, strict=True)]
+
+
 class Change(Target):
-    drop_off: float | None = Field(default=None, gt=0)
-    advance: float | None = Field(default=None, gt=0)
-    exposure: float | None = Field(default=None, gt=0)
-    remove: bool = False
+    drop_off: Factor = None
+    advance: Factor = None
+    exposure: Factor = None
+    remove: bool = Field(default=False, strict=True)
 
     @model_validator(mode="after")
     def _says_something(self) -> Change:
-        if self.drop_off is None and self.advance is None and self.exposure is None and not self.remove:
+        factors = [k for k in ("drop_off", "advance", "exposure") if getattr(self, k) is not None]
+        if not factors and not self.remove:
             raise ValueError("a change needs drop_off, advance, exposure or remove = true")
+        if factors and self.remove:
+            raise ValueError(f"remove = true cannot be combined with {', '.join(factors)} in one change "
+                             "(a removed touchpoint has nothing left to scale)")
         return self
 
 
@@ -104,8 +112,8 @@ class Scenario(_Strict):
         if value is None:
             return value
         for name, share in value.items():
-            if share < 0:
-                raise ValueError(f"persona share of {name!r} must not be negative (got {share})")
+            if not np.isfinite(share) or share < 0:
+                raise ValueError(f"persona share of {name!r} must be a finite number >= 0 (got {share})")
         if sum(value.values()) <= 0:
             raise ValueError("persona shares must not all be zero")
         return value
@@ -180,27 +188,38 @@ def _mask(model: Model, target: Target, file: object, where: str) -> np.ndarray:
 
 def scale_drop(model: Model, mask: np.ndarray, factor: float) -> None:
     """drop x factor, capped so that advancing and dropping stay <= 1 together."""
-    room = 1.0 - model.advance.sum(axis=-1)
-    model.drop[mask] = np.minimum(model.drop[mask] * factor, np.maximum(room[mask], 0.0))
+    if factor == 1.0:  # exactly the identity (no rounding from the cap below)
+        return
+    drop = model.drop[mask] * factor
+    if factor > 1.0:  # never cap below the old value (a calibrated cell may sit at the limit)
+        room = np.maximum(1.0 - model.advance.sum(axis=-1)[mask], model.drop[mask])
+        drop = np.minimum(drop, room)
+    model.drop[mask] = drop
 
 
 def scale_advance(model: Model, mask: np.ndarray, factor: float) -> None:
     """advance x factor (every later stage alike), capped at 1 - drop."""
+    if factor == 1.0:
+        return
     adv = model.advance[mask] * factor
     total = adv.sum(axis=-1)
-    room = np.maximum(1.0 - model.drop[mask], 0.0)
-    over = total > room
+    room = np.maximum(1.0 - model.drop[mask], model.advance[mask].sum(axis=-1))
+    over = (total > room) & (factor > 1.0)
     adv[over] *= (room[over] / total[over])[:, None]
     model.advance[mask] = adv
 
 
 def scale_exposure(model: Model, mask: np.ndarray, factor: float) -> None:
     """The touchpoint's share x factor (capped at 1); the other touchpoints renormalised."""
+    if factor == 1.0:
+        return
     P, S, T = mask.shape
     for p, s in zip(*np.nonzero(mask.any(axis=-1))):
         row = model.share[p, s]
         ts = np.flatnonzero(mask[p, s])
         old = row[ts].sum()
+        if old == 0.0:  # not met in this stage: nothing to scale, leave the row exactly as it is
+            continue
         new_t = np.minimum(row[ts] * factor, 1.0)
         if new_t.sum() > 1.0:
             new_t = new_t / new_t.sum()
@@ -210,7 +229,7 @@ def scale_exposure(model: Model, mask: np.ndarray, factor: float) -> None:
         row[ts] = new_t
         if rest > 0:
             row[others] *= (1.0 - new_t.sum()) / rest
-        elif old > 0:
+        else:  # it is the only touchpoint met: it keeps the whole stage
             row[ts] = new_t / new_t.sum()
         model.share[p, s] = row
 
@@ -220,13 +239,15 @@ def remove_touchpoint(model: Model, mask: np.ndarray, file: object, where: str) 
     for p, s in zip(*np.nonzero(mask.any(axis=-1))):
         row = model.share[p, s]
         ts = np.flatnonzero(mask[p, s])
+        if row[ts].sum() == 0.0:  # not met in this stage: nothing to remove
+            continue
         rest = 1.0 - row[ts].sum()
         if rest <= 1e-12:
             raise InputError("cannot remove the only touchpoint met in a stage", file=file, where=where,
                              value=f"{model.touchpoints[ts[0]]} in {model.stages[s]} for {model.personas[p]}",
                              hint="remove it for other stages only, or change its drop_off instead")
         row[ts] = 0.0
-        model.share[p, s] = row / rest
+        model.share[p, s] = row / row.sum()  # the sum of what is left, not 1 - removed: no round-off above 1
 
 
 def apply_factor(model: Model, mask: np.ndarray, lever: str, factor: float) -> None:

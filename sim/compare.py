@@ -1,0 +1,345 @@
+"""`journey compare`: a baseline and what-if scenarios, simulated with common random numbers.
+
+Every target (base and scenarios) is simulated with the same seed, the same cohort size and the
+same horizon. The fast engine draws each customer's uniforms independently of the model, so the
+same seed *is* the pairing: customer i meets the same luck in every scenario, and the difference
+between two runs is mostly the change itself, not noise.
+
+Uplift = scenario minus base conversion rate (absolute). Its 95 % interval:
+  * R >= 2 replications: Student t over the R paired differences (replication r of the base
+    against replication r of the scenario);
+  * R = 1 on the fast engine: the cohort is run as ``BATCHES`` paired batches (seeds spawned from
+    the replication's seed), and the interval is the t interval over the batch differences. The
+    engine only returns aggregates, so per-customer pairs (McNemar) are not available;
+  * otherwise (SimPy engine with R = 1, or a tiny cohort): the normal interval for the difference
+    of two independent binomials, which ignores the pairing and is therefore conservative.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from sim.engines.result import EngineResult
+from sim.errors import InputError
+from sim.exact import Exact, evaluate
+from sim.progress import progress_bar
+from sim.runs import run_directory
+from sim.simulate import ENGINES, Target, load_target, replication_seeds, resolve_seed, run_replications
+from sim.summary import Z95, summarize
+
+DEFAULT_CUSTOMERS = 100_000
+BATCHES = 20  # paired batches of one replication (R = 1), for the uplift interval
+
+CSV_COLUMNS = ("name", "conversion_rate", "conversion_rate_ci_lo", "conversion_rate_ci_hi",
+               "expected_conversion_rate", "uplift", "uplift_ci_lo", "uplift_ci_hi", "expected_uplift",
+               "relative_uplift", "expected_relative_uplift", "base_conversion_rate",
+               "base_expected_conversion_rate")
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else float(f"{float(x):.10g}")
+
+
+# ---- the shared settings ------------------------------------------------------------------
+def _customers(explicit: int | None, base: Target, scenarios: list[Target]) -> int:
+    """--customers, else the base scenario's, else the largest the scenarios ask for, else 100000."""
+    if explicit is not None:
+        if explicit < 1:
+            raise InputError("must be at least 1", where="--customers", value=explicit)
+        return int(explicit)
+    if base.scenario is not None and base.scenario.customers:
+        return int(base.scenario.customers)
+    asked = [t.scenario.customers for t in scenarios if t.scenario is not None and t.scenario.customers]
+    return int(max(asked)) if asked else DEFAULT_CUSTOMERS
+
+
+def _horizon(base: Target, scenarios: list[Target]) -> float | None:
+    """One horizon for all: the one the files state (absent = none); files that disagree are an error."""
+    stated = [(t, t.scenario.horizon_days) for t in [base, *scenarios]
+              if t.scenario is not None and t.scenario.horizon_days is not None]
+    if not stated:
+        return None
+    first_target, first = stated[0]
+    for target, value in stated[1:]:
+        if value != first:
+            raise InputError("compare needs one horizon for all files", file=target.source, where="horizon_days",
+                             value=value, hint=f"{first_target.source} says {first:g}; state the same "
+                                               "horizon_days in each file, or leave it out")
+    return float(first)
+
+
+def _engine(engine: str, targets: list[Target]) -> str:
+    """One engine for all (pairing across engines means nothing): simpy if any file has [capacity]."""
+    if engine not in ENGINES:
+        raise InputError("unknown engine", where="--engine", value=engine, hint="use auto, fast or simpy")
+    if engine != "auto":
+        return engine
+    has_capacity = any(t.scenario is not None and t.scenario.capacity for t in targets)
+    return "simpy" if has_capacity else "fast"
+
+
+def _check_same_journey(base: Target, target: Target) -> None:
+    a, b = base.model, target.model
+    if a.stages != b.stages or a.conversion_stage != b.conversion_stage:
+        raise InputError("scenario's model has other stages or another conversion stage than the base",
+                         file=target.source, where="model", value=target.scenario.model if target.scenario else None,
+                         hint=f"base stages {','.join(a.stages)} (conversion {a.conversion_stage}); "
+                              "compare scenarios of one journey")
+
+
+# ---- simulation -----------------------------------------------------------------------------
+def _batch_sizes(n: int, k: int) -> list[int]:
+    return [n // k + (1 if i < n % k else 0) for i in range(k)]
+
+
+def _simulate(target: Target, n: int, seed: int, replications: int, engine: str, horizon: float | None,
+              batches: int, jobs: int, advance: Callable[[float], None]) -> list[EngineResult]:
+    """The pairing units of one target: its replications, or its batches when R = 1."""
+    sc = target.scenario
+    arrival = sc.arrival_days if sc is not None else None
+    capacity = (sc.capacity or None) if sc is not None else None
+    if batches > 1:
+        from sim.engines import fast
+
+        children = replication_seeds(seed, 1)[0].spawn(batches)
+        out = []
+        for size, child in zip(_batch_sizes(n, batches), children):
+            out.append(fast.run(target.model, size, child, horizon_days=horizon, arrival_days=arrival))
+            advance(size)
+        return out
+    return run_replications(target.model, n, seed, replications, engine=engine, horizon_days=horizon,
+                            arrival_days=arrival, capacity=capacity, jobs=jobs, progress=advance)
+
+
+def _pooled(units: list[EngineResult], batched: bool) -> list[EngineResult]:
+    """What the summary sees: the replications, or the batches added up into one replication."""
+    if not batched:
+        return units
+    total = units[0]
+    for u in units[1:]:
+        total = total + u
+    return [total]
+
+
+def _uplift_ci(base: list[EngineResult], scen: list[EngineResult], paired: bool) -> tuple[float, list[float]]:
+    n_b = np.array([u.n for u in base], dtype=float)
+    n_s = np.array([u.n for u in scen], dtype=float)
+    c_b = np.array([u.conversions for u in base], dtype=float)
+    c_s = np.array([u.conversions for u in scen], dtype=float)
+    p_b, p_s = c_b.sum() / max(n_b.sum(), 1), c_s.sum() / max(n_s.sum(), 1)
+    uplift = p_s - p_b
+    if paired and len(base) >= 2:
+        d = c_s / np.maximum(n_s, 1) - c_b / np.maximum(n_b, 1)
+        half = float(stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
+    else:  # independent binomials: ignores the (positive) pairing, so it is wider than need be
+        half = Z95 * math.sqrt(p_b * (1 - p_b) / max(n_b.sum(), 1) + p_s * (1 - p_s) / max(n_s.sum(), 1))
+    return uplift, [_r(uplift - half), _r(uplift + half)]
+
+
+def _ci_method(replications: int, batches: int) -> str:
+    if replications >= 2:
+        return f"t over the {replications} paired replication differences (common random numbers)"
+    if batches > 1:
+        return (f"t over {batches} paired batch differences of the one replication "
+                "(common random numbers; batch seeds spawned from the replication's seed)")
+    return ("normal approximation for two independent binomials (ignores the pairing, so conservative; "
+            "--replications 2 or more gives the paired interval)")
+
+
+# ---- records --------------------------------------------------------------------------------
+def _relative(diff: float, base: float) -> float | None:
+    return _r(diff / base) if base > 0 else None
+
+
+def _scenario_record(target: Target, summary: dict[str, Any], exact: Exact, base: Target,
+                     base_summary: dict[str, Any], base_exact: Exact, uplift: float, ci: list[float]
+                     ) -> dict[str, Any]:
+    model = target.model
+    expected_uplift = exact.conversion_rate - base_exact.conversion_rate
+    stages = {}
+    reach, base_reach = exact.reach_overall, base_exact.reach_overall
+    for s, name in enumerate(model.stages):
+        stages[name] = {
+            "uplift": _r(summary["stages"][name]["reached_rate"] - base_summary["stages"][name]["reached_rate"]),
+            "expected_uplift": _r(reach[s] - base_reach[s]),
+        }
+    personas = {}
+    c = model.conversion_index
+    for p, name in enumerate(model.personas):
+        if name not in base_summary["personas"]:
+            continue
+        bp = base_summary["personas"][name]
+        sp = summary["personas"][name]
+        sim_uplift = (sp["conversion_rate"] - bp["conversion_rate"]) if sp["customers"] and bp["customers"] else None
+        personas[name] = {
+            "uplift": _r(sim_uplift),
+            "expected_uplift": _r(exact.reach[p, c] - base_exact.reach[base.model.personas.index(name), c]),
+            "customers": sp["customers"],
+        }
+    record = {
+        "name": target.name,
+        "file": target.source.name if target.source is not None else None,
+        "conversion_rate": summary["conversion_rate"],
+        "conversion_rate_ci": summary["conversion_rate_ci"],
+        "expected_conversion_rate": summary["expected_conversion_rate"],
+        "uplift": _r(uplift),
+        "uplift_ci": ci,
+        "expected_uplift": _r(expected_uplift),
+        "relative_uplift": _relative(uplift, base_summary["conversion_rate"]),
+        "expected_relative_uplift": _relative(expected_uplift, base_exact.conversion_rate),
+        "significant": bool(ci[0] > 0 or ci[1] < 0),
+        "stages": stages,
+        "personas": personas,
+    }
+    if "expected_note" in summary:
+        record["expected_note"] = summary["expected_note"]
+    return record
+
+
+def comparison_csv(comparison: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    base = comparison["base"]
+    for sc in comparison["scenarios"]:
+        row = {**sc, "conversion_rate_ci_lo": sc["conversion_rate_ci"][0],
+               "conversion_rate_ci_hi": sc["conversion_rate_ci"][1], "uplift_ci_lo": sc["uplift_ci"][0],
+               "uplift_ci_hi": sc["uplift_ci"][1], "base_conversion_rate": base["conversion_rate"],
+               "base_expected_conversion_rate": base["expected_conversion_rate"]}
+        writer.writerow(["" if row[k] is None else row[k] for k in CSV_COLUMNS])
+    return buf.getvalue()
+
+
+def compare_targets(base: Target, scenarios: list[Target], *, customers: int | None, seed: int,
+                    replications: int = 1, engine: str = "auto", jobs: int = 1,
+                    progress: Callable[[float], None] | None = None) -> dict[str, Any]:
+    """The comparison record (no files written)."""
+    if not scenarios:
+        raise InputError("give at least one scenario to compare with the base", where="SCENARIO")
+    if replications < 1:
+        raise InputError("must be at least 1", where="--replications", value=replications)
+    for target in scenarios:
+        _check_same_journey(base, target)
+    targets = [base, *scenarios]
+    n = _customers(customers, base, scenarios)
+    horizon = _horizon(base, scenarios)
+    chosen = _engine(engine, targets)
+    batches = BATCHES if (replications == 1 and chosen == "fast" and n >= 2 * BATCHES) else 1
+    advance = progress or (lambda amount: None)
+
+    units = [_simulate(t, n, seed, replications, chosen, horizon, batches, jobs, advance) for t in targets]
+    exacts = [evaluate(t.model, horizon_days=horizon) for t in targets]
+    summaries = []
+    for target, u, exact in zip(targets, units, exacts):
+        summary = summarize(target.model, _pooled(u, batches > 1), exact, customers=n, seed=seed, engine=chosen,
+                            horizon_days=horizon)
+        summary["name"] = target.name
+        if chosen == "simpy" and target.scenario is not None and target.scenario.capacity:
+            summary["expected_note"] = ("expected_conversion_rate ignores capacity limits (queues and patience); "
+                                        "it is the unlimited-capacity answer")
+        summaries.append(summary)
+
+    paired = replications >= 2 or batches > 1
+    records = []
+    for target, u, exact, summary in zip(targets[1:], units[1:], exacts[1:], summaries[1:]):
+        uplift, ci = _uplift_ci(units[0], u, paired)
+        records.append(_scenario_record(target, summary, exact, base, summaries[0], exacts[0], uplift, ci))
+    result: dict[str, Any] = {
+        "customers": n,
+        "replications": replications,
+        "seed": seed,
+        "engine": chosen,
+        "horizon_days": horizon,
+        "conversion_stage": base.model.conversion_stage,
+        "crn": True,
+        "uplift_ci_method": _ci_method(replications, batches),
+        "batches": batches if batches > 1 else None,
+        "base": summaries[0],
+        "scenarios": records,
+    }
+    return result
+
+
+def run_compare(base: str | Path, scenarios: list[str | Path], *, customers: int | None = None,
+                seed: int | None = None, replications: int = 1, engine: str = "auto", jobs: int = 1,
+                out: str | Path | None = None, quiet: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Load, simulate with common random numbers, write comparison.json and comparison.csv."""
+    base_target = load_target(base)
+    targets = [load_target(path) for path in scenarios]
+    seed = resolve_seed(seed)
+    n = _customers(customers, base_target, targets)
+    total = n * replications * (1 + len(targets))
+    with progress_bar("comparing", total, quiet=quiet) as advance:
+        comparison = compare_targets(base_target, targets, customers=customers, seed=seed,
+                                     replications=replications, engine=engine, jobs=jobs, progress=advance)
+    inputs: list[Path] = []
+    for target in [base_target, *targets]:
+        inputs.extend(p for p in target.inputs if p not in inputs)
+    args = {"base": str(base), "scenarios": [str(s) for s in scenarios], "customers": customers, "seed": seed,
+            "replications": replications, "engine": engine, "jobs": jobs}
+    with run_directory("compare", out, args, inputs, seed=seed) as run:
+        run.json("comparison.json", comparison)
+        run.text("comparison.csv", comparison_csv(comparison))
+    return run.final, comparison
+
+
+# ---- terminal -------------------------------------------------------------------------------
+def _pct(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{100 * x:.{digits}f} %"
+
+
+def _pp(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{100 * x:+.{digits}f}"
+
+
+def table_console():
+    """A console for tables on stdout."""
+    import sys
+
+    from rich.console import Console
+
+    # a pipe or file gets a wide table rather than rich's 80-column default
+    return Console() if sys.stdout.isatty() else Console(width=140)
+
+
+def render_comparison(comparison: dict[str, Any]) -> None:
+    """The comparison as a table on stdout (uplift in percentage points)."""
+    from rich import box
+    from rich.table import Table
+
+    base = comparison["base"]
+    horizon = comparison.get("horizon_days")
+    title = (f"{comparison['customers']:,} customers x {comparison['replications']}, seed {comparison['seed']}, "
+             f"{comparison['engine']} engine; conversion = reached {comparison['conversion_stage']}"
+             + (f" within {horizon:g} days" if horizon else ""))
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("scenario")
+    table.add_column("conversion", justify="right")
+    table.add_column("95 % CI", justify="right")
+    table.add_column("expected", justify="right")
+    table.add_column("uplift pp", justify="right")
+    table.add_column("95 % CI pp", justify="right")
+    table.add_column("expected pp", justify="right")
+    table.add_column("relative", justify="right")
+    lo, hi = base["conversion_rate_ci"]
+    table.add_row(f"{base['name']} (base)", _pct(base["conversion_rate"]), f"{100 * lo:.2f}-{100 * hi:.2f}",
+                  _pct(base["expected_conversion_rate"]), "", "", "", "")
+    for sc in comparison["scenarios"]:
+        lo, hi = sc["conversion_rate_ci"]
+        ulo, uhi = sc["uplift_ci"]
+        rel = sc["relative_uplift"]
+        table.add_row(sc["name"], _pct(sc["conversion_rate"]), f"{100 * lo:.2f}-{100 * hi:.2f}",
+                      _pct(sc["expected_conversion_rate"]), _pp(sc["uplift"]), f"{_pp(ulo)} to {_pp(uhi)}",
+                      _pp(sc["expected_uplift"]), "-" if rel is None else f"{100 * rel:+.1f} %",
+                      style=None if sc["significant"] else "dim")
+    console = table_console()
+    console.print(table)
+    console.print(f"uplift = scenario minus base (pp = percentage points); interval: {comparison['uplift_ci_method']}"
+                  "; dim rows: the interval contains 0", style="dim")

@@ -1,0 +1,150 @@
+"""`journey hotspots`: the risk-of-leaving points of a journey, ranked, with exact numbers.
+
+For every stage x touchpoint cell (personas weighted by the model's mix):
+  * ``lost_per_1000``: expected journeys that end there (an interaction with the touchpoint in that
+    stage ends the journey) per 1000 arriving customers, over the whole journey;
+  * ``gain_if_drop_cut_10pct``: the exact conversion gained by cutting the cell's drop-off 10 %
+    (every persona), as a `drop_off = 0.9` change would;
+  * ``after_conversion``: the stage is at or past the conversion stage (no conversion at stake);
+  * ``uplift_if_removed``: the exact conversion change if the touchpoint disappeared from that stage
+    (its share going to the others, as `remove = true`); negative = conversion lost. ``None`` where
+    it is the only touchpoint some persona meets there.
+Cells ranked by journeys lost; ``rank_by_gain`` ranks the same cells by the 10 % gain.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sim.exact import evaluate
+from sim.model import Model
+from sim.runs import write_json
+from sim.scenario import remove_touchpoint, scale_drop
+
+CUT = 0.9  # "cut the drop-off 10 %"
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else float(f"{float(x):.10g}")
+
+
+def _conversion(model: Model, horizon_days: float | None) -> float:
+    return evaluate(model, horizon_days=horizon_days).conversion_rate
+
+
+def hotspot_cells(model: Model, horizon_days: float | None = None) -> list[dict[str, Any]]:
+    """Every stage x touchpoint cell that customers meet, ranked by journeys lost there."""
+    P, S, T = model.n_personas, model.n_stages, model.n_touchpoints
+    full = evaluate(model)  # journeys lost: over the whole journey
+    base = _conversion(model, horizon_days) if horizon_days is not None else full.conversion_rate
+    mix = model.persona_share
+    lost = np.einsum("p,pst->st", mix, full.drop_offs)
+    inter = np.einsum("p,pst->st", mix, full.interactions)
+    total_lost = float(np.einsum("p,ps->", mix, full.dropped[:, :S - 1]))
+    cells = []
+    for s in range(S - 1):
+        for t in range(T):
+            if not np.any(model.share[:, s, t] > 0):
+                continue  # never met there
+            mask = np.zeros((P, S, T), dtype=bool)
+            mask[:, s, t] = True
+            cut = model.copy()
+            scale_drop(cut, mask, CUT)
+            gain = _conversion(cut, horizon_days) - base
+            removed = None
+            if np.all(model.share[:, s, t] < 1.0 - 1e-12):
+                gone = model.copy()
+                remove_touchpoint(gone, mask, None, "hotspots")
+                removed = _conversion(gone, horizon_days) - base
+            cells.append({
+                "stage": model.stages[s],
+                "touchpoint": model.touchpoints[t],
+                "after_conversion": bool(s >= model.conversion_index),
+                "interactions_per_1000": _r(1000 * inter[s, t]),
+                "drop_off_rate": _r(lost[s, t] / inter[s, t]) if inter[s, t] > 0 else None,
+                "lost_per_1000": _r(1000 * lost[s, t]),
+                "share_of_losses": _r(lost[s, t] / total_lost) if total_lost > 0 else None,
+                "gain_if_drop_cut_10pct": _r(gain),
+                "uplift_if_removed": _r(removed),
+            })
+    cells.sort(key=lambda c: (-c["lost_per_1000"], c["stage"], c["touchpoint"]))
+    by_gain = sorted(range(len(cells)), key=lambda i: (-cells[i]["gain_if_drop_cut_10pct"], i))
+    for rank, i in enumerate(by_gain, start=1):
+        cells[i]["rank_by_gain"] = rank
+    for rank, cell in enumerate(cells, start=1):
+        cell["rank"] = rank
+    return cells
+
+
+def hotspot_table(model: Model, top: int = 10, horizon_days: float | None = None) -> list[dict[str, Any]]:
+    """The ``top`` cells by journeys lost (for the report)."""
+    return hotspot_cells(model, horizon_days)[:top]
+
+
+def hotspots_record(model: Model, *, name: str, top: int, horizon_days: float | None = None) -> dict[str, Any]:
+    full = evaluate(model)
+    S = model.n_stages
+    mix = model.persona_share
+    lapse = np.einsum("p,ps->s", mix, full.dropped) - np.einsum("p,pst->s", mix, full.drop_offs)
+    conv = _conversion(model, horizon_days) if horizon_days is not None else full.conversion_rate
+    return {
+        "name": name,
+        "conversion_stage": model.conversion_stage,
+        "horizon_days": horizon_days,
+        "expected_conversion_rate": _r(conv),
+        "lost_per_1000_total": _r(1000 * float(mix @ full.dropped[:, :S - 1].sum(axis=1))),
+        "lapsed_per_1000": {model.stages[s]: _r(1000 * max(lapse[s], 0.0)) for s in range(1, S - 1)},
+        "hotspots": hotspot_table(model, top, horizon_days),
+        "note": ("lost_per_1000: journeys ended by an interaction there, per 1000 customers, over the whole "
+                 "journey; lapsed_per_1000: customers who left on entering a stage, before any interaction; "
+                 "gains and uplifts: exact conversion-rate changes (absolute)"),
+    }
+
+
+def run_hotspots(path: str | Path, *, top: int = 10, out: str | Path | None = None) -> dict[str, Any]:
+    """Rank the risk-of-leaving points of a model (or of a scenario's changed model)."""
+    from sim.errors import InputError
+    from sim.simulate import load_target
+
+    if top < 1:
+        raise InputError("must be at least 1", where="--top", value=top)
+    target = load_target(path)
+    horizon = target.scenario.horizon_days if target.scenario is not None else None
+    record = hotspots_record(target.model, name=target.name, top=top, horizon_days=horizon)
+    if out is not None:
+        write_json(out, record)
+    return record
+
+
+def render_hotspots(ranking: dict[str, Any]) -> None:
+    """The ranking as a table on stdout."""
+    from rich import box
+    from rich.table import Table
+
+    from sim.compare import table_console
+
+    horizon = ranking.get("horizon_days")
+    table = Table(title=f"Risk-of-leaving points: {ranking['name']} (expected conversion "
+                        f"{100 * ranking['expected_conversion_rate']:.2f} %"
+                        + (f" within {horizon:g} days" if horizon else "") + ")",
+                  title_justify="left", box=box.SIMPLE_HEAD)
+    for col, just in (("#", "right"), ("stage", "left"), ("touchpoint", "left"), ("lost /1000", "right"),
+                      ("of losses", "right"), ("drop-off", "right"), ("gain if drop-off -10 %, pp", "right"),
+                      ("gain #", "right"), ("if removed, pp", "right")):
+        table.add_column(col, justify=just)
+    for c in ranking["hotspots"]:
+        removed = c["uplift_if_removed"]
+        stage = c["stage"] + (" *" if c["after_conversion"] else "")
+        table.add_row(str(c["rank"]), stage, c["touchpoint"], f"{c['lost_per_1000']:.1f}",
+                      "-" if c["share_of_losses"] is None else f"{100 * c['share_of_losses']:.1f} %",
+                      "-" if c["drop_off_rate"] is None else f"{100 * c['drop_off_rate']:.1f} %",
+                      f"{100 * c['gain_if_drop_cut_10pct']:+.3f}", str(c["rank_by_gain"]),
+                      "only one" if removed is None else f"{100 * removed:+.3f}")
+    console = table_console()
+    console.print(table)
+    lapsed = ", ".join(f"{k} {v:.1f}" for k, v in ranking["lapsed_per_1000"].items())
+    console.print(f"* after conversion: losses there do not change conversion. Journeys lost per 1000 customers: "
+                  f"{ranking['lost_per_1000_total']:.1f} in all; left on entering a stage (no touchpoint to "
+                  f"blame): {lapsed}", style="dim")
