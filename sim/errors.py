@@ -28,12 +28,17 @@ class InputError(JourneyError):
         if self.where:
             parts.append(self.where)
         head = ": ".join(parts)
-        text = f"{head}: {self.message}" if head else self.message
+        text = f"{head}: {_clip(self.message, 300)}" if head else _clip(self.message, 300)
         if self.value is not None:
-            text += f" (got {self.value!r})"
+            text += f" (got {_clip(repr(self.value), 120)})"
         if self.hint:
             text += f"; {self.hint}"
-        return " ".join(text.split())  # always one line
+        # always one printable line: bytes from a garbage file must not reach the terminal raw
+        return "".join(c if c.isprintable() else "?" for c in " ".join(text.split()))
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 class ModelError(InputError):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +106,8 @@ def run_replications(model: Model, customers: int, seed: int, replications: int,
             if progress is not None:
                 progress(customers)
         return out
+    from concurrent.futures import ProcessPoolExecutor  # lazy: most runs are single-process
+
     with ProcessPoolExecutor(max_workers=min(jobs, replications)) as pool:
         out = []
         for result in pool.map(_run_one, tasks):
@@ -124,7 +125,7 @@ def simulate_target(target: Target, *, customers: int | None = None, seed: int |
     n = customers if customers is not None else (getattr(sc, "customers", None) or 100_000)
     horizon = horizon_days if horizon_days is not None else getattr(sc, "horizon_days", None)
     if horizon is not None and horizon <= 0:
-        raise InputError("must be positive", where="horizon_days", value=horizon)
+        raise InputError("must be positive", where="--horizon-days", value=horizon)
     arrival = getattr(sc, "arrival_days", None)
     capacity = getattr(sc, "capacity", None) or None
     seed = resolve_seed(seed)

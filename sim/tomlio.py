@@ -16,13 +16,18 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise InputError("file not found", file=path, hint="check the path") from None
+    except IsADirectoryError:
+        raise InputError("is a directory, expected a TOML file", file=path) from None
     except OSError as exc:
         raise InputError(f"cannot read file ({exc.__class__.__name__})", file=path) from None
     try:
-        return tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8-sig"))  # -sig: tolerate a byte-order mark
     except UnicodeDecodeError:
         raise InputError("not a text file (TOML expected)", file=path) from None
     except tomllib.TOMLDecodeError as exc:
+        if raw.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):  # e.g. a model JSON where a TOML belongs
+            raise InputError("this is JSON, a TOML file is expected here", file=path,
+                             hint="a scenario TOML names its model JSON with `model = \"...\"`") from None
         raise InputError(f"TOML syntax error: {exc}", file=path, hint="fix the TOML syntax") from None
 
 
@@ -32,7 +37,7 @@ def validate(model_cls: type[BaseModel], data: dict[str, Any], file: object) -> 
         return model_cls.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(part) for part in err["loc"])
+        loc = _loc(err["loc"])
         value = err.get("input")
         hint = None
         if err["type"] == "extra_forbidden":
@@ -45,6 +50,14 @@ def validate(model_cls: type[BaseModel], data: dict[str, Any], file: object) -> 
         msg = err["msg"].removeprefix("Value error, ")
         shown = value if isinstance(value, (int, float, str, bool)) else None
         raise InputError(msg, file=file, where=loc, value=shown) from None
+
+
+def _loc(parts: tuple) -> str:
+    """('change', 0, 'drop_off') -> 'change[0].drop_off', like the messages of sim.scenario.apply."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
 
 
 def _fields_at(model_cls: type[BaseModel], loc: tuple) -> list[str]:
