@@ -6,6 +6,8 @@ Vectorised throughout (pyarrow reading, dictionary encoding, numpy sorting): no 
 from __future__ import annotations
 
 import hashlib
+import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,6 +105,12 @@ def load_events(path: str | Path, *, stages: str | list[str] | None = None,
         raise InputError("event log not found", file=path, hint="check the path")
     if path.is_dir():
         raise InputError("is a directory, expected an event log file", file=path)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # hashing overlaps the parsing
+        digest = pool.submit(file_sha256, path)
+        return _load(path, mp, stage_names, conv, before, digest)
+
+
+def _load(path: Path, mp: Mapping, stage_names: list[str], conv: str, before: float | None, digest) -> EventLog:
     table = _read_table(path, mp)
     if table.num_rows == 0:
         raise InputError("the event log is empty (no data rows)", file=path)
@@ -137,7 +145,7 @@ def load_events(path: str | Path, *, stages: str | list[str] | None = None,
     # --- customers ---------------------------------------------------------------------
     cust_arr = pc.cast(col("customer_id"), pa.string())
     _no_nulls(cust_arr, path, columns["customer_id"], rows)
-    cust_enc = pc.dictionary_encode(cust_arr).combine_chunks()
+    cust_enc = pc.dictionary_encode(cust_arr.combine_chunks())
     cust_code = cust_enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     customer_ids = np.asarray(cust_enc.dictionary.to_numpy(zero_copy_only=False))
 
@@ -145,7 +153,7 @@ def load_events(path: str | Path, *, stages: str | list[str] | None = None,
     time = _parse_time(col("timestamp"), path, columns["timestamp"], rows)
 
     # --- touchpoints ------------------------------------------------------------------
-    tp_arr = pc.cast(col("touchpoint"), pa.string())
+    tp_arr = col("touchpoint")
     _no_nulls(tp_arr, path, columns["touchpoint"], rows)
     tp_code, touchpoints = _encode_sorted(tp_arr)
 
@@ -160,7 +168,7 @@ def load_events(path: str | Path, *, stages: str | list[str] | None = None,
     if mp.persona is not None:
         per_code, personas = _derive_persona(table, mp, path)
     elif persona_src in table.column_names:
-        per_arr = pc.cast(table[persona_src], pa.string())
+        per_arr = table[persona_src]
         _no_nulls(per_arr, path, persona_src, rows)
         per_code, personas = _encode_sorted(per_arr)
     else:
@@ -184,10 +192,18 @@ def load_events(path: str | Path, *, stages: str | list[str] | None = None,
             satisfaction = satisfaction[keep]
         cust_code, customer_ids = _recode(cust_code, customer_ids)
 
-    # --- sort: customer, then time; file order kept for ties (lexsort is stable) --------
-    order = np.lexsort((time, cust_code))
-    cust_code, time, tp_code, stage_raw, per_code, rows = (
-        a[order] for a in (cust_code, time, tp_code, stage_raw, per_code, rows))
+    # --- sort: customer, then time; file order kept for ties ----------------------------
+    n_rows = cust_code.size
+    if n_rows and bool(np.all(time[1:] >= time[:-1])):
+        # a log in time order (the usual case): one sort on a unique integer key, and the
+        # sorted customer column is a plain repeat
+        order = np.argsort(cust_code * n_rows + np.arange(n_rows, dtype=np.int64))
+        cust_code = np.repeat(np.arange(customer_ids.size, dtype=np.int64),
+                              np.bincount(cust_code, minlength=customer_ids.size))
+    else:
+        order = np.lexsort((time, cust_code))  # stable: file order kept for ties
+        cust_code = cust_code[order]
+    time, tp_code, stage_raw, per_code, rows = (a[order] for a in (time, tp_code, stage_raw, per_code, rows))
     is_end = is_end[order]
     if satisfaction is not None:
         satisfaction = satisfaction[order]
@@ -248,7 +264,7 @@ def load_events(path: str | Path, *, stages: str | list[str] | None = None,
         customer=cust_code, time=time, touchpoint=tp_code.astype(np.int32), stage=running.astype(np.int8),
         row=rows, persona_of_customer=persona_of_customer, customer_ids=customer_ids,
         touchpoints=touchpoints, stages=stage_names, personas=personas, conversion_stage=conv,
-        source=str(path), sha256=file_sha256(path), end=float(time.max()), backward_rows=backward,
+        source=str(path), sha256=digest.result(), end=float(time.max()), backward_rows=backward,
         satisfaction=satisfaction, ended=ended,
     )
 
@@ -267,14 +283,24 @@ def _read_table(path: Path, mp: Mapping) -> pa.Table:
                   | ({mp.persona.column} if mp.persona else set()))
         head = _csv_header(path)
         include = [c for c in head if c in wanted]
-        types = {c: pa.string() for c in include}
-        table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(block_size=1 << 24),
-            convert_options=pacsv.ConvertOptions(include_columns=include, column_types=types,
-                                                 strings_can_be_null=True,
-                                                 null_values=["", "NA", "NaN", "null", "None"]),
-        )
+        sources = _column_sources(mp)
+        # Low-cardinality columns are read dictionary-encoded and the timestamp parsed by the
+        # reader itself (multi-threaded): far cheaper than materialising millions of strings.
+        types = {c: _DICT for c in include}
+        types[sources["customer_id"]] = pa.string()
+        if sources["satisfaction"] in types:
+            types[sources["satisfaction"]] = pa.string()
+        time_col = sources["timestamp"]
+        time_type = _sniff_time_type(path, time_col) if time_col in types else None
+        if time_type is not None:
+            types[time_col] = time_type
+        try:
+            table = _read_csv(path, include, types)
+        except pa.ArrowInvalid:
+            if time_type is None:
+                raise
+            types[time_col] = pa.string()  # mixed or odd timestamps: parse them the slow, exact way
+            table = _read_csv(path, include, types)
         # only the wanted columns are read; keep the whole header for "did you mean" hints
         return table.replace_schema_metadata({"journey_header": "\x1f".join(head)})
     except InputError:
@@ -283,6 +309,39 @@ def _read_table(path: Path, mp: Mapping) -> pa.Table:
         msg = str(exc).splitlines()[0][:200]
         raise InputError(f"cannot read the event log: {msg}", file=path,
                          hint="expected CSV (optionally .gz) with a header row, or Parquet") from None
+
+
+_DICT = pa.dictionary(pa.int32(), pa.string())
+_NULLS = ["", "NA", "NaN", "null", "None"]
+
+
+def _read_csv(path: Path, include: list[str], types: dict) -> pa.Table:
+    return pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(block_size=1 << 24),
+        convert_options=pacsv.ConvertOptions(include_columns=include, column_types=types,
+                                             strings_can_be_null=True, null_values=_NULLS),
+    )
+
+
+def _sniff_time_type(path: Path, column: str) -> pa.DataType | None:
+    """Timestamp type for the reader from the first rows: zoned, naive, or None (mixed/unknown)."""
+    try:
+        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16),
+                                convert_options=pacsv.ConvertOptions(include_columns=[column],
+                                                                     column_types={column: pa.string()}))
+        batch = reader.read_next_batch()
+    except (pa.ArrowInvalid, StopIteration, OSError):
+        return None
+    values = [v for v in batch.column(0).to_pylist() if v]
+    if not values:
+        return None
+    zoned = [bool(re.search(r"(Z|[+-]\d\d:?\d\d)$", v.strip())) for v in values]
+    if all(zoned):
+        return pa.timestamp("ns", "UTC")
+    if not any(zoned):
+        return pa.timestamp("ns")
+    return None
 
 
 def _header(table: pa.Table) -> list[str]:
@@ -311,14 +370,37 @@ def _no_nulls(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray) -
                          hint="every row needs a value here")
 
 
+def _dictionary_codes(arr: pa.ChunkedArray, code_of) -> np.ndarray:
+    """Codes of a (possibly dictionary-typed) column via ``code_of(name) -> int``, chunk by chunk.
+
+    Each chunk of a dictionary column has its own small dictionary: remap it instead of decoding
+    millions of strings. Nulls get code -1.
+    """
+    if not pa.types.is_dictionary(arr.type):
+        arr = pc.dictionary_encode(arr)
+    out = np.empty(len(arr), dtype=np.int32)
+    pos = 0
+    for chunk in arr.chunks:
+        remap = np.array([code_of(str(x)) for x in chunk.dictionary.to_pylist()] + [-1], dtype=np.int32)
+        idx = chunk.indices.fill_null(len(chunk.dictionary)).to_numpy(zero_copy_only=False)
+        out[pos:pos + len(chunk)] = remap[idx]
+        pos += len(chunk)
+    return out
+
+
+def _distinct(arr: pa.ChunkedArray) -> list[str]:
+    if pa.types.is_dictionary(arr.type):
+        names = {str(x) for chunk in arr.chunks for x in chunk.dictionary.to_pylist()}
+    else:
+        names = {str(x) for x in pc.unique(arr).to_pylist() if x is not None}
+    return sorted(names)
+
+
 def _encode_sorted(arr: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
-    enc = pc.dictionary_encode(arr).combine_chunks()
-    names = [str(x) for x in enc.dictionary.to_pylist()]
-    order = np.argsort(np.array(names, dtype=object), kind="stable")
-    remap = np.empty(len(names), dtype=np.int32)
-    remap[order] = np.arange(len(names), dtype=np.int32)
-    codes = remap[enc.indices.to_numpy(zero_copy_only=False)]
-    return codes, [names[i] for i in order]
+    """Codes in sorted-name order (stable names in the model whatever the file's row order)."""
+    names = _distinct(arr)
+    lookup = {name: i for i, name in enumerate(names)}
+    return _dictionary_codes(arr, lookup.__getitem__), names
 
 
 def _recode(codes: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -354,19 +436,14 @@ def _parse_time(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray)
 
 def _stage_codes(arr: pa.ChunkedArray, stages: list[str], path: Path, column: str,
                  rows: np.ndarray) -> np.ndarray:
-    s = pc.cast(arr, pa.string())
-    _no_nulls(s, path, column, rows)
-    enc = pc.dictionary_encode(s).combine_chunks()
-    names = [str(x) for x in enc.dictionary.to_pylist()]
-    table = np.full(len(names), -1, dtype=np.int8)
-    for i, name in enumerate(names):
-        if name in stages:
-            table[i] = stages.index(name)
-    codes = table[enc.indices.to_numpy(zero_copy_only=False)]
+    _no_nulls(arr, path, column, rows)
+    lookup = {name: i for i, name in enumerate(stages)}
+    codes = _dictionary_codes(arr, lambda name: lookup.get(name, -1)).astype(np.int8)
     if (codes < 0).any():
         i = int(np.flatnonzero(codes < 0)[0])
+        bad = str(arr[i].as_py())
         raise InputError("unknown stage", file=path, where=f"row {rows[i]}, column {column!r}",
-                         value=str(s[i]), hint=closest(str(s[i]), stages) + "; or list the stages with --stages")
+                         value=bad, hint=closest(bad, stages) + "; or list the stages with --stages")
     return codes
 
 
