@@ -67,14 +67,14 @@ Stages = Annotated[str | None, typer.Option(help="Stage order, comma-separated "
                                                  "(default awareness,consideration,decision,retention,advocacy).")]
 ConvStage = Annotated[str | None, typer.Option("--conversion-stage",
                                                help="Stage that counts as converted (default decision).")]
-Inactivity = Annotated[float, typer.Option("--inactivity-days", min=0.0,
+Inactivity = Annotated[float, typer.Option("--inactivity-days",
                                            help="Quiet this long at the log's end = journey ended.")]
 MappingOpt = Annotated[Path | None, typer.Option(help="TOML file mapping a foreign log onto the contract's columns.")]
-Customers = Annotated[int | None, typer.Option(min=1, help="Cohort size per replication "
+Customers = Annotated[int | None, typer.Option(help="Cohort size per replication "
                                                           "(default: the scenario's, else 100000).")]
-Seed = Annotated[int | None, typer.Option(min=0, help="Random seed; the same seed gives identical JSON.")]
-Replications = Annotated[int, typer.Option(min=1, help="Independent runs; the CI comes from their spread.")]
-Jobs = Annotated[int, typer.Option(min=1, help="Parallel processes for replications (same results as 1).")]
+Seed = Annotated[int | None, typer.Option(help="Random seed; the same seed gives identical JSON.")]
+Replications = Annotated[int, typer.Option(help="Independent runs; the CI comes from their spread.")]
+Jobs = Annotated[int, typer.Option(help="Parallel processes for replications (same results as 1).")]
 Engine = Annotated[str, typer.Option(help="auto (simpy when the scenario has [capacity]), fast or simpy.")]
 Out = Annotated[Path | None, typer.Option(help="Run directory (default results/<command>-<UTC time>/).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
@@ -109,7 +109,7 @@ def simulate(
     seed: Seed = None,
     replications: Replications = 1,
     engine: Engine = "auto",
-    horizon_days: Annotated[float | None, typer.Option(min=0.0, help="Count reach within this many days "
+    horizon_days: Annotated[float | None, typer.Option(help="Count reach within this many days "
                                                                       "of arrival.")] = None,
     jobs: Jobs = 1,
     events_out: Annotated[Path | None, typer.Option(help="Also write the simulated journeys as an event "
@@ -158,7 +158,7 @@ def compare(
 @handled
 def hotspots(
     model: Annotated[Path, typer.Argument(help="Model JSON or scenario TOML.")],
-    top: Annotated[int, typer.Option(min=1, help="How many points to show.")] = 10,
+    top: Annotated[int, typer.Option(help="How many points to show.")] = 10,
     out: Annotated[Path | None, typer.Option(help="Also write the ranking as JSON here.")] = None,
 ) -> None:
     """Rank the risk-of-leaving points: where customers are lost and what fixing them is worth."""
@@ -174,13 +174,13 @@ def hotspots(
 @handled
 def optimize(
     scenario: Annotated[Path, typer.Argument(help="Scenario TOML with [[investment]] and [budget].")],
-    trials: Annotated[int, typer.Option(min=1, help="Trials in the whole study (a resumed study counts "
+    trials: Annotated[int, typer.Option(help="Trials in the whole study (a resumed study counts "
                                                     "its earlier trials).")] = 100,
     seed: Seed = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL (sqlite:///f.db, "
                                                      "postgresql://..., or a .log journal file).")] = None,
     study: Annotated[str | None, typer.Option(help="Study name; an existing one is resumed.")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the study.")] = 1,
+    workers: Annotated[int, typer.Option(help="Worker processes sharing the study.")] = 1,
     pareto: Annotated[bool, typer.Option(help="Also trace conversion against spend.")] = False,
     customers: Customers = None,
     out: Out = None,
@@ -189,8 +189,13 @@ def optimize(
     """Search the split of a budget over investments that converts the most customers."""
     from sim.optimize import render_best, run_optimize
 
-    path, best = run_optimize(scenario, trials=trials, seed=seed, storage=storage, study=study, workers=workers,
-                              pareto=pareto, customers=customers, out=out, quiet=quiet)
+    try:
+        path, best = run_optimize(scenario, trials=trials, seed=seed, storage=storage, study=study, workers=workers,
+                                  pareto=pareto, customers=customers, out=out, quiet=quiet)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the study keeps every completed trial; run the same command again to resume",
+                   err=True)
+        raise typer.Exit(130) from None
     render_best(best)
     typer.echo(f"-> {path / 'best.json'}")
 
@@ -221,7 +226,7 @@ def backtest(
 def drift(
     old: Annotated[Path, typer.Argument(help="Earlier model JSON.")],
     new: Annotated[Path, typer.Argument(help="Later model JSON.")],
-    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="False discovery rate.")] = 0.05,
+    alpha: Annotated[float, typer.Option(help="False discovery rate.")] = 0.05,
     out: Out = None,
 ) -> None:
     """Which probabilities changed beyond noise between two calibrations."""
@@ -249,7 +254,7 @@ def report(
 @handled
 def demo(
     out: Annotated[Path, typer.Option(help="Where the demo's runs go.")] = Path("results/demo"),
-    customers: Annotated[int, typer.Option(min=1, help="Cohort size of the demo's simulations.")] = 200_000,
+    customers: Annotated[int, typer.Option(help="Cohort size of the demo's simulations.")] = 200_000,
     quiet: Quiet = False,
 ) -> None:
     """Run the whole pipeline on the bundled example."""

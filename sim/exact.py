@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import expm
 
 from sim.model import Model
 
@@ -106,6 +105,8 @@ def _generator(model: Model, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def _evaluate_horizon(model: Model, horizon: float) -> Exact:
+    from scipy.linalg import expm  # lazy: only horizon runs pay for importing scipy.linalg
+
     P, S = model.n_personas, model.n_stages
     full = evaluate(model)
     reach = np.zeros((P, S))

@@ -147,6 +147,10 @@ def run_simulate(path: str | Path, *, customers: int | None, seed: int | None, r
                  progress: Callable[[int], None] | None = None) -> tuple[Path, dict[str, Any]]:
     target = load_target(path)
     seed = resolve_seed(seed)
+    if events_out is not None:  # fail before the work, not after it
+        from sim.engines.events import check_events_path
+
+        check_events_path(events_out)
     args = {"target": str(path), "customers": customers, "seed": seed, "replications": replications,
             "engine": engine, "horizon_days": horizon_days, "jobs": jobs,
             "events_out": str(events_out) if events_out else None}
@@ -159,5 +163,6 @@ def run_simulate(path: str | Path, *, customers: int | None, seed: int | None, r
             from sim.engines.events import write_event_log
 
             write_event_log(target.model, summary["customers"], seed, events_out,
-                            horizon_days=summary["horizon_days"])
+                            horizon_days=summary["horizon_days"],
+                            arrival_days=getattr(target.scenario, "arrival_days", None))
     return run.final, summary

@@ -5,7 +5,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from sim.engines.result import EngineResult
 from sim.exact import Exact
@@ -36,6 +35,8 @@ def mean_ci(values: np.ndarray) -> list[float]:
     m = float(values.mean())
     if r < 2:
         return [_r(m), _r(m)]
+    from scipy import stats  # lazy: importing scipy.stats costs ~0.5 s of every run's start-up
+
     half = float(stats.t.ppf(0.975, r - 1) * values.std(ddof=1) / math.sqrt(r))
     return [_r(m - half), _r(m + half)]
 
@@ -88,7 +89,7 @@ def summarize(model: Model, results: list[EngineResult], exact: Exact, *, custom
             "expected_interactions": _r(exp_inter[t]),
             "expected_drop_offs": _r(exp_drop[t]),
         }
-    return {
+    summary = {
         "customers": int(customers),
         "seed": seed,
         "replications": len(results),
@@ -106,6 +107,29 @@ def summarize(model: Model, results: list[EngineResult], exact: Exact, *, custom
         "touchpoints": touchpoints,
         "counts_note": "stage, persona and touchpoint counts are totals over all replications",
     }
+    if total.extras.get("capacity"):
+        summary["capacity"] = capacity_summary(total.extras["capacity"])
+    return summary
+
+
+def capacity_summary(counters: dict[str, Any]) -> dict[str, Any]:
+    """Queue figures per capacitated touchpoint from the SimPy engine's counters (all replications)."""
+    out = {}
+    for name, c in counters.items():
+        requests, served, abandoned = c["requests"], c["served"], c["abandoned"]
+        out[name] = {
+            **c["settings"],
+            "requests": int(requests),
+            "served": int(served),
+            "abandoned": int(abandoned),
+            "abandonment_rate": _r(abandoned / max(requests, 1)),
+            "waited_share": _r(c["waited"] / max(served, 1)),
+            "mean_wait_minutes": _r(c["wait_days_served"] * 1440.0 / max(served, 1)),
+            "mean_wait_minutes_abandoned": _r(c["wait_days_abandoned"] * 1440.0 / max(abandoned, 1)),
+            "utilisation": _r(c["busy_days_in_window"] / max(c["open_days_in_window"], 1e-300)),
+            "max_queue": int(c["max_queue"]),
+        }
+    return out
 
 
 def weekly_csv(results: list[EngineResult]) -> str:

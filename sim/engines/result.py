@@ -1,7 +1,8 @@
 """What one engine run returns: aggregate counts only (no per-event storage)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +17,8 @@ class EngineResult:
     weekly_arrivals: np.ndarray  # [W] arrivals per calendar week since the cohort's start
     weekly_conversions: np.ndarray  # [W] conversions per calendar week
     conversion_index: int
+    # engine-specific aggregates, e.g. {"capacity": {touchpoint: queue counters}} from the SimPy engine
+    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -41,7 +44,7 @@ class EngineResult:
             drop_offs=self.drop_offs + other.drop_offs,
             weekly_arrivals=pad(self.weekly_arrivals) + pad(other.weekly_arrivals),
             weekly_conversions=pad(self.weekly_conversions) + pad(other.weekly_conversions),
-            conversion_index=self.conversion_index,
+            conversion_index=self.conversion_index, extras=merge_extras(self.extras, other.extras),
         )
 
     @classmethod
@@ -51,3 +54,20 @@ class EngineResult:
                    interactions=z((P, S, T), np.int64), drop_offs=z((P, S, T), np.int64),
                    weekly_arrivals=z(0, np.int64), weekly_conversions=z(0, np.int64),
                    conversion_index=conversion_index)
+
+
+def merge_extras(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Add two ``extras`` trees: numbers add, ``max_*`` keys take the maximum, ``settings`` keep the first."""
+    out = dict(a)
+    for key, value in b.items():
+        if key not in out:
+            out[key] = value
+        elif key == "settings":
+            continue
+        elif isinstance(value, dict):
+            out[key] = merge_extras(out[key], value)
+        elif key.startswith("max_"):
+            out[key] = max(out[key], value)
+        else:
+            out[key] = out[key] + value
+    return out

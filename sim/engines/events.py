@@ -1,0 +1,145 @@
+"""Simulated journeys written as an event log (the contract's shape), for `simulate --events-out`.
+
+Unlike the engines, which keep only aggregates, this walks every journey one interaction at a time
+(vectorised over the customers still active) and keeps one row per interaction: customer_id,
+timestamp, touchpoint, stage after the interaction, persona. The journeys are drawn from the same
+model and seed as the run but are their own draw, not the engines' customers one by one.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from sim.errors import InputError
+from sim.model import Model
+
+START = np.datetime64("2024-01-01T00:00:00", "ns")  # timestamp of day 0 of the cohort, UTC
+NS_PER_DAY = 86_400 * 10**9
+CHUNK = 1 << 17  # customers per row group
+_EVENTS = 2**31 + 5  # spawn key of the event log's stream
+
+
+def check_events_path(path: str | Path) -> Path:
+    """InputError unless ``path`` names a Parquet file that can be written."""
+    path = Path(path)
+    if path.suffix.lower() != ".parquet":
+        raise InputError("the simulated event log is written as Parquet", where="--events-out", value=str(path),
+                         hint="give a file name ending in .parquet")
+    if path.is_dir():
+        raise InputError("is a directory", where="--events-out", value=str(path), hint="give a file name")
+    return path
+
+
+def write_event_log(model: Model, n_customers: int, seed: np.random.SeedSequence | int, path: str | Path, *,
+                    horizon_days: float | None = None, arrival_days: float | None = None) -> Path:
+    """Simulate ``n_customers`` journeys and write their interactions to ``path`` (Parquet, atomically).
+
+    Customers arrive uniformly over ``arrival_days`` from 2024-01-01T00:00Z. With ``horizon_days``
+    a journey's rows later than that many days after its arrival are left out.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = check_events_path(path)
+    # an int seed gets a stream of its own, apart from the replications' SeedSequence(seed).spawn(R)
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed, spawn_key=(_EVENTS,))
+    arrival = float(arrival_days if arrival_days is not None else model.arrival_days)
+    horizon = np.inf if horizon_days is None else float(horizon_days)
+    schema = pa.schema([
+        ("customer_id", pa.int64()),
+        ("timestamp", pa.timestamp("ns", tz="UTC")),
+        ("touchpoint", pa.dictionary(pa.int32(), pa.string())),
+        ("stage", pa.dictionary(pa.int32(), pa.string())),
+        ("persona", pa.dictionary(pa.int32(), pa.string())),
+    ])
+    names = {k: pa.array(v, pa.string()) for k, v in
+             (("touchpoint", model.touchpoints), ("stage", model.stages), ("persona", model.personas))}
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        os.close(fd)
+    except OSError as exc:
+        raise InputError(f"cannot write the event log here ({exc.strerror})", where="--events-out",
+                         value=str(path)) from None
+    n_chunks = max(1, -(-n_customers // CHUNK))
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for i, child in enumerate(ss.spawn(n_chunks)):
+                first = i * CHUNK
+                size = min(CHUNK, n_customers - first)
+                cols = simulate_rows(model, size, child, horizon=horizon, arrival_days=arrival)
+                writer.write_table(pa.table({
+                    "customer_id": pa.array(cols["customer"] + first, pa.int64()),
+                    "timestamp": pa.array(START + (cols["time"] * NS_PER_DAY).astype("timedelta64[ns]"),
+                                          pa.timestamp("ns", tz="UTC")),
+                    "touchpoint": pa.DictionaryArray.from_arrays(pa.array(cols["touchpoint"], pa.int32()),
+                                                                 names["touchpoint"]),
+                    "stage": pa.DictionaryArray.from_arrays(pa.array(cols["stage"], pa.int32()), names["stage"]),
+                    "persona": pa.DictionaryArray.from_arrays(pa.array(cols["persona"], pa.int32()),
+                                                              names["persona"]),
+                }, schema=schema))
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"cannot write the event log ({exc.strerror or exc})", where="--events-out",
+                         value=str(path)) from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def simulate_rows(model: Model, n: int, ss: np.random.SeedSequence, *, horizon: float = np.inf,
+                  arrival_days: float | None = None) -> dict[str, np.ndarray]:
+    """Journeys of ``n`` customers, one row per interaction, sorted by customer then time.
+
+    Returns arrays: customer (0..n-1), time (days since the cohort's start), touchpoint, stage
+    (after the interaction) and persona codes.
+    """
+    rng = np.random.default_rng(ss)
+    P, S, T = model.n_personas, model.n_stages, model.n_touchpoints
+    arrival = float(arrival_days if arrival_days is not None else model.arrival_days)
+    persona_cum = np.cumsum(model.persona_share)
+    persona = np.minimum(np.searchsorted(persona_cum, rng.random(n), side="right"), P - 1)
+    arrive = rng.random(n) * arrival
+    tp_cum = np.cumsum(model.share, axis=-1)  # [P, S, T]
+    # outcome of an interaction: 0 drop, 1 + u advance to u, 1 + S stay
+    out_cum = np.cumsum(np.concatenate([model.drop[..., None], model.advance], axis=-1), axis=-1)  # [P,S,T,1+S]
+    gap_mean = np.where(model.rate > 0, 1.0 / np.maximum(model.rate, 1e-300), 0.0)
+    final = S - 1
+
+    stage = np.zeros(n, dtype=np.int64)
+    clock = arrive.copy()
+    idx = np.arange(n)
+    rows: dict[str, list[np.ndarray]] = {"customer": [], "time": [], "touchpoint": [], "stage": []}
+    while idx.size:
+        p, s = persona[idx], stage[idx]
+        t = np.minimum((rng.random(idx.size)[:, None] >= tp_cum[p, s]).sum(axis=1), T - 1)
+        k = (rng.random(idx.size)[:, None] >= out_cum[p, s, t]).sum(axis=1)
+        moved = (k >= 1) & (k <= S)
+        new = np.where(moved, k - 1, s)
+        rows["customer"].append(idx)
+        rows["time"].append(clock[idx])
+        rows["touchpoint"].append(t)
+        rows["stage"].append(new)
+        stage[idx] = new
+        lapsed = moved & (new < final)
+        lapsed[lapsed] = rng.random(int(lapsed.sum())) < model.lapse[p[lapsed], new[lapsed]]
+        done = (k == 0) | lapsed | (new == final)
+        idx = idx[~done]
+        if idx.size:
+            clock[idx] += rng.standard_exponential(idx.size) * gap_mean[persona[idx], stage[idx]]
+            idx = idx[clock[idx] - arrive[idx] <= horizon]  # the next interaction falls past the horizon
+    customer = np.concatenate(rows["customer"])
+    order = np.argsort(customer, kind="stable")  # interactions were appended in journey order
+    return {
+        "customer": customer[order],
+        "time": np.concatenate(rows["time"])[order],
+        "touchpoint": np.concatenate(rows["touchpoint"])[order],
+        "stage": np.concatenate(rows["stage"])[order],
+        "persona": persona[customer[order]],
+    }
