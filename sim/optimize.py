@@ -1,0 +1,1051 @@
+"""`journey optimize`: Optuna searches the split of a budget over investments (CONTRACT §2, §3).
+
+    scenario ──SpendSpace──▶ spends (feasible by construction) ──Objective──▶ exact conversion
+        │                                     ▲
+        └── study (storage: journal file in the run directory by default, or --storage URL)
+              one or K worker processes ask/tell trials ──▶ best split ──▶ simulated for a CI
+                                                            ──▶ best.json, best.toml, trials.csv, PNGs
+
+Search space: each free investment's parameter is its spend drawn from [min, max] widened by 10 %
+of the range on both sides and clipped back, so the bounds themselves (spend nothing extra on a lever
+that hurts, or all it can take) have prior mass; if the spends above the minimums add up to more than
+the budget left, they are scaled down to it. Every trial is feasible; the repaired spends are the
+trial's user attributes and what is evaluated, reported and written.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sim.errors import InputError, JourneyError
+from sim.exact import evaluate
+from sim.model import Model
+from sim.runs import default_run_dir, run_directory, sha256_of, utc_now
+from sim.scenario import Scenario, apply, load_scenario
+from sim.summary import _r, mean_ci
+
+CLIP = 0.1  # parameter ranges reach this share of [min, max] beyond each bound (clipped back)
+DEFAULT_JOURNAL = "study.log"
+REPLICATIONS = 5
+SPACE_VERSION = 1  # bump when the parametrisation changes: old studies cannot be resumed
+FINGERPRINT_ATTR = "journey_fingerprint"
+PARETO_LEVELS = 10
+PARETO_STREAM = 1 << 40  # sampler streams of the Pareto levels, apart from the study's
+PG_LOCK_KEY = 0x6A6F75726E  # advisory lock serialising schema / study creation on PostgreSQL
+
+
+# ---- search space ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SpendSpace:
+    """Free investments with their bounds; maps Optuna parameters to feasible spends."""
+
+    names: tuple[str, ...]  # investments Optuna chooses, in file order
+    lo: np.ndarray
+    hi: np.ndarray
+    fixed: dict[str, float]  # investments with a fixed spend (or min_spend == max_spend)
+    order: tuple[str, ...]  # every investment, in file order
+    total: float  # the budget
+
+    @classmethod
+    def from_scenario(cls, scenario: Scenario, total: float | None = None) -> SpendSpace:
+        file = scenario.source
+        if not scenario.investment:
+            raise InputError("the scenario has no [[investment]] to optimise", file=file, where="investment",
+                             hint="add [[investment]] tables with name, touchpoint, lever, max_effect, "
+                                  "half_saturation and max_spend (see docs/optimize.md)")
+        if scenario.budget is None:
+            raise InputError("the scenario has no [budget]", file=file, where="budget",
+                             hint="add `[budget]` with `total = ...` (the most the spends may add up to)")
+        names, lo, hi, fixed = [], [], [], {}
+        for inv in scenario.investment:
+            if inv.spend is not None:
+                fixed[inv.name] = float(inv.spend)
+            elif inv.max_spend - inv.min_spend <= 0:
+                fixed[inv.name] = float(inv.min_spend)
+            else:
+                names.append(inv.name)
+                lo.append(inv.min_spend)
+                hi.append(inv.max_spend)
+        if not names:
+            raise InputError("every investment has a fixed spend: nothing to optimise", file=file,
+                             where="investment", hint="remove `spend = ...` from the investments Optuna may choose")
+        return cls(names=tuple(names), lo=np.array(lo, dtype=float), hi=np.array(hi, dtype=float), fixed=fixed,
+                   order=tuple(inv.name for inv in scenario.investment),
+                   total=float(scenario.budget.total if total is None else total))
+
+    def with_budget(self, total: float) -> SpendSpace:
+        return SpendSpace(self.names, self.lo, self.hi, self.fixed, self.order, float(total))
+
+    @property
+    def floor(self) -> float:
+        """The least any split spends: fixed spends plus the minimums."""
+        return float(sum(self.fixed.values()) + self.lo.sum())
+
+    @property
+    def free_budget(self) -> float:
+        """Budget left above the floor, capped by what the investments can take."""
+        return float(max(0.0, min(self.total - self.floor, (self.hi - self.lo).sum())))
+
+    @property
+    def quantum(self) -> float:
+        """Spends are rounded down to this grid (1e-6 of the budget's order of magnitude)."""
+        return 10.0 ** (math.floor(math.log10(max(self.total, 1e-300))) - 6) if self.total > 0 else 1e-6
+
+    def param_range(self, i: int) -> tuple[float, float]:
+        width = self.hi[i] - self.lo[i]
+        return float(self.lo[i] - CLIP * width), float(self.hi[i] + CLIP * width)
+
+    def suggest(self, trial: Any) -> dict[str, float]:
+        raw = [trial.suggest_float(name, *self.param_range(i)) for i, name in enumerate(self.names)]
+        return self.spends(raw)
+
+    def spends(self, raw: list[float] | np.ndarray) -> dict[str, float]:
+        """Feasible spends of the free investments from raw parameters (clip, scale to budget, round down)."""
+        extra = np.clip(np.asarray(raw, dtype=float), self.lo, self.hi) - self.lo
+        room = max(0.0, self.total - self.floor)
+        if extra.sum() > room:
+            extra *= room / extra.sum()
+        out = {name: self._down(min(self.lo[i] + extra[i], self.hi[i]), i) for i, name in enumerate(self.names)}
+        # the budget check adds the spends in file order, as the scenario's validation does: never above it
+        while sum(self.allocation(out).values()) > self.total:
+            i = int(np.argmax([out[n] - self.lo[k] for k, n in enumerate(self.names)]))
+            if out[self.names[i]] <= self.lo[i]:
+                break
+            out[self.names[i]] = self._down(out[self.names[i]] - self.quantum, i)
+        return out
+
+    def _down(self, x: float, i: int) -> float:
+        """x rounded down to the quantum grid, kept within [min, max] of investment i."""
+        q = self.quantum
+        digits = max(0, -math.floor(math.log10(q)))
+        k = math.floor(x / q + 1e-9)  # 0.3 / 1e-4 is 2999.99..., not one quantum less
+        v = round(k * q, digits)
+        if v > x:
+            v = round((k - 1) * q, digits)
+        return float(min(max(v, self.lo[i]), self.hi[i]))
+
+    def even_params(self) -> dict[str, float]:
+        """Raw parameters of an even split of the free budget (a sensible first trial)."""
+        share = self.free_budget / len(self.names)
+        return {name: float(self.lo[i] + min(share, self.hi[i] - self.lo[i])) for i, name in enumerate(self.names)}
+
+    def allocation(self, spends: dict[str, float]) -> dict[str, float]:
+        """Every investment's spend (fixed ones included), in file order."""
+        return {name: float(spends[name]) if name in spends else self.fixed[name] for name in self.order}
+
+
+# ---- objective ---------------------------------------------------------------------------------
+class Objective:
+    """Exact expected conversion of the model with the scenario and the spends applied."""
+
+    def __init__(self, model: Model, scenario: Scenario) -> None:
+        self.model = model
+        self.scenario = scenario
+        self.horizon = scenario.horizon_days
+
+    def model_with(self, spends: dict[str, float]) -> Model:
+        return apply(self.model, self.scenario, spends=spends)
+
+    def __call__(self, spends: dict[str, float]) -> float:
+        return evaluate(self.model_with(spends), horizon_days=self.horizon).conversion_rate
+
+    @property
+    def baseline(self) -> float:
+        """Nothing spent on the investments being optimised (changes and fixed spends kept)."""
+        return self({})
+
+
+def fingerprint(scenario: Scenario, model_sha: str) -> str:
+    """What the objective depends on: a study made for another scenario or model must not be resumed."""
+    keys = ("personas", "change", "investment", "budget", "horizon_days")
+    data = {k: scenario.model_dump(mode="json")[k] for k in keys}
+    data["model_sha256"] = model_sha
+    data["space_version"] = SPACE_VERSION
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---- storage -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StorageSpec:
+    """Where the study lives: a journal file or an SQLAlchemy URL."""
+
+    kind: str  # "journal" or "rdb"
+    target: str  # journal file path or database URL (driver filled in)
+    label: str  # what best.json shows (relative name for the default, no password)
+    file: Path | None = None  # the local file holding the study, if any
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.kind == "rdb" and self.target.startswith("postgresql")
+
+
+def _mask_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # a URL SQLAlchemy cannot parse: drop anything like a password
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://{rest.rsplit('@', 1)[-1]}" if "@" in rest else url
+
+
+def _postgres_driver(url: str) -> str:
+    """`postgresql://` means psycopg (v3) to SQLAlchemy 2.1; use psycopg2 when only that is installed."""
+    scheme, rest = url.split("://", 1)
+    if "+" in scheme:
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is not None:
+        return url
+    if importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2://{rest}"
+    raise InputError("no PostgreSQL driver is installed", where="--storage", value=_mask_password(url),
+                     hint="pip install psycopg2-binary (or `pip install journey[postgres]`)")
+
+
+def parse_storage(storage: str | None, run_dir: Path) -> StorageSpec:
+    """--storage: none (journal file in the run directory), a database URL, or a .log / .db file."""
+    if storage is None:
+        path = run_dir / DEFAULT_JOURNAL
+        return StorageSpec("journal", str(path), DEFAULT_JOURNAL, path)
+    text = storage.strip()
+    hint = "use sqlite:///FILE.db, postgresql://USER@HOST/DB, or a journal file FILE.log"
+    if "://" in text:
+        scheme = text.split("://", 1)[0].lower()
+        if scheme.startswith("sqlite"):
+            path = Path(text.split(":///", 1)[1]) if ":///" in text else None
+            if path is None or not str(path):
+                raise InputError("an SQLite URL needs a file", where="--storage", value=text, hint=hint)
+            _parent_exists(path, text)
+            return StorageSpec("rdb", text, text, path)
+        if scheme.startswith("postgres"):
+            url = text.replace("postgres://", "postgresql://", 1) if scheme == "postgres" else text
+            url = _postgres_driver(url)
+            return StorageSpec("rdb", url, _mask_password(text))
+        if scheme.startswith(("mysql", "mariadb", "oracle", "mssql")):
+            return StorageSpec("rdb", text, _mask_password(text))
+        raise InputError("unknown storage URL scheme", where="--storage", value=_mask_password(text), hint=hint)
+    path = Path(text)
+    suffix = path.suffix.lower()
+    if suffix in (".log", ".jsonl", ".journal"):
+        _parent_exists(path, text)
+        return StorageSpec("journal", str(path), text, path)
+    if suffix in (".db", ".sqlite", ".sqlite3"):
+        _parent_exists(path, text)
+        return StorageSpec("rdb", f"sqlite:///{path}", text, path)
+    raise InputError("cannot tell what kind of storage this is", where="--storage", value=text, hint=hint)
+
+
+def _parent_exists(path: Path, text: str) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError("the storage file's folder does not exist", where="--storage", value=text,
+                         hint=f"create {parent} first, or check the path")
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    lines = [ln.strip() for ln in str(orig).splitlines() if ln.strip()]
+    return lines[0] if lines else exc.__class__.__name__
+
+
+def _check_reachable(spec: StorageSpec) -> None:
+    """Connect once with a short timeout, so a wrong host or password is one clear line."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    connect_args = {"connect_timeout": 10} if spec.is_postgres else {}
+    try:
+        engine = sqlalchemy.create_engine(spec.target, poolclass=NullPool, connect_args=connect_args)
+        with engine.connect():
+            pass
+    except (ImportError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        raise InputError(f"cannot reach the storage ({_first_line(exc)})", where="--storage", value=spec.label,
+                         hint="check the URL, host, port, user, password and that the database exists") from None
+
+
+@contextlib.contextmanager
+def _creation_lock(spec: StorageSpec) -> Iterator[None]:
+    """On PostgreSQL, one process at a time creates tables and studies (workers start together)."""
+    if not spec.is_postgres:
+        yield
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(spec.target, poolclass=NullPool)
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": PG_LOCK_KEY})
+        try:
+            yield
+        finally:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": PG_LOCK_KEY})
+            conn.commit()
+    engine.dispose()
+
+
+class _TrialSyncedJournal:
+    """Builds a journal file backend that syncs to disk once per trial instead of after every write.
+
+    Optuna's file backend fsyncs each of the ~8 writes of a trial (3-4 ms each on a virtual disk);
+    syncing once at the end of the trial keeps the same promise (a crash, even a power cut, loses at
+    most the trial in flight) at an eighth of the cost. Appends stay under the file lock, so other
+    processes on the machine see them at once.
+    """
+
+    @staticmethod
+    def make(path: str) -> Any:
+        from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+
+        class Backend(JournalFileBackend):
+            def __init__(self, file_path: str) -> None:
+                self._journey_lock = JournalFileSymlinkLock(file_path)
+                self._journey_path = file_path
+                super().__init__(file_path, lock_obj=self._journey_lock)
+
+            def append_logs(self, logs: list[dict[str, Any]]) -> None:
+                text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
+                self._journey_lock.acquire()
+                try:
+                    with open(self._journey_path, "ab") as fh:
+                        fh.write(text.encode("utf-8"))
+                finally:
+                    self._journey_lock.release()
+
+            def sync(self) -> None:
+                with open(self._journey_path, "ab") as fh:
+                    os.fsync(fh.fileno())
+
+        return Backend(path)
+
+
+@dataclass
+class Store:
+    """An opened Optuna storage with what it takes to sync and close it."""
+
+    storage: Any
+    backend: Any = None  # journal backend
+    engine: Any = None  # SQLAlchemy engine of an RDB storage
+
+    def sync(self) -> None:
+        """Make the trials told so far durable (journal: one fsync per trial)."""
+        if self.backend is not None and hasattr(self.backend, "sync"):
+            self.backend.sync()
+
+    def close(self) -> None:
+        """Release database connections (before a run directory is moved, or a process ends)."""
+        if self.engine is not None:
+            self.engine.dispose()
+
+
+def open_storage(spec: StorageSpec) -> Store:
+    """An Optuna storage for the spec; unreachable databases raise InputError (one line)."""
+    import optuna
+    from optuna.storages.journal import JournalStorage
+
+    if spec.kind == "journal":
+        try:
+            backend = _TrialSyncedJournal.make(spec.target)
+            return Store(JournalStorage(backend), backend=backend)
+        except OSError as exc:
+            raise InputError(f"cannot open the journal file ({exc.strerror})", where="--storage",
+                             value=spec.label) from None
+    import sqlalchemy
+
+    _check_reachable(spec)
+    kwargs = {"connect_args": {"timeout": 60}} if spec.target.startswith("sqlite") else {}
+    for attempt in range(6):
+        try:
+            with _creation_lock(spec):
+                rdb = optuna.storages.RDBStorage(spec.target, engine_kwargs=kwargs)
+            return Store(rdb, engine=rdb.engine)
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            # another process creating the same tables at the same moment: wait a little and retry
+            if attempt == 5:
+                raise InputError(f"cannot set up the storage ({_first_line(exc)})", where="--storage",
+                                 value=spec.label) from None
+            time.sleep(0.1 * (attempt + 1) * (1 + (os.getpid() % 10) / 10))
+    raise AssertionError("unreachable")
+
+
+# ---- study -------------------------------------------------------------------------------------
+def make_sampler(seed: int, offset: int = 0, worker: int = 0) -> Any:
+    """TPE seeded from (seed, trials already in the study, worker): a resumed run draws new numbers."""
+    import optuna
+
+    s = int(np.random.SeedSequence([seed, offset, worker]).generate_state(1)[0])
+    return optuna.samplers.TPESampler(seed=s, multivariate=True, constant_liar=True)
+
+
+def _quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def open_study(storage: Any, spec: StorageSpec, name: str, fp: str, *, sampler: Any = None,
+               space: SpendSpace | None = None) -> tuple[Any, bool]:
+    """Create the study or load it (race-safe); (study, created). Checks that it fits this scenario."""
+    import optuna
+    from optuna.study import StudyDirection
+
+    with _creation_lock(spec):
+        try:
+            storage.create_new_study([StudyDirection.MAXIMIZE], name)
+            created = True
+        except optuna.exceptions.DuplicatedStudyError:
+            created = False
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        if created:
+            study.set_user_attr(FINGERPRINT_ATTR, fp)
+            if space is not None:
+                study.enqueue_trial(space.even_params())
+    if len(study.directions) != 1 or study.direction != StudyDirection.MAXIMIZE:
+        raise InputError("the study exists but does not maximise one value", where="--study", value=name,
+                         hint="choose another --study name")
+    have = study.user_attrs.get(FINGERPRINT_ATTR)
+    if have is None:
+        if study.get_trials(deepcopy=False):
+            raise InputError("the study exists and was not made by journey optimize", where="--study",
+                             value=name, hint="choose another --study name")
+        study.set_user_attr(FINGERPRINT_ATTR, fp)  # its creator has not labelled it yet
+    elif have != fp:
+        raise InputError(f"the study in {spec.label} was made for another scenario, budget or model",
+                         where="--study", value=name,
+                         hint="choose a new --study name (or another --out) to start afresh")
+    return study, created
+
+
+def count_complete(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+# ---- trials and workers ------------------------------------------------------------------------
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """A Ctrl-C during the block waits until the trial is committed (a second one interrupts at once)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if pending:
+            raise KeyboardInterrupt
+        pending.append(signum)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
+
+
+class Slots:
+    """Trials this run may still start; shared by the worker processes of one run."""
+
+    def __init__(self, n: int, shared: Any = None) -> None:
+        self.value = shared  # a multiprocessing.Value, or None for a plain counter
+        self.n = n
+
+    def take(self) -> bool:
+        if self.value is None:
+            if self.n <= 0:
+                return False
+            self.n -= 1
+            return True
+        with self.value.get_lock():
+            if self.value.value <= 0:
+                return False
+            self.value.value -= 1
+            return True
+
+    def give_back(self) -> None:
+        if self.value is None:
+            self.n += 1
+        else:
+            with self.value.get_lock():
+                self.value.value += 1
+
+
+def run_trial(study: Any, space: SpendSpace, objective: Callable[[dict[str, float]], float],
+              sync: Callable[[], None] | None = None) -> float:
+    """One trial, ask to tell (then made durable); a failure is recorded as FAIL before it propagates."""
+    from optuna.trial import TrialState
+
+    with _sigint_deferred():
+        trial = study.ask()
+        try:
+            spends = space.suggest(trial)
+            value = float(objective(spends))
+            trial.set_user_attr("spends", spends)
+        except BaseException:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        study.tell(trial, value)
+        if sync is not None:
+            sync()
+    return value
+
+
+def run_trials(study: Any, space: SpendSpace, objective: Callable[[dict[str, float]], float], *, target: int,
+               slots: Slots, progress: Callable[[int], None] | None = None,
+               sync: Callable[[], None] | None = None) -> int:
+    """Trials until this run's slots are used or the study has ``target`` complete trials (any worker)."""
+    done = 0
+    while slots.take():
+        if count_complete(study) >= target:
+            slots.give_back()
+            break
+        run_trial(study, space, objective, sync)
+        done += 1
+        if progress is not None:
+            progress(1)
+    return done
+
+
+@dataclass
+class WorkerJob:
+    model: Model
+    scenario: Scenario
+    spec: StorageSpec
+    study: str
+    fingerprint: str
+    seed: int
+    offset: int
+    index: int
+    target: int
+
+
+def _worker(job: WorkerJob, counter: Any, errors: Any) -> None:
+    """Entry of a worker process: its own storage connection, its own sampler stream."""
+    import warnings
+
+    warnings.filterwarnings("ignore", module="optuna")
+    try:
+        _quiet_optuna()
+        store = open_storage(job.spec)
+        space = SpendSpace.from_scenario(job.scenario)
+        study, _ = open_study(store.storage, job.spec, job.study, job.fingerprint,
+                              sampler=make_sampler(job.seed, job.offset, job.index))
+        try:
+            run_trials(study, space, Objective(job.model, job.scenario), target=job.target,
+                       slots=Slots(0, counter), sync=store.sync)
+        finally:
+            store.close()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except JourneyError as exc:
+        errors.put(str(exc))
+        sys.exit(2)
+
+
+def _run_workers(jobs: list[WorkerJob], remaining: int, study: Any,
+                 progress: Callable[[int], None] | None) -> None:
+    """K worker processes on one study; Ctrl-C lets each finish its trial in flight."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # no inherited connections, locks or threads
+    counter = ctx.Value("l", remaining)
+    errors = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(job, counter, errors), name=f"journey-optimize-{job.index}")
+             for job in jobs]
+    start = count_complete(study)
+    seen = 0
+    try:
+        for p in procs:
+            p.start()
+        while any(p.is_alive() for p in procs):
+            for p in procs:
+                p.join(timeout=0.25)
+            if progress is not None:
+                now = count_complete(study) - start
+                if now > seen:
+                    progress(now - seen)
+                    seen = now
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGINT)
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
+        raise
+    failed = [p for p in procs if p.exitcode not in (0, None)]
+    if failed:
+        message = errors.get(timeout=1) if not errors.empty() else None
+        if message is not None:
+            raise InputError(f"worker failed: {message}")
+        raise JourneyError(f"{len(failed)} of {len(procs)} workers failed (exit {failed[0].exitcode}); "
+                           "the study keeps every completed trial: run the same command again to resume")
+
+
+@dataclass
+class SearchResult:
+    study: Any
+    store: Store
+    ran: int  # trials this run completed
+    complete_before: int
+
+
+def search(model: Model, scenario: Scenario, space: SpendSpace, objective: Objective, *, spec: StorageSpec,
+           study_name: str, fp: str, trials: int, seed: int, workers: int,
+           progress_factory: Callable[[int], Any] | None = None) -> SearchResult:
+    """Open (or create) the study and run trials until it holds ``trials`` complete ones."""
+    store = open_storage(spec)
+    try:
+        study, _ = open_study(store.storage, spec, study_name, fp, space=space)
+        before = count_complete(study)
+        remaining = max(0, trials - before)
+        workers = max(1, min(workers, remaining))
+        bar = progress_factory(remaining) if progress_factory is not None and remaining else contextlib.nullcontext()
+        with bar as advance:
+            if remaining == 0:
+                pass
+            elif workers == 1:
+                study.sampler = make_sampler(seed, before, 0)
+                run_trials(study, space, objective, target=trials, slots=Slots(remaining), progress=advance,
+                           sync=store.sync)
+            else:
+                jobs = [WorkerJob(model, scenario, spec, study_name, fp, seed, before, k, trials)
+                        for k in range(workers)]
+                _run_workers(jobs, remaining, study, advance)
+    except BaseException:
+        store.close()
+        raise
+    return SearchResult(study=study, store=store, ran=count_complete(study) - before, complete_before=before)
+
+
+# ---- Pareto front: conversion against total spend ----------------------------------------------
+def pareto_front(space: SpendSpace, objective: Objective, best_spends: dict[str, float], best_value: float, *,
+                 seed: int, trials_per_level: int, levels: int = PARETO_LEVELS,
+                 progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+    """Best split found at budget levels from the floor to the budget (in-memory TPE at each level).
+
+    A split found at a lower level is feasible at every higher one, so each level keeps the better of
+    its own search and the level below: the front never falls as the budget grows.
+    """
+    import optuna
+
+    lo_total, hi_total = space.floor, space.total
+    front: list[dict[str, Any]] = []
+    carry: tuple[float, dict[str, float]] | None = None
+    for k in range(levels + 1):
+        level = lo_total + (hi_total - lo_total) * k / levels
+        if k == levels:
+            found = (best_value, best_spends)
+        elif k == 0 or space.with_budget(level).free_budget <= 0:
+            spends = space.with_budget(level).spends(space.lo)
+            found = (objective(spends), spends)
+        else:
+            sub = space.with_budget(level)
+            study = optuna.create_study(direction="maximize", sampler=make_sampler(seed, PARETO_STREAM + k, 0))
+            study.enqueue_trial(sub.even_params())
+            # the best split shrunk to this level: the optimum moves smoothly with the budget
+            shrink = sub.free_budget / space.free_budget if space.free_budget > 0 else 0.0
+            study.enqueue_trial({n: space.lo[i] + (best_spends[n] - space.lo[i]) * shrink
+                                 for i, n in enumerate(space.names)})
+            run_trials(study, sub, objective, target=trials_per_level, slots=Slots(trials_per_level),
+                       progress=progress)
+            found = (study.best_value, study.best_trial.user_attrs["spends"])
+        if carry is not None and carry[0] > found[0]:
+            found = carry
+        carry = found
+        value, spends = found
+        alloc = space.allocation(spends)
+        front.append({"budget": _r(level), "spend": _r(sum(alloc.values())), "expected_conversion_rate": _r(value),
+                      "allocation": alloc})
+    return front
+
+
+# ---- reference optimum (tests and benchmarks) --------------------------------------------------
+def reference_optimum(objective: Callable[[dict[str, float]], float], space: SpendSpace, *, starts: int = 8,
+                      seed: int = 0, extra_starts: list[dict[str, float]] | None = None
+                      ) -> tuple[float, dict[str, float]]:
+    """The best split by SLSQP from several starts on the same exact objective (no rounding).
+
+    Used to measure how close the Optuna search gets; not part of `journey optimize`.
+    """
+    from scipy.optimize import minimize
+
+    lo, hi = space.lo, space.hi
+    width = np.maximum(hi - lo, 1e-12)
+    room = max(0.0, space.total - space.floor)
+    base = objective({})
+
+    def spends_of(u: np.ndarray) -> dict[str, float]:
+        x = lo + np.clip(u, 0.0, 1.0) * width
+        extra = x - lo
+        if extra.sum() > room:
+            x = lo + extra * room / extra.sum()
+        return {n: float(v) for n, v in zip(space.names, x)}
+
+    def loss(u: np.ndarray) -> float:
+        return -(objective(spends_of(u)) - base) * 1e4  # scaled: uplifts are small numbers
+
+    rng = np.random.default_rng(seed)
+    n = len(space.names)
+    inits = [np.minimum(space.free_budget / n / width, 1.0)]
+    for i in range(n):
+        u = np.zeros(n)
+        u[i] = min(1.0, room / width[i])
+        inits.append(u)
+    while len(inits) < starts + n + 1:
+        w = rng.dirichlet(np.ones(n)) * room * rng.uniform(0.5, 1.0)
+        inits.append(np.minimum(w / width, 1.0))
+    for s in extra_starts or []:
+        inits.append(np.array([(s[nm] - lo[i]) / width[i] for i, nm in enumerate(space.names)]))
+    best: tuple[float, dict[str, float]] | None = None
+    cons = [{"type": "ineq", "fun": lambda u: room - float(((np.clip(u, 0, 1)) * width).sum())}]
+    for u0 in inits:
+        res = minimize(loss, u0, method="SLSQP", bounds=[(0.0, 1.0)] * n, constraints=cons,
+                       options={"ftol": 1e-9, "maxiter": 200})
+        spends = spends_of(res.x)
+        value = objective(spends)
+        if best is None or value > best[0]:
+            best = (value, spends)
+    assert best is not None
+    return best
+
+
+# ---- records and files -------------------------------------------------------------------------
+def trials_csv(study: Any, space: SpendSpace) -> str:
+    """number, state, value, spend per investment, total spend (no times: same seed, same file)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["number", "state", "value", *[f"spend_{n}" for n in space.order], "spend"])
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        spends = t.user_attrs.get("spends")
+        alloc = space.allocation(spends) if isinstance(spends, dict) else None
+        value = "" if t.value is None else f"{t.value:.12g}"
+        cells = [f"{alloc[n]:.10g}" for n in space.order] if alloc else [""] * len(space.order)
+        total = f"{sum(alloc.values()):.10g}" if alloc else ""
+        writer.writerow([t.number, t.state.name, value, *cells, total])
+    return buf.getvalue()
+
+
+def best_toml(scenario: Scenario, allocation: dict[str, float], run_dir: Path, *, study: str, trials: int) -> str:
+    """The scenario with the chosen spends as fixed `spend = ...`, its model path relative to run_dir."""
+    import tomli_w
+
+    from sim.tomlio import read_toml
+
+    raw = read_toml(scenario.source) if scenario.source is not None else scenario.model_dump(exclude_none=True)
+    raw = dict(raw)
+    model = scenario.model_path.resolve()
+    try:
+        raw["model"] = Path(os.path.relpath(model, run_dir.resolve())).as_posix()
+    except ValueError:  # another drive (Windows)
+        raw["model"] = model.as_posix()
+    raw["name"] = f"{scenario.name} (best split)"
+    invs = []
+    for inv in raw.get("investment", []):
+        inv = dict(inv)
+        inv["spend"] = allocation[inv["name"]]
+        invs.append(inv)
+    raw["investment"] = invs
+    head = (f"# {scenario.name}: the split chosen by `journey optimize` (study {study!r}, {trials} trials).\n"
+            "# Every investment now has a fixed spend: compare it with `journey compare MODEL best.toml`.\n")
+    return head + tomli_w.dumps(raw)
+
+
+def investments_record(scenario: Scenario, allocation: dict[str, float], space: SpendSpace) -> list[dict[str, Any]]:
+    out = []
+    for inv in scenario.investment:
+        spend = allocation[inv.name]
+        out.append({"name": inv.name, "touchpoint": inv.touchpoint, "stage": inv.stage, "persona": inv.persona,
+                    "lever": inv.lever, "max_effect": inv.max_effect, "half_saturation": inv.half_saturation,
+                    "min_spend": inv.min_spend, "max_spend": inv.max_spend, "fixed": inv.name in space.fixed,
+                    "spend": spend, "effect": _r(inv.effect(spend)), "factor": _r(inv.factor(spend))})
+    return out
+
+
+def simulate_split(objective: Objective, spends: dict[str, float], *, customers: int, seed: int
+                   ) -> dict[str, Any]:
+    """The best split and the baseline simulated with the same random numbers (fast engine)."""
+    from sim.simulate import run_replications
+    from sim.summary import summarize
+
+    sc = objective.scenario
+    out: dict[str, Any] = {}
+    rates = {}
+    for key, sp in (("best", spends), ("baseline", {})):
+        model = objective.model_with(sp)
+        results = run_replications(model, customers, seed, REPLICATIONS, engine="fast", horizon_days=sc.horizon_days,
+                                   arrival_days=sc.arrival_days)
+        summary = summarize(model, results, evaluate(model, horizon_days=sc.horizon_days), customers=customers,
+                            seed=seed, engine="fast", horizon_days=sc.horizon_days)
+        out[key] = summary
+        rates[key] = np.array([r.conversions / max(r.n, 1) for r in results])
+    diff = rates["best"] - rates["baseline"]
+    return {"conversion_rate": out["best"]["conversion_rate"], "conversion_rate_ci": out["best"]["conversion_rate_ci"],
+            "baseline_conversion_rate": out["baseline"]["conversion_rate"],
+            "uplift": _r(diff.mean()), "uplift_ci": mean_ci(diff),
+            "ci_method": f"t over {REPLICATIONS} replications (uplift: paired, common random numbers)"}
+
+
+# ---- figures -----------------------------------------------------------------------------------
+@dataclass
+class ParetoData:
+    spend: list[float]
+    value: list[float]
+    budget: list[float]
+    chosen_spend: float
+    chosen_value: float
+    baseline: float
+
+
+def pareto_data(best: dict[str, Any]) -> ParetoData | None:
+    front = best.get("pareto") or []
+    if not front:
+        return None
+    return ParetoData(spend=[float(p["spend"]) for p in front],
+                      value=[float(p["expected_conversion_rate"]) for p in front],
+                      budget=[float(p["budget"]) for p in front], chosen_spend=float(best["spend"]),
+                      chosen_value=float(best["expected_conversion_rate"]),
+                      baseline=float(best["baseline_expected_conversion_rate"]))
+
+
+def draw_pareto(data: ParetoData, ax: Any) -> None:
+    ax.plot(data.budget, data.value, "-o", color="#08519c", ms=5, lw=2, label="best split at this budget")
+    ax.axhline(data.baseline, color="#7F7F7F", lw=1, ls="--", label="nothing spent")
+    ax.plot([data.chosen_spend], [data.chosen_value], "*", color="#E15759", ms=14, label="chosen split")
+    ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.2f}%")
+    ax.set_xlabel("budget")
+    ax.set_ylabel("expected conversion")
+    ax.legend(frameon=False, fontsize=9, loc="lower right")
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def write_figures(run: Any, best: dict[str, Any], trials_text: str) -> None:
+    from sim import plots
+
+    rows = list(csv.DictReader(io.StringIO(trials_text)))
+    figs = []
+    hist = plots.history_data(rows)
+    if hist is not None:
+        fig = plots.figure(8, 3.6)
+        ax = fig.add_subplot()
+        plots.draw_history(hist, ax)
+        ax.axhline(best["baseline_expected_conversion_rate"], color="#7F7F7F", lw=1, ls="--", label="nothing spent")
+        ax.legend(frameon=False, fontsize=9, loc="lower right")
+        figs.append(("history.png", fig))
+    alloc = plots.allocation_data(best)
+    fig = plots.figure(8, 1.0 + 0.55 * len(alloc.names))
+    plots.draw_allocation(alloc, fig.add_subplot())
+    figs.append(("allocation.png", fig))
+    resp = plots.response_data(best["investments"], best["allocation"])
+    if resp is not None:
+        fig = plots.figure(8, 3.8)
+        plots.draw_response(resp, fig.add_subplot())
+        figs.append(("response_curves.png", fig))
+    par = pareto_data(best)
+    if par is not None:
+        fig = plots.figure(8, 3.8)
+        draw_pareto(par, fig.add_subplot())
+        figs.append(("pareto.png", fig))
+    for name, fig in figs:
+        run.text(name, plots.png_bytes(fig))
+
+
+def _keep_study_files(run: Any, spec: StorageSpec, store: Store) -> None:
+    """Study files living in the final run directory (this run's, or a default one left by an earlier
+    run with other options) are linked into the new directory before it replaces the old one."""
+    final = run.final.resolve()
+    keep = {final / DEFAULT_JOURNAL} if (final / DEFAULT_JOURNAL).is_file() else set()
+    if spec.file is not None and spec.file.resolve().is_relative_to(final):
+        keep.add(spec.file.resolve())
+    store.close()
+    for path in sorted(keep):
+        target = run.file(str(path.relative_to(final)))
+        try:
+            os.link(path, target)
+        except OSError:  # no hard links here: a copy (the original stays until the swap)
+            shutil.copy2(path, target)
+
+
+# ---- the command -------------------------------------------------------------------------------
+def run_optimize(scenario_path: str | Path, *, trials: int, seed: int | None, storage: str | None,
+                 study: str | None, workers: int, pareto: bool, customers: int | None, out: str | Path | None,
+                 quiet: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Search the split, simulate the best one, write best.json / best.toml / trials.csv / figures."""
+    import warnings
+
+    from sim.progress import progress_bar
+    from sim.simulate import resolve_seed
+
+    if trials < 1:
+        raise InputError("must be at least 1", where="--trials", value=trials)
+    if workers < 1:
+        raise InputError("must be at least 1", where="--workers", value=workers)
+    if customers is not None and customers < 1:
+        raise InputError("must be at least 1", where="--customers", value=customers)
+    started = utc_now()
+    scenario_path = Path(scenario_path)
+    scenario = load_scenario(scenario_path)
+    space = SpendSpace.from_scenario(scenario)
+    model = Model.load(scenario.model_path)
+    objective = Objective(model, scenario)
+    baseline = objective.baseline  # also checks touchpoints, stages and personas before anything is written
+    seed = resolve_seed(seed)
+    study_name = study if study is not None else str(scenario.name)
+    if not study_name.strip():
+        raise InputError("must not be empty", where="--study", value=study_name)
+    fp = fingerprint(scenario, sha256_of(scenario.model_path))
+    final = Path(out) if out is not None else default_run_dir("optimize")
+    if final.exists() and not final.is_dir():
+        raise InputError("output path exists and is not a directory", file=final, hint="choose another --out")
+    spec = parse_storage(storage, final)
+    if storage is None:
+        try:
+            final.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the output folder ({exc.strerror})", file=final) from None
+
+    _quiet_optuna()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="optuna")
+        found = search(model, scenario, space, objective, spec=spec, study_name=study_name, fp=fp, trials=trials,
+                       seed=seed, workers=workers,
+                       progress_factory=lambda n: progress_bar("optimizing", n, quiet=quiet))
+    try:
+        return _finish(found, scenario_path, scenario, space, objective, baseline, model, spec=spec,
+                       study_name=study_name, trials=trials, seed=seed, workers=workers, pareto=pareto,
+                       customers=customers, final=final, started=started, quiet=quiet)
+    finally:
+        found.store.close()
+
+
+def _finish(found: SearchResult, scenario_path: Path, scenario: Scenario, space: SpendSpace, objective: Objective,
+            baseline: float, model: Model, *, spec: StorageSpec, study_name: str, trials: int, seed: int,
+            workers: int, pareto: bool, customers: int | None, final: Path, started: str,
+            quiet: bool) -> tuple[Path, dict[str, Any]]:
+    """After the search: the Pareto front if asked, the best split simulated, every file written."""
+    import warnings
+
+    from sim.progress import progress_bar
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="optuna")
+        st = found.study
+        complete = count_complete(st)
+        if complete == 0:
+            raise JourneyError("no trial completed; the study keeps the failed ones for inspection")
+        best_trial = st.best_trial
+        spends = {k: float(v) for k, v in best_trial.user_attrs["spends"].items()}
+        best_value = float(best_trial.value)
+        front = None
+        if pareto:
+            per_level = int(min(60, max(25, trials // 4)))
+            with progress_bar("pareto", per_level * (PARETO_LEVELS - 1), quiet=quiet) as advance:
+                front = pareto_front(space, objective, spends, best_value, seed=seed, trials_per_level=per_level,
+                                     progress=advance)
+    n_sim = customers if customers is not None else (scenario.customers or 100_000)
+    sim = simulate_split(objective, spends, customers=n_sim, seed=seed)
+    allocation = space.allocation(spends)
+    states: dict[str, int] = {}
+    for t in st.get_trials(deepcopy=False):
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    best: dict[str, Any] = {
+        "scenario": scenario.name,
+        "study": study_name,
+        "storage": spec.label,
+        "trials": complete,
+        "trial_states": dict(sorted(states.items())),
+        "best_trial": best_trial.number,
+        "seed": seed,
+        "allocation": allocation,
+        "spend": _r(sum(allocation.values())),
+        "budget": space.total,
+        "unspent": _r(space.total - sum(allocation.values())),
+        "expected_conversion_rate": _r(best_value),
+        "baseline_expected_conversion_rate": _r(baseline),
+        "expected_uplift": _r(best_value - baseline),
+        "expected_uplift_relative": _r((best_value - baseline) / baseline) if baseline > 0 else None,
+        "baseline": "the scenario with nothing spent on the investments being optimised "
+                    "(its changes, persona mix and fixed spends kept)",
+        "conversion_stage": model.conversion_stage,
+        "horizon_days": scenario.horizon_days,
+        "customers": n_sim,
+        "replications": REPLICATIONS,
+        "engine": "fast",
+        **sim,
+        "investments": investments_record(scenario, allocation, space),
+        "search": {"sampler": "TPE (multivariate, constant liar)",
+                   "parametrisation": "spend per free investment in [min, max] widened by 10 % and clipped; "
+                                      "spends above the minimums scaled down to the budget; rounded down "
+                                      f"to {space.quantum:g}"},
+    }
+    if scenario.capacity:
+        best["expected_note"] = ("the optimizer's objective ignores [capacity] limits (queues and patience); "
+                                 "check the split with `journey simulate best.toml`")
+    if front is not None:
+        best["pareto"] = front
+        best["pareto_method"] = (f"best split found at {PARETO_LEVELS + 1} budget levels from the least possible "
+                                 f"spend to the budget (in-memory TPE, {per_level} trials per level, starting "
+                                 "from the even split and the best split scaled down; the top level is the "
+                                 "study's best); a level keeps the level below's split where that is better")
+    trials_text = trials_csv(st, space)
+    args = {"scenario": str(scenario_path), "trials": trials, "seed": seed, "storage": spec.label,
+            "study": study_name, "workers": workers, "pareto": pareto, "customers": customers,
+            "out": str(final)}
+    with run_directory("optimize", final, args, [scenario_path, scenario.model_path], seed=seed) as run:
+        run.json("best.json", best)
+        run.text("best.toml", best_toml(scenario, allocation, run.final, study=study_name, trials=complete))
+        run.text("trials.csv", trials_text)
+        write_figures(run, best, trials_text)
+        run.manifest["started"] = started  # the search began before the run directory
+        run.manifest["optimize"] = {"trials_this_run": found.ran, "complete_before": found.complete_before}
+        _keep_study_files(run, spec, found.store)
+    return run.final, best
+
+
+def render_best(best: dict[str, Any]) -> None:
+    """A compact table of the split on stdout (the CLI's one place that prints)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{best['scenario']}: best split after {best['trials']} trials", title_justify="left")
+    for col, just in (("investment", "left"), ("lever", "left"), ("spend", "right"), ("range", "right"),
+                      ("effect", "right")):
+        table.add_column(col, justify=just)
+    for inv in best["investments"]:
+        rng = "fixed" if inv["fixed"] else f"{inv['min_spend']:g}-{inv['max_spend']:g}"
+        sign = "-" if inv["lever"] == "drop_off" else "+"
+        table.add_row(inv["name"], f"{inv['lever']} ({inv['touchpoint']})", f"{inv['spend']:,.2f}", rng,
+                      f"{sign}{100 * inv['effect']:.1f}%")
+    console = Console()
+    console.print(table)
+    up = best["expected_uplift"]
+    rel = best.get("expected_uplift_relative")
+    lo, hi = best["conversion_rate_ci"]
+    conv, base = best["expected_conversion_rate"], best["baseline_expected_conversion_rate"]
+    console.print(f"spend {best['spend']:,.2f} of {best['budget']:,.2f}; expected conversion {100 * conv:.2f}% vs "
+                  f"{100 * base:.2f}% baseline: uplift {100 * up:+.2f} pts"
+                  + (f" ({100 * rel:+.1f}%)" if rel is not None else ""), highlight=False)
+    console.print(f"simulated {best['customers']} x {best['replications']}: {100 * best['conversion_rate']:.2f}% "
+                  f"[{100 * lo:.2f}, {100 * hi:.2f}]; study {best['study']!r} in {best['storage']}", highlight=False)
