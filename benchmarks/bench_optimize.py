@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import pwd
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,6 +50,7 @@ from sim.optimize import (  # noqa: E402
     run_trials,
 )
 from sim.scenario import Budget, Investment, Scenario, load_scenario  # noqa: E402
+from tests.pgserver import PostgresUnavailable, temporary_postgres  # noqa: E402
 from tests.worlds import make_world  # noqa: E402
 
 BUDGET_TOML = ROOT / "scenarios" / "examples" / "budget.toml"
@@ -63,45 +62,17 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 @contextmanager
 def postgres_server():
     """Yield a URL of a throwaway local PostgreSQL server, or None when one cannot be started."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not found:
+    server = temporary_postgres("bench")
+    try:
+        url = server.__enter__()
+    except (PostgresUnavailable, RuntimeError) as exc:
+        print(f"PostgreSQL: {exc}")
         yield None
         return
-    bindir = found[-1].parent
-    prefix: list[str] = []
-    base = Path(tempfile.mkdtemp(prefix="bench-pg-"))
-    if os.geteuid() == 0:
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            yield None
-            return
-        os.chown(base, owner.pw_uid, owner.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = base / "data"
-
-    def pg(*args: str) -> int:
-        return subprocess.run([*prefix, *args], capture_output=True, timeout=120).returncode
-
     try:
-        if pg(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust") != 0 or pg(
-                str(bindir / "pg_ctl"), "-D", str(data), "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1",
-                "-l", str(base / "log"), "-w", "start") != 0:
-            yield None
-            return
-        import psycopg2
-
-        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
-        conn.autocommit = True
-        conn.cursor().execute("CREATE DATABASE bench")
-        conn.close()
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/bench"
+        yield url.replace("postgresql://", "postgresql+psycopg2://")  # plain RDBStorage, no journey fallback
     finally:
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(base, ignore_errors=True)
+        server.__exit__(None, None, None)
 
 
 def timed_study(opened, objective: Objective, space: SpendSpace, trials: int, name: str) -> float:

@@ -3,16 +3,10 @@ issue's 'done when' check on a world the other tests never use."""
 from __future__ import annotations
 
 import csv
-import glob
 import json
-import os
-import pwd
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,6 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pgserver import PostgresUnavailable, temporary_postgres
 from typer.testing import CliRunner
 
 from cli import app
@@ -293,60 +288,18 @@ def test_fingerprint_follows_the_objective():
 
 
 # ---- PostgreSQL: a real server, two workers at the same moment on a fresh database -------------
-def _postgres_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[4]))
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
 @pytest.fixture
 def postgres_url():
     """A throwaway PostgreSQL server on a free local port; stopped and removed afterwards."""
-    pytest.importorskip("psycopg2", reason="the PostgreSQL driver psycopg2 is not installed")
-    bindir = _postgres_bin()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
-    as_user: list[str] = []
-    owner = None
-    if os.geteuid() == 0:  # initdb refuses root: run the server as the postgres user
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server as")
-        runuser = shutil.which("runuser")
-        if runuser is None:
-            pytest.skip("running as root without runuser to run the server as 'postgres'")
-        as_user = [runuser, "-u", "postgres", "--"]
-    base = Path(tempfile.mkdtemp(prefix="journey-pg-"))
-    if owner is not None:
-        os.chown(base, owner.pw_uid, owner.pw_gid)
-    data = base / "data"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-
-    def pg(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*as_user, *args], capture_output=True, text=True, timeout=120)
-
+    server = temporary_postgres("journey")
     try:
-        r = pg(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        assert r.returncode == 0, r.stderr
-        opts = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50"
-        r = pg(str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(base / "server.log"), "-w", "-t", "60",
-               "start")
-        assert r.returncode == 0, r.stderr + (base / "server.log").read_text(errors="replace")
-        import psycopg2
-
-        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
-        conn.autocommit = True
-        conn.cursor().execute("CREATE DATABASE journey")
-        conn.close()
-        yield f"postgresql://postgres@127.0.0.1:{port}/journey"
+        url = server.__enter__()
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield url
     finally:
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(base, ignore_errors=True)
+        server.__exit__(None, None, None)
 
 
 @pytest.mark.postgres
