@@ -307,6 +307,7 @@ def _read_table(path: Path, mp: Mapping) -> pa.Table:
         raise
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError, EOFError) as exc:
         msg = str(exc).splitlines()[0][:200]
+        msg = re.sub(r"(Expected \d+ columns, got \d+):.*", r"\1 in a row", msg)  # not the raw row
         raise InputError(f"cannot read the event log: {msg}", file=path,
                          hint="expected CSV (optionally .gz) with a header row, or Parquet") from None
 
