@@ -146,7 +146,8 @@ def compare(
     quiet: Quiet = False,
 ) -> None:
     """Compare scenarios with a baseline using common random numbers."""
-    from sim.compare import render_comparison, run_compare
+    from sim.compare import run_compare
+    from sim.terminal import render_comparison
 
     path, comparison = run_compare(base, scenarios, customers=customers, seed=seed, replications=replications,
                                    engine=engine, jobs=jobs, out=out, quiet=quiet)
@@ -162,7 +163,8 @@ def hotspots(
     out: Annotated[Path | None, typer.Option(help="Also write the ranking as JSON here.")] = None,
 ) -> None:
     """Rank the risk-of-leaving points: where customers are lost and what fixing them is worth."""
-    from sim.hotspots import render_hotspots, run_hotspots
+    from sim.hotspots import run_hotspots
+    from sim.terminal import render_hotspots
 
     ranking = run_hotspots(model, top=top, out=out)
     render_hotspots(ranking)
@@ -187,7 +189,8 @@ def optimize(
     quiet: Quiet = False,
 ) -> None:
     """Search the split of a budget over investments that converts the most customers."""
-    from sim.optimize import render_best, run_optimize
+    from sim.optimize import run_optimize
+    from sim.terminal import render_best
 
     try:
         path, best = run_optimize(scenario, trials=trials, seed=seed, storage=storage, study=study, workers=workers,
@@ -213,7 +216,8 @@ def backtest(
     out: Out = None,
 ) -> None:
     """Fit on the early cohort, predict the later one, compare with a naive baseline."""
-    from calibration.validate import render_backtest, run_backtest
+    from calibration.validate import run_backtest
+    from sim.terminal import render_backtest
 
     path, result = run_backtest(events, split=split, stages=stages, conversion_stage=conversion_stage,
                                 inactivity_days=inactivity_days, mapping=mapping, out=out)
@@ -230,7 +234,8 @@ def drift(
     out: Out = None,
 ) -> None:
     """Which probabilities changed beyond noise between two calibrations."""
-    from calibration.validate import render_drift, run_drift
+    from calibration.validate import run_drift
+    from sim.terminal import render_drift
 
     path, result = run_drift(old, new, alpha=alpha, out=out)
     render_drift(result)

@@ -280,23 +280,6 @@ def backtest_png(result: dict[str, Any]) -> bytes:
     return png_bytes(fig)
 
 
-def render_backtest(result: dict[str, Any]) -> None:
-    """The backtest as a table on the terminal."""
-    from rich.console import Console
-    from rich.table import Table
-
-    c = result["customers"]
-    table = Table(title=f"backtest at {result['split']}: fit on {c['fit']:,} customers, "
-                        f"predict {c['later']:,} later ones", title_justify="left")
-    for col in ("stage", "predicted", "observed", "naive", "error", "naive error"):
-        table.add_column(col, justify="left" if col == "stage" else "right")
-    for stage in result["observed"]:
-        mark = " *" if stage == result["conversion_stage"] else ""
-        table.add_row(stage + mark, *(f"{100 * result[k][stage]:.1f}%" for k in ("predicted", "observed", "naive")),
-                      *(f"{100 * result[k][stage]:.1f} pts" for k in ("error", "naive_error")))
-    Console().print(table)
-
-
 # ---- drift ---------------------------------------------------------------------------------------
 KINDS = ("persona_share", "drop_off", "advance", "share", "lapse", "gap_rate")
 
@@ -507,34 +490,6 @@ def run_drift(old: str | Path, new: str | Path, *, alpha: float = 0.05,
     with run_directory("drift", out, {"old": str(old), "new": str(new), "alpha": alpha}, [old, new]) as run:
         run.json("drift.json", result)
     return run.final, result
-
-
-def render_drift(result: dict[str, Any], top: int = 15) -> None:
-    """The ranked changes as a table on the terminal."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    head = (f"{result['significant']} of {result['tests']} estimates changed beyond noise "
-            f"(FDR {result['alpha']}); expected conversion {100 * result['old_expected_conversion_rate']:.2f}% -> "
-            f"{100 * result['new_expected_conversion_rate']:.2f}%")
-    if not result["changes"]:
-        console.print(head)
-        return
-    table = Table(title=head, title_justify="left")
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("what changed (persona)", overflow="fold")
-    for col in ("old", "new", "q", "conversion"):
-        table.add_column(col, justify="right", no_wrap=True)
-    for rec in result["changes"][:top]:
-        fmt = (lambda v: f"{v:.3g}/d") if rec["kind"] == "gap_rate" else (lambda v: f"{100 * v:.1f}%")
-        where = " at ".join(x for x in (rec["touchpoint"], rec["stage"]) if x)
-        table.add_row(str(rec["rank"]), f"{rec['kind']} {where} ({rec['persona']})".replace("  ", " "),
-                      fmt(rec["old"]), fmt(rec["new"]), f"{rec['q_value']:.1g}",
-                      f"{round(100 * rec['conversion_effect'], 2) + 0.0:+.2f} pts")  # + 0.0: no "-0.00"
-    console.print(table)
-    if len(result["changes"]) > top:
-        console.print(f"... {len(result['changes']) - top} more in drift.json")
 
 
 def _counts(cell: dict[str, Any]) -> list[float]:

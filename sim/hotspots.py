@@ -118,33 +118,3 @@ def run_hotspots(path: str | Path, *, top: int = 10, out: str | Path | None = No
     return record
 
 
-def render_hotspots(ranking: dict[str, Any]) -> None:
-    """The ranking as a table on stdout."""
-    from rich import box
-    from rich.table import Table
-
-    from sim.compare import table_console
-
-    horizon = ranking.get("horizon_days")
-    table = Table(title=f"Risk-of-leaving points: {ranking['name']} (expected conversion "
-                        f"{100 * ranking['expected_conversion_rate']:.2f} %"
-                        + (f" within {horizon:g} days" if horizon else "") + ")",
-                  title_justify="left", box=box.SIMPLE_HEAD)
-    for col, just in (("#", "right"), ("stage", "left"), ("touchpoint", "left"), ("lost /1000", "right"),
-                      ("of losses", "right"), ("drop-off", "right"), ("gain if drop-off -10 %, pp", "right"),
-                      ("gain #", "right"), ("if removed, pp", "right")):
-        table.add_column(col, justify=just)
-    for c in ranking["hotspots"]:
-        removed = c["uplift_if_removed"]
-        stage = c["stage"] + (" *" if c["after_conversion"] else "")
-        table.add_row(str(c["rank"]), stage, c["touchpoint"], f"{c['lost_per_1000']:.1f}",
-                      "-" if c["share_of_losses"] is None else f"{100 * c['share_of_losses']:.1f} %",
-                      "-" if c["drop_off_rate"] is None else f"{100 * c['drop_off_rate']:.1f} %",
-                      f"{100 * c['gain_if_drop_cut_10pct']:+.3f}", str(c["rank_by_gain"]),
-                      "only one" if removed is None else f"{100 * removed:+.3f}")
-    console = table_console()
-    console.print(table)
-    lapsed = ", ".join(f"{k} {v:.1f}" for k, v in ranking["lapsed_per_1000"].items())
-    console.print(f"* after conversion: losses there do not change conversion. Journeys lost per 1000 customers: "
-                  f"{ranking['lost_per_1000_total']:.1f} in all; left on entering a stage (no touchpoint to "
-                  f"blame): {lapsed}", style="dim")

@@ -1024,28 +1024,3 @@ def _finish(found: SearchResult, scenario_path: Path, scenario: Scenario, space:
     return run.final, best
 
 
-def render_best(best: dict[str, Any]) -> None:
-    """A compact table of the split on stdout (the CLI's one place that prints)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{best['scenario']}: best split after {best['trials']} trials", title_justify="left")
-    for col, just in (("investment", "left"), ("lever", "left"), ("spend", "right"), ("range", "right"),
-                      ("effect", "right")):
-        table.add_column(col, justify=just)
-    for inv in best["investments"]:
-        rng = "fixed" if inv["fixed"] else f"{inv['min_spend']:g}-{inv['max_spend']:g}"
-        sign = "-" if inv["lever"] == "drop_off" else "+"
-        table.add_row(inv["name"], f"{inv['lever']} ({inv['touchpoint']})", f"{inv['spend']:,.2f}", rng,
-                      f"{sign}{100 * inv['effect']:.1f}%")
-    console = Console()
-    console.print(table)
-    up = best["expected_uplift"]
-    rel = best.get("expected_uplift_relative")
-    lo, hi = best["conversion_rate_ci"]
-    conv, base = best["expected_conversion_rate"], best["baseline_expected_conversion_rate"]
-    console.print(f"spend {best['spend']:,.2f} of {best['budget']:,.2f}; expected conversion {100 * conv:.2f}% vs "
-                  f"{100 * base:.2f}% baseline: uplift {100 * up:+.2f} pts"
-                  + (f" ({100 * rel:+.1f}%)" if rel is not None else ""), highlight=False)
-    console.print(f"simulated {best['customers']} x {best['replications']}: {100 * best['conversion_rate']:.2f}% "
-                  f"[{100 * lo:.2f}, {100 * hi:.2f}]; study {best['study']!r} in {best['storage']}", highlight=False)
