@@ -287,6 +287,10 @@ def run_compare(base: str | Path, scenarios: list[str | Path], *, customers: int
     with run_directory("compare", out, args, inputs, seed=seed) as run:
         run.json("comparison.json", comparison)
         run.text("comparison.csv", comparison_csv(comparison))
+        from sim import plots  # matplotlib only once the numbers are in
+
+        data = plots.uplift_data(comparison)
+        run.text("uplift.png", plots.render_png(plots.draw_uplift, data, 12, 1.6 + 0.6 * len(data.names)))
     return run.final, comparison
 
 

@@ -56,6 +56,13 @@ def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
     return buf.getvalue()
 
 
+def render_png(draw, data: Any, width: float, height: float) -> bytes:
+    """One figure drawn from its data record, as PNG bytes (for run directories)."""
+    fig = figure(width, height)
+    draw(data, fig.add_subplot())
+    return png_bytes(fig)
+
+
 def _style(ax: Axes) -> None:
     ax.spines[["top", "right"]].set_visible(False)
     ax.grid(axis="y", color="#e5e5e5", linewidth=0.8)

@@ -159,6 +159,9 @@ def run_simulate(path: str | Path, *, customers: int | None, seed: int | None, r
     with run_directory("simulate", out, args, target.inputs, seed=seed) as run:
         run.json("summary.json", summary)
         run.text("weekly.csv", weekly_csv(results))
+        from sim import plots  # matplotlib only once the numbers are in
+
+        run.text("funnel.png", plots.render_png(plots.draw_funnel, plots.funnel_data(summary, target.model), 9, 5))
         if events_out is not None:
             from sim.engines.events import write_event_log
 
