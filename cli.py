@@ -83,7 +83,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 @app.command(epilog="Example: journey calibrate events.csv.gz --out model.json --inactivity-days 30")
 @handled
 def calibrate(
-    events: Annotated[Path, typer.Argument(help="Event log: CSV, CSV.gz or Parquet.")],
+    events: Annotated[Path, typer.Argument(metavar="EVENTS", help="Event log: CSV, CSV.gz or Parquet.")],
     out: Annotated[Path, typer.Option(help="Model JSON to write.")],
     stages: Stages = None,
     conversion_stage: ConvStage = None,
@@ -135,7 +135,7 @@ def simulate(
 @app.command(epilog="Example: journey compare model.json scenarios/examples/checkout_fix.toml --out results/cmp")
 @handled
 def compare(
-    base: Annotated[Path, typer.Argument(help="Baseline: model JSON or scenario TOML.")],
+    base: Annotated[Path, typer.Argument(metavar="BASE", help="Baseline: model JSON or scenario TOML.")],
     scenarios: Annotated[list[Path], typer.Argument(metavar="SCENARIO...", help="Scenario TOML files.")],
     customers: Customers = None,
     seed: Seed = None,
@@ -158,7 +158,7 @@ def compare(
 @app.command(epilog="Example: journey hotspots model.json --top 10")
 @handled
 def hotspots(
-    model: Annotated[Path, typer.Argument(help="Model JSON or scenario TOML.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL_OR_SCENARIO", help="Model JSON or scenario TOML.")],
     top: Annotated[int, typer.Option(help="How many points to show.")] = 10,
     out: Annotated[Path | None, typer.Option(help="Also write the ranking as JSON here.")] = None,
 ) -> None:
@@ -175,7 +175,8 @@ def hotspots(
                     "postgresql://user@host/db --study q3 --trials 400")
 @handled
 def optimize(
-    scenario: Annotated[Path, typer.Argument(help="Scenario TOML with [[investment]] and [budget].")],
+    scenario: Annotated[Path, typer.Argument(metavar="SCENARIO",
+                                             help="Scenario TOML with [[investment]] and [budget].")],
     trials: Annotated[int, typer.Option(help="Trials in the whole study (a resumed study counts "
                                                     "its earlier trials).")] = 100,
     seed: Seed = None,
@@ -206,7 +207,7 @@ def optimize(
 @app.command(epilog="Example: journey backtest events.csv --split 2024-05-01 --out results/bt")
 @handled
 def backtest(
-    events: Annotated[Path, typer.Argument(help="Event log: CSV, CSV.gz or Parquet.")],
+    events: Annotated[Path, typer.Argument(metavar="EVENTS", help="Event log: CSV, CSV.gz or Parquet.")],
     split: Annotated[str, typer.Option(help="Fit on rows before this date (midnight UTC); predict the "
                                             "customers who start after it.")],
     stages: Stages = None,
@@ -228,8 +229,8 @@ def backtest(
 @app.command(epilog="Example: journey drift model-2024h1.json model-2024h2.json")
 @handled
 def drift(
-    old: Annotated[Path, typer.Argument(help="Earlier model JSON.")],
-    new: Annotated[Path, typer.Argument(help="Later model JSON.")],
+    old: Annotated[Path, typer.Argument(metavar="OLD_MODEL", help="Earlier model JSON.")],
+    new: Annotated[Path, typer.Argument(metavar="NEW_MODEL", help="Later model JSON.")],
     alpha: Annotated[float, typer.Option(help="False discovery rate.")] = 0.05,
     out: Out = None,
 ) -> None:
