@@ -69,6 +69,9 @@ ConvStage = Annotated[str | None, typer.Option("--conversion-stage",
                                                help="Stage that counts as converted (default decision).")]
 Inactivity = Annotated[float, typer.Option("--inactivity-days",
                                            help="Quiet this long at the log's end = journey ended.")]
+Censoring = Annotated[str, typer.Option(help="cure (default): a quiet journey counts as lost with the probability "
+                                              "that it is over, from the calibrated gaps; window: quiet "
+                                              "--inactivity-days = lost.")]
 MappingOpt = Annotated[Path | None, typer.Option(help="TOML file mapping a foreign log onto the contract's columns.")]
 Customers = Annotated[int | None, typer.Option(help="Cohort size per replication "
                                                           "(default: the scenario's, else 100000).")]
@@ -88,13 +91,14 @@ def calibrate(
     stages: Stages = None,
     conversion_stage: ConvStage = None,
     inactivity_days: Inactivity = 30.0,
+    censoring: Censoring = "cure",
     mapping: MappingOpt = None,
 ) -> None:
     """Estimate a journey model from an event log."""
     from calibration.calibrate import run_calibrate
 
     model = run_calibrate(events, out, stages=stages, conversion_stage=conversion_stage,
-                          inactivity_days=inactivity_days, mapping=mapping)
+                          inactivity_days=inactivity_days, mapping=mapping, censoring=censoring)
     log = model.log_summary
     typer.echo(f"calibrated {log['customers']} customers, {log['rows']} rows, {len(model.personas)} personas, "
                f"{len(model.touchpoints)} touchpoints -> {out}")
@@ -213,6 +217,7 @@ def backtest(
     stages: Stages = None,
     conversion_stage: ConvStage = None,
     inactivity_days: Inactivity = 30.0,
+    censoring: Censoring = "cure",
     mapping: MappingOpt = None,
     out: Out = None,
 ) -> None:
@@ -221,7 +226,8 @@ def backtest(
     from sim.terminal import render_backtest
 
     path, result = run_backtest(events, split=split, stages=stages, conversion_stage=conversion_stage,
-                                inactivity_days=inactivity_days, mapping=mapping, out=out)
+                                inactivity_days=inactivity_days, mapping=mapping, out=out,
+                                censoring=censoring)
     render_backtest(result)
     typer.echo(f"-> {path / 'backtest.json'}")
 

@@ -27,17 +27,23 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--customers", type=int, default=40_000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[701, 702, 703])
+    ap.add_argument("--mean-gap", type=float, default=None,
+                    help="set every stage's mean gap between interactions (days), e.g. 16 for slow journeys")
+    ap.add_argument("--censoring", default="cure", help="cure or window")
     args = ap.parse_args()
     print(f"{'seed':>5} {'truth':>7} {'expected':>8} {'error':>7} {'persona err max':>15} "
           f"{'simulated [95% CI]':>26} {'CI holds':>8}")
     for seed in args.seeds:
         world = make_world(seed)
+        if args.mean_gap:
+            world.rate[:, :-1] = 1.0 / args.mean_gap
         truth = evaluate(world)
         with tempfile.TemporaryDirectory() as tmp:
             log = Path(tmp) / "events.csv"
             simulate_log(world, args.customers, seed=seed + 1, arrival_days=180.0).events.to_csv(log, index=False)
             model = Path(tmp) / "model.json"
-            subprocess.run(["journey", "calibrate", str(log), "--out", str(model)], check=True, capture_output=True)
+            subprocess.run(["journey", "calibrate", str(log), "--out", str(model), "--censoring", args.censoring],
+                           check=True, capture_output=True)
             out = Path(tmp) / "sim"
             subprocess.run(["journey", "simulate", str(model), "--customers", "1000000", "--seed", "1",
                             "--replications", "5", "--out", str(out)], check=True, capture_output=True)

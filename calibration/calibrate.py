@@ -12,9 +12,9 @@ from sim.runs import provenance, utc_now, write_text_atomic
 
 def calibrate(events: str | Path, *, stages: str | None = None, conversion_stage: str | None = None,
               inactivity_days: float = DEFAULT_INACTIVITY_DAYS, mapping: str | Path | None = None,
-              before: float | None = None) -> Model:
+              before: float | None = None, censoring: str = "cure") -> Model:
     log = load_events(events, stages=stages, conversion_stage=conversion_stage, mapping=mapping, before=before)
-    model = estimate(log, inactivity_days=inactivity_days)
+    model = estimate(log, inactivity_days=inactivity_days, censoring=censoring)
     if log.satisfaction is not None:
         model.extras["experience"] = satisfaction_by_cell(log)
     return model
@@ -22,12 +22,12 @@ def calibrate(events: str | Path, *, stages: str | None = None, conversion_stage
 
 def run_calibrate(events: str | Path, out: str | Path, *, stages: str | None = None,
                   conversion_stage: str | None = None, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
-                  mapping: str | Path | None = None) -> Model:
+                  mapping: str | Path | None = None, censoring: str = "cure") -> Model:
     started = utc_now()
     model = calibrate(events, stages=stages, conversion_stage=conversion_stage,
-                      inactivity_days=inactivity_days, mapping=mapping)
+                      inactivity_days=inactivity_days, mapping=mapping, censoring=censoring)
     args = {"events": str(events), "out": str(out), "stages": ",".join(model.stages),
-            "conversion_stage": model.conversion_stage, "inactivity_days": inactivity_days,
+            "conversion_stage": model.conversion_stage, "inactivity_days": inactivity_days, "censoring": censoring,
             "mapping": str(mapping) if mapping else None}
     model.provenance = provenance("calibrate", args, [events, mapping], started=started)
     model.provenance["finished"] = utc_now()

@@ -1,11 +1,17 @@
 """Estimation: EventLog in, Model out (pure; keeps the counts behind every estimate).
 
-Censoring ("outcome window"): whether an interaction ends the journey is only known once
-``inactivity_days`` have passed after it. Interactions in the last ``inactivity_days`` of the log
-therefore have undecided outcomes and are left out of the outcome, lapse and gap estimates —
-whatever their outcome, so no selection bias; their customers still count as customers, and their
-touchpoints still count toward the shares. A journey quiet for at least ``inactivity_days`` at
-the log's end (and not complete) ended after its last interaction.
+Censoring. Whether an interaction ended the journey is only known once ``inactivity_days`` have
+passed after it, so interactions in the last ``inactivity_days`` of the log have undecided outcomes
+and are left out of the outcome, lapse and gap estimates — whatever their outcome, so no selection
+bias; their customers still count as customers, and their touchpoints toward the shares.
+A decided interaction after which the customer never came back is then either a drop-off or a
+stay whose next interaction would fall after the log's end:
+  * ``censoring="cure"`` (default): it counts as a drop-off with the probability that the journey
+    is over given how long it has been quiet, d / (d + stay * exp(-rate * quiet)) (a cure model,
+    solved by EM with the calibrated gaps); the stay part adds its quiet time to the time at risk.
+    Long gaps between interactions no longer turn returning customers into lost ones.
+  * ``censoring="window"``: it counts as a drop-off (the contract's inactivity rule, as it is).
+The same holds for the lapse after a customer moved on.
 
 Sparse cells are pooled: each persona × stage × touchpoint estimate is a Dirichlet (beta) posterior
 mean shrunk toward the all-persona estimate of the same stage and touchpoint, which is shrunk
@@ -25,10 +31,15 @@ DEFAULT_INACTIVITY_DAYS = 30.0
 DEFAULT_POOLING = 10.0
 DEFAULT_GAP_DAYS = 7.0
 SPARSE_BELOW = 30
+CENSORING = ("cure", "window")
+EM_ITERATIONS = 200
+EM_TOLERANCE = 1e-7
 
 
 def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
-             pooling: float = DEFAULT_POOLING) -> Model:
+             pooling: float = DEFAULT_POOLING, censoring: str = "cure") -> Model:
+    if censoring not in CENSORING:
+        raise InputError("unknown censoring method", where="--censoring", value=censoring, hint="use cure or window")
     if inactivity_days < 0:
         raise InputError("must not be negative", where="--inactivity-days", value=inactivity_days)
     if pooling < 0:
@@ -63,36 +74,65 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
     dec = count(decided).reshape(P, S, T)
     adv_flat = cell * S + after
     adv = count(decided & advanced, adv_flat, size * S).reshape(P, S, T, S)
-    drp = count(decided & ~advanced & last).reshape(P, S, T)
-    stay = count(decided & ~advanced & ~last).reshape(P, S, T)
+    stay_seen = count(decided & ~advanced & ~last).reshape(P, S, T).astype(float)
 
     # lapse: entered a non-final stage and never interacted again
     entry = decided & advanced & (after < final)
     entry_idx = persona * S + after
     entered = count(entry, entry_idx, P * S).reshape(P, S)
-    lapsed = count(entry & last, entry_idx, P * S).reshape(P, S)
 
     # gaps: after a decided interaction that leaves the customer in a non-final stage
     gap_rows = decided & ~last & (after < final)
     gap_len = np.zeros(n)
     gap_len[:-1] = time[1:] - time[:-1]
     gaps = count(gap_rows, entry_idx, P * S).reshape(P, S)
-    days = np.bincount(entry_idx[gap_rows], weights=gap_len[gap_rows], minlength=P * S).reshape(P, S)
+    days_seen = np.bincount(entry_idx[gap_rows], weights=gap_len[gap_rows], minlength=P * S).reshape(P, S)
+
+    # Quiet last interactions: a drop-off (or a lapse), or a stay whose return is still to come.
+    quiet_drop = np.flatnonzero(decided & ~advanced & last)
+    quiet_lapse = np.flatnonzero(entry & last)
+    certain = np.zeros(n, dtype=bool)  # journeys a mapping's end_values closed: over for sure
+    if log.ended is not None:
+        certain = log.ended[cust]
+    outcome = np.zeros((P, S, T, S + 1))  # [drop, advance to u...]
+    outcome[..., 1:] = adv
+    # gathered once: the EM below only touches the quiet rows
+    cell_d, stage_d, quiet_d = cell[quiet_drop], entry_idx[quiet_drop], log.end - time[quiet_drop]
+    stage_l, quiet_l = entry_idx[quiet_lapse], log.end - time[quiet_lapse]
+    sure_d, sure_l = certain[quiet_drop], certain[quiet_lapse]
+    w_drop = np.ones(quiet_drop.size)
+    w_lapse = np.ones(quiet_lapse.size)
+    for _ in range(EM_ITERATIONS if censoring == "cure" else 1):
+        drp = np.bincount(cell_d, weights=w_drop, minlength=size).reshape(P, S, T)
+        stay = stay_seen + np.bincount(cell_d, weights=1 - w_drop, minlength=size).reshape(P, S, T)
+        lapsed = np.bincount(stage_l, weights=w_lapse, minlength=P * S).reshape(P, S)
+        days = (days_seen + np.bincount(stage_d, weights=(1 - w_drop) * quiet_d, minlength=P * S).reshape(P, S)
+                + np.bincount(stage_l, weights=(1 - w_lapse) * quiet_l, minlength=P * S).reshape(P, S))
+        outcome[..., 0] = drp
+        probs = _pool_outcomes(outcome, stay, m)
+        drop_p = probs[..., 0]
+        adv_p = probs[..., 1:]
+        lapse = _pool_binomial(lapsed, entered.astype(float), m)
+        rate = _pool_rates(gaps.astype(float), days, m)
+        if censoring != "cure":
+            break
+        # E step: P(over | quiet so long) = p / (p + P(stay) * P(no return yet)), per quiet row
+        d = drop_p.ravel()[cell_d]
+        stay_p = np.clip(1.0 - drop_p - adv_p.sum(-1), 0.0, 1.0).ravel()[cell_d]
+        new_drop = d / np.maximum(d + stay_p * np.exp(-rate.ravel()[stage_d] * quiet_d), 1e-300)
+        new_drop[sure_d] = 1.0
+        lp = lapse.ravel()[stage_l]
+        new_lapse = lp / np.maximum(lp + (1 - lp) * np.exp(-rate.ravel()[stage_l] * quiet_l), 1e-300)
+        new_lapse[sure_l] = 1.0
+        change = max(np.abs(new_drop - w_drop).max(initial=0.0), np.abs(new_lapse - w_lapse).max(initial=0.0))
+        w_drop, w_lapse = new_drop, new_lapse
+        if change < EM_TOLERANCE:
+            break
 
     # ---- pooled estimates -------------------------------------------------------------
-    outcome = np.zeros((P, S, T, S + 1))  # [drop, advance to u...]
-    outcome[..., 0] = drp
-    outcome[..., 1:] = adv
-    stay_c = stay.astype(float)
-    probs = _pool_outcomes(outcome.astype(float), stay_c, m)
-    drop_p = probs[..., 0]
-    adv_p = probs[..., 1:]
-
     share = _pool_shares(interactions.astype(float), m)
-    lapse = _pool_binomial(lapsed.astype(float), entered.astype(float), m)
     lapse[:, 0] = 0.0
     lapse[:, final] = 0.0
-    rate = _pool_rates(gaps.astype(float), days, m)
 
     # ---- customers, personas, arrivals ------------------------------------------------
     customers = np.bincount(log.persona_of_customer, minlength=P)
@@ -119,10 +159,14 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
             "customers": customers,
         },
         estimator={
-            "censoring": "outcome-window",
+            "censoring": {"cure": "outcome-window + cure model", "window": "outcome-window"}[censoring],
             "censoring_note": ("interactions within inactivity_days of the log's end have undecided "
-                               "outcomes and are excluded from outcome, lapse and gap estimates; "
-                               "journeys quiet that long are ended, later ones are in progress"),
+                               "outcomes and are excluded from outcome, lapse and gap estimates; " + (
+                                   "a decided interaction never followed by another counts as a drop-off "
+                                   "with P(journey over | quiet time) from the calibrated gaps (EM), the rest "
+                                   "as a stay whose quiet time is time at risk"
+                                   if censoring == "cure" else
+                                   "a decided interaction never followed by another counts as a drop-off")),
             "inactivity_days": float(inactivity_days),
             "pooling": {"method": "hierarchical Dirichlet shrinkage: persona -> all personas -> stage average",
                         "prior_weight": m},

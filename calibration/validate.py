@@ -142,7 +142,7 @@ def naive_reach(ages_later: np.ndarray, ages_early: np.ndarray, reach_early: np.
 
 def backtest(events: str | Path, *, split: str, stages: str | list[str] | None = None,
              conversion_stage: str | None = None, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
-             mapping: str | Path | None = None) -> tuple[dict[str, Any], Model]:
+             mapping: str | Path | None = None, censoring: str = "cure") -> tuple[dict[str, Any], Model]:
     """The backtest record (backtest.json) and the model fitted on the rows before the split."""
     split_days = parse_split(split)
     full = load_events(events, stages=stages, conversion_stage=conversion_stage, mapping=mapping)
@@ -162,7 +162,7 @@ def backtest(events: str | Path, *, split: str, stages: str | list[str] | None =
     fit_log = load_events(events, stages=stages, conversion_stage=conversion_stage, mapping=mapping,
                           before=split_days)
     fit_log = replace(fit_log, end=split_days)
-    model = estimate(fit_log, inactivity_days=inactivity_days)
+    model = estimate(fit_log, inactivity_days=inactivity_days, censoring=censoring)
 
     S = len(full.stages)
     names = full.stages
@@ -257,12 +257,13 @@ def _by_age(ages: np.ndarray, pred: np.ndarray, obs: np.ndarray, naive: np.ndarr
 
 def run_backtest(events: str | Path, *, split: str, stages: str | list[str] | None = None,
                  conversion_stage: str | None = None, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
-                 mapping: str | Path | None = None, out: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
+                 mapping: str | Path | None = None, out: str | Path | None = None,
+                 censoring: str = "cure") -> tuple[Path, dict[str, Any]]:
     """`journey backtest`: backtest.json, the fitted model.json and backtest.png in a run directory."""
     result, model = backtest(events, split=split, stages=stages, conversion_stage=conversion_stage,
-                             inactivity_days=inactivity_days, mapping=mapping)
+                             inactivity_days=inactivity_days, mapping=mapping, censoring=censoring)
     args = {"events": str(events), "split": split, "stages": ",".join(model.stages),
-            "conversion_stage": model.conversion_stage, "inactivity_days": inactivity_days,
+            "conversion_stage": model.conversion_stage, "inactivity_days": inactivity_days, "censoring": censoring,
             "mapping": str(mapping) if mapping else None}
     png = backtest_png(result)
     with run_directory("backtest", out, args, [events, mapping]) as run:

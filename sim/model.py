@@ -187,8 +187,8 @@ class Model:
                             "interactions": int(cnt["interactions"][p, s, t]),
                             "decided": int(cnt["decided"][p, s, t]),
                             "advanced": {self.stages[u]: int(cnt["advanced"][p, s, t, u]) for u in range(s + 1, S)},
-                            "dropped": int(cnt["dropped"][p, s, t]),
-                            "stayed": int(cnt["stayed"][p, s, t]),
+                            "dropped": _count(cnt["dropped"][p, s, t]),
+                            "stayed": _count(cnt["stayed"][p, s, t]),
                         }
                         cell["pooled"] = bool(cnt["decided"][p, s, t] < self.estimator.get("sparse_below", 30))
                     tps[tp] = cell
@@ -200,7 +200,7 @@ class Model:
                 }
                 if cnt:
                     stage_rec["counts"] = {
-                        "entered": int(cnt["entered"][p, s]), "lapsed": int(cnt["lapsed"][p, s]),
+                        "entered": int(cnt["entered"][p, s]), "lapsed": _count(cnt["lapsed"][p, s]),
                         "gaps": int(cnt["gaps"][p, s]), "days_at_risk": _r(float(cnt["days_at_risk"][p, s])),
                     }
                 per_stage[self.stages[s]] = stage_rec
@@ -312,6 +312,12 @@ def _index(names: list[str], name: str, file: object, where: str, noun: str) -> 
                          hint=closest(name, names)) from None
 
 
+def _count(x: float) -> int | float:
+    """A count as written: whole numbers as integers, expected (weighted) counts to 1e-3."""
+    x = float(x)
+    return int(x) if x.is_integer() else round(x, 3)
+
+
 def _r(x: float) -> float:
     """Round for a readable file; 12 significant digits keep exact answers stable."""
     return float(f"{float(x):.12g}")
@@ -323,10 +329,11 @@ def _counts_from_dict(data: dict, personas, stages, touchpoints) -> dict[str, np
     first = journey[personas[0]][stages[0]]["touchpoints"][touchpoints[0]]
     if "counts" not in first:
         return {}
-    c = {k: np.zeros((P, S, T), dtype=np.int64) for k in ("interactions", "decided", "dropped", "stayed")}
+    c = {k: np.zeros((P, S, T), dtype=np.int64) for k in ("interactions", "decided")}
+    c.update({k: np.zeros((P, S, T)) for k in ("dropped", "stayed")})  # expected counts (cure model)
     c["advanced"] = np.zeros((P, S, T, S), dtype=np.int64)
     c["entered"] = np.zeros((P, S), dtype=np.int64)
-    c["lapsed"] = np.zeros((P, S), dtype=np.int64)
+    c["lapsed"] = np.zeros((P, S))
     c["gaps"] = np.zeros((P, S), dtype=np.int64)
     c["days_at_risk"] = np.zeros((P, S))
     c["customers"] = np.array([int(data["personas"][p].get("customers", 0)) for p in personas], dtype=np.int64)
@@ -335,13 +342,15 @@ def _counts_from_dict(data: dict, personas, stages, touchpoints) -> dict[str, np
             st = journey[persona][stages[s]]
             sc = st.get("counts", {})
             c["entered"][p, s] = int(sc.get("entered", 0))
-            c["lapsed"][p, s] = int(sc.get("lapsed", 0))
+            c["lapsed"][p, s] = float(sc.get("lapsed", 0))
             c["gaps"][p, s] = int(sc.get("gaps", 0))
             c["days_at_risk"][p, s] = float(sc.get("days_at_risk", 0.0))
             for t, tp in enumerate(touchpoints):
                 cc = st["touchpoints"][tp]["counts"]
-                for k in ("interactions", "decided", "dropped", "stayed"):
+                for k in ("interactions", "decided"):
                     c[k][p, s, t] = int(cc[k])
+                for k in ("dropped", "stayed"):
+                    c[k][p, s, t] = float(cc[k])
                 for name, value in cc["advanced"].items():
                     c["advanced"][p, s, t, stages.index(name)] = int(value)
     return c

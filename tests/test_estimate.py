@@ -63,7 +63,7 @@ def test_stage_skips_are_estimated(world, world_model):
 def test_censoring_blind_estimator_is_wrong(world, world_log):
     """Treating in-progress journeys as lost overstates drop-off: this must be visible."""
     log = load_events(world_log)
-    blind = estimate(log, inactivity_days=0.0)
+    blind = estimate(log, inactivity_days=0.0, censoring="window")
     truth = evaluate(world).conversion_rate
     assert truth - evaluate(blind).conversion_rate > 0.015
     assert abs(evaluate(estimate(log)).conversion_rate - truth) < 0.01
@@ -104,3 +104,23 @@ def test_exact_matches_journeys_walked_one_by_one(seed):
         observed = (journeys.highest >= s).mean()
         p = exact.reach_overall[s]
         assert abs(observed - p) < Z * np.sqrt(p * (1 - p) / n) + 1e-12
+
+
+def test_long_gaps_need_the_cure_model(tmp_path):
+    """Mean gaps of 16 days: many customers come back after 30 quiet days.
+
+    The contract's plain inactivity rule then counts them as lost and understates conversion; the
+    cure model weighs each quiet journey by the chance it is over and stays within 0.01.
+    """
+    world = make_world(41)
+    world.rate[:, :-1] = 1.0 / 16.0
+    path = tmp_path / "long.csv"
+    simulate_log(world, 40_000, seed=48, arrival_days=180.0).events.to_csv(path, index=False)
+    log = load_events(path)
+    truth = evaluate(world).conversion_rate
+    cure = estimate(log)
+    assert cure.estimator["censoring"] == "outcome-window + cure model"
+    assert abs(evaluate(cure).conversion_rate - truth) < 0.01
+    assert truth - evaluate(estimate(log, censoring="window")).conversion_rate > 0.02
+    dropped = cure.counts["dropped"]
+    assert not np.allclose(dropped, np.round(dropped))  # expected counts, not whole journeys
