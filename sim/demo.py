@@ -51,18 +51,26 @@ def run_demo(out: Path, *, customers: int = 200_000, trials: int = 60, quiet: bo
     ulo, uhi = best_sc["uplift_ci"]
     yield (f"4 compare    best: {best_sc['name']} {best_sc['uplift']:+.4f} [{ulo:+.4f}, {uhi:+.4f}] -> {path}")
 
+    path, staffing = run_compare(demo_file("examples/sales_chat_6_agents.toml"),
+                                 [demo_file("examples/sales_chat_capacity.toml")], customers=None, seed=1,
+                                 replications=3, engine="auto", jobs=1, out=out / "capacity", quiet=quiet)
+    short = staffing["scenarios"][0]
+    slo, shi = short["uplift_ci"]
+    yield (f"5 capacity   SimPy queues: {short['name']} instead of 6: {short['uplift']:+.4f} "
+           f"[{slo:+.4f}, {shi:+.4f}] -> {path}")
+
     path, best = run_optimize(demo_file("examples/budget.toml"), trials=trials, seed=1, storage=None,
                               study=None, workers=1, pareto=False, customers=customers, out=out / "optimize",
                               quiet=quiet)
-    yield (f"5 optimize   {trials} trials: expected uplift {best['expected_uplift']:+.4f} for "
+    yield (f"6 optimize   {trials} trials: expected uplift {best['expected_uplift']:+.4f} for "
            f"{best['spend']:.0f} spent -> {path}")
 
     path, backtest = run_backtest(events, split=DEMO_SPLIT, stages=None, conversion_stage=None,
                                   inactivity_days=30.0, mapping=None, out=out / "backtest")
     conv = model.conversion_stage
-    yield (f"6 backtest   later cohort {conv}: predicted {backtest['predicted'][conv]:.3f}, observed "
+    yield (f"7 backtest   later cohort {conv}: predicted {backtest['predicted'][conv]:.3f}, observed "
            f"{backtest['observed'][conv]:.3f}, naive {backtest['naive'][conv]:.3f} -> {path}")
 
     report = build_report([out / "simulate", out / "compare", out / "optimize", out / "backtest"],
                           out / "report.html")
-    yield f"7 report     open {report}"
+    yield f"8 report     open {report}"
