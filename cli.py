@@ -27,9 +27,18 @@ app = typer.Typer(
 _state = {"debug": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from sim import __version__
+
+        typer.echo(f"journey {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks of internal errors.")] = False
-          ) -> None:
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks of internal errors.")] = False,
+          version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="Show the version and exit.")] = False) -> None:
     _state["debug"] = debug
 
 

@@ -133,3 +133,10 @@ def test_demo_runs_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     assert (out / "model.json").is_file()
     assert (out / "simulate" / "summary.json").is_file()
+
+
+def test_version():
+    from sim import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"journey {__version__}"
