@@ -281,7 +281,8 @@ def _read_table(path: Path, mp: Mapping) -> pa.Table:
             return pq.read_table(path)
         wanted = (set(_column_sources(mp).values()) | set(mp.filter) | ({mp.stage.column} if mp.stage else set())
                   | ({mp.persona.column} if mp.persona else set()))
-        head = _csv_header(path)
+        parse = _sniff_delimiter(path)
+        head = _csv_header(path, parse)
         include = [c for c in head if c in wanted]
         sources = _column_sources(mp)
         # Low-cardinality columns are read dictionary-encoded and the timestamp parsed by the
@@ -291,16 +292,16 @@ def _read_table(path: Path, mp: Mapping) -> pa.Table:
         if sources["satisfaction"] in types:
             types[sources["satisfaction"]] = pa.string()
         time_col = sources["timestamp"]
-        time_type = _sniff_time_type(path, time_col) if time_col in types else None
+        time_type = _sniff_time_type(path, time_col, parse) if time_col in types else None
         if time_type is not None:
             types[time_col] = time_type
         try:
-            table = _read_csv(path, include, types)
+            table = _read_csv(path, include, types, parse)
         except pa.ArrowInvalid:
             if time_type is None:
                 raise
             types[time_col] = pa.string()  # mixed or odd timestamps: parse them the slow, exact way
-            table = _read_csv(path, include, types)
+            table = _read_csv(path, include, types, parse)
         # only the wanted columns are read; keep the whole header for "did you mean" hints
         return table.replace_schema_metadata({"journey_header": "\x1f".join(head)})
     except InputError:
@@ -316,19 +317,33 @@ _DICT = pa.dictionary(pa.int32(), pa.string())
 _NULLS = ["", "NA", "NaN", "null", "None"]
 
 
-def _read_csv(path: Path, include: list[str], types: dict) -> pa.Table:
+def _sniff_delimiter(path: Path) -> pacsv.ParseOptions:
+    """Comma, semicolon (spreadsheet exports in many locales), tab or pipe, from the header line."""
+    try:
+        with pa.input_stream(str(path), compression="detect") as stream:
+            head = stream.read(1 << 16).decode("utf-8", errors="replace").lstrip("\ufeff")
+    except (pa.ArrowInvalid, OSError, EOFError):
+        return pacsv.ParseOptions()
+    first = head.splitlines()[0] if head else ""
+    counts = {d: first.count(d) for d in (",", ";", "\t", "|")}
+    best = max(counts, key=counts.get)
+    return pacsv.ParseOptions(delimiter=best if counts[best] > counts[","] else ",")
+
+
+def _read_csv(path: Path, include: list[str], types: dict, parse: pacsv.ParseOptions) -> pa.Table:
     return pacsv.read_csv(
         path,
+        parse_options=parse,
         read_options=pacsv.ReadOptions(block_size=1 << 24),
         convert_options=pacsv.ConvertOptions(include_columns=include, column_types=types,
                                              strings_can_be_null=True, null_values=_NULLS),
     )
 
 
-def _sniff_time_type(path: Path, column: str) -> pa.DataType | None:
+def _sniff_time_type(path: Path, column: str, parse: pacsv.ParseOptions) -> pa.DataType | None:
     """Timestamp type for the reader from the first rows: zoned, naive, or None (mixed/unknown)."""
     try:
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16),
+        reader = pacsv.open_csv(path, parse_options=parse, read_options=pacsv.ReadOptions(block_size=1 << 16),
                                 convert_options=pacsv.ConvertOptions(include_columns=[column],
                                                                      column_types={column: pa.string()}))
         batch = reader.read_next_batch()
@@ -352,9 +367,9 @@ def _header(table: pa.Table) -> list[str]:
     return raw.decode("utf-8").split("\x1f") if raw else list(table.column_names)
 
 
-def _csv_header(path: Path) -> list[str]:
+def _csv_header(path: Path, parse: pacsv.ParseOptions) -> list[str]:
     try:
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16),
+        reader = pacsv.open_csv(path, parse_options=parse, read_options=pacsv.ReadOptions(block_size=1 << 16),
                                 convert_options=pacsv.ConvertOptions(column_types={}))
         names = reader.schema.names
     except pa.ArrowInvalid as exc:

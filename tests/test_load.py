@@ -127,3 +127,15 @@ def test_mapping_errors_are_input_errors(tmp_path):
     broken = write(tmp_path, "[columns\n", "m3.toml")
     with pytest.raises(InputError, match="TOML syntax error"):
         load_events(log, mapping=broken)
+
+
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_semicolon_tab_and_pipe_logs_read_like_comma_logs(tmp_path, sep):
+    rows = ["customer_id,timestamp,touchpoint,stage,persona",
+            "a,2024-01-01T00:00:00Z,web,awareness,x", "a,2024-01-02T00:00:00Z,checkout,decision,x",
+            "b,2024-01-03T00:00:00Z,email,consideration,y"]
+    comma = write(tmp_path, "\n".join(rows) + "\n", "comma.csv")
+    other = write(tmp_path, "\n".join(r.replace(",", sep) for r in rows) + "\n", "other.csv")
+    a, b = load_events(comma), load_events(other)
+    assert a.touchpoints == b.touchpoints and a.personas == b.personas
+    assert np.array_equal(a.stage, b.stage) and np.array_equal(a.time, b.time)
