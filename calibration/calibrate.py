@@ -29,7 +29,8 @@ def run_calibrate(events: str | Path, out: str | Path, *, stages: str | None = N
     args = {"events": str(events), "out": str(out), "stages": ",".join(model.stages),
             "conversion_stage": model.conversion_stage, "inactivity_days": inactivity_days, "censoring": censoring,
             "mapping": str(mapping) if mapping else None}
-    model.provenance = provenance("calibrate", args, [events, mapping], started=started)
+    model.provenance = provenance("calibrate", args, [events, mapping], started=started,
+                                  known_hashes={str(events): model.log_summary["sha256"]})
     model.provenance["finished"] = utc_now()
     write_text_atomic(out, model.to_json())
     return model

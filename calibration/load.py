@@ -5,7 +5,6 @@ Vectorised throughout (pyarrow reading, dictionary encoding, numpy sorting): no 
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import pyarrow.parquet as pq
 from calibration.mapping import Mapping, load_mapping
 from sim.errors import InputError, closest
 from sim.model import DEFAULT_STAGES
+from sim.runs import sha256_of
 
 REQUIRED = ("customer_id", "timestamp", "touchpoint", "stage")
 OPTIONAL = ("persona", "satisfaction")
@@ -82,14 +82,6 @@ def parse_stages(stages: str | list[str] | None, conversion_stage: str | None) -
     return names, conv
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_events(path: str | Path, *, stages: str | list[str] | None = None,
                 conversion_stage: str | None = None, mapping: str | Path | Mapping | None = None,
                 before: float | None = None) -> EventLog:
@@ -106,7 +98,7 @@ def load_events(path: str | Path, *, stages: str | list[str] | None = None,
     if path.is_dir():
         raise InputError("is a directory, expected an event log file", file=path)
     with ThreadPoolExecutor(max_workers=1) as pool:  # hashing overlaps the parsing
-        digest = pool.submit(file_sha256, path)
+        digest = pool.submit(sha256_of, path)
         return _load(path, mp, stage_names, conv, before, digest)
 
 

@@ -266,7 +266,8 @@ def run_backtest(events: str | Path, *, split: str, stages: str | list[str] | No
             "conversion_stage": model.conversion_stage, "inactivity_days": inactivity_days, "censoring": censoring,
             "mapping": str(mapping) if mapping else None}
     png = backtest_png(result)
-    with run_directory("backtest", out, args, [events, mapping]) as run:
+    with run_directory("backtest", out, args, [events, mapping],
+                       known_hashes={str(events): model.log_summary["sha256"]}) as run:
         run.json("backtest.json", result)
         run.text("model.json", model.to_json())
         run.text("backtest.png", png)

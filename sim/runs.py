@@ -103,8 +103,14 @@ def sha256_of(path: str | Path) -> str:
 
 
 def provenance(command: str, arguments: dict[str, Any], inputs: list[str | Path], *,
-               seed: int | None = None, started: str | None = None) -> dict[str, Any]:
-    """What produced a result: command, arguments, seed, versions and input hashes."""
+               seed: int | None = None, started: str | None = None,
+               known_hashes: dict[str, str] | None = None) -> dict[str, Any]:
+    """What produced a result: command, arguments, seed, versions and input hashes.
+
+    ``known_hashes`` (path -> sha256) reuses digests already computed, e.g. by the loader, so a
+    large event log is not read a second time just to hash it.
+    """
+    known = known_hashes or {}
     from importlib.metadata import PackageNotFoundError, version
 
     def _version(package: str) -> str | None:  # not `import pandas`: that alone costs ~0.3 s per run
@@ -122,7 +128,7 @@ def provenance(command: str, arguments: dict[str, Any], inputs: list[str | Path]
         "python": platform.python_version(),
         "numpy": _version("numpy"),
         "pandas": _version("pandas"),
-        "inputs": {str(p): sha256_of(p) for p in inputs if p is not None and Path(p).is_file()},
+        "inputs": {str(p): known.get(str(p)) or sha256_of(p) for p in inputs if p is not None and Path(p).is_file()},
         "started": started or utc_now(),
     }
 
@@ -154,13 +160,13 @@ class RunDir:
 
 @contextmanager
 def run_directory(command: str, out: str | Path | None, arguments: dict[str, Any],
-                  inputs: list[str | Path], seed: int | None = None):
+                  inputs: list[str | Path], seed: int | None = None, known_hashes: dict[str, str] | None = None):
     """Yield a RunDir; on success it is renamed to its final name with ``manifest.json`` inside."""
     final = Path(out) if out is not None else default_run_dir(command)
     if final.exists() and not final.is_dir():
         raise InputError("output path exists and is not a directory", file=final, hint="choose another --out")
     started = utc_now()
-    manifest = provenance(command, arguments, inputs, seed=seed, started=started)
+    manifest = provenance(command, arguments, inputs, seed=seed, started=started, known_hashes=known_hashes)
     parent = final.parent if str(final.parent) else Path(".")
     _make_folder(parent)
     try:
