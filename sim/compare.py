@@ -33,6 +33,7 @@ from sim.progress import progress_bar
 from sim.runs import run_directory
 from sim.simulate import ENGINES, Target, load_target, replication_seeds, resolve_seed, run_replications
 from sim.summary import Z95, summarize
+from sim.summary import round_sig as _r
 
 DEFAULT_CUSTOMERS = 100_000
 BATCHES = 20  # paired batches of one replication (R = 1), for the uplift interval
@@ -43,8 +44,6 @@ CSV_COLUMNS = ("name", "conversion_rate", "conversion_rate_ci_lo", "conversion_r
                "base_expected_conversion_rate")
 
 
-def _r(x: float | None) -> float | None:
-    return None if x is None else float(f"{float(x):.10g}")
 
 
 # ---- the shared settings ------------------------------------------------------------------

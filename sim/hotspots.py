@@ -22,12 +22,11 @@ from sim.exact import evaluate
 from sim.model import Model
 from sim.runs import write_json
 from sim.scenario import remove_touchpoint, scale_drop
+from sim.summary import round_sig as _r
 
 CUT = 0.9  # "cut the drop-off 10 %"
 
 
-def _r(x: float | None) -> float | None:
-    return None if x is None else float(f"{float(x):.10g}")
 
 
 def _conversion(model: Model, horizon_days: float | None) -> float:

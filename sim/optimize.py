@@ -38,7 +38,8 @@ from sim.exact import evaluate
 from sim.model import Model
 from sim.runs import default_run_dir, run_directory, sha256_of, utc_now
 from sim.scenario import Scenario, apply, load_scenario
-from sim.summary import _r, mean_ci
+from sim.summary import mean_ci
+from sim.summary import round_sig as _r
 
 CLIP = 0.1  # parameter ranges reach this share of [min, max] beyond each bound (clipped back)
 DEFAULT_JOURNAL = "study.log"

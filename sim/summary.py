@@ -13,8 +13,10 @@ from sim.model import Model
 Z95 = 1.959963984540054
 
 
-def _r(x: float) -> float:
-    return float(f"{float(x):.10g}")
+def round_sig(x: float | None) -> float | None:
+    """10 significant digits: stable JSON without float noise; None stays None."""
+    return None if x is None else float(f"{float(x):.10g}")
+
 
 
 def wilson(k: float, n: float, z: float = Z95) -> list[float]:
@@ -25,7 +27,7 @@ def wilson(k: float, n: float, z: float = Z95) -> list[float]:
     den = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return [_r(max(0.0, centre - half)), _r(min(1.0, centre + half))]
+    return [round_sig(max(0.0, centre - half)), round_sig(min(1.0, centre + half))]
 
 
 def mean_ci(values: np.ndarray) -> list[float]:
@@ -34,11 +36,11 @@ def mean_ci(values: np.ndarray) -> list[float]:
     r = values.size
     m = float(values.mean())
     if r < 2:
-        return [_r(m), _r(m)]
+        return [round_sig(m), round_sig(m)]
     from scipy import stats  # lazy: importing scipy.stats costs ~0.5 s of every run's start-up
 
     half = float(stats.t.ppf(0.975, r - 1) * values.std(ddof=1) / math.sqrt(r))
-    return [_r(m - half), _r(m + half)]
+    return [round_sig(m - half), round_sig(m + half)]
 
 
 def rate_ci(successes: np.ndarray, trials: np.ndarray) -> list[float]:
@@ -63,9 +65,9 @@ def summarize(model: Model, results: list[EngineResult], exact: Exact, *, custom
     for s, name in enumerate(model.stages):
         stages[name] = {
             "reached": int(total.reached[:, s].sum()),
-            "reached_rate": _r(total.reached[:, s].sum() / max(n_sim, 1)),
+            "reached_rate": round_sig(total.reached[:, s].sum() / max(n_sim, 1)),
             "dropped": int(total.dropped[:, s].sum()),
-            "expected_reached_rate": _r(reach_exact[s]),
+            "expected_reached_rate": round_sig(reach_exact[s]),
         }
     personas = {}
     for p, name in enumerate(model.personas):
@@ -74,10 +76,10 @@ def summarize(model: Model, results: list[EngineResult], exact: Exact, *, custom
         per_n = np.array([r.customers[p] for r in results])
         personas[name] = {
             "customers": int(n_p),
-            "conversion_rate": _r(total.reached[p, c] / max(n_p, 1)),
+            "conversion_rate": round_sig(total.reached[p, c] / max(n_p, 1)),
             "conversion_rate_ci": rate_ci(per_conv, per_n),
-            "expected_conversion_rate": _r(exact.reach[p, c]),
-            "share": _r(model.persona_share[p]),
+            "expected_conversion_rate": round_sig(exact.reach[p, c]),
+            "share": round_sig(model.persona_share[p]),
         }
     touchpoints = {}
     exp_inter = np.einsum("p,pst->t", exact.persona_share, exact.interactions) * n_sim
@@ -86,8 +88,8 @@ def summarize(model: Model, results: list[EngineResult], exact: Exact, *, custom
         touchpoints[name] = {
             "interactions": int(total.interactions[:, :, t].sum()),
             "drop_offs": int(total.drop_offs[:, :, t].sum()),
-            "expected_interactions": _r(exp_inter[t]),
-            "expected_drop_offs": _r(exp_drop[t]),
+            "expected_interactions": round_sig(exp_inter[t]),
+            "expected_drop_offs": round_sig(exp_drop[t]),
         }
     summary = {
         "customers": int(customers),
@@ -97,11 +99,11 @@ def summarize(model: Model, results: list[EngineResult], exact: Exact, *, custom
         "engine": engine,
         "horizon_days": horizon_days,
         "conversion_stage": model.conversion_stage,
-        "conversion_rate": _r(total.conversions / max(n_sim, 1)),
+        "conversion_rate": round_sig(total.conversions / max(n_sim, 1)),
         "conversion_rate_ci": rate_ci(conv, ns),
         "ci_method": "t over replications" if len(results) >= 2 else "Wilson binomial",
-        "expected_conversion_rate": _r(exact.conversion_rate),
-        "replication_conversion_rates": [_r(x) for x in conv / np.maximum(ns, 1)],
+        "expected_conversion_rate": round_sig(exact.conversion_rate),
+        "replication_conversion_rates": [round_sig(x) for x in conv / np.maximum(ns, 1)],
         "stages": stages,
         "personas": personas,
         "touchpoints": touchpoints,
@@ -122,11 +124,11 @@ def capacity_summary(counters: dict[str, Any]) -> dict[str, Any]:
             "requests": int(requests),
             "served": int(served),
             "abandoned": int(abandoned),
-            "abandonment_rate": _r(abandoned / max(requests, 1)),
-            "waited_share": _r(c["waited"] / max(served, 1)),
-            "mean_wait_minutes": _r(c["wait_days_served"] * 1440.0 / max(served, 1)),
-            "mean_wait_minutes_abandoned": _r(c["wait_days_abandoned"] * 1440.0 / max(abandoned, 1)),
-            "utilisation": _r(c["busy_days_in_window"] / max(c["open_days_in_window"], 1e-300)),
+            "abandonment_rate": round_sig(abandoned / max(requests, 1)),
+            "waited_share": round_sig(c["waited"] / max(served, 1)),
+            "mean_wait_minutes": round_sig(c["wait_days_served"] * 1440.0 / max(served, 1)),
+            "mean_wait_minutes_abandoned": round_sig(c["wait_days_abandoned"] * 1440.0 / max(abandoned, 1)),
+            "utilisation": round_sig(c["busy_days_in_window"] / max(c["open_days_in_window"], 1e-300)),
             "max_queue": int(c["max_queue"]),
         }
     return out
