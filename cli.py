@@ -81,6 +81,9 @@ Inactivity = Annotated[float, typer.Option("--inactivity-days",
 Censoring = Annotated[str, typer.Option(help="cure (default): a quiet journey counts as lost with the probability "
                                               "that it is over, from the calibrated gaps; window: quiet "
                                               "--inactivity-days = lost.")]
+Dwell = Annotated[str, typer.Option(help="way_out (default): time to leave a stage depends on the way out "
+                                         "(approvals may leave review sooner than cancellations); plain: one "
+                                         "time to leave per stage.")]
 MappingOpt = Annotated[Path | None, typer.Option(help="TOML file mapping a foreign log onto the contract's columns.")]
 Customers = Annotated[int | None, typer.Option(help="Cohort size per replication "
                                                           "(default: the scenario's, else 100000).")]
@@ -101,13 +104,15 @@ def calibrate(
     conversion_stage: ConvStage = None,
     inactivity_days: Inactivity = 30.0,
     censoring: Censoring = "cure",
+    dwell: Dwell = "way_out",
     mapping: MappingOpt = None,
 ) -> None:
     """Estimate a journey model from an event log."""
     from calibration.calibrate import run_calibrate
 
     model = run_calibrate(events, out, stages=stages, conversion_stage=conversion_stage,
-                          inactivity_days=inactivity_days, mapping=mapping, censoring=censoring)
+                          inactivity_days=inactivity_days, mapping=mapping, censoring=censoring,
+                          dwell=dwell)
     log = model.log_summary
     typer.echo(f"calibrated {log['customers']} customers, {log['rows']} rows, {len(model.personas)} personas, "
                f"{len(model.touchpoints)} touchpoints -> {out}")
@@ -227,6 +232,7 @@ def backtest(
     conversion_stage: ConvStage = None,
     inactivity_days: Inactivity = 30.0,
     censoring: Censoring = "cure",
+    dwell: Dwell = "way_out",
     mapping: MappingOpt = None,
     out: Out = None,
 ) -> None:
@@ -236,7 +242,7 @@ def backtest(
 
     path, result = run_backtest(events, split=split, stages=stages, conversion_stage=conversion_stage,
                                 inactivity_days=inactivity_days, mapping=mapping, out=out,
-                                censoring=censoring)
+                                censoring=censoring, dwell=dwell)
     render_backtest(result)
     typer.echo(f"-> {path / 'backtest.json'}")
 

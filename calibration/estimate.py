@@ -32,14 +32,17 @@ DEFAULT_POOLING = 10.0
 DEFAULT_GAP_DAYS = 7.0
 SPARSE_BELOW = 30
 CENSORING = ("cure", "window")
+DWELL = ("way_out", "plain")
 EM_ITERATIONS = 200
 EM_TOLERANCE = 1e-7
 
 
 def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
-             pooling: float = DEFAULT_POOLING, censoring: str = "cure") -> Model:
+             pooling: float = DEFAULT_POOLING, censoring: str = "cure", dwell: str = "way_out") -> Model:
     if censoring not in CENSORING:
         raise InputError("unknown censoring method", where="--censoring", value=censoring, hint="use cure or window")
+    if dwell not in DWELL:
+        raise InputError("unknown dwell model", where="--dwell", value=dwell, hint="use way_out or plain")
     if inactivity_days < 0:
         raise InputError("must not be negative", where="--inactivity-days", value=inactivity_days)
     if pooling < 0:
@@ -133,6 +136,14 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
     share = _pool_shares(interactions.astype(float), m)
     lapse[:, 0] = 0.0
     lapse[:, final] = 0.0
+    if dwell == "way_out":
+        adv_p, drop_p, rate, speed, dwell_counts = _fit_dwell(
+            time=time, first=first, last=last, before=before, after=after, live=live, advanced=advanced,
+            persona=persona, cut=log.end - inactivity_days, quiet_drop=quiet_drop, w_drop=w_drop,
+            quiet_lapse=quiet_lapse, w_lapse=w_lapse, share=share, advance=adv_p, drop=drop_p, lapse=lapse,
+            rate=rate, m=m)
+    else:
+        speed, dwell_counts = np.ones((P, S, 1 + S)), {}
 
     # ---- customers, personas, arrivals ------------------------------------------------
     customers = np.bincount(log.persona_of_customer, minlength=P)
@@ -152,11 +163,12 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
     model = Model(
         stages=list(log.stages), touchpoints=list(log.touchpoints), personas=list(log.personas),
         conversion_stage=log.conversion_stage, persona_share=persona_share,
-        share=share, advance=adv_p, drop=drop_p, lapse=lapse, rate=rate, arrival_days=arrival_days,
+        share=share, advance=adv_p, drop=drop_p, lapse=lapse, rate=rate, leave_speed=speed,
+        arrival_days=arrival_days,
         counts={
             "interactions": interactions, "decided": dec, "advanced": adv, "dropped": drp, "stayed": stay,
             "entered": entered, "lapsed": lapsed, "gaps": gaps, "days_at_risk": days,
-            "customers": customers,
+            "customers": customers, **dwell_counts,
         },
         estimator={
             "censoring": {"cure": "outcome-window + cure model", "window": "outcome-window"}[censoring],
@@ -172,6 +184,9 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
                         "prior_weight": m},
             "gaps": "exponential per persona x stage (Poisson interactions; touchpoint rate = rate x share)",
             "lapse": "P(no further interaction | just moved into the stage)",
+            "dwell": ("way_out: leave_speed per way out by EM for exponential dwell times under censoring, "
+                      "shrunk toward 1 with prior_weight pseudo-exits" if dwell == "way_out" else
+                      "plain: one time to leave per stage (leave_speed 1)"),
             "sparse_below": SPARSE_BELOW,
         },
         log_summary={
@@ -187,6 +202,125 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
     )
     model.check()
     return model
+
+
+def _fit_dwell(*, time: np.ndarray, first: np.ndarray, last: np.ndarray, before: np.ndarray,
+               after: np.ndarray, live: np.ndarray, advanced: np.ndarray, persona: np.ndarray, cut: float,
+               quiet_drop: np.ndarray, w_drop: np.ndarray, quiet_lapse: np.ndarray, w_lapse: np.ndarray,
+               share: np.ndarray, advance: np.ndarray, drop: np.ndarray, lapse: np.ndarray, rate: np.ndarray,
+               m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Way-out-specific dwell: (advance, drop, rate, leave_speed, counts) refitted per visit.
+
+    A visit to a stage runs from the interaction that moved the customer in (arrival for the first
+    stage) to the interaction that moved them on or ended the journey. Its way out and its time are
+    fitted together by EM for a mixture of exponentials: the way out probabilities and each way's
+    leave rate. Per-interaction counts cannot give the way out probabilities here: the visits still
+    going when the log ends are mostly the slow ways out, so counting only finished ones would
+    favour the fast ways. Everything after ``cut`` (the start of the outcome window) is censored,
+    so moves and drop-offs are treated alike: a visit still going at the cut, and the "stayed" part
+    of a quiet last interaction (1 - its cure weight) or of an unanswered move (1 - its lapse
+    weight), is censored there with way out o weighted by way_o * exp(-rate_o * time in stage).
+    In the first stage the interaction at arrival leaves at once with probability q0, fitted from
+    first interactions. Way probabilities are shrunk toward the per-interaction estimate and leave
+    rates toward the plain rate * q with ``m`` pseudo-visits, so thin cells keep the plain model.
+    Per touchpoint, drop-off and advance are rescaled to the refitted way probabilities; the time
+    between interactions that stay (rate * (1 - q)) is kept.
+    """
+    P, S, T = share.shape
+    K = 1 + S
+    plain = Model(stages=[str(i) for i in range(S)], touchpoints=[str(i) for i in range(T)],
+                  personas=[str(i) for i in range(P)], conversion_stage="1", persona_share=np.full(P, 1.0 / P),
+                  share=share, advance=advance, drop=drop, lapse=lapse, rate=rate)
+    q, way0 = plain.way_out()
+    n = time.size
+    rows = np.arange(n)
+    run_start = first.copy()
+    run_start[1:] |= before[1:] != before[:-1]
+    entry_row = np.maximum.accumulate(np.where(run_start, np.where(first, rows, rows - 1), 0))
+    entry = time[entry_row]  # when the customer entered the stage the row is in
+    ps = persona * S + before  # flat [P, S] of the row's stage
+    at_arrival = first & (before == 0)  # the interaction at arrival: leaving there takes no time
+
+    # finished visits: way out known (a drop-off with its cure weight); moves after the cut are censored
+    moves = np.flatnonzero(live & advanced)
+    early = moves[time[moves] <= cut]
+    late = moves[(time[moves] > cut) & ~at_arrival[moves]]
+    ev_idx = np.concatenate([ps[early] * K + 1 + after[early], ps[quiet_drop] * K])
+    ev_w = np.concatenate([np.ones(early.size), w_drop])
+    ev_d = np.concatenate([(time - entry)[early], (time - entry)[quiet_drop]])
+    ev_timed = ~np.concatenate([at_arrival[early], at_arrival[quiet_drop]])
+    # unfinished visits at the cut: in-progress customers, the stayed part of quiet rows and of moves
+    open_rows = np.flatnonzero(live & ~advanced & last & (time > cut))
+    c_idx = np.concatenate([ps[late], ps[quiet_drop], ps[open_rows], persona[quiet_lapse] * S + after[quiet_lapse]])
+    c_w = np.concatenate([np.ones(late.size), 1.0 - w_drop, np.ones(open_rows.size), 1.0 - w_lapse])
+    c_t = np.concatenate([cut - entry[late], cut - entry[quiet_drop], cut - entry[open_rows],
+                          cut - time[quiet_lapse]])
+    keep = (c_t >= 0) & (c_w > 0)
+    c_idx, c_w, c_t = c_idx[keep], c_w[keep], c_t[keep]
+
+    size = P * S * K
+    exits = np.bincount(ev_idx, weights=ev_w, minlength=size).reshape(P, S, K)
+    timed_exits = np.bincount(ev_idx[ev_timed], weights=ev_w[ev_timed], minlength=size).reshape(P, S, K)
+    days = np.bincount(ev_idx[ev_timed], weights=(ev_w * ev_d)[ev_timed], minlength=size).reshape(P, S, K)
+    prior_rate = (rate * q)[..., None] * np.ones(K)
+    valid = way0 > 0
+    way, leave = way0.copy(), prior_rate.copy()
+    flat = (c_idx[:, None] * K + np.arange(K)).ravel()
+    censored_visits = np.zeros_like(days)
+    censored_days = np.zeros_like(days)
+    for _ in range(EM_ITERATIONS):
+        logit = (np.log(np.maximum(way.reshape(P * S, K)[c_idx], 1e-300))
+                 - leave.reshape(P * S, K)[c_idx] * c_t[:, None])
+        resp = np.exp(logit - logit.max(axis=1, keepdims=True))
+        resp /= resp.sum(axis=1, keepdims=True)
+        censored_visits = np.bincount(flat, weights=(resp * c_w[:, None]).ravel(), minlength=size).reshape(P, S, K)
+        censored_days = np.bincount(flat, weights=(resp * (c_w * c_t)[:, None]).ravel(),
+                                    minlength=size).reshape(P, S, K)
+        visits = exits + censored_visits
+        new_way = (visits + m * way0) / np.maximum(visits.sum(-1, keepdims=True) + m, 1e-300)
+        new_way = np.where(valid, new_way, 0.0)
+        new_way /= np.maximum(new_way.sum(-1, keepdims=True), 1e-300)
+        exposure = days + censored_days
+        if m > 0:
+            new_leave = (timed_exits + m) / (exposure + m / np.maximum(prior_rate, 1e-300))
+        else:  # no pooling: the plain rate where a way out has no exits to go by
+            new_leave = np.where((timed_exits > 0) & (exposure > 0),
+                                 timed_exits / np.maximum(exposure, 1e-300), prior_rate)
+        change = max(np.abs(new_leave / np.maximum(leave, 1e-300) - 1.0).max(initial=0.0),
+                     np.abs(new_way - way).max(initial=0.0))
+        way, leave = new_way, new_leave
+        if change < 1e-7:
+            break
+
+    # the first stage: P(the interaction at arrival leaves), from first interactions before the cut
+    firsts = np.flatnonzero(first & (time <= cut))
+    left_now = advanced[firsts].astype(float)
+    single = first[quiet_drop]
+    q0_n = np.bincount(persona[firsts], minlength=P).astype(float)
+    q0_k = (np.bincount(persona[firsts], weights=left_now, minlength=P)
+            + np.bincount(persona[quiet_drop[single]], weights=w_drop[single], minlength=P))
+    q0 = (q0_k + m * q[:, 0]) / np.maximum(q0_n + m, 1e-300)
+
+    # per touchpoint: drop-off and advance rescaled to the refitted way out (and q0 in the first stage)
+    target_q = q.copy()
+    target_q[:, 0] = q0
+    ratio = np.where(valid, way * target_q[..., None] / np.maximum(way0 * q[..., None], 1e-300), 1.0)
+    new_drop = drop * ratio[:, :, None, 0]
+    new_adv = advance * ratio[:, :, None, 1:]
+    leaving = new_drop + new_adv.sum(-1)
+    over = np.maximum(leaving, 1.0)  # a touchpoint cannot leave more than always
+    new_drop /= over
+    new_adv /= over[..., None]
+    refit = plain.copy()
+    refit.drop, refit.advance = new_drop, new_adv
+    new_q, _ = refit.way_out()
+    # staying interactions keep their rate; each way out keeps its fitted leave rate
+    new_rate = rate * np.clip(1.0 - q, 0.0, 1.0) / np.maximum(1.0 - new_q, 1e-12)
+    new_rate = np.where(new_q < 1.0 - 1e-9, new_rate, rate)
+    new_rate[:, S - 1] = 0.0
+    speed = np.where(valid, leave / np.maximum((new_rate * new_q)[..., None], 1e-300), 1.0)
+    speed[:, S - 1] = 1.0
+    return new_adv, new_drop, new_rate, speed, {"leave_events": timed_exits, "leave_days": days + censored_days}
 
 
 def _iso(days: float) -> str:

@@ -64,7 +64,8 @@ def reach_at_ages(model: Model, persona: int, ages: np.ndarray) -> np.ndarray:
     (terms up to order 20: truncation below 1e-18).
     """
     ages = np.asarray(ages, dtype=float)
-    Q, start, stage_of = _generator(model, persona)
+    chain = _generator(model, persona)
+    Q, start, stage_of = chain.Q, chain.start, chain.stage_of
     S = model.n_stages
     member = (stage_of[:, None] >= np.arange(S)[None, :]).astype(float)  # [states, S]
     norm = float(np.abs(Q).sum(axis=1).max())
@@ -142,7 +143,8 @@ def naive_reach(ages_later: np.ndarray, ages_early: np.ndarray, reach_early: np.
 
 def backtest(events: str | Path, *, split: str, stages: str | list[str] | None = None,
              conversion_stage: str | None = None, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
-             mapping: str | Path | None = None, censoring: str = "cure") -> tuple[dict[str, Any], Model]:
+             mapping: str | Path | None = None, censoring: str = "cure",
+             dwell: str = "way_out") -> tuple[dict[str, Any], Model]:
     """The backtest record (backtest.json) and the model fitted on the rows before the split."""
     split_days = parse_split(split)
     full = load_events(events, stages=stages, conversion_stage=conversion_stage, mapping=mapping)
@@ -162,7 +164,7 @@ def backtest(events: str | Path, *, split: str, stages: str | list[str] | None =
     fit_log = load_events(events, stages=stages, conversion_stage=conversion_stage, mapping=mapping,
                           before=split_days)
     fit_log = replace(fit_log, end=split_days)
-    model = estimate(fit_log, inactivity_days=inactivity_days, censoring=censoring)
+    model = estimate(fit_log, inactivity_days=inactivity_days, censoring=censoring, dwell=dwell)
 
     S = len(full.stages)
     names = full.stages
@@ -258,13 +260,13 @@ def _by_age(ages: np.ndarray, pred: np.ndarray, obs: np.ndarray, naive: np.ndarr
 def run_backtest(events: str | Path, *, split: str, stages: str | list[str] | None = None,
                  conversion_stage: str | None = None, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
                  mapping: str | Path | None = None, out: str | Path | None = None,
-                 censoring: str = "cure") -> tuple[Path, dict[str, Any]]:
+                 censoring: str = "cure", dwell: str = "way_out") -> tuple[Path, dict[str, Any]]:
     """`journey backtest`: backtest.json, the fitted model.json and backtest.png in a run directory."""
     result, model = backtest(events, split=split, stages=stages, conversion_stage=conversion_stage,
-                             inactivity_days=inactivity_days, mapping=mapping, censoring=censoring)
+                             inactivity_days=inactivity_days, mapping=mapping, censoring=censoring, dwell=dwell)
     args = {"events": str(events), "split": split, "stages": ",".join(model.stages),
             "conversion_stage": model.conversion_stage, "inactivity_days": inactivity_days, "censoring": censoring,
-            "mapping": str(mapping) if mapping else None}
+            "dwell": dwell, "mapping": str(mapping) if mapping else None}
     png = backtest_png(result)
     with run_directory("backtest", out, args, [events, mapping],
                        known_hashes={str(events): model.log_summary["sha256"]}) as run:
@@ -353,6 +355,8 @@ def _cells(model: Model) -> list[dict[str, Any]]:
     c = model.counts
     P, S, T = model.n_personas, model.n_stages, model.n_touchpoints
     cells = []
+    q, _ = model.way_out()
+    base = model.rate * q  # leave rate at speed 1: a change of drop-off or advance moves it, not the speed
     customers = c.get("customers")
     if P > 1 and customers is not None and customers.sum() > 0:
         for p in range(P):
@@ -372,6 +376,10 @@ def _cells(model: Model) -> list[dict[str, Any]]:
                               "n": c["entered"][p, s]})
             cells.append({"kind": "gap_rate", "p": p, "s": s, "t": None, "k": c["gaps"][p, s],
                           "n": c["days_at_risk"][p, s]})
+            if "leave_events" in c:  # leave speed by way out: exits over the exits expected at speed 1
+                for o in (0, *range(s + 2, S + 1)):
+                    cells.append({"kind": "leave_speed", "p": p, "s": s, "t": None, "o": o,
+                                  "k": c["leave_events"][p, s, o], "n": c["leave_days"][p, s, o] * base[p, s]})
     return cells
 
 
@@ -404,6 +412,8 @@ def _swap(model: Model, new: Model, cell: dict[str, Any]) -> Model:
         m.share[p, s] = row
     elif kind == "lapse":
         m.lapse[p, s] = new.lapse[p, s]
+    elif kind == "leave_speed":
+        m.leave_speed[p, s, cell["o"]] = new.leave_speed[p, s, cell["o"]]
     else:
         m.rate[p, s] = new.rate[p, s]
     return m
@@ -414,7 +424,11 @@ def _estimate_of(model: Model, cell: dict[str, Any]) -> float:
     p, s, t, kind = cell["p"], cell["s"], cell["t"], cell["kind"]
     return float({"drop_off": lambda: model.drop[p, s, t], "advance": lambda: model.advance[p, s, t].sum(),
                   "share": lambda: model.share[p, s, t], "lapse": lambda: model.lapse[p, s],
-                  "gap_rate": lambda: model.rate[p, s], "persona_share": lambda: model.persona_share[p]}[kind]())
+                  "gap_rate": lambda: model.rate[p, s], "persona_share": lambda: model.persona_share[p],
+                  "leave_speed": lambda: model.leave_speed[p, s, cell.get("o", 0)]}[kind]())
+
+
+_TIMING = ("gap_rate", "leave_speed")  # timing (Poisson counts): no effect on conversion without a horizon
 
 
 def drift(old: Model, new: Model, *, alpha: float = 0.05) -> dict[str, Any]:
@@ -422,10 +436,13 @@ def drift(old: Model, new: Model, *, alpha: float = 0.05) -> dict[str, Any]:
     if not 0.0 < alpha < 1.0:
         raise InputError("must be between 0 and 1 (exclusive)", where="--alpha", value=alpha)
     c_old, c_new = _cells(old), _cells(new)
+    if len(c_old) != len(c_new):  # one model calibrated with --dwell plain: compare what both have
+        c_old = [c for c in c_old if c["kind"] != "leave_speed"]
+        c_new = [c for c in c_new if c["kind"] != "leave_speed"]
     tested = [(a, b) for a, b in zip(c_old, c_new) if a["n"] > 0 and b["n"] > 0]
     by_kind: dict[str, list[int]] = {}
     for i, (a, _) in enumerate(tested):
-        by_kind.setdefault("rate" if a["kind"] == "gap_rate" else "prop", []).append(i)
+        by_kind.setdefault("rate" if a["kind"] in _TIMING else "prop", []).append(i)
     pvals = np.ones(len(tested))
     for family, idx in by_kind.items():
         k1 = np.array([tested[i][0]["k"] for i in idx], dtype=float)
@@ -439,13 +456,14 @@ def drift(old: Model, new: Model, *, alpha: float = 0.05) -> dict[str, Any]:
     for (a, b), p_value, q_value in zip(tested, pvals, q):
         if q_value > alpha:
             continue
-        effect = 0.0 if a["kind"] == "gap_rate" else evaluate(_swap(old, new, a)).conversion_rate - base
+        effect = 0.0 if a["kind"] in _TIMING else evaluate(_swap(old, new, a)).conversion_rate - base
         old_raw, new_raw = a["k"] / a["n"], b["k"] / b["n"]  # a proportion, or gaps per day at risk
         changes.append({
             "kind": a["kind"],
             "persona": old.personas[a["p"]],
             "stage": None if a["s"] is None else old.stages[a["s"]],
             "touchpoint": None if a["t"] is None else old.touchpoints[a["t"]],
+            "way_out": old._way_name(a["o"]) if "o" in a else None,
             "old": _r(old_raw), "new": _r(new_raw),
             "old_estimate": _r(_estimate_of(old, a)), "new_estimate": _r(_estimate_of(new, b)),
             "old_counts": _counts(a), "new_counts": _counts(b),

@@ -11,6 +11,17 @@ Semantics (one interaction of a customer in a non-final stage ``s``):
     interaction that leaves the customer in ``s`` is exponential with mean ``1 / rate[p, s]``;
     ``rate * share`` is the touchpoint's own interaction rate;
   * the first interaction happens at arrival; the final stage is absorbing.
+
+Way-out-specific dwell (``leave_speed[p, s, o]``, default 1): the interactions above make a stay in
+a stage end after an exponential time of rate ``rate * q`` (q = P(an interaction leaves the stage)),
+whatever the way out. Real journeys are not so uniform (approved loans leave review sooner than
+cancelled ones), so a customer entering a stage has a way out ``o`` (0 drop-off, 1 + u moved to
+u) drawn with the stage's probabilities ``out / q`` and leaves after an exponential time of rate
+``rate * q * leave_speed[p, s, o]``; meanwhile staying interactions come at ``rate * (1 - q)``. In
+the first stage the interaction at arrival still leaves at once with probability q. Speeds of 1
+give back the interaction-by-interaction model exactly; a speed of 1.25 means customers leaving
+that way do so 1.25 times as fast. Speeds are relative to ``rate * q``, so a what-if that changes
+drop-off or advance changes every way out's dwell as the plain model would.
 """
 from __future__ import annotations
 
@@ -41,6 +52,7 @@ class Model:
     drop: np.ndarray  # [P, S, T]
     lapse: np.ndarray  # [P, S]
     rate: np.ndarray  # [P, S] interactions per day
+    leave_speed: np.ndarray | None = None  # [P, S, 1 + S] relative speed per way out; None -> all 1
     arrival_days: float = 180.0
     counts: dict[str, np.ndarray] = field(default_factory=dict)
     estimator: dict[str, Any] = field(default_factory=dict)
@@ -48,6 +60,10 @@ class Model:
     arrivals: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)  # optional sections kept verbatim (e.g. experience)
+
+    def __post_init__(self) -> None:
+        if self.leave_speed is None:
+            self.leave_speed = np.ones((self.n_personas, self.n_stages, 1 + self.n_stages))
 
     # ---- shape and names -------------------------------------------------------------
     @property
@@ -95,13 +111,29 @@ class Model:
         out[:, final, :] = 0.0
         return stay, out
 
+    def way_out(self) -> tuple[np.ndarray, np.ndarray]:
+        """P(an interaction leaves the stage) q [P, S] and, given it leaves, P(way out) [P, S, 1 + S]."""
+        stay, out = self.stage_kernel()
+        q = np.maximum(1.0 - stay, 1e-15)  # above 0: a stage nobody leaves still ends (after a long time)
+        return q, out / q[..., None]
+
+    def leave_rates(self) -> np.ndarray:
+        """Rate of leaving a stage by each way out, per day, for a customer bound that way [P, S, 1 + S]."""
+        q, _ = self.way_out()
+        return (self.rate * q)[..., None] * self.leave_speed
+
+    @property
+    def plain_dwell(self) -> bool:
+        """True when every leave speed is 1 (the interaction-by-interaction model)."""
+        return bool(np.all(self.leave_speed == 1.0))
+
     def copy(self) -> Model:
         return Model(
             stages=list(self.stages), touchpoints=list(self.touchpoints),
             personas=list(self.personas), conversion_stage=self.conversion_stage,
             persona_share=self.persona_share.copy(), share=self.share.copy(),
             advance=self.advance.copy(), drop=self.drop.copy(), lapse=self.lapse.copy(),
-            rate=self.rate.copy(), arrival_days=self.arrival_days,
+            rate=self.rate.copy(), leave_speed=self.leave_speed.copy(), arrival_days=self.arrival_days,
             counts={k: v.copy() for k, v in self.counts.items()},
             estimator=json.loads(json.dumps(self.estimator)),
             log_summary=json.loads(json.dumps(self.log_summary)),
@@ -114,7 +146,7 @@ class Model:
         """Raise ModelError unless the arrays are a valid model."""
         P, S, T = self.n_personas, self.n_stages, self.n_touchpoints
         shapes = {"persona_share": (P,), "share": (P, S, T), "advance": (P, S, T, S),
-                  "drop": (P, S, T), "lapse": (P, S), "rate": (P, S)}
+                  "drop": (P, S, T), "lapse": (P, S), "rate": (P, S), "leave_speed": (P, S, 1 + S)}
         for name, shape in shapes.items():
             arr = getattr(self, name)
             if arr.shape != shape:
@@ -152,6 +184,10 @@ class Model:
         bad = self.rate[:, :-1] <= 0
         if bad.any():
             raise ModelError("interactions per day must be > 0", file=file, where=self._where("rate", bad), value=0.0)
+        bad = self.leave_speed[:, :-1] <= 0
+        if bad.any():
+            raise ModelError("leave speeds must be > 0", file=file, where=self._where("leave_speed", bad),
+                             value=float(self.leave_speed[:, :-1][bad][0]))
 
     def _where(self, name: str, bad: np.ndarray) -> str:
         """Where in the model JSON the first True cell of ``bad`` (indexed like array ``name``) lives."""
@@ -159,6 +195,8 @@ class Model:
         if name == "persona_share":
             return f"personas.{self.personas[idx[0]]}.share"
         path = f"journey.{self.personas[idx[0]]}.{self.stages[idx[1]]}"
+        if name == "leave_speed":
+            return f"{path}.leave_speed.{self._way_name(idx[2])}"
         if name in ("lapse", "rate"):
             return f"{path}.{'lapse' if name == 'lapse' else 'interactions_per_day'}"
         path += f".touchpoints.{self.touchpoints[idx[2]]}"
@@ -166,14 +204,19 @@ class Model:
             return f"{path}.advance.{self.stages[idx[3]]}"
         return f"{path}.{'drop_off' if name == 'drop' else name}"
 
+    def _way_name(self, o: int) -> str:
+        return "drop_off" if o == 0 else self.stages[o - 1]
+
     # ---- JSON ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         S = self.n_stages
         journey: dict[str, Any] = {}
         cnt = self.counts
+        leave_rates = self.leave_rates()
         for p, persona in enumerate(self.personas):
             per_stage: dict[str, Any] = {}
             for s in range(S - 1):
+                ways = (0, *range(s + 2, S + 1))  # drop-off, then moves to later stages
                 tps: dict[str, Any] = {}
                 for t, tp in enumerate(self.touchpoints):
                     cell: dict[str, Any] = {
@@ -196,6 +239,8 @@ class Model:
                     "gap_days": _r(1.0 / self.rate[p, s]) if self.rate[p, s] > 0 else None,
                     "interactions_per_day": _r(self.rate[p, s]),
                     "lapse": _r(self.lapse[p, s]),
+                    "leave_speed": {self._way_name(o): _r(self.leave_speed[p, s, o]) for o in ways},
+                    "mean_days_to_leave": {self._way_name(o): _r(1.0 / leave_rates[p, s, o]) for o in ways},
                     "touchpoints": tps,
                 }
                 if cnt:
@@ -203,6 +248,12 @@ class Model:
                         "entered": int(cnt["entered"][p, s]), "lapsed": _count(cnt["lapsed"][p, s]),
                         "gaps": int(cnt["gaps"][p, s]), "days_at_risk": _r(float(cnt["days_at_risk"][p, s])),
                     }
+                    if "leave_events" in cnt:  # evidence behind leave_speed (expected counts under censoring)
+                        ways = (0, *range(s + 2, S + 1))
+                        stage_rec["counts"]["leaves"] = {self._way_name(o): _count(cnt["leave_events"][p, s, o])
+                                                         for o in ways}
+                        stage_rec["counts"]["leave_days"] = {self._way_name(o): _r(cnt["leave_days"][p, s, o])
+                                                             for o in ways}
                 per_stage[self.stages[s]] = stage_rec
             journey[persona] = per_stage
         personas = {}
@@ -253,11 +304,19 @@ class Model:
             drop = np.zeros((P, S, T))
             lapse = np.zeros((P, S))
             rate = np.zeros((P, S))
+            leave_speed = np.ones((P, S, 1 + S))
             for p, persona in enumerate(personas):
                 for s in range(S - 1):
                     st = data["journey"][persona][stages[s]]
                     lapse[p, s] = float(st["lapse"])
                     rate[p, s] = float(st["interactions_per_day"])
+                    for name, value in st.get("leave_speed", {}).items():  # optional: 1 = plain model
+                        ways = ["drop_off", *stages[s + 1:]]
+                        if name not in ways:
+                            raise ModelError("unknown way out of the stage", file=file, value=name,
+                                             where=f"journey.{persona}.{stages[s]}.leave_speed.{name}",
+                                             hint=closest(name, ways))
+                        leave_speed[p, s, 0 if name == "drop_off" else 1 + stages.index(name)] = float(value)
                     for t, tp in enumerate(touchpoints):
                         cell = st["touchpoints"][tp]
                         share[p, s, t] = float(cell["share"])
@@ -267,7 +326,7 @@ class Model:
             model = cls(
                 stages=stages, touchpoints=touchpoints, personas=personas,
                 conversion_stage=str(data["conversion_stage"]), persona_share=persona_share,
-                share=share, advance=advance, drop=drop, lapse=lapse, rate=rate,
+                share=share, advance=advance, drop=drop, lapse=lapse, rate=rate, leave_speed=leave_speed,
                 arrival_days=float(data.get("arrival_days", 180.0)),
                 counts=_counts_from_dict(data, personas, stages, touchpoints),
                 estimator=dict(data.get("estimator", {})), log_summary=dict(data.get("log", {})),
@@ -345,6 +404,10 @@ def _counts_from_dict(data: dict, personas, stages, touchpoints) -> dict[str, np
             c["lapsed"][p, s] = float(sc.get("lapsed", 0))
             c["gaps"][p, s] = int(sc.get("gaps", 0))
             c["days_at_risk"][p, s] = float(sc.get("days_at_risk", 0.0))
+            for key, name in (("leave_events", "leaves"), ("leave_days", "leave_days")):
+                for way, value in sc.get(name, {}).items():
+                    c.setdefault(key, np.zeros((P, S, 1 + S)))[p, s, 0 if way == "drop_off" else
+                                                                 1 + stages.index(way)] = float(value)
             for t, tp in enumerate(touchpoints):
                 cc = st["touchpoints"][tp]["counts"]
                 for k in ("interactions", "decided"):

@@ -198,14 +198,14 @@ def journey_map_data(model: Model, persona: str | None = None, *, top: int = 3,
         return (wp * arr[:, :S1]).sum(axis=0) / tot
 
     share = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-300)
+    if persona is not None:  # one persona: its own parameters, as calibrated
+        share = model.share[model.persona_index(persona), :S1]
     adv = mix(model.advance.sum(axis=-1))
     drop = mix(model.drop)
     lost = 1000.0 * np.einsum("p,pst->st", w, ex.drop_offs)[:S1]
     reach = (w @ ex.reach)[:S1]
     # lapse: of the customers who move into a stage, the share who leave at once
-    _, out = model.stage_kernel()
-    visits = ex.interactions.sum(axis=-1)  # [P, S]
-    flow = np.einsum("pa,pau->pu", visits, out[:, :, 1:])  # [P, S] moves into each stage
+    flow = ex.flow[:, :, 1:].sum(axis=1)  # [P, S] moves into each stage
     lapse_n = np.einsum("p,pu->u", w, flow * model.lapse)[:S1]
     lapse_d = np.einsum("p,pu->u", w, flow)[:S1]
     lapse = np.where(lapse_d > 0, lapse_n / np.maximum(lapse_d, 1e-300), 0.0)
@@ -668,3 +668,22 @@ def draw_backtest(data: BacktestData, ax: Axes) -> None:
     ax.set_ylabel(f"reach rate, customers starting after {data.split}")
     ax.legend(frameon=False, fontsize=9, loc="upper right", bbox_to_anchor=(1.0, 0.94))
     _style(ax)
+
+
+def dwell_rows(model: Model) -> list[list[str | float]]:
+    """Mean days from entering a stage to leaving it, by way out, personas mixed by how many leave
+    that way; rows [stage, way out, share of leavers, mean days, leave speed]."""
+    ex = evaluate(model)
+    w = model.persona_share[:, None, None] * ex.flow  # [P, S, 1+S] customers leaving s by o
+    days = 1.0 / np.maximum(model.leave_rates(), 1e-300)
+    rows: list[list[str | float]] = []
+    for s in range(model.n_stages - 1):
+        total = w[:, s].sum()
+        for o in (0, *range(s + 2, model.n_stages + 1)):
+            n = w[:, s, o].sum()
+            if total <= 0 or n <= 0:
+                continue
+            rows.append([model.stages[s], model._way_name(o), float(n / total), float((w[:, s, o] @ days[:, s, o]) / n),
+                         float((w[:, s, o] @ model.leave_speed[:, s, o]) / n)])
+    return rows
+

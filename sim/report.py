@@ -467,6 +467,13 @@ def _evidence_section(page: Page, refs: list[ModelRef]) -> None:
         fig = plots.figure(12, 1.4 + 0.5 * len(d.touchpoints))
         plots.draw_evidence(d, fig.add_subplot())
         page.figure(parts, "evidence", f"Model evidence ({ref.path.name})", fig, d, caption=f"model {ref.path}")
+        rows = plots.dwell_rows(m)
+        if rows:
+            parts.append("<p>Time in each stage by way out (mean days from entering the stage to leaving it; "
+                         "speed 1 = the same for every way out):</p>")
+            parts.append(_table(["stage", "way out", "share of leavers", "mean days", "leave speed"],
+                                [[a, b, f"{100 * c:.1f} %", f"{d_:.1f}", f"{e:.2f}"] for a, b, c, d_, e in rows],
+                                cls="num"))
 
 
 def _when(stamp: Any) -> str:
@@ -568,7 +575,8 @@ table.prov{font-size:12px}table.prov td{word-break:break-all;max-width:360px}
 def _model_key(model: Model) -> str:
     """Same parameters, same key: two copies of one calibration get one map."""
     h = hashlib.sha256(json.dumps([model.stages, model.touchpoints, model.personas]).encode())
-    for arr in (model.persona_share, model.share, model.advance, model.drop, model.lapse, model.rate):
+    for arr in (model.persona_share, model.share, model.advance, model.drop, model.lapse, model.rate,
+                model.leave_speed):
         h.update(np.round(arr, 12).tobytes())
     return h.hexdigest()
 

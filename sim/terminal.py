@@ -147,8 +147,11 @@ def render_drift(result: dict[str, Any], top: int = 15) -> None:
     for col in ("old", "new", "q", "conversion"):
         table.add_column(col, justify="right", no_wrap=True)
     for rec in result["changes"][:top]:
-        fmt = (lambda v: f"{v:.3g}/d") if rec["kind"] == "gap_rate" else (lambda v: f"{100 * v:.1f}%")
+        fmt = {"gap_rate": lambda v: f"{v:.3g}/d", "leave_speed": lambda v: f"x{v:.3g}"}.get(
+            rec["kind"], lambda v: f"{100 * v:.1f}%")
         where = " at ".join(x for x in (rec["touchpoint"], rec["stage"]) if x)
+        if rec.get("way_out"):
+            where += f" by {rec['way_out']}"
         table.add_row(str(rec["rank"]), f"{rec['kind']} {where} ({rec['persona']})".replace("  ", " "),
                       fmt(rec["old"]), fmt(rec["new"]), f"{rec['q_value']:.1g}",
                       f"{round(100 * rec['conversion_effect'], 2) + 0.0:+.2f} pts")  # + 0.0: no "-0.00"

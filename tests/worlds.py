@@ -2,6 +2,11 @@
 
 Independent of the product's engines (which draw whole stages at once): this generator walks each
 journey one interaction at a time, so agreement between the two is a real check.
+
+Way-out-specific dwell (``Model.leave_speed`` != 1) is walked interaction by interaction too, from the
+arrays alone (not ``Model.way_out`` / ``sim.exact``): on entering a stage the way out is drawn, then each
+gap is exponential with rate ``stay_rate + mu_o`` and the next interaction is the leaving one with
+probability ``mu_o / (stay_rate + mu_o)``. Plain models keep the original code path (same logs).
 """
 from __future__ import annotations
 
@@ -63,6 +68,29 @@ class Journeys:
     events: pd.DataFrame
     highest: np.ndarray  # [n] highest stage reached (uncensored truth)
     persona: np.ndarray  # [n]
+    reach_days: np.ndarray | None = None  # [n, S] days from arrival to first reaching stage >= s (inf: never)
+
+
+def with_leave_speeds(model: Model, seed: int = 0, *, move=(1.2, 2.5), drop=(0.4, 0.8)) -> Model:
+    """A copy of ``model`` whose customers leave each stage at way-out-specific speeds.
+
+    Like real loan logs (approvals leave review sooner than cancellations): moving on is faster
+    (speed uniform in ``move``), dropping off slower (uniform in ``drop``). Only ways out the stage
+    really has get a speed; the rest stay 1.
+    """
+    rng = np.random.default_rng(seed)
+    out = model.copy()
+    P, S = model.n_personas, model.n_stages
+    speed = np.ones((P, S, 1 + S))
+    for p in range(P):
+        for s in range(S - 1):
+            speed[p, s, 0] = rng.uniform(*drop)
+            speed[p, s, 2 + s:] = rng.uniform(*move, S - 1 - s)
+    used = np.concatenate([(model.share * model.drop).sum(-1)[..., None],
+                           np.einsum("pst,pstu->psu", model.share, model.advance)], axis=-1) > 0
+    out.leave_speed = np.where(used, speed, 1.0)
+    out.check()
+    return out
 
 
 def simulate_log(model: Model, n_customers: int, seed: int = 1, *, arrival_days: float = 180.0,
@@ -79,6 +107,12 @@ def simulate_log(model: Model, n_customers: int, seed: int = 1, *, arrival_days:
     end = arrival_days if observe_days is None else observe_days
     persona = rng.choice(P, size=n_customers, p=model.persona_share)
     clock = rng.uniform(0.0, arrival_days, n_customers)
+    reach_days = np.full((n_customers, S), np.inf)
+    reach_days[:, 0] = 0.0
+    if not model.plain_dwell:
+        cols, highest = _walk_way_out(model, rng, persona, clock, reach_days, backward_noise, after_final)
+        return _journeys(model, cols, persona, highest, reach_days, end, start)
+    arrival = clock.copy()
     stage = np.zeros(n_customers, dtype=np.int64)
     alive = np.ones(n_customers, dtype=bool)
     highest = np.zeros(n_customers, dtype=np.int64)
@@ -108,6 +142,7 @@ def simulate_log(model: Model, n_customers: int, seed: int = 1, *, arrival_days:
         cols["stage"].append(logged)
         cols["order"].append(np.full(idx.size, step))
         stage[idx] = new_stage
+        _reached(reach_days, idx, new_stage, clock[idx] - arrival[idx])
         highest[idx] = np.maximum(highest[idx], new_stage)
         lapsed = moved & (new_stage < S - 1) & (rng.random(idx.size) < model.lapse[p, new_stage])
         done = dropped | lapsed | (new_stage == S - 1)
@@ -126,6 +161,19 @@ def simulate_log(model: Model, n_customers: int, seed: int = 1, *, arrival_days:
             gap = rng.exponential(1.0 / model.rate[persona[idx], stage[idx]])
             clock[idx] += gap
         step += 1
+    return _journeys(model, cols, persona, highest, reach_days, end, start)
+
+
+def _reached(reach_days: np.ndarray, idx: np.ndarray, stage: np.ndarray, age: np.ndarray) -> None:
+    """Record the age at which customers ``idx`` first reach each stage up to ``stage``."""
+    for s in range(1, reach_days.shape[1]):
+        hit = (stage >= s) & np.isinf(reach_days[idx, s])
+        reach_days[idx[hit], s] = age[hit]
+
+
+def _journeys(model: Model, cols: dict[str, list], persona: np.ndarray, highest: np.ndarray,
+              reach_days: np.ndarray, end: float, start: str) -> Journeys:
+    """The contract-shaped event log from the walked rows, cut at the log's ``end``."""
     cid = np.concatenate(cols["cid"])
     tm = np.concatenate(cols["time"])
     keep = tm <= end
@@ -141,4 +189,83 @@ def simulate_log(model: Model, n_customers: int, seed: int = 1, *, arrival_days:
     base = pd.Timestamp(start, tz="UTC")
     frame["timestamp"] = (base + pd.to_timedelta(frame["time_days"], unit="D")).dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     events = frame[["customer_id", "timestamp", "touchpoint", "stage", "persona"]]
-    return Journeys(events=events, highest=highest, persona=persona)
+    return Journeys(events=events, highest=highest, persona=persona, reach_days=reach_days)
+
+
+def _pick(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
+    """One categorical draw per row of ``probs`` [n, K] (rows sum to 1)."""
+    cum = np.cumsum(probs, axis=1)
+    return np.minimum((rng.random(len(probs))[:, None] > cum).sum(axis=1), probs.shape[1] - 1)
+
+
+def _walk_way_out(model: Model, rng: np.random.Generator, persona: np.ndarray, clock: np.ndarray,
+                  reach_days: np.ndarray, backward_noise: float,
+                  after_final: float) -> tuple[dict[str, list], np.ndarray]:
+    """Journeys under way-out-specific dwell, one interaction at a time (``clock`` advances in place).
+
+    Written from the arrays, not from Model.way_out or sim.exact, so it checks them.
+    """
+    S, T = model.n_stages, model.n_touchpoints
+    n = persona.size
+    w_exit = np.concatenate([(model.share * model.drop)[..., None], model.share[..., None] * model.advance], -1)
+    out = w_exit.sum(axis=2)  # [P, S, 1 + S] P(an interaction leaves by way o)
+    q = out.sum(-1)  # [P, S]
+    way = out / np.where(q > 0, q, 1.0)[..., None]
+    q_exit = w_exit / np.where(out > 0, out, 1.0)[:, :, None, :]  # touchpoint of the leaving interaction
+    w_stay = model.share * (1.0 - model.drop - model.advance.sum(-1))
+    q_stay = w_stay / np.where(w_stay.sum(-1) > 0, w_stay.sum(-1), 1.0)[..., None]
+    stay_rate = model.rate * (1.0 - q)
+    mu = (model.rate * q)[..., None] * model.leave_speed  # leave rate per way out [P, S, 1 + S]
+
+    arrival = clock.copy()
+    stage = np.zeros(n, dtype=np.int64)
+    highest = np.zeros(n, dtype=np.int64)
+    way_out = _pick(rng, way[persona, 0])  # drawn at arrival
+    leaving = rng.random(n) < q[persona, 0]  # the interaction at arrival leaves with probability q
+    cols: dict[str, list] = {"cid": [], "time": [], "tp": [], "stage": [], "order": []}
+    idx = np.arange(n)
+    step = 0
+    while idx.size:
+        p, s, o, lv = persona[idx], stage[idx], way_out[idx], leaving[idx]
+        t = np.empty(idx.size, dtype=np.int64)
+        if lv.any():
+            t[lv] = _pick(rng, q_exit[p[lv], s[lv], :, o[lv]])
+        if (~lv).any():
+            t[~lv] = _pick(rng, q_stay[p[~lv], s[~lv]])
+        dropped = lv & (o == 0)
+        moved = lv & (o > 0)
+        new_stage = np.where(moved, o - 1, s)
+        logged = new_stage.copy()
+        if backward_noise > 0:
+            noisy = (~moved) & (s > 0) & (rng.random(idx.size) < backward_noise)
+            logged[noisy] = rng.integers(0, np.maximum(s[noisy], 1))
+        cols["cid"].append(idx)
+        cols["time"].append(clock[idx].copy())
+        cols["tp"].append(t)
+        cols["stage"].append(logged)
+        cols["order"].append(np.full(idx.size, step))
+        stage[idx] = new_stage
+        _reached(reach_days, idx, new_stage, clock[idx] - arrival[idx])
+        highest[idx] = np.maximum(highest[idx], new_stage)
+        lapsed = moved & (new_stage < S - 1) & (rng.random(idx.size) < model.lapse[p, new_stage])
+        done = dropped | lapsed | (new_stage == S - 1)
+        if after_final > 0:
+            extra = (new_stage == S - 1) & (rng.random(idx.size) < after_final)
+            if extra.any():
+                e = idx[extra]
+                cols["cid"].append(e)
+                cols["time"].append(clock[e] + rng.exponential(3.0, e.size))
+                cols["tp"].append(rng.integers(0, T, e.size))
+                cols["stage"].append(np.full(e.size, S - 1))
+                cols["order"].append(np.full(e.size, step))
+        entered = idx[moved & ~done]  # a new stage: draw its way out
+        if entered.size:
+            way_out[entered] = _pick(rng, way[persona[entered], stage[entered]])
+        idx = idx[~done]
+        if idx.size:
+            p, s, o = persona[idx], stage[idx], way_out[idx]
+            total = stay_rate[p, s] + mu[p, s, o]
+            clock[idx] += rng.exponential(1.0 / total)
+            leaving[idx] = rng.random(idx.size) * total < mu[p, s, o]
+        step += 1
+    return cols, highest

@@ -3,17 +3,21 @@
 Use it when time and capacity matter (a scenario's ``[capacity.<touchpoint>]``); without
 capacity it gives the same answers as the fast engine, about a thousand times slower.
 
-A customer arrives, takes a persona and walks the journey one interaction at a time, with
-exponential gaps of ``1 / rate[p, s]`` days between interactions (model time is in days). An
-interaction with a capacitated touchpoint asks for one of its servers: if none frees up within the
-customer's patience (exponential) the customer gives up and the journey ends there (a drop-off of
-that touchpoint in that stage); otherwise the service (exponential) is done and the interaction's
-outcome drawn as usual.
+A customer arrives, takes a persona and walks the journey one interaction at a time (model time is
+in days). On entering a stage it is bound for one way out ``o`` (drop-off or a later stage, drawn
+with the stage's way-out probabilities); while there, the gap to its next interaction is exponential
+of rate ``rate * (1 - q) + mu[o]`` (staying interactions plus the leaving one, see Model) and an
+interaction is the leaving one with probability ``mu[o] / that rate``. The interaction at arrival
+leaves the first stage with probability q. An interaction with a capacitated touchpoint asks for
+one of its servers: if none frees up within the customer's patience (exponential) the customer gives
+up and the journey ends there (a drop-off of that touchpoint in that stage); otherwise the service
+(exponential) is done and the interaction's outcome applies.
 
-Random numbers: customer ``i`` (the i-th to arrive) owns a row of uniforms, and its j-th
-interaction always uses the same six of them (touchpoint, outcome, gap, lapse, patience, service),
-whatever happened before. So the same customer meets the same luck in every scenario (common
-random numbers), and capacity that never binds changes nothing but the clock.
+Random numbers: customer ``i`` (the i-th to arrive) owns a row of uniforms (persona and way out of
+the first stage, then seven per interaction: touchpoint, outcome, gap, lapse, way out of the stage
+entered, patience, service), and its j-th interaction always uses the same seven, whatever happened
+before. So the same customer meets the same luck in every scenario (common random numbers), and
+capacity that never binds changes nothing but the clock.
 """
 from __future__ import annotations
 
@@ -26,13 +30,16 @@ from typing import Any
 import numpy as np
 import simpy
 
+from sim.engines.events import cumulative
 from sim.engines.result import EngineResult
 from sim.errors import InputError, closest
+from sim.exact import touchpoint_split
 from sim.model import Model
 
 MINUTES_PER_DAY = 1440.0
 BLOCK = 4096  # customers whose uniforms are drawn together
-SLOTS = 6  # uniforms per interaction: touchpoint, outcome, gap, lapse, patience, service
+HEAD = 2  # uniforms at the start of a row: persona, way out of the first stage
+SLOTS = 7  # uniforms per interaction: touchpoint, outcome, gap, lapse, way out, patience, service
 PREDRAWN = 20  # interactions per customer drawn in bulk; later ones come from the customer's own stream
 CAPACITY_KEYS = ("servers", "service_minutes", "patience_minutes")
 
@@ -121,13 +128,19 @@ class _Simulation:
         pc = np.cumsum(model.persona_share)
         pc[-1] = 1.0
         self.persona_cum = pc.tolist()
-        tc = np.cumsum(model.share, axis=-1)
-        tc[..., -1] = 1.0
-        self.tp_cum = tc.tolist()
-        # outcome of an interaction in (p, s, t): cumulative [drop, advance to s+1, ..., S-1]; beyond: stay
-        self.out_cum = [[[np.cumsum(np.concatenate([[model.drop[p, s, t]], model.advance[p, s, t, s + 1:]])).tolist()
-                          for t in range(T)] for s in range(S)] for p in range(P)]
-        self.gap_mean = np.where(model.rate > 0, 1.0 / np.maximum(model.rate, 1e-300), 0.0).tolist()
+        # a stay in stage s bound for way out o: interactions at rate lam = rate * (1 - q) + mu[o],
+        # each the leaving one with probability mu[o] / lam; touchpoints given staying or leaving by o
+        q, way = model.way_out()
+        mu = model.leave_rates()
+        lam = (model.rate * (1.0 - q))[..., None] + mu
+        live = lam > 0  # the final stage has no interactions
+        self.gap_mean = np.where(live, 1.0 / np.where(live, lam, 1.0), 0.0).tolist()  # [P][S][1 + S]
+        self.leave_p = np.where(live, mu / np.where(live, lam, 1.0), 0.0).tolist()
+        self.q_first = q[:, 0].tolist()  # the interaction at arrival leaves with probability q
+        q_stay, q_exit = touchpoint_split(model)
+        self.way_cum = cumulative(way).tolist()
+        self.stay_cum = cumulative(q_stay).tolist()  # [P][S][T]
+        self.exit_cum = cumulative(np.moveaxis(q_exit, 3, 2)).tolist()  # [P][S][1 + S][T]
         self.lapse = model.lapse.tolist()
         # tallies, flat Python lists
         self.interactions = [0] * (P * S * T)
@@ -177,7 +190,7 @@ class _Simulation:
         return {"capacity": out}
 
     def _source(self, env: simpy.Environment, arrive: np.ndarray):
-        width = 1 + PREDRAWN * SLOTS
+        width = HEAD + PREDRAWN * SLOTS
         rows: list[list[float]] = []
         for i, at in enumerate(arrive.tolist()):
             if i % BLOCK == 0:
@@ -191,20 +204,25 @@ class _Simulation:
         S, T, conv, final = self.S, self.T, self.conv, self.final
         p = min(bisect_right(self.persona_cum, u[0]), self.P - 1)
         # this persona's tables and the tallies as locals: this loop is the engine's hot path
-        tp_cum, out_cum, gap_mean, lapse = self.tp_cum[p], self.out_cum[p], self.gap_mean[p], self.lapse[p]
+        way_cum, stay_cum, exit_cum = self.way_cum[p], self.stay_cum[p], self.exit_cum[p]
+        leave_p, gap_mean, lapse = self.leave_p[p], self.gap_mean[p], self.lapse[p]
         interactions, drop_offs, dropped, desks = self.interactions, self.drop_offs, self.dropped, self.desks
         timeout, log1p = env.timeout, math.log1p
         limit = env.now + self.horizon
         s = highest = 0
+        o = bisect_right(way_cum[0], u[1])  # the way out of the first stage
+        e = self.q_first[p]  # P(this interaction leaves the stage)
+        gap, e_next, scum, xcum = gap_mean[0][o], leave_p[0][o], stay_cum[0], exit_cum[0][o]
         j = 0
         while True:
             r = j % PREDRAWN
             if r == 0 and j:  # a long journey: the next uniforms come from the customer's own streams
-                u = [0.0, *_stream(self.ss, _OVERFLOW, i, j // PREDRAWN).random(PREDRAWN * SLOTS).tolist()]
-            k = 1 + r * SLOTS
-            ut, uo, ug, ul, up, us = u[k:k + SLOTS]
+                u = [0.0] * HEAD + _stream(self.ss, _OVERFLOW, i, j // PREDRAWN).random(PREDRAWN * SLOTS).tolist()
+            k = HEAD + r * SLOTS
+            ut, uo, ug, ul, ud, up, us = u[k:k + SLOTS]
             j += 1
-            t = min(bisect_right(tp_cum[s], ut), T - 1)
+            leave = uo < e
+            t = min(bisect_right(xcum if leave else scum, ut), T - 1)
             cell = (p * S + s) * T + t
             interactions[cell] += 1
             if desks and t in desks:
@@ -214,15 +232,13 @@ class _Simulation:
                     if env.now <= limit:
                         dropped[p * S + s] += 1
                     break
-            out = out_cum[s][t]
-            k = bisect_right(out, uo)
-            if k == 0:  # drop-off
-                drop_offs[cell] += 1
-                if env.now <= limit:
-                    dropped[p * S + s] += 1
-                break
-            if k < len(out):  # advance to stage s + k
-                target = s + k
+            if leave:
+                if o == 0:  # drop-off
+                    drop_offs[cell] += 1
+                    if env.now <= limit:
+                        dropped[p * S + s] += 1
+                    break
+                target = o - 1
                 if env.now <= limit:
                     if s < conv <= target:
                         self.conv_times.append(env.now)
@@ -234,7 +250,10 @@ class _Simulation:
                     if env.now <= limit:
                         dropped[p * S + s] += 1
                     break
-            yield timeout(-log1p(-ug) * gap_mean[s])
+                o = bisect_right(way_cum[s], ud)
+                gap, e_next, scum, xcum = gap_mean[s][o], leave_p[s][o], stay_cum[s], exit_cum[s][o]
+            e = e_next
+            yield timeout(-log1p(-ug) * gap)
         self.at_highest[p * S + highest] += 1
 
     def _queue(self, env: simpy.Environment, desk: Desk, up: float, us: float):

@@ -3,7 +3,8 @@
 Unlike the engines, which keep only aggregates, this walks every journey one interaction at a time
 (vectorised over the customers still active) and keeps one row per interaction: customer_id,
 timestamp, touchpoint, stage after the interaction, persona. The journeys are drawn from the same
-model and seed as the run but are their own draw, not the engines' customers one by one.
+model and seed as the run but are their own draw, not the engines' customers one by one. As in the
+SimPy engine, a customer entering a stage is bound for one way out, which sets how soon it leaves.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sim.errors import InputError
+from sim.exact import touchpoint_split
 from sim.model import Model
 
 START = np.datetime64("2024-01-01T00:00:00", "ns")  # timestamp of day 0 of the cohort, UTC
@@ -106,22 +108,35 @@ def simulate_rows(model: Model, n: int, ss: np.random.SeedSequence, *, horizon: 
     persona_cum = np.cumsum(model.persona_share)
     persona = np.minimum(np.searchsorted(persona_cum, rng.random(n), side="right"), P - 1)
     arrive = rng.random(n) * arrival
-    tp_cum = np.cumsum(model.share, axis=-1)  # [P, S, T]
-    # outcome of an interaction: 0 drop, 1 + u advance to u, 1 + S stay
-    out_cum = np.cumsum(np.concatenate([model.drop[..., None], model.advance], axis=-1), axis=-1)  # [P,S,T,1+S]
-    gap_mean = np.where(model.rate > 0, 1.0 / np.maximum(model.rate, 1e-300), 0.0)
+    # a customer in stage s bound for way out o (0 drop, 1 + u move to u; drawn on entering s):
+    # interactions at rate lam = rate * (1 - q) + mu[o], each the leaving one with probability mu[o] / lam
+    q, way = model.way_out()
+    mu = model.leave_rates()
+    lam = (model.rate * (1.0 - q))[..., None] + mu  # [P, S, 1 + S]
+    live = lam > 0  # the final stage has no interactions
+    gap_mean = np.where(live, 1.0 / np.where(live, lam, 1.0), 0.0)
+    leave_p = np.where(live, mu / np.where(live, lam, 1.0), 0.0)
+    way_cum = cumulative(way)  # [P, S, 1 + S]
+    q_stay, q_exit = touchpoint_split(model)
+    stay_cum = cumulative(q_stay)  # [P, S, T]
+    exit_cum = cumulative(np.moveaxis(q_exit, 3, 2))  # [P, S, 1 + S, T]
     final = S - 1
 
     stage = np.zeros(n, dtype=np.int64)
+    dest = _draw(way_cum[persona, 0], rng.random(n))  # way out of the first stage
     clock = arrive.copy()
     idx = np.arange(n)
+    first = True  # the interaction at arrival leaves the first stage with probability q
     rows: dict[str, list[np.ndarray]] = {"customer": [], "time": [], "touchpoint": [], "stage": []}
     while idx.size:
-        p, s = persona[idx], stage[idx]
-        t = np.minimum((rng.random(idx.size)[:, None] >= tp_cum[p, s]).sum(axis=1), T - 1)
-        k = (rng.random(idx.size)[:, None] >= out_cum[p, s, t]).sum(axis=1)
-        moved = (k >= 1) & (k <= S)
-        new = np.where(moved, k - 1, s)
+        p, s, o = persona[idx], stage[idx], dest[idx]
+        e = q[p, 0] if first else leave_p[p, s, o]
+        first = False
+        leave = rng.random(idx.size) < e
+        cum = np.where(leave[:, None], exit_cum[p, s, o], stay_cum[p, s])
+        t = np.minimum(_draw(cum, rng.random(idx.size)), T - 1)
+        moved = leave & (o >= 1)
+        new = np.where(moved, o - 1, s)
         rows["customer"].append(idx)
         rows["time"].append(clock[idx])
         rows["touchpoint"].append(t)
@@ -129,10 +144,12 @@ def simulate_rows(model: Model, n: int, ss: np.random.SeedSequence, *, horizon: 
         stage[idx] = new
         lapsed = moved & (new < final)
         lapsed[lapsed] = rng.random(int(lapsed.sum())) < model.lapse[p[lapsed], new[lapsed]]
-        done = (k == 0) | lapsed | (new == final)
+        done = (leave & (o == 0)) | lapsed | (new == final)
+        entered = moved & ~done
+        dest[idx[entered]] = _draw(way_cum[p[entered], new[entered]], rng.random(int(entered.sum())))
         idx = idx[~done]
         if idx.size:
-            clock[idx] += rng.standard_exponential(idx.size) * gap_mean[persona[idx], stage[idx]]
+            clock[idx] += rng.standard_exponential(idx.size) * gap_mean[persona[idx], stage[idx], dest[idx]]
             idx = idx[clock[idx] - arrive[idx] <= horizon]  # the next interaction falls past the horizon
     customer = np.concatenate(rows["customer"])
     order = np.argsort(customer, kind="stable")  # interactions were appended in journey order
@@ -143,3 +160,20 @@ def simulate_rows(model: Model, n: int, ss: np.random.SeedSequence, *, horizon: 
         "stage": np.concatenate(rows["stage"])[order],
         "persona": persona[customer[order]],
     }
+
+
+def _draw(cum: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Index drawn from each row of cumulative probabilities ``cum`` [m, K] with uniforms ``u`` [m]."""
+    return (u[:, None] >= cum).sum(axis=1)
+
+
+def cumulative(w: np.ndarray) -> np.ndarray:
+    """Cumulative probabilities along the last axis, 1.0 from the last positive weight on.
+
+    So a uniform below 1 never lands on a weight-0 tail entry through rounding (all-zero rows: 0).
+    """
+    c = np.cumsum(w, axis=-1)
+    c = c / np.where(c[..., -1:] > 0, c[..., -1:], 1.0)
+    on = w > 0
+    c[np.cumsum(on, axis=-1) == on.sum(axis=-1, keepdims=True)] = 1.0
+    return c

@@ -13,6 +13,9 @@ joint distribution as walking the journey interaction by interaction, at a fract
 Without a horizon, time matters only on the way to the conversion stage (the weekly conversion
 series), so stays after it are not timed and their tries are one negative binomial draw.
 
+Way-out-specific leave speeds (``Model.leave_speed``) only change the time: the way out is drawn
+first, then the time to leave at that way's rate; stays still come at ``rate * (1 - q)``.
+
 Common random numbers: each chunk of customers has its own stream, and every scenario consumes
 the same uniforms in the same order (inverse-CDF draws: persona, arrival, and per stage one for
 the lapse on entering it or else the way out, one for the time), so a customer meets the same
@@ -69,6 +72,9 @@ class _Tables:
         with np.errstate(divide="ignore"):  # stay = 0 -> log = -inf -> the first try leaves
             self.log_stay = np.log(np.clip(stay, 0.0, 1.0 - 1e-15))
         self.leave_rate = model.rate * self.leave  # rate of leaving tries [P, S]
+        # way-out-specific leave rates, only where some speed differs from 1 (else one rate per stage)
+        self.plain = np.all(model.leave_speed == 1.0, axis=-1)  # [P, S]
+        self.way_rate = self.leave_rate[..., None] * model.leave_speed  # [P, S, 1+S]
         self.stay_rate = model.rate * np.clip(stay, 0.0, 1.0)  # rate of staying tries [P, S]
         self.persona_cum = np.cumsum(model.persona_share)
         self.persona_cum[-1] = 1.0
@@ -145,15 +151,15 @@ def _run_chunk(model: Model, tb: _Tables, n: int, ss: np.random.SeedSequence,
             exits[p, s] += counts
             moved = outcome > 0
             target = outcome - 1
-            if timed or s < conv:
+            plain = tb.plain[p, s]
+            if timed or s < conv or (s == 0 and not plain):
                 # time to the leaving try: exponential; in the first stage zero with probability q
                 e = -np.log1p(-u_time[s, idx])
                 if s == 0:
-                    tau = np.maximum(e + tb.log_stay[p, s], 0.0) / tb.leave_rate[p, s]
-                    stays = np.count_nonzero(tau > 0)  # the try at arrival stayed
-                else:
-                    tau = e / tb.leave_rate[p, s]
-                    stays = 0
+                    e = np.maximum(e + tb.log_stay[p, s], 0.0)
+                rate = tb.leave_rate[p, s] if plain else tb.way_rate[p, s][outcome]
+                tau = e / rate
+                stays = np.count_nonzero(tau > 0) if s == 0 else 0  # the try at arrival stayed
                 stay_total[p, s] += stays + crng.poisson(tb.stay_rate[p, s] * float(tau.sum(dtype=np.float64)))
                 t_at = tau if s == 0 else age[idx] + tau
                 age[idx] = t_at
@@ -170,7 +176,12 @@ def _run_chunk(model: Model, tb: _Tables, n: int, ss: np.random.SeedSequence,
                     conv_times.append(arrive[_pick(idx, c)] + t_at[c])
             else:  # untimed: the staying tries of m customers are negative binomial
                 dropped[p, s] += counts[0]
-                stay_total[p, s] += crng.negative_binomial(m, tb.leave[p, s])
+                if plain:
+                    stay_total[p, s] += crng.negative_binomial(m, tb.leave[p, s])
+                else:  # per way out: stays before leaving at rate mu_o are geometric
+                    odds = tb.way_rate[p, s] / (tb.way_rate[p, s] + tb.stay_rate[p, s])
+                    stay_total[p, s] += sum(int(crng.negative_binomial(k, odds[o]))
+                                            for o, k in enumerate(counts) if k)
             cur[idx] = np.maximum(target, s)
 
     at_highest = np.stack([np.bincount(highest[bounds[p]:bounds[p + 1]], minlength=S) for p in range(P)])
