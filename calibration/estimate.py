@@ -233,28 +233,39 @@ def _fit_dwell(*, time: np.ndarray, first: np.ndarray, last: np.ndarray, before:
                   share=share, advance=advance, drop=drop, lapse=lapse, rate=rate)
     q, way0 = plain.way_out()
     n = time.size
-    rows = np.arange(n)
+    # per row, the row that moved the customer into the row's stage (itself for the first stage):
+    # int32 and per-subset lookups keep a 10 M-row log's peak memory down
+    rows = np.arange(n, dtype=np.int32)
     run_start = first.copy()
     run_start[1:] |= before[1:] != before[:-1]
-    entry_row = np.maximum.accumulate(np.where(run_start, np.where(first, rows, rows - 1), 0))
-    entry = time[entry_row]  # when the customer entered the stage the row is in
-    ps = persona * S + before  # flat [P, S] of the row's stage
-    at_arrival = first & (before == 0)  # the interaction at arrival: leaving there takes no time
+    entry_row = np.where(run_start, np.where(first, rows, rows - 1), 0).astype(np.int32)
+    del rows
+    np.maximum.accumulate(entry_row, out=entry_row)
+
+    def ps(idx: np.ndarray) -> np.ndarray:  # flat [P, S] of the rows' stage
+        return persona[idx] * S + before[idx]
+
+    def in_stage(idx: np.ndarray) -> np.ndarray:  # days from entering the stage to the row
+        return time[idx] - time[entry_row[idx]]
+
+    def to_cut(idx: np.ndarray) -> np.ndarray:  # days from entering the stage to the cut
+        return cut - time[entry_row[idx]]
 
     # finished visits: way out known (a drop-off with its cure weight); moves after the cut are censored
     moves = np.flatnonzero(live & advanced)
     early = moves[time[moves] <= cut]
-    late = moves[(time[moves] > cut) & ~at_arrival[moves]]
-    ev_idx = np.concatenate([ps[early] * K + 1 + after[early], ps[quiet_drop] * K])
+    moves = moves[time[moves] > cut]
+    late = moves[~(first[moves] & (before[moves] == 0))]  # a move at arrival took no time in the stage
+    ev_idx = np.concatenate([ps(early) * K + 1 + after[early], ps(quiet_drop) * K])
     ev_w = np.concatenate([np.ones(early.size), w_drop])
-    ev_d = np.concatenate([(time - entry)[early], (time - entry)[quiet_drop]])
-    ev_timed = ~np.concatenate([at_arrival[early], at_arrival[quiet_drop]])
+    ev_d = np.concatenate([in_stage(early), in_stage(quiet_drop)])
+    # the interaction at arrival leaving at once: a way out without time in the stage
+    ev_timed = ~np.concatenate([first[early] & (before[early] == 0), first[quiet_drop] & (before[quiet_drop] == 0)])
     # unfinished visits at the cut: in-progress customers, the stayed part of quiet rows and of moves
     open_rows = np.flatnonzero(live & ~advanced & last & (time > cut))
-    c_idx = np.concatenate([ps[late], ps[quiet_drop], ps[open_rows], persona[quiet_lapse] * S + after[quiet_lapse]])
+    c_idx = np.concatenate([ps(late), ps(quiet_drop), ps(open_rows), persona[quiet_lapse] * S + after[quiet_lapse]])
     c_w = np.concatenate([np.ones(late.size), 1.0 - w_drop, np.ones(open_rows.size), 1.0 - w_lapse])
-    c_t = np.concatenate([cut - entry[late], cut - entry[quiet_drop], cut - entry[open_rows],
-                          cut - time[quiet_lapse]])
+    c_t = np.concatenate([to_cut(late), to_cut(quiet_drop), to_cut(open_rows), cut - time[quiet_lapse]])
     keep = (c_t >= 0) & (c_w > 0)
     c_idx, c_w, c_t = c_idx[keep], c_w[keep], c_t[keep]
 
