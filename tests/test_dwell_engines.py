@@ -1,4 +1,4 @@
-"""Way-out-specific dwell (``Model.leave_speed``) in the SimPy engine and the simulated event log.
+"""Way-out-specific dwell (``Model.leave_speed``) in the fast and SimPy engines and the simulated event log.
 
 A world whose drop-offs linger (speed 0.4..0.7) and whose moves on are quick (1.5..2.5). Without a
 horizon, speeds change no reach rate, only how many staying interactions happen; within a horizon
@@ -119,6 +119,20 @@ def test_simpy_engine_matches_exact_within_horizon():
     results = run_replications(MODEL, 1_500, 32, 16, engine="simpy", horizon_days=HORIZON)
     assert simpy_checks(results, EXACT_H) == []
     # the timing is what the horizon sees: the plain model's reach within it is far off
+    assert any(f.startswith("reach") for f in simpy_checks(results, PLAIN_H))
+
+
+# ---- the fast engine ---------------------------------------------------------------------------------
+def test_fast_engine_matches_exact():
+    """Without a horizon, stages after conversion take the untimed path (negative binomial stays per way out)."""
+    results = run_replications(MODEL, 100_000, 41, 16, engine="fast")
+    assert failures(*simpy_checks(results, EXACT), *interaction_checks(results, EXACT)) == []
+    assert interaction_checks(results, PLAIN_EXACT)
+
+
+def test_fast_engine_matches_exact_within_horizon():
+    results = run_replications(MODEL, 100_000, 42, 8, engine="fast", horizon_days=HORIZON)
+    assert failures(*simpy_checks(results, EXACT_H), *interaction_checks(results, EXACT_H)) == []
     assert any(f.startswith("reach") for f in simpy_checks(results, PLAIN_H))
 
 
