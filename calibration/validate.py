@@ -233,7 +233,9 @@ def backtest(events: str | Path, *, split: str, stages: str | list[str] | None =
         "by_age": _by_age(later_ages, pred[:, conv], obs[:, conv], naive[:, conv]),
         "method": {
             "predicted": "exact reach within each later customer's observable age (log end - first "
-                         "interaction), from the model fitted on rows before the split, the customer's persona",
+                         "interaction), from the model fitted on rows before the split, the customer's persona"
+                         + ("; time to leave a stage depends on the way out (--dwell way_out)" if dwell == "way_out"
+                            else "; one time to leave per stage (--dwell plain)"),
             "naive": "earlier customers observable at least as long before the split: share reaching the stage "
                      "within the same age (age capped at the longest available), averaged over later customers",
             "observed": "share of later customers reaching the stage by the log's end",

@@ -131,30 +131,8 @@ def simulate_log(model: Model, n_customers: int, seed: int = 1, *, arrival_days:
         k = (rng.random(idx.size)[:, None] > cum).sum(axis=1)  # 0 drop, 1+u advance, 1+S stay
         dropped = k == 0
         moved = (k >= 1) & (k <= S)
-        new_stage = np.where(moved, k - 1, s)
-        logged = new_stage.copy()
-        if backward_noise > 0:
-            noisy = (~moved) & (s > 0) & (rng.random(idx.size) < backward_noise)
-            logged[noisy] = rng.integers(0, np.maximum(s[noisy], 1))
-        cols["cid"].append(idx)
-        cols["time"].append(clock[idx].copy())
-        cols["tp"].append(t)
-        cols["stage"].append(logged)
-        cols["order"].append(np.full(idx.size, step))
-        stage[idx] = new_stage
-        _reached(reach_days, idx, new_stage, clock[idx] - arrival[idx])
-        highest[idx] = np.maximum(highest[idx], new_stage)
-        lapsed = moved & (new_stage < S - 1) & (rng.random(idx.size) < model.lapse[p, new_stage])
-        done = dropped | lapsed | (new_stage == S - 1)
-        if after_final > 0:
-            extra = (new_stage == S - 1) & (rng.random(idx.size) < after_final)
-            if extra.any():
-                e = idx[extra]
-                cols["cid"].append(e)
-                cols["time"].append(clock[e] + rng.exponential(3.0, e.size))
-                cols["tp"].append(rng.integers(0, T, e.size))
-                cols["stage"].append(np.full(e.size, S - 1))
-                cols["order"].append(np.full(e.size, step))
+        done = _log_step(model, rng, cols, idx, step, p, s, t, moved, dropped, np.where(moved, k - 1, s), stage,
+                         clock, arrival, reach_days, highest, backward_noise, after_final)
         alive[idx[done]] = False
         idx = idx[~done]
         if idx.size:
@@ -162,6 +140,39 @@ def simulate_log(model: Model, n_customers: int, seed: int = 1, *, arrival_days:
             clock[idx] += gap
         step += 1
     return _journeys(model, cols, persona, highest, reach_days, end, start)
+
+
+def _log_step(model: Model, rng: np.random.Generator, cols: dict[str, list], idx: np.ndarray, step: int,
+              p: np.ndarray, s: np.ndarray, t: np.ndarray, moved: np.ndarray, dropped: np.ndarray,
+              new_stage: np.ndarray, stage: np.ndarray, clock: np.ndarray, arrival: np.ndarray,
+              reach_days: np.ndarray, highest: np.ndarray, backward_noise: float, after_final: float) -> np.ndarray:
+    """Log one interaction of customers ``idx`` (with optional noise and rows after the final stage),
+    move them to ``new_stage``, and return which journeys ended (drop-off, lapse or final stage)."""
+    S, T = model.n_stages, model.n_touchpoints
+    logged = new_stage.copy()
+    if backward_noise > 0:
+        noisy = (~moved) & (s > 0) & (rng.random(idx.size) < backward_noise)
+        logged[noisy] = rng.integers(0, np.maximum(s[noisy], 1))
+    cols["cid"].append(idx)
+    cols["time"].append(clock[idx].copy())
+    cols["tp"].append(t)
+    cols["stage"].append(logged)
+    cols["order"].append(np.full(idx.size, step))
+    stage[idx] = new_stage
+    _reached(reach_days, idx, new_stage, clock[idx] - arrival[idx])
+    highest[idx] = np.maximum(highest[idx], new_stage)
+    lapsed = moved & (new_stage < S - 1) & (rng.random(idx.size) < model.lapse[p, new_stage])
+    done = dropped | lapsed | (new_stage == S - 1)
+    if after_final > 0:
+        extra = (new_stage == S - 1) & (rng.random(idx.size) < after_final)
+        if extra.any():
+            e = idx[extra]
+            cols["cid"].append(e)
+            cols["time"].append(clock[e] + rng.exponential(3.0, e.size))
+            cols["tp"].append(rng.integers(0, T, e.size))
+            cols["stage"].append(np.full(e.size, S - 1))
+            cols["order"].append(np.full(e.size, step))
+    return done
 
 
 def _reached(reach_days: np.ndarray, idx: np.ndarray, stage: np.ndarray, age: np.ndarray) -> None:
@@ -205,7 +216,6 @@ def _walk_way_out(model: Model, rng: np.random.Generator, persona: np.ndarray, c
 
     Written from the arrays, not from Model.way_out or sim.exact, so it checks them.
     """
-    S, T = model.n_stages, model.n_touchpoints
     n = persona.size
     w_exit = np.concatenate([(model.share * model.drop)[..., None], model.share[..., None] * model.advance], -1)
     out = w_exit.sum(axis=2)  # [P, S, 1 + S] P(an interaction leaves by way o)
@@ -234,30 +244,8 @@ def _walk_way_out(model: Model, rng: np.random.Generator, persona: np.ndarray, c
             t[~lv] = _pick(rng, q_stay[p[~lv], s[~lv]])
         dropped = lv & (o == 0)
         moved = lv & (o > 0)
-        new_stage = np.where(moved, o - 1, s)
-        logged = new_stage.copy()
-        if backward_noise > 0:
-            noisy = (~moved) & (s > 0) & (rng.random(idx.size) < backward_noise)
-            logged[noisy] = rng.integers(0, np.maximum(s[noisy], 1))
-        cols["cid"].append(idx)
-        cols["time"].append(clock[idx].copy())
-        cols["tp"].append(t)
-        cols["stage"].append(logged)
-        cols["order"].append(np.full(idx.size, step))
-        stage[idx] = new_stage
-        _reached(reach_days, idx, new_stage, clock[idx] - arrival[idx])
-        highest[idx] = np.maximum(highest[idx], new_stage)
-        lapsed = moved & (new_stage < S - 1) & (rng.random(idx.size) < model.lapse[p, new_stage])
-        done = dropped | lapsed | (new_stage == S - 1)
-        if after_final > 0:
-            extra = (new_stage == S - 1) & (rng.random(idx.size) < after_final)
-            if extra.any():
-                e = idx[extra]
-                cols["cid"].append(e)
-                cols["time"].append(clock[e] + rng.exponential(3.0, e.size))
-                cols["tp"].append(rng.integers(0, T, e.size))
-                cols["stage"].append(np.full(e.size, S - 1))
-                cols["order"].append(np.full(e.size, step))
+        done = _log_step(model, rng, cols, idx, step, p, s, t, moved, dropped, np.where(moved, o - 1, s), stage,
+                         clock, arrival, reach_days, highest, backward_noise, after_final)
         entered = idx[moved & ~done]  # a new stage: draw its way out
         if entered.size:
             way_out[entered] = _pick(rng, way[persona[entered], stage[entered]])
