@@ -243,6 +243,9 @@ def compare_targets(base: Target, scenarios: list[Target], *, customers: int | N
         if chosen == "simpy" and target.scenario is not None and target.scenario.capacity:
             summary["expected_note"] = ("expected_conversion_rate ignores capacity limits (queues and patience); "
                                         "it is the unlimited-capacity answer")
+        if horizon is None and target.scenario is not None and target.scenario.speed:
+            summary["expected_note"] = ("[[speed]] changes only how soon customers leave a stage; without "
+                                        "horizon_days the conversion cannot change: set horizon_days")
         summaries.append(summary)
 
     paired = replications >= 2 or batches > 1

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from sim.errors import InputError
+from sim.errors import InputError, closest
 from sim.model import Model
 from sim.tomlio import read_toml, validate
 
@@ -49,6 +49,16 @@ class Change(Target):
             raise ValueError(f"remove = true cannot be combined with {', '.join(factors)} in one change "
                              "(a removed touchpoint has nothing left to scale)")
         return self
+
+
+class Speed(_Strict):
+    """Customers leaving ``stage`` by ``way_out`` (drop_off or a later stage; every way if left out)
+    do so ``factor`` times as fast: their mean days in the stage divided by ``factor``."""
+
+    stage: str
+    way_out: str | None = None
+    persona: str | None = None
+    factor: float = Field(gt=0, allow_inf_nan=False, strict=True)
 
 
 class Capacity(_Strict):
@@ -101,6 +111,7 @@ class Scenario(_Strict):
     arrival_days: float | None = Field(default=None, gt=0)
     personas: dict[str, float] | None = None
     change: list[Change] = Field(default_factory=list)
+    speed: list[Speed] = Field(default_factory=list)
     capacity: dict[str, Capacity] = Field(default_factory=dict)
     investment: list[Investment] = Field(default_factory=list)
     budget: Budget | None = None
@@ -148,7 +159,8 @@ class Scenario(_Strict):
 
     @property
     def is_baseline(self) -> bool:
-        return not self.change and self.personas is None and all(inv.spend is None for inv in self.investment)
+        return (not self.change and not self.speed and self.personas is None
+                and all(inv.spend is None for inv in self.investment))
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -250,6 +262,27 @@ def remove_touchpoint(model: Model, mask: np.ndarray, file: object, where: str) 
         model.share[p, s] = row / row.sum()  # the sum of what is left, not 1 - removed: no round-off above 1
 
 
+def scale_speed(model: Model, speed: Speed, file: object, where: str) -> None:
+    """leave_speed x factor for one stage's way out (or all of them), one persona or all."""
+    S = model.n_stages
+    s = model.stage_index(speed.stage, file=file, where=f"{where}.stage")
+    if s == S - 1:
+        raise InputError("the final stage is never left", file=file, where=f"{where}.stage", value=speed.stage,
+                         hint="name an earlier stage")
+    ways = ["drop_off", *model.stages[s + 1:]]
+    if speed.way_out is None:
+        outs = [0, *range(s + 2, S + 1)]
+    elif speed.way_out in ways:
+        outs = [0 if speed.way_out == "drop_off" else 1 + model.stages.index(speed.way_out)]
+    else:
+        raise InputError(f"not a way out of stage {speed.stage!r}", file=file, where=f"{where}.way_out",
+                         value=speed.way_out, hint=closest(speed.way_out, ways))
+    personas = (range(model.n_personas) if speed.persona is None else
+                [model.persona_index(speed.persona, file=file, where=f"{where}.persona")])
+    for p in personas:
+        model.leave_speed[p, s, outs] *= speed.factor
+
+
 def apply_factor(model: Model, mask: np.ndarray, lever: str, factor: float) -> None:
     if lever == "drop_off":
         scale_drop(model, mask, factor)
@@ -287,6 +320,8 @@ def apply(model: Model, scenario: Scenario, *, file: object = None,
             scale_advance(out, mask, change.advance)
         if change.exposure is not None:
             scale_exposure(out, mask, change.exposure)
+    for i, speed in enumerate(scenario.speed):
+        scale_speed(out, speed, file, f"speed[{i}]")
     for name in scenario.capacity:
         out.touchpoint_index(name, file=file, where=f"capacity.{name}")
     spends = dict(spends or {})

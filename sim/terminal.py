@@ -60,6 +60,9 @@ def render_comparison(comparison: dict[str, Any]) -> None:
     console.print(table)
     console.print(f"uplift = scenario minus base (pp = percentage points); interval: {comparison['uplift_ci_method']}"
                   "; dim rows: the interval contains 0", style="dim")
+    for sc in comparison["scenarios"]:
+        if sc.get("expected_note"):
+            console.print(f"note, {sc['name']}: {sc['expected_note']}")
 
 
 def render_hotspots(ranking: dict[str, Any]) -> None:

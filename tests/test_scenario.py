@@ -140,6 +140,50 @@ def test_a_factor_of_one_is_exactly_the_identity_even_at_the_cap(lever):
             assert np.array_equal(getattr(out, name), getattr(m, name)), name
 
 
+def test_speed_scales_only_the_named_way_out_and_changes_time_not_conversion(model):
+    s, u, p = model.stage_index("consideration"), model.stage_index("decision"), model.persona_index("loyalist")
+    out = apply(model, scenario(speed=[{"stage": "consideration", "way_out": "decision", "persona": "loyalist",
+                                        "factor": 1.5}]))
+    expected = model.leave_speed.copy()
+    expected[p, s, 1 + u] *= 1.5
+    assert np.array_equal(out.leave_speed, expected)
+    assert np.array_equal(changed_cells(model, out), np.zeros_like(model.drop, dtype=bool))
+    assert evaluate(out).conversion_rate == pytest.approx(evaluate(model).conversion_rate, abs=1e-12)
+    assert evaluate(out, horizon_days=20).conversion_rate > evaluate(model, horizon_days=20).conversion_rate + 1e-4
+    # without way_out and persona: every way out of the stage, every persona (slower: conversion within 20 days falls)
+    out = apply(model, scenario(speed=[{"stage": "consideration", "factor": 0.5}]))
+    expected = model.leave_speed.copy()
+    expected[:, s, [0, *range(s + 2, model.n_stages + 1)]] *= 0.5
+    assert np.array_equal(out.leave_speed, expected)
+    assert evaluate(out, horizon_days=20).conversion_rate < evaluate(model, horizon_days=20).conversion_rate - 1e-3
+    assert not scenario(speed=[{"stage": "consideration", "factor": 0.5}]).is_baseline
+
+
+def test_speed_compare_matches_the_exact_uplift_within_its_interval(tmp_path):
+    path = ROOT / "scenarios" / "examples" / "faster_decision.toml"
+    out = tmp_path / "cmp"
+    result = runner.invoke(app, ["compare", str(DEMO_MODEL), str(path), "--customers", "200000", "--seed", "3",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rec = json.loads((out / "comparison.json").read_text())["scenarios"][0]
+    lo, hi = rec["uplift_ci"]
+    assert rec["expected_uplift"] > 0.003 and lo > 0  # faster decisions: more converted within 30 days
+    half = (hi - lo) / 2
+    assert abs(rec["uplift"] - rec["expected_uplift"]) < 2 * half + 1e-4, rec
+
+
+def test_speed_without_a_horizon_says_it_cannot_change_conversion(tmp_path):
+    (tmp_path / "model.json").write_text(DEMO_MODEL.read_text())
+    path = tmp_path / "speed.toml"
+    path.write_text('model = "model.json"\n[[speed]]\nstage = "consideration"\nfactor = 2.0\n')
+    result = runner.invoke(app, ["compare", str(DEMO_MODEL), str(path), "--customers", "20000", "--seed", "1",
+                                 "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 0, result.output
+    rec = json.loads((tmp_path / "cmp" / "comparison.json").read_text())["scenarios"][0]
+    assert rec["expected_uplift"] == 0.0 and "set horizon_days" in rec["expected_note"]
+    assert "set horizon_days" in result.output
+
+
 def test_a_fixed_investment_spend_applies_like_a_change(model):
     inv = {"name": "fix", "touchpoint": "checkout", "stage": "consideration", "lever": "drop_off",
            "max_effect": 0.6, "half_saturation": 40.0, "max_spend": 200.0}
@@ -170,6 +214,13 @@ BAD = [
     ("final stage", '[[change]]\ntouchpoint = "checkout"\nstage = "advocacy"\ndrop_off = 0.5\n',
      ["change[0].stage", "final stage"]),
     ("negative mix", '[personas]\ndeal_seeker = -1.0\n', ["personas", "deal_seeker"]),
+    ("speed unknown way", '[[speed]]\nstage = "consideration"\nway_out = "decisoin"\nfactor = 1.2\n',
+     ["speed[0].way_out", "decisoin", "did you mean 'decision'"]),
+    ("speed backward way", '[[speed]]\nstage = "decision"\nway_out = "awareness"\nfactor = 1.2\n',
+     ["speed[0].way_out", "awareness", "not a way out"]),
+    ("speed final stage", '[[speed]]\nstage = "advocacy"\nfactor = 1.2\n', ["speed[0].stage", "final stage"]),
+    ("speed zero factor", '[[speed]]\nstage = "decision"\nfactor = 0\n', ["factor", "greater than 0"]),
+    ("speed missing factor", '[[speed]]\nstage = "decision"\n', ["factor", "missing"]),
     ("TOML syntax", '[[change]\ntouchpoint = "checkout"\n', ["TOML syntax error", "line"]),
 ]
 
@@ -223,8 +274,10 @@ def test_example_scenarios_load_apply_and_simulate(tmp_path, path):
     sc = load_scenario(path)
     target = load_target(path)
     target.model.check()
-    if not sc.is_baseline:  # a what-if changes the expected answer, a baseline does not
-        assert evaluate(target.model).conversion_rate != evaluate(target.base_model).conversion_rate
+    if not sc.is_baseline:  # a what-if changes the expected answer (within its horizon), a baseline does not
+        h = sc.horizon_days
+        assert (evaluate(target.model, horizon_days=h).conversion_rate
+                != evaluate(target.base_model, horizon_days=h).conversion_rate)
     args = ["simulate", str(path), "--customers", "2000", "--seed", "1", "--out", str(tmp_path / "run")]
     if sc.capacity:
         try:
