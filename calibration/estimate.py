@@ -137,10 +137,26 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
     lapse[:, 0] = 0.0
     lapse[:, final] = 0.0
     if dwell == "way_out":
+        cut = log.end - inactivity_days
+        q_rows, q_w, l_rows, l_w = quiet_drop, w_drop, quiet_lapse, w_lapse
+        if censoring == "cure":
+            # visits are followed to the log's end, so recent arrivals count too: a quiet last row
+            # in the outcome window is a drop-off with the cure model's P(over | quiet so far)
+            cut = log.end
+            q_rows = np.flatnonzero(live & ~advanced & last)
+            d = drop_p.ravel()[cell[q_rows]]
+            st = np.clip(1.0 - drop_p - adv_p.sum(-1), 0.0, 1.0).ravel()[cell[q_rows]]
+            q_w = d / np.maximum(d + st * np.exp(-rate.ravel()[entry_idx[q_rows]] * (log.end - time[q_rows])), 1e-300)
+            q_w[certain[q_rows]] = 1.0
+            l_rows = np.flatnonzero(live & advanced & (after < final) & last)
+            lp = lapse.ravel()[entry_idx[l_rows]]
+            l_w = lp / np.maximum(lp + (1 - lp) * np.exp(-rate.ravel()[entry_idx[l_rows]] * (log.end - time[l_rows])),
+                                  1e-300)
+            l_w[certain[l_rows]] = 1.0
         adv_p, drop_p, rate, speed, dwell_counts = _fit_dwell(
             time=time, first=first, last=last, before=before, after=after, live=live, advanced=advanced,
-            persona=persona, cut=log.end - inactivity_days, quiet_drop=quiet_drop, w_drop=w_drop,
-            quiet_lapse=quiet_lapse, w_lapse=w_lapse, share=share, advance=adv_p, drop=drop_p, lapse=lapse,
+            persona=persona, cut=cut, quiet_drop=q_rows, w_drop=q_w,
+            quiet_lapse=l_rows, w_lapse=l_w, share=share, advance=adv_p, drop=drop_p, lapse=lapse,
             rate=rate, m=m)
     else:
         speed, dwell_counts = np.ones((P, S, 1 + S)), {}
@@ -184,8 +200,10 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
                         "prior_weight": m},
             "gaps": "exponential per persona x stage (Poisson interactions; touchpoint rate = rate x share)",
             "lapse": "P(no further interaction | just moved into the stage)",
-            "dwell": ("way_out: leave_speed per way out by EM for exponential dwell times under censoring, "
-                      "shrunk toward 1 with prior_weight pseudo-exits" if dwell == "way_out" else
+            "dwell": ("way_out: way-out probabilities and a leave rate per way out fitted together by EM for "
+                      "exponential times in stage, visits followed to the log's end (cure model) or to the "
+                      "outcome window (window); shrunk toward the plain model with prior_weight pseudo-visits"
+                      if dwell == "way_out" else
                       "plain: one time to leave per stage (leave_speed 1)"),
             "sparse_below": SPARSE_BELOW,
         },
@@ -216,10 +234,11 @@ def _fit_dwell(*, time: np.ndarray, first: np.ndarray, last: np.ndarray, before:
     fitted together by EM for a mixture of exponentials: the way out probabilities and each way's
     leave rate. Per-interaction counts cannot give the way out probabilities here: the visits still
     going when the log ends are mostly the slow ways out, so counting only finished ones would
-    favour the fast ways. Everything after ``cut`` (the start of the outcome window) is censored,
-    so moves and drop-offs are treated alike: a visit still going at the cut, and the "stayed" part
-    of a quiet last interaction (1 - its cure weight) or of an unanswered move (1 - its lapse
-    weight), is censored there with way out o weighted by way_o * exp(-rate_o * time in stage).
+    favour the fast ways. Visits are followed to ``cut`` (the log's end with the cure model, else
+    the start of the outcome window; moves after it are censored, so moves and drop-offs are
+    treated alike): a visit still going then, and the "stayed" part of a quiet last interaction
+    (1 - its cure weight) or of an unanswered move (1 - its lapse weight), is censored at the cut
+    with way out o weighted by way_o * exp(-rate_o * time in stage).
     In the first stage the interaction at arrival leaves at once with probability q0, fitted from
     first interactions. Way probabilities are shrunk toward the per-interaction estimate and leave
     rates toward the plain rate * q with ``m`` pseudo-visits, so thin cells keep the plain model.
