@@ -472,7 +472,8 @@ def _evidence_section(page: Page, refs: list[ModelRef]) -> None:
             parts.append("<p>Time in each stage by way out (mean days from entering the stage to leaving it; "
                          "speed 1 = the same for every way out):</p>")
             parts.append(_table(["stage", "way out", "share of leavers", "mean days", "leave speed"],
-                                [[a, b, f"{100 * c:.1f} %", f"{d_:.1f}", f"{e:.2f}"] for a, b, c, d_, e in rows],
+                                [[a, "drop-off" if b == "drop_off" else f"moved on to {b}", f"{100 * c:.1f} %",
+                                  f"{d_:.1f}", f"{e:.2f}"] for a, b, c, d_, e in rows],
                                 cls="num"))
 
 
