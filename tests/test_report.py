@@ -227,6 +227,21 @@ def test_evidence_flags_the_sparse_cells(model):
     assert d.n_pooled == int((model.counts["decided"][:, :S1] < sparse).sum()) and d.n_cells == model.share[:, :S1].size
 
 
+def test_dwell_rows_mix_personas_by_who_leaves_each_way(model):
+    """Per stage: shares of leavers sum to 1; mean days are the leave rates mixed by leavers."""
+    m = model.copy()
+    m.leave_speed[:, 1, 0] = 0.5  # drop-offs leave consideration at half the plain speed
+    rows = plots.dwell_rows(m)
+    for stage in m.stages[:-1]:
+        assert sum(r[2] for r in rows if r[0] == stage) == pytest.approx(1.0, abs=1e-9)
+    ex, days = evaluate(m), 1.0 / m.leave_rates()[:, 1, 0]
+    w = m.persona_share * ex.flow[:, 1, 0]
+    (row,) = [r for r in rows if r[:2] == [m.stages[1], "drop_off"]]
+    assert row[3] == pytest.approx(float(w @ days / w.sum()), rel=1e-12)
+    assert row[4] == pytest.approx(0.5, rel=1e-12) and row[3] > max(r[3] for r in rows if r[0] == m.stages[1]
+                                                                    and r[1] != "drop_off")
+
+
 def test_backtest_data_reads_the_contract_keys(runs):
     bt = json.loads((runs["backtest"] / "backtest.json").read_text())
     d = plots.backtest_data(bt)
