@@ -119,14 +119,9 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
         rate = _pool_rates(gaps.astype(float), days, m)
         if censoring != "cure":
             break
-        # E step: P(over | quiet so long) = p / (p + P(stay) * P(no return yet)), per quiet row
-        d = drop_p.ravel()[cell_d]
-        stay_p = np.clip(1.0 - drop_p - adv_p.sum(-1), 0.0, 1.0).ravel()[cell_d]
-        new_drop = d / np.maximum(d + stay_p * np.exp(-rate.ravel()[stage_d] * quiet_d), 1e-300)
-        new_drop[sure_d] = 1.0
-        lp = lapse.ravel()[stage_l]
-        new_lapse = lp / np.maximum(lp + (1 - lp) * np.exp(-rate.ravel()[stage_l] * quiet_l), 1e-300)
-        new_lapse[sure_l] = 1.0
+        # E step: how likely each quiet row ended the journey, given how long it has been quiet
+        new_drop = _drop_weight(drop_p, adv_p, rate, cell_d, stage_d, quiet_d, sure_d)
+        new_lapse = _lapse_weight(lapse, rate, stage_l, quiet_l, sure_l)
         change = max(np.abs(new_drop - w_drop).max(initial=0.0), np.abs(new_lapse - w_lapse).max(initial=0.0))
         w_drop, w_lapse = new_drop, new_lapse
         if change < EM_TOLERANCE:
@@ -144,15 +139,10 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
             # in the outcome window is a drop-off with the cure model's P(over | quiet so far)
             cut = log.end
             q_rows = np.flatnonzero(live & ~advanced & last)
-            d = drop_p.ravel()[cell[q_rows]]
-            st = np.clip(1.0 - drop_p - adv_p.sum(-1), 0.0, 1.0).ravel()[cell[q_rows]]
-            q_w = d / np.maximum(d + st * np.exp(-rate.ravel()[entry_idx[q_rows]] * (log.end - time[q_rows])), 1e-300)
-            q_w[certain[q_rows]] = 1.0
+            q_w = _drop_weight(drop_p, adv_p, rate, cell[q_rows], entry_idx[q_rows], log.end - time[q_rows],
+                               certain[q_rows])
             l_rows = np.flatnonzero(live & advanced & (after < final) & last)
-            lp = lapse.ravel()[entry_idx[l_rows]]
-            l_w = lp / np.maximum(lp + (1 - lp) * np.exp(-rate.ravel()[entry_idx[l_rows]] * (log.end - time[l_rows])),
-                                  1e-300)
-            l_w[certain[l_rows]] = 1.0
+            l_w = _lapse_weight(lapse, rate, entry_idx[l_rows], log.end - time[l_rows], certain[l_rows])
         adv_p, drop_p, rate, speed, dwell_counts = _fit_dwell(
             time=time, first=first, last=last, before=before, after=after, live=live, advanced=advanced,
             persona=persona, cut=cut, quiet_drop=q_rows, w_drop=q_w,
@@ -220,6 +210,26 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
     )
     model.check()
     return model
+
+
+def _drop_weight(drop_p: np.ndarray, adv_p: np.ndarray, rate: np.ndarray, cells: np.ndarray,
+                 stages: np.ndarray, quiet: np.ndarray, sure: np.ndarray) -> np.ndarray:
+    """Cure model, per quiet last interaction: P(journey over | quiet so long)
+    = p / (p + P(stay) * P(no return yet)); 1 where a mapping's end_values closed the journey."""
+    d = drop_p.ravel()[cells]
+    stay_p = np.clip(1.0 - drop_p - adv_p.sum(-1), 0.0, 1.0).ravel()[cells]
+    w = d / np.maximum(d + stay_p * np.exp(-rate.ravel()[stages] * quiet), 1e-300)
+    w[sure] = 1.0
+    return w
+
+
+def _lapse_weight(lapse: np.ndarray, rate: np.ndarray, stages: np.ndarray, quiet: np.ndarray,
+                  sure: np.ndarray) -> np.ndarray:
+    """The same for an unanswered move into a stage: P(lapsed | quiet so long)."""
+    lp = lapse.ravel()[stages]
+    w = lp / np.maximum(lp + (1 - lp) * np.exp(-rate.ravel()[stages] * quiet), 1e-300)
+    w[sure] = 1.0
+    return w
 
 
 def _fit_dwell(*, time: np.ndarray, first: np.ndarray, last: np.ndarray, before: np.ndarray,

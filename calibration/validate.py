@@ -379,7 +379,7 @@ def _cells(model: Model) -> list[dict[str, Any]]:
             cells.append({"kind": "gap_rate", "p": p, "s": s, "t": None, "k": c["gaps"][p, s],
                           "n": c["days_at_risk"][p, s]})
             if "leave_events" in c:  # leave speed by way out: exits over the exits expected at speed 1
-                for o in (0, *range(s + 2, S + 1)):
+                for o in model.ways(s):
                     cells.append({"kind": "leave_speed", "p": p, "s": s, "t": None, "o": o,
                                   "k": c["leave_events"][p, s, o], "n": c["leave_days"][p, s, o] * base[p, s]})
     return cells
@@ -465,7 +465,7 @@ def drift(old: Model, new: Model, *, alpha: float = 0.05) -> dict[str, Any]:
             "persona": old.personas[a["p"]],
             "stage": None if a["s"] is None else old.stages[a["s"]],
             "touchpoint": None if a["t"] is None else old.touchpoints[a["t"]],
-            "way_out": old._way_name(a["o"]) if "o" in a else None,
+            "way_out": old.way_name(a["o"]) if "o" in a else None,
             "old": _r(old_raw), "new": _r(new_raw),
             "old_estimate": _r(_estimate_of(old, a)), "new_estimate": _r(_estimate_of(new, b)),
             "old_counts": _counts(a), "new_counts": _counts(b),

@@ -196,7 +196,7 @@ class Model:
             return f"personas.{self.personas[idx[0]]}.share"
         path = f"journey.{self.personas[idx[0]]}.{self.stages[idx[1]]}"
         if name == "leave_speed":
-            return f"{path}.leave_speed.{self._way_name(idx[2])}"
+            return f"{path}.leave_speed.{self.way_name(idx[2])}"
         if name in ("lapse", "rate"):
             return f"{path}.{'lapse' if name == 'lapse' else 'interactions_per_day'}"
         path += f".touchpoints.{self.touchpoints[idx[2]]}"
@@ -204,8 +204,12 @@ class Model:
             return f"{path}.advance.{self.stages[idx[3]]}"
         return f"{path}.{'drop_off' if name == 'drop' else name}"
 
-    def _way_name(self, o: int) -> str:
-        return "drop_off" if o == 0 else self.stages[o - 1]
+    def ways(self, s: int) -> list[int]:
+        """The ways out of stage s, as indices into leave_speed's last axis."""
+        return ways_out(self.n_stages, s)
+
+    def way_name(self, o: int) -> str:
+        return way_label(self.stages, o)
 
     # ---- JSON ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -216,7 +220,7 @@ class Model:
         for p, persona in enumerate(self.personas):
             per_stage: dict[str, Any] = {}
             for s in range(S - 1):
-                ways = (0, *range(s + 2, S + 1))  # drop-off, then moves to later stages
+                ways = self.ways(s)
                 tps: dict[str, Any] = {}
                 for t, tp in enumerate(self.touchpoints):
                     cell: dict[str, Any] = {
@@ -239,8 +243,8 @@ class Model:
                     "gap_days": _r(1.0 / self.rate[p, s]) if self.rate[p, s] > 0 else None,
                     "interactions_per_day": _r(self.rate[p, s]),
                     "lapse": _r(self.lapse[p, s]),
-                    "leave_speed": {self._way_name(o): _r(self.leave_speed[p, s, o]) for o in ways},
-                    "mean_days_to_leave": {self._way_name(o): _r(1.0 / leave_rates[p, s, o]) for o in ways},
+                    "leave_speed": {self.way_name(o): _r(self.leave_speed[p, s, o]) for o in ways},
+                    "mean_days_to_leave": {self.way_name(o): _r(1.0 / leave_rates[p, s, o]) for o in ways},
                     "touchpoints": tps,
                 }
                 if cnt:
@@ -249,10 +253,9 @@ class Model:
                         "gaps": int(cnt["gaps"][p, s]), "days_at_risk": _r(float(cnt["days_at_risk"][p, s])),
                     }
                     if "leave_events" in cnt:  # evidence behind leave_speed (expected counts under censoring)
-                        ways = (0, *range(s + 2, S + 1))
-                        stage_rec["counts"]["leaves"] = {self._way_name(o): _count(cnt["leave_events"][p, s, o])
+                        stage_rec["counts"]["leaves"] = {self.way_name(o): _count(cnt["leave_events"][p, s, o])
                                                          for o in ways}
-                        stage_rec["counts"]["leave_days"] = {self._way_name(o): _r(cnt["leave_days"][p, s, o])
+                        stage_rec["counts"]["leave_days"] = {self.way_name(o): _r(cnt["leave_days"][p, s, o])
                                                              for o in ways}
                 per_stage[self.stages[s]] = stage_rec
             journey[persona] = per_stage
@@ -311,12 +314,12 @@ class Model:
                     lapse[p, s] = float(st["lapse"])
                     rate[p, s] = float(st["interactions_per_day"])
                     for name, value in st.get("leave_speed", {}).items():  # optional: 1 = plain model
-                        ways = ["drop_off", *stages[s + 1:]]
+                        ways = [way_label(stages, o) for o in ways_out(S, s)]
                         if name not in ways:
                             raise ModelError("unknown way out of the stage", file=file, value=name,
                                              where=f"journey.{persona}.{stages[s]}.leave_speed.{name}",
                                              hint=closest(name, ways))
-                        leave_speed[p, s, 0 if name == "drop_off" else 1 + stages.index(name)] = float(value)
+                        leave_speed[p, s, way_index(stages, name)] = float(value)
                     for t, tp in enumerate(touchpoints):
                         cell = st["touchpoints"][tp]
                         share[p, s, t] = float(cell["share"])
@@ -363,6 +366,21 @@ class Model:
         return cls.from_dict(data, file=path)
 
 
+def ways_out(n_stages: int, s: int) -> list[int]:
+    """Ways out of stage s as indices: 0 drop-off, then 1 + u for every later stage u."""
+    return [0, *range(s + 2, n_stages + 1)]
+
+
+def way_label(stages: list[str], o: int) -> str:
+    """A way out's name in model files and scenarios: drop_off or the stage moved to."""
+    return "drop_off" if o == 0 else stages[o - 1]
+
+
+def way_index(stages: list[str], name: str) -> int:
+    """The index of a way out named by ``way_label`` (the name must be valid)."""
+    return 0 if name == "drop_off" else 1 + stages.index(name)
+
+
 def _index(names: list[str], name: str, file: object, where: str, noun: str) -> int:
     try:
         return names.index(name)
@@ -406,8 +424,7 @@ def _counts_from_dict(data: dict, personas, stages, touchpoints) -> dict[str, np
             c["days_at_risk"][p, s] = float(sc.get("days_at_risk", 0.0))
             for key, name in (("leave_events", "leaves"), ("leave_days", "leave_days")):
                 for way, value in sc.get(name, {}).items():
-                    c.setdefault(key, np.zeros((P, S, 1 + S)))[p, s, 0 if way == "drop_off" else
-                                                                 1 + stages.index(way)] = float(value)
+                    c.setdefault(key, np.zeros((P, S, 1 + S)))[p, s, way_index(stages, way)] = float(value)
             for t, tp in enumerate(touchpoints):
                 cc = st["touchpoints"][tp]["counts"]
                 for k in ("interactions", "decided"):

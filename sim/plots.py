@@ -63,9 +63,10 @@ def render_png(draw, data: Any, width: float, height: float) -> bytes:
     return png_bytes(fig)
 
 
-def _style(ax: Axes) -> None:
+def _style(ax: Axes, grid: str = "y") -> None:
+    """Open top and right, light grid lines along ``grid`` behind the data."""
     ax.spines[["top", "right"]].set_visible(False)
-    ax.grid(axis="y", color="#e5e5e5", linewidth=0.8)
+    ax.grid(axis=grid, color="#e5e5e5", linewidth=0.8)
     ax.set_axisbelow(True)
 
 
@@ -427,9 +428,7 @@ def draw_uplift(data: UpliftData, ax: Axes) -> None:
     ax.set_xlim(lo_all - 0.08 * span, hi_all + 0.45 * span)
     ax.set_xlabel(f"change in conversion ({data.conversion_stage or 'conversion'} reached), percentage points; "
                   f"bar + whisker: simulated with 95% interval; diamond: exact expectation")
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.grid(axis="x", color="#e5e5e5")
-    ax.set_axisbelow(True)
+    _style(ax, grid="x")
     ax.set_ylim(-0.6, len(data.names) - 0.4)
 
 
@@ -475,9 +474,7 @@ def draw_persona_uplift(data: PersonaUpliftData, ax: Axes) -> None:
     ax.set_yticks(ys, data.scenarios)
     ax.set_xlabel("change in conversion per persona, percentage points (bars: exact expectation; dots: simulated)")
     ax.legend(frameon=False, fontsize=9, loc="best")
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.grid(axis="x", color="#e5e5e5")
-    ax.set_axisbelow(True)
+    _style(ax, grid="x")
 
 
 # ---- optimization --------------------------------------------------------------------------------
@@ -515,9 +512,7 @@ def draw_allocation(data: AllocationData, ax: Axes) -> None:
     ax.set_yticks(y, data.names)
     title = f"spend {data.total:,.1f}" + (f" of budget {data.budget:,.1f}" if data.budget is not None else "")
     ax.set_xlabel(title + (" (grey: the lever's maximum)" if any(m is not None for m in data.max_spend) else ""))
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.grid(axis="x", color="#e5e5e5")
-    ax.set_axisbelow(True)
+    _style(ax, grid="x")
 
 
 @dataclass
@@ -679,11 +674,11 @@ def dwell_rows(model: Model) -> list[list[str | float]]:
     rows: list[list[str | float]] = []
     for s in range(model.n_stages - 1):
         total = w[:, s].sum()
-        for o in (0, *range(s + 2, model.n_stages + 1)):
+        for o in model.ways(s):
             n = w[:, s, o].sum()
             if total <= 0 or n <= 0:
                 continue
-            rows.append([model.stages[s], model._way_name(o), float(n / total), float((w[:, s, o] @ days[:, s, o]) / n),
+            rows.append([model.stages[s], model.way_name(o), float(n / total), float((w[:, s, o] @ days[:, s, o]) / n),
                          float((w[:, s, o] @ model.leave_speed[:, s, o]) / n)])
     return rows
 

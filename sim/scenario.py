@@ -269,14 +269,13 @@ def scale_speed(model: Model, speed: Speed, file: object, where: str) -> None:
     if s == S - 1:
         raise InputError("the final stage is never left", file=file, where=f"{where}.stage", value=speed.stage,
                          hint="name an earlier stage")
-    ways = ["drop_off", *model.stages[s + 1:]]
-    if speed.way_out is None:
-        outs = [0, *range(s + 2, S + 1)]
-    elif speed.way_out in ways:
-        outs = [0 if speed.way_out == "drop_off" else 1 + model.stages.index(speed.way_out)]
-    else:
-        raise InputError(f"not a way out of stage {speed.stage!r}", file=file, where=f"{where}.way_out",
-                         value=speed.way_out, hint=closest(speed.way_out, ways))
+    outs = model.ways(s)
+    names = [model.way_name(o) for o in outs]
+    if speed.way_out is not None:
+        if speed.way_out not in names:
+            raise InputError(f"not a way out of stage {speed.stage!r}", file=file, where=f"{where}.way_out",
+                             value=speed.way_out, hint=closest(speed.way_out, names))
+        outs = [outs[names.index(speed.way_out)]]
     personas = (range(model.n_personas) if speed.persona is None else
                 [model.persona_index(speed.persona, file=file, where=f"{where}.persona")])
     for p in personas:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 import numpy as np
 
 from sim.engines.result import EngineResult
+from sim.exact import touchpoint_split
 from sim.model import Model
 
 CHUNK = 1 << 17  # small enough to stay in cache: 2^17 runs ~1.5x faster than 2^20
@@ -57,11 +58,10 @@ class _Tables:
 
     def __init__(self, model: Model) -> None:
         P, S = model.n_personas, model.n_stages
-        stay, out = model.stage_kernel()
-        self.stay = stay
-        # q: P(a try leaves the stage); kept above 0 so a stage nobody leaves still ends (as before)
-        self.leave = np.maximum(1.0 - stay, 1e-15)
-        exit_p = out / self.leave[..., None]  # [P, S, 1+S]: drop, advance to u
+        stay, _ = model.stage_kernel()
+        # q: P(a try leaves the stage), kept above 0 so a stage nobody leaves still ends; the way out
+        # given it leaves [P, S, 1+S]: drop, advance to u
+        self.leave, exit_p = model.way_out()
         exit_cum = np.cumsum(exit_p, axis=-1)
         # One uniform per customer and stage decides the lapse on entering the stage (below lapse)
         # and otherwise the way out: float32 thresholds (the final 1 left out) for float32 uniforms.
@@ -74,16 +74,12 @@ class _Tables:
         self.leave_rate = model.rate * self.leave  # rate of leaving tries [P, S]
         # way-out-specific leave rates, only where some speed differs from 1 (else one rate per stage)
         self.plain = np.all(model.leave_speed == 1.0, axis=-1)  # [P, S]
-        self.way_rate = self.leave_rate[..., None] * model.leave_speed  # [P, S, 1+S]
+        self.way_rate = model.leave_rates()  # [P, S, 1+S]
         self.stay_rate = model.rate * np.clip(stay, 0.0, 1.0)  # rate of staying tries [P, S]
         self.persona_cum = np.cumsum(model.persona_share)
         self.persona_cum[-1] = 1.0
-        # touchpoint distributions for the aggregate counts
-        share, stay_t = model.share, model.stay
-        w_stay = share * stay_t
-        self.q_stay = w_stay / np.maximum(w_stay.sum(-1, keepdims=True), 1e-300)  # [P,S,T]
-        w_exit = np.concatenate([(share * model.drop)[..., None], share[..., None] * model.advance], -1)
-        self.q_exit = w_exit / np.maximum(w_exit.sum(2, keepdims=True), 1e-300)  # [P,S,T,1+S]
+        # touchpoint distributions for the aggregate counts: [P,S,T] staying, [P,S,T,1+S] leaving
+        self.q_stay, self.q_exit = touchpoint_split(model)
 
 
 def _run_chunk(model: Model, tb: _Tables, n: int, ss: np.random.SeedSequence,
