@@ -148,6 +148,8 @@ def simulate(
     typer.echo(f"{summary['customers']} customers x {summary['replications']}: conversion "
                f"{summary['conversion_rate']:.4f} [{lo:.4f}, {hi:.4f}], expected "
                f"{summary['expected_conversion_rate']:.4f} -> {path / 'summary.json'}")
+    for note in summary.get("notes", []):
+        typer.echo(f"note: {note}", err=True)
 
 
 @app.command(epilog="Example: journey compare model.json scenarios/examples/checkout_fix.toml --out results/cmp")

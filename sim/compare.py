@@ -199,6 +199,8 @@ def _scenario_record(target: Target, summary: dict[str, Any], exact: Exact, base
     }
     if "expected_note" in summary:
         record["expected_note"] = summary["expected_note"]
+    if target.notes:
+        record["notes"] = list(target.notes)
     return record
 
 
@@ -274,7 +276,7 @@ def run_compare(base: str | Path, scenarios: list[str | Path], *, customers: int
                 out: str | Path | None = None, quiet: bool = False) -> tuple[Path, dict[str, Any]]:
     """Load, simulate with common random numbers, write comparison.json and comparison.csv."""
     base_target = load_target(base)
-    targets = [load_target(path) for path in scenarios]
+    targets = [load_target(path, on=base_target) for path in scenarios]
     seed = resolve_seed(seed)
     n = _customers(customers, base_target, targets)
     total = n * replications * (1 + len(targets))

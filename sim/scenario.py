@@ -34,20 +34,38 @@ class Target(_Strict):
 Factor = Annotated[float | None, Field(default=None, gt=0, allow_inf_nan=False, strict=True)]
 
 
+FACTOR_KEYS = ("drop_off", "advance", "exposure", "share")
+REMOVAL_KEYS = ("remove", "lose_journeys")
+
+
 class Change(Target):
+    """One what-if on a touchpoint (see docs/whatif.md for the question each key answers)."""
+
     drop_off: Factor = None
     advance: Factor = None
     exposure: Factor = None
+    share: Factor = None
     remove: bool = Field(default=False, strict=True)
+    lose_journeys: bool = Field(default=False, strict=True)
 
     @model_validator(mode="after")
     def _says_something(self) -> Change:
-        factors = [k for k in ("drop_off", "advance", "exposure") if getattr(self, k) is not None]
-        if not factors and not self.remove:
-            raise ValueError("a change needs drop_off, advance, exposure or remove = true")
-        if factors and self.remove:
-            raise ValueError(f"remove = true cannot be combined with {', '.join(factors)} in one change "
+        factors = [k for k in FACTOR_KEYS if getattr(self, k) is not None]
+        removals = [f"{k} = true" for k in REMOVAL_KEYS if getattr(self, k)]
+        if not factors and not removals:
+            raise ValueError("a change needs drop_off, advance, exposure, share, remove = true or "
+                             "lose_journeys = true")
+        if len(removals) > 1:
+            raise ValueError("remove = true and lose_journeys = true are two different removals; choose one "
+                             "(remove: customers meet their other touchpoints instead; lose_journeys: journeys "
+                             "that meet it are lost there)")
+        if factors and removals:
+            raise ValueError(f"{removals[0]} cannot be combined with {', '.join(factors)} in one change "
                              "(a removed touchpoint has nothing left to scale)")
+        if self.exposure is not None and self.share is not None:
+            raise ValueError("exposure and share are two readings of 'meet it more often'; choose one "
+                             "(exposure: more interactions with it, the others unchanged; share: the same "
+                             "number of interactions, more of them with it)")
         return self
 
 
@@ -198,41 +216,71 @@ def _mask(model: Model, target: Target, file: object, where: str) -> np.ndarray:
     return mask
 
 
-def scale_drop(model: Model, mask: np.ndarray, factor: float) -> None:
-    """drop x factor, capped so that advancing and dropping stay <= 1 together."""
+def scale_drop(model: Model, mask: np.ndarray, factor: float) -> int:
+    """drop x factor, capped so that advancing and dropping stay <= 1 together; returns the cells capped."""
     if factor == 1.0:  # exactly the identity (no rounding from the cap below)
-        return
+        return 0
     drop = model.drop[mask] * factor
+    capped = 0
     if factor > 1.0:  # never cap below the old value (a calibrated cell may sit at the limit)
         room = np.maximum(1.0 - model.advance.sum(axis=-1)[mask], model.drop[mask])
+        capped = int(((drop > room) & (model.drop[mask] > 0)).sum())
         drop = np.minimum(drop, room)
     model.drop[mask] = drop
+    return capped
 
 
-def scale_advance(model: Model, mask: np.ndarray, factor: float) -> None:
-    """advance x factor (every later stage alike), capped at 1 - drop."""
+def scale_advance(model: Model, mask: np.ndarray, factor: float) -> int:
+    """advance x factor (every later stage alike), capped at 1 - drop; returns the cells capped."""
     if factor == 1.0:
-        return
+        return 0
     adv = model.advance[mask] * factor
     total = adv.sum(axis=-1)
     room = np.maximum(1.0 - model.drop[mask], model.advance[mask].sum(axis=-1))
     over = (total > room) & (factor > 1.0)
     adv[over] *= (room[over] / total[over])[:, None]
     model.advance[mask] = adv
+    return int(over.sum())
 
 
-def scale_exposure(model: Model, mask: np.ndarray, factor: float) -> None:
-    """The touchpoint's share x factor (capped at 1); the other touchpoints renormalised."""
-    if factor == 1.0:
-        return
-    P, S, T = mask.shape
+def _met_rows(model: Model, mask: np.ndarray):
+    """(persona, stage, touchpoints) of every row a change names where the touchpoint is met."""
     for p, s in zip(*np.nonzero(mask.any(axis=-1))):
-        row = model.share[p, s]
         ts = np.flatnonzero(mask[p, s])
-        old = row[ts].sum()
-        if old == 0.0:  # not met in this stage: nothing to scale, leave the row exactly as it is
-            continue
+        if model.share[p, s, ts].sum() > 0.0:  # never met there: a change leaves the row exactly as it is
+            yield p, s, ts
+
+
+def scale_exposure(model: Model, mask: np.ndarray, factor: float) -> int:
+    """The touchpoint's own interaction rate x factor; every other touchpoint's rate stays.
+
+    Interactions are a Poisson process per touchpoint (rate x share), so with its share w the
+    touchpoint's share becomes f w / (1 - w + f w) and the stage's total rate x (1 - w + f w).
+    Never capped: returns 0.
+    """
+    if factor == 1.0:
+        return 0
+    for p, s, ts in _met_rows(model, mask):
+        row = model.share[p, s].copy()
+        row[ts] *= factor
+        total = row.sum()
+        model.share[p, s] = row / total
+        model.rate[p, s] *= total
+    return 0
+
+
+def scale_share(model: Model, mask: np.ndarray, factor: float) -> int:
+    """The touchpoint's share x factor (capped at 1), the others renormalised, the stage's total rate
+    unchanged: the same number of interactions, more of them with this touchpoint. Returns rows capped."""
+    if factor == 1.0:
+        return 0
+    T = mask.shape[-1]
+    capped = 0
+    for p, s, ts in _met_rows(model, mask):
+        row = model.share[p, s]
         new_t = np.minimum(row[ts] * factor, 1.0)
+        if new_t.sum() > 1.0 - 1e-12 or np.any(row[ts] * factor > 1.0):
+            capped += 1
         if new_t.sum() > 1.0:
             new_t = new_t / new_t.sum()
         others = np.ones(T, dtype=bool)
@@ -244,22 +292,34 @@ def scale_exposure(model: Model, mask: np.ndarray, factor: float) -> None:
         else:  # it is the only touchpoint met: it keeps the whole stage
             row[ts] = new_t / new_t.sum()
         model.share[p, s] = row
+    return capped
 
 
 def remove_touchpoint(model: Model, mask: np.ndarray, file: object, where: str) -> None:
-    """The touchpoint is gone: its share goes to the others in proportion."""
-    for p, s in zip(*np.nonzero(mask.any(axis=-1))):
+    """The touchpoint is gone and customers go on meeting their other touchpoints: its rate drops to 0,
+    the others keep theirs (the limit of exposure -> 0: the shares renormalise, the stage's rate falls)."""
+    for p, s, ts in _met_rows(model, mask):
         row = model.share[p, s]
-        ts = np.flatnonzero(mask[p, s])
-        if row[ts].sum() == 0.0:  # not met in this stage: nothing to remove
-            continue
         rest = 1.0 - row[ts].sum()
         if rest <= 1e-12:
             raise InputError("cannot remove the only touchpoint met in a stage", file=file, where=where,
                              value=f"{model.touchpoints[ts[0]]} in {model.stages[s]} for {model.personas[p]}",
-                             hint="remove it for other stages only, or change its drop_off instead")
+                             hint="remove it for other stages only, use lose_journeys = true, or change its "
+                                  "drop_off instead")
         row[ts] = 0.0
-        model.share[p, s] = row / row.sum()  # the sum of what is left, not 1 - removed: no round-off above 1
+        kept = row.sum()  # the sum of what is left, not 1 - removed: no round-off above 1
+        model.share[p, s] = row / kept
+        model.rate[p, s] *= kept
+
+
+def lose_journeys(model: Model, mask: np.ndarray) -> None:
+    """Attribution's removal: every interaction with the touchpoint ends the journey there.
+
+    Markov attribution's removal effect (journeys that would meet the channel are lost); customers
+    who never meet it are untouched.
+    """
+    model.drop[mask] = 1.0
+    model.advance[mask] = 0.0
 
 
 def scale_speed(model: Model, speed: Speed, file: object, where: str) -> None:
@@ -282,23 +342,37 @@ def scale_speed(model: Model, speed: Speed, file: object, where: str) -> None:
         model.leave_speed[p, s, outs] *= speed.factor
 
 
-def apply_factor(model: Model, mask: np.ndarray, lever: str, factor: float) -> None:
-    if lever == "drop_off":
-        scale_drop(model, mask, factor)
-    elif lever == "advance":
-        scale_advance(model, mask, factor)
-    elif lever == "exposure":
-        scale_exposure(model, mask, factor)
-    else:  # validated by pydantic; a programming error otherwise
-        raise ValueError(f"unknown lever {lever!r}")
+_SCALERS = {"drop_off": scale_drop, "advance": scale_advance, "exposure": scale_exposure, "share": scale_share}
+_MEANING = {
+    "drop_off": ("it multiplies P(an interaction there ends the journey): 0.7 = 30 % fewer drop-offs; "
+                 "drop-off + advance cannot exceed 1"),
+    "advance": ("it multiplies P(an interaction there moves the customer on): 1.2 = 20 % more; "
+                "advance + drop-off cannot exceed 1"),
+    "share": "it multiplies the touchpoint's share of the stage's interactions: 2 = twice the share, at most all",
+}
+
+
+def apply_factor(model: Model, mask: np.ndarray, lever: str, factor: float) -> int:
+    """Scale one lever of the cells in ``mask``; returns how many cells the factor's cap reached."""
+    try:
+        scaler = _SCALERS[lever]
+    except KeyError:  # validated by pydantic; a programming error otherwise
+        raise ValueError(f"unknown lever {lever!r}") from None
+    return scaler(model, mask, factor)
+
+
+def cap_note(where: str, lever: str, factor: float, capped: int, cells: int) -> str:
+    """One line saying that a factor reached its cap, and what the factor means."""
+    return (f"{where}: {lever} = {factor:g} reached its cap in {capped} of {cells} cells; {_MEANING[lever]}")
 
 
 def apply(model: Model, scenario: Scenario, *, file: object = None,
-          spends: dict[str, float] | None = None) -> Model:
+          spends: dict[str, float] | None = None, notes: list[str] | None = None) -> Model:
     """The model with the scenario's persona mix, changes and investment spends applied.
 
     ``spends`` sets (or overrides) investment spends by name, as the optimizer does; investments
-    with neither a fixed spend nor an entry in ``spends`` have no effect.
+    with neither a fixed spend nor an entry in ``spends`` have no effect. Lines for the user (a
+    factor that reached its cap) are appended to ``notes`` when given.
     """
     file = file if file is not None else scenario.source
     out = model.copy()
@@ -313,12 +387,17 @@ def apply(model: Model, scenario: Scenario, *, file: object = None,
         if change.remove:
             remove_touchpoint(out, mask, file, where)
             continue
-        if change.drop_off is not None:
-            scale_drop(out, mask, change.drop_off)
-        if change.advance is not None:
-            scale_advance(out, mask, change.advance)
-        if change.exposure is not None:
-            scale_exposure(out, mask, change.exposure)
+        if change.lose_journeys:
+            lose_journeys(out, mask)
+            continue
+        for lever in FACTOR_KEYS:
+            factor = getattr(change, lever)
+            if factor is None:
+                continue
+            cells = int((mask & (out.share > 0)).sum())
+            capped = apply_factor(out, mask, lever, factor)
+            if capped and notes is not None:
+                notes.append(cap_note(f"{where} ({change.touchpoint})", lever, factor, capped, cells))
     for i, speed in enumerate(scenario.speed):
         scale_speed(out, speed, file, f"speed[{i}]")
     for name in scenario.capacity:

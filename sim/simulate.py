@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ class Target:
     model_path: Path
     scenario: Any | None = None  # sim.scenario.Scenario
     source: Path | None = None
+    notes: list[str] = field(default_factory=list)  # lines for the user (a capped factor, another model)
 
     @property
     def name(self) -> str:
@@ -39,18 +40,41 @@ class Target:
         return [p for p in (self.source, self.model_path) if p is not None]
 
 
-def load_target(path: str | Path) -> Target:
-    """A model JSON, or a scenario TOML (its model loaded and its changes applied)."""
+def load_target(path: str | Path, *, on: Target | None = None) -> Target:
+    """A model JSON, or a scenario TOML (its model loaded and its changes applied).
+
+    With ``on`` (compare's base), a scenario TOML is applied to the base's model instead of the
+    model its file names; a note says so when the two differ in content.
+    """
     path = Path(path)
     if path.suffix.lower() == ".toml":
         from sim.scenario import apply, load_scenario
 
         scenario = load_scenario(path)
-        base = Model.load(scenario.model_path)
-        return Target(model=apply(base, scenario, file=path), base_model=base, model_path=scenario.model_path,
-                      scenario=scenario, source=path)
+        notes: list[str] = []
+        if on is not None:
+            base, model_path = on.base_model, on.model_path
+            if not _same_file(scenario.model_path, model_path):
+                notes.append(f"{path.name} names the model {scenario.model_path}; compare applied it to the "
+                             f"base's model {model_path}, as every scenario is (`journey simulate {path}` "
+                             "runs it on its own model)")
+        else:
+            base, model_path = Model.load(scenario.model_path), scenario.model_path
+        model = apply(base, scenario, file=path, notes=notes)
+        return Target(model=model, base_model=base, model_path=model_path, scenario=scenario, source=path,
+                      notes=notes)
     model = Model.load(path)
     return Target(model=model, base_model=model, model_path=path, scenario=None, source=path)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """The same model by content (two paths to one file, or two copies of it)."""
+    from sim.runs import sha256_of
+
+    try:
+        return a.resolve() == b.resolve() or sha256_of(a) == sha256_of(b)
+    except OSError:
+        return False
 
 
 def resolve_seed(seed: int | None) -> int:
@@ -135,6 +159,8 @@ def simulate_target(target: Target, *, customers: int | None = None, seed: int |
     exact = evaluate(target.model, horizon_days=horizon)
     summary = summarize(target.model, results, exact, customers=n, seed=seed, engine=chosen, horizon_days=horizon)
     summary["name"] = target.name
+    if target.notes:
+        summary["notes"] = list(target.notes)
     if chosen == "simpy" and capacity:
         summary["expected_note"] = ("expected_conversion_rate ignores capacity limits (queues and patience); "
                                     "it is the unlimited-capacity answer")

@@ -61,6 +61,8 @@ def render_comparison(comparison: dict[str, Any]) -> None:
     console.print(f"uplift = scenario minus base (pp = percentage points); interval: {comparison['uplift_ci_method']}"
                   "; dim rows: the interval contains 0", style="dim")
     for sc in comparison["scenarios"]:
+        for note in sc.get("notes", []):
+            console.print(f"note, {sc['name']}: {note}")
         if sc.get("expected_note"):
             console.print(f"note, {sc['name']}: {sc['expected_note']}")
 

@@ -196,13 +196,29 @@ def test_disagreeing_horizons_exit_2_and_write_nothing(tmp_path):
     assert not out.exists()
 
 
-def test_a_scenario_of_another_journey_is_refused(tmp_path):
+def test_compare_applies_every_scenario_to_the_base_model(tmp_path):
+    """A scenario naming another model (here of another journey) is applied to BASE's model, with a note."""
     other = make_world(506, stages=("visit", "cart", "paid"))
     write_text_atomic(tmp_path / "other.json", other.to_json())
-    path = tmp_path / "other.toml"
-    path.write_text('model = "other.json"\n[[change]]\ntouchpoint = "email"\nexposure = 2.0\n')
-    result = invoke("compare", DEMO_MODEL, path, "--customers", 1000, "--out", tmp_path / "out")
-    assert result.exit_code == 2 and "other stages" in result.stderr
+    write_text_atomic(tmp_path / "copy.json", DEMO_MODEL.read_text())  # the same content: no note
+    body = '[[change]]\ntouchpoint = "email"\nexposure = 2.0\n'
+    comps = {}
+    for name, model in (("own", str(DEMO_MODEL)), ("other", "other.json"), ("copy", "copy.json")):
+        path = tmp_path / f"{name}.toml"
+        path.write_text(f'name = "email"\nmodel = {json.dumps(model)}\n{body}')
+        result = invoke("compare", DEMO_MODEL, path, "--customers", 2000, "--seed", 4, "--out", tmp_path / name)
+        assert result.exit_code == 0, result.output
+        comps[name] = json.loads((tmp_path / name / "comparison.json").read_text())
+        if name == "other":
+            assert "other.json" in result.stdout and "base's model" in result.stdout
+    strip = ("file", "notes")
+    same = [{k: v for k, v in c["scenarios"][0].items() if k not in strip} for c in comps.values()]
+    assert same[0] == same[1] == same[2]  # the scenario's own model never changes the answer
+    assert "notes" not in comps["own"]["scenarios"][0] and "notes" not in comps["copy"]["scenarios"][0]
+    (note,) = comps["other"]["scenarios"][0]["notes"]
+    assert "other.json" in note and str(DEMO_MODEL) in note and "\n" not in note
+    # on its own, the scenario runs on the model it names
+    assert load_target(tmp_path / "other.toml").model.stages == ["visit", "cart", "paid"]
 
 
 # ---- hotspots ------------------------------------------------------------------------------------

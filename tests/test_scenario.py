@@ -80,20 +80,50 @@ def test_advance_is_capped_and_keeps_the_split_between_later_stages(model):
     assert np.allclose(small.advance[:, s, t], 1.2 * before, rtol=1e-12)  # no cap needed here
 
 
-def test_exposure_renormalises_to_one_and_the_others_keep_their_proportions(model):
+def test_exposure_multiplies_the_touchpoints_own_rate_and_keeps_every_other_rate(model):
+    """Interactions are a Poisson process per touchpoint (rate x share): exposure = f multiplies the
+    named touchpoint's own rate; every other touchpoint's rate is exactly as it was."""
     t = model.touchpoint_index("email")
     out = apply(model, scenario({"touchpoint": "email", "exposure": 2.0}))
+    old_rates = model.rate[:, :-1, None] * model.share[:, :-1]
+    new_rates = out.rate[:, :-1, None] * out.share[:, :-1]
+    assert np.allclose(out.share[:, :-1].sum(-1), 1.0, rtol=0, atol=1e-12)
+    assert np.allclose(new_rates[..., t], 2.0 * old_rates[..., t], rtol=1e-12)
+    others = np.delete(np.arange(model.n_touchpoints), t)
+    assert np.allclose(new_rates[..., others], old_rates[..., others], rtol=1e-12)
+    w = model.share[:, :-1, t]
+    assert np.allclose(out.share[:, :-1, t], 2 * w / (1 - w + 2 * w), rtol=1e-12)  # the issue's formula
+    assert np.all(out.rate[:, :-1][w > 0] > model.rate[:, :-1][w > 0])  # the stage's total rate rises
+    # not met in a stage: nothing changes there
+    met = w > 0
+    assert np.array_equal(out.share[:, :-1][~met], model.share[:, :-1][~met])
+    assert np.array_equal(out.rate[:, :-1][~met], model.rate[:, :-1][~met])
+
+
+def test_share_substitutes_other_touchpoints_at_the_same_total_rate(model):
+    """share = f: the same number of interactions, more of them with the touchpoint (the old exposure)."""
+    t = model.touchpoint_index("email")
+    out = apply(model, scenario({"touchpoint": "email", "share": 2.0}))
     old, new = model.share[:, :-1], out.share[:, :-1]
+    assert np.array_equal(out.rate, model.rate)
     assert np.allclose(new.sum(-1), 1.0, rtol=0, atol=1e-12)
     assert np.allclose(new[..., t], np.minimum(2.0 * old[..., t], 1.0), rtol=1e-12)
     others = np.delete(np.arange(model.n_touchpoints), t)
     scale = (1.0 - new[..., t]) / (1.0 - old[..., t])
     assert np.allclose(new[..., others], old[..., others] * scale[..., None], rtol=1e-12)
     # a huge factor gives the touchpoint the whole stage where it is met at all
-    out = apply(model, scenario({"touchpoint": "email", "exposure": 1e6}))
+    out = apply(model, scenario({"touchpoint": "email", "share": 1e6}))
     met = old[..., t] > 0
     assert np.allclose(out.share[:, :-1][met][:, t], 1.0)
     assert np.array_equal(out.share[:, :-1][~met], old[~met])  # never met there: nothing to scale
+
+
+def test_exposure_and_share_differ_and_cannot_be_combined(model):
+    a = evaluate(apply(model, scenario({"touchpoint": "email", "exposure": 2.0}))).conversion_rate
+    b = evaluate(apply(model, scenario({"touchpoint": "email", "share": 2.0}))).conversion_rate
+    assert abs(a - b) > 1e-4
+    with pytest.raises(ValueError, match="choose one"):
+        scenario({"touchpoint": "email", "exposure": 2.0, "share": 2.0})
 
 
 def test_remove_gives_the_share_to_the_others_and_refuses_the_only_touchpoint(model):
@@ -104,12 +134,47 @@ def test_remove_gives_the_share_to_the_others_and_refuses_the_only_touchpoint(mo
     assert np.allclose(new.sum(-1), 1.0, atol=1e-12)
     others = np.delete(np.arange(model.n_touchpoints), t)
     assert np.allclose(new[..., others], old[..., others] / (1.0 - old[..., t:t + 1]), rtol=1e-12)
+    # its touches vanish; the others keep their own rates (the limit of exposure -> 0)
+    assert np.allclose((out.rate[:, :-1, None] * new)[..., others],
+                       (model.rate[:, :-1, None] * old)[..., others], rtol=1e-12)
+    near_zero = apply(model, scenario({"touchpoint": "ad", "exposure": 1e-9}))
+    assert evaluate(out).conversion_rate == pytest.approx(evaluate(near_zero).conversion_rate, abs=1e-8)
+    assert evaluate(out, horizon_days=30).conversion_rate == pytest.approx(
+        evaluate(near_zero, horizon_days=30).conversion_rate, abs=1e-8)
     assert evaluate(out).conversion_rate != evaluate(model).conversion_rate
     only = model.copy()
     only.share[0, 1] = 0.0
     only.share[0, 1, t] = 1.0
     with pytest.raises(InputError, match="only touchpoint"):
         apply(only, scenario({"touchpoint": "ad", "remove": True}), file="x.toml")
+
+
+def test_lose_journeys_ends_every_journey_that_meets_the_touchpoint(model):
+    t = model.touchpoint_index("ad")
+    out = apply(model, scenario({"touchpoint": "ad", "lose_journeys": True}))
+    assert np.all(out.drop[:, :-1, t] == 1.0) and np.all(out.advance[:, :-1, t] == 0.0)
+    assert np.array_equal(out.share, model.share) and np.array_equal(out.rate, model.rate)
+    # journeys are lost, so conversion falls (remove = true lets customers meet others instead)
+    base = evaluate(model).conversion_rate
+    assert evaluate(out).conversion_rate < base - 0.05
+    assert evaluate(out).conversion_rate < evaluate(apply(model, scenario({"touchpoint": "ad", "remove": True}))
+                                                     ).conversion_rate
+    # a customer who meets it only in a later stage than awareness keeps what they had reached
+    for bad in ({"touchpoint": "ad", "lose_journeys": True, "remove": True},
+                {"touchpoint": "ad", "lose_journeys": True, "drop_off": 0.5}):
+        with pytest.raises(ValueError):
+            scenario(bad)
+
+
+def test_a_factor_that_reaches_its_cap_says_so_in_one_line(model):
+    notes: list[str] = []
+    apply(model, scenario({"touchpoint": "email", "drop_off": 30.0}), notes=notes)
+    assert len(notes) == 1 and "\n" not in notes[0]
+    assert "drop_off = 30" in notes[0] and "0.7 = 30 % fewer" in notes[0] and "cells" in notes[0]
+    notes.clear()
+    apply(model, scenario({"touchpoint": "email", "drop_off": 0.7}, {"touchpoint": "web", "advance": 1.1}),
+          notes=notes)
+    assert notes == []
 
 
 def test_persona_mix_is_renormalised_and_unnamed_personas_get_none(model):
@@ -122,13 +187,17 @@ def test_persona_mix_is_renormalised_and_unnamed_personas_get_none(model):
 
 
 def test_changes_apply_in_order(model):
-    once = apply(model, scenario({"touchpoint": "web", "exposure": 1.5}, {"touchpoint": "web", "exposure": 2.0}))
+    once = apply(model, scenario({"touchpoint": "web", "share": 1.5}, {"touchpoint": "web", "share": 2.0}))
     t = model.touchpoint_index("web")
     want = np.minimum(np.minimum(model.share[:, :-1, t] * 1.5, 1.0) * 2.0, 1.0)
     assert np.allclose(once.share[:, :-1, t], want, rtol=1e-12)
+    # exposures compose: x1.5 then x2 is x3 on the touchpoint's own rate
+    twice = apply(model, scenario({"touchpoint": "web", "exposure": 1.5}, {"touchpoint": "web", "exposure": 2.0}))
+    thrice = apply(model, scenario({"touchpoint": "web", "exposure": 3.0}))
+    assert np.allclose(twice.share, thrice.share, rtol=1e-12) and np.allclose(twice.rate, thrice.rate, rtol=1e-12)
 
 
-@pytest.mark.parametrize("lever", ["drop_off", "advance", "exposure"])
+@pytest.mark.parametrize("lever", ["drop_off", "advance", "exposure", "share"])
 def test_a_factor_of_one_is_exactly_the_identity_even_at_the_cap(lever):
     """Calibrated cells can sit exactly at drop + advance = 1: a factor of 1 must not nudge them."""
     m = Model.load(DEMO_MODEL)
