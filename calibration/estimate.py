@@ -249,11 +249,14 @@ def _fit_dwell(*, time: np.ndarray, first: np.ndarray, last: np.ndarray, before:
     treated alike): a visit still going then, and the "stayed" part of a quiet last interaction
     (1 - its cure weight) or of an unanswered move (1 - its lapse weight), is censored at the cut
     with way out o weighted by way_o * exp(-rate_o * time in stage).
-    In the first stage the interaction at arrival leaves at once with probability q0, fitted from
-    first interactions. Way probabilities are shrunk toward the per-interaction estimate and leave
-    rates toward the plain rate * q with ``m`` pseudo-visits, so thin cells keep the plain model.
-    Per touchpoint, drop-off and advance are rescaled to the refitted way probabilities; the time
-    between interactions that stay (rate * (1 - q)) is kept.
+    Way probabilities are shrunk toward the per-interaction estimate and leave rates toward the
+    plain rate * q with ``m`` pseudo-visits, so thin cells keep the plain model. The result is
+    written back in per-interaction terms: staying interactions keep their rate r_s, the mean stay
+    tau = sum_o way_o / leave_o gives q = 1 / (1 + r_s tau) (one leaving interaction per visit) and
+    rate = r_s + 1 / tau; per touchpoint, drop-off and advance are rescaled to the refitted way
+    probabilities and that q; speeds are leave_o * tau, so sum_o way_o / speed_o = 1 and the model's
+    share, drop-off and advance are what it implies per interaction (as in the first stage, where
+    the interaction at arrival leaves with q like any other).
     """
     P, S, T = share.shape
     K = 1 + S
@@ -332,18 +335,15 @@ def _fit_dwell(*, time: np.ndarray, first: np.ndarray, last: np.ndarray, before:
         if change < 1e-7:
             break
 
-    # the first stage: P(the interaction at arrival leaves), from first interactions before the cut
-    firsts = np.flatnonzero(first & (time <= cut))
-    left_now = advanced[firsts].astype(float)
-    single = first[quiet_drop]
-    q0_n = np.bincount(persona[firsts], minlength=P).astype(float)
-    q0_k = (np.bincount(persona[firsts], weights=left_now, minlength=P)
-            + np.bincount(persona[quiet_drop[single]], weights=w_drop[single], minlength=P))
-    q0 = (q0_k + m * q[:, 0]) / np.maximum(q0_n + m, 1e-300)
-
-    # per touchpoint: drop-off and advance rescaled to the refitted way out (and q0 in the first stage)
-    target_q = q.copy()
-    target_q[:, 0] = q0
+    # Per-interaction meaning: the model's shares, drop-offs and advances stay what they say (P(an
+    # interaction ends the journey / moves the customer on)) when the mean stay is the plain model's
+    # 1 / (rate * q), i.e. sum_o way_o / speed_o = 1. Staying interactions keep their rate r_s, the
+    # fitted ways and leave rates fix the mean stay tau, so q = 1 / (1 + r_s tau) (one leaving
+    # interaction per visit among 1 + r_s tau) and rate = r_s + 1 / tau.
+    stay_rate = rate * np.clip(1.0 - q, 0.0, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tau = np.where(valid, way / np.maximum(leave, 1e-300), 0.0).sum(-1)
+    target_q = np.where(tau > 0, 1.0 / (1.0 + stay_rate * tau), q)
     ratio = np.where(valid, way * target_q[..., None] / np.maximum(way0 * q[..., None], 1e-300), 1.0)
     new_drop = drop * ratio[:, :, None, 0]
     new_adv = advance * ratio[:, :, None, 1:]
@@ -354,9 +354,9 @@ def _fit_dwell(*, time: np.ndarray, first: np.ndarray, last: np.ndarray, before:
     refit = plain.copy()
     refit.drop, refit.advance = new_drop, new_adv
     new_q, _ = refit.way_out()
-    # staying interactions keep their rate; each way out keeps its fitted leave rate
-    new_rate = rate * np.clip(1.0 - q, 0.0, 1.0) / np.maximum(1.0 - new_q, 1e-12)
-    new_rate = np.where(new_q < 1.0 - 1e-9, new_rate, rate)
+    new_rate = np.where(new_q < 1.0 - 1e-9, stay_rate / np.maximum(1.0 - new_q, 1e-12),
+                        1.0 / np.maximum(tau, 1e-300))
+    new_rate = np.where(tau > 0, new_rate, rate)
     new_rate[:, S - 1] = 0.0
     speed = np.where(valid, leave / np.maximum((new_rate * new_q)[..., None], 1e-300), 1.0)
     speed[:, S - 1] = 1.0

@@ -21,7 +21,10 @@ u) drawn with the stage's probabilities ``out / q`` and leaves after an exponent
 the first stage the interaction at arrival still leaves at once with probability q. Speeds of 1
 give back the interaction-by-interaction model exactly; a speed of 1.25 means customers leaving
 that way do so 1.25 times as fast. Speeds are relative to ``rate * q``, so a what-if that changes
-drop-off or advance changes every way out's dwell as the plain model would.
+drop-off or advance changes every way out's dwell as the plain model would. Calibration scales them
+so that sum_o way_o / speed_o = 1 in every stage (the mean stay is the plain model's 1 / (rate * q)):
+then ``share``, ``drop`` and ``advance`` are exactly the per-interaction probabilities the model
+implies (expected drop-offs / expected interactions at a touchpoint, and so on), whatever the speeds.
 """
 from __future__ import annotations
 

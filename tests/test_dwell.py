@@ -156,12 +156,19 @@ def test_leave_rates_and_speed_ratios_recovered_under_censoring(dwell_world):
     assert (ratio_error(plain)[pairs] >= tol[pairs]).mean() > 0.8
 
 
-def test_plain_world_gives_speeds_of_one(tmp_path):
+@pytest.fixture(scope="module")
+def plain_world(tmp_path_factory):
+    """A world without way-out speeds, its censored log fitted both ways: (truth, way_out fit, plain fit)."""
     world = make_world(303)
     assert world.plain_dwell
-    path = tmp_path / "plain.csv"
+    path = tmp_path_factory.mktemp("plain") / "plain.csv"
     simulate_log(world, 30_000, seed=403, arrival_days=180.0, observe_days=180.0).events.to_csv(path, index=False)
-    fitted = estimate(load_events(path))
+    log = load_events(path)
+    return world, estimate(log), estimate(log, dwell="plain")
+
+
+def test_plain_world_gives_speeds_of_one(plain_world):
+    world, fitted, _ = plain_world
     events = fitted.counts["leave_events"]
     _, way = world.way_out()
     cells = (way > 0) & (events >= 200)
@@ -192,6 +199,92 @@ def test_conversion_by_age_from_a_semi_markov_log(dwell_world):
         assert np.all(np.abs(err[1:]) < tol[1:]), (h, np.round(err, 4), np.round(tol, 4))
         plain_off.append(abs(evaluate(plain, horizon_days=h).reach_overall[conv] - truth[conv]) / tol[conv])
     assert max(plain_off) > 1.0, plain_off  # the test can fail: ignoring way-out dwell misses
+
+
+# ---- what the model's probabilities mean -----------------------------------------------------------
+WHAT_IFS = [
+    {"touchpoint": "checkout", "stage": "consideration", "drop_off": 0.7},
+    {"touchpoint": "web", "advance": 1.2},
+    {"touchpoint": "email", "exposure": 2.0},
+    {"touchpoint": "ad", "remove": True},
+    {"touchpoint": "ad", "lose_journeys": True},
+    {"touchpoint": "email", "drop_off": 10.0},  # reaches the cap: depends on what drop_off means
+]
+
+
+def _per_interaction(model: Model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the model implies per interaction: (share, P(ends the journey), P(moves on)) per cell."""
+    ex = evaluate(model)
+    inter = ex.interactions
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = inter / inter.sum(-1, keepdims=True)
+        drop = ex.drop_offs / inter
+        flow_tp = np.einsum("pso,psto->pst", ex.flow[..., 1:], _exit_split(model)[..., 1:])
+        adv = flow_tp / inter
+    return share, drop, adv
+
+
+def _exit_split(model: Model) -> np.ndarray:
+    from sim.exact import touchpoint_split
+
+    return touchpoint_split(model)[1]
+
+
+def test_stored_probabilities_are_per_interaction_under_every_dwell_model(walked, tmp_path):
+    """share, drop_off and advance in the model are P(touchpoint), P(an interaction ends the journey) and
+    P(it moves the customer on), whatever the dwell model: what the model implies per interaction is
+    exactly what it stores, and both match the frequencies of a fully observed log of a way-out world."""
+    world, journeys = walked
+    path = tmp_path / "walked.csv"
+    journeys.events.to_csv(path, index=False)
+    log = load_events(path)
+    S, T = world.n_stages, world.n_touchpoints
+    persona = log.persona_of_customer[log.customer]
+    first = np.r_[True, log.customer[1:] != log.customer[:-1]]
+    last = np.r_[log.customer[1:] != log.customer[:-1], True]
+    after = log.stage.astype(np.int64)
+    before = np.where(first, 0, np.r_[0, after[:-1]])
+    live = before < S - 1
+    cell = (persona * S + before) * T + log.touchpoint
+    n = np.bincount(cell[live], minlength=world.n_personas * S * T).reshape(world.n_personas, S, T)
+    ended = live & last & (after == before)
+    drops = np.bincount(cell[ended], minlength=n.size).reshape(n.shape)
+    observed = drops / np.maximum(n, 1)
+    cells = n >= 1000
+    cells[:, S - 1] = False
+    assert cells.sum() >= 40
+    for dwell in ("way_out", "plain"):
+        model = estimate(log, dwell=dwell)
+        share, drop, adv = _per_interaction(model)
+        met = model.share[:, :-1] > 0
+        assert np.allclose(share[:, :-1][met], model.share[:, :-1][met], rtol=1e-9, atol=1e-12), dwell
+        assert np.allclose(drop[:, :-1][met], model.drop[:, :-1][met], rtol=1e-9, atol=1e-12), dwell
+        assert np.allclose(adv[:, :-1][met], model.advance[:, :-1][met].sum(-1), rtol=1e-9, atol=1e-12), dwell
+        # and they are the log's own per-interaction frequencies (sampling error plus the pooling's pull)
+        tol = Z * np.sqrt(observed * (1 - observed) / np.maximum(n, 1)) + DEFAULT_POOLING / np.maximum(n, 1)
+        err = np.abs(model.drop - observed)
+        assert np.all(err[cells] < tol[cells]), (dwell, np.round((err / tol)[cells].max(), 2))
+
+
+def test_what_ifs_give_the_same_eventual_answer_under_both_dwell_models(plain_world, dwell_world):
+    """A what-if acts on per-interaction probabilities, so leave speeds change when, never whether."""
+    from sim.scenario import Scenario, apply
+
+    def conversion(model: Model, change: dict) -> float:
+        scenario = Scenario.model_validate({"model": "m.json", "change": [change]})
+        return evaluate(apply(model, scenario)).conversion_rate
+
+    for _, fitted, _ in (plain_world, dwell_world):
+        assert not fitted.plain_dwell
+        for change in WHAT_IFS:  # the same fit with its speeds set to 1: exactly the same answer
+            assert conversion(fitted, change) == pytest.approx(conversion(_plain(fitted), change), abs=1e-12)
+    # a world without speeds fitted both ways: the same answers up to estimation noise
+    world, way_out, plain = plain_world
+    for change in WHAT_IFS:
+        truth = conversion(world, change)
+        a, b = conversion(way_out, change), conversion(plain, change)
+        assert abs(a - b) < 0.004, (change, a, b, truth)
+        assert abs(a - truth) < 0.02, (change, a, truth)
 
 
 # ---- backtest on a world no other test uses --------------------------------------------------------
