@@ -389,6 +389,9 @@ def _compare_section(page: Page, runs: list[Run]) -> None:
                          plots.points(e, 2) if not math.isnan(e) else ""])
         parts.append(_table(["scenario", "conversion (simulated)", "expected", "uplift", "95% interval",
                              "expected uplift"], rows, "num"))
+        said = [f"{sc.get('name')}: {n}" for sc in r.data.get("scenarios", []) for n in sc.get("notes", [])]
+        if said:  # a capped factor, a scenario that named another model: said where the numbers are
+            parts.append("<ul class='notes'>" + "".join(f"<li>{_e(n)}</li>" for n in said) + "</ul>")
         pu = plots.persona_uplift_data(r.data)
         if pu is not None:
             parts.append("<p>Who gains: the change in conversion per persona (bars: the model's exact expectation; "
