@@ -10,6 +10,11 @@ For every stage x touchpoint cell (personas weighted by the model's mix):
     (its share going to the others, as `remove = true`); negative = conversion lost. ``None`` where
     it is the only touchpoint some persona meets there.
 Cells ranked by journeys lost; ``rank_by_gain`` ranks the same cells by the 10 % gain.
+
+Attribution (per touchpoint, every stage and persona together): ``removal_effect`` is first-order
+Markov attribution's (the share of conversions lost if every journey that meets the touchpoint
+ended there, as ``lose_journeys = true``), ``attributed_share`` the removal effects normalised to
+sum to 1. Compare ``uplift_if_removed``, where customers meet their other touchpoints instead.
 """
 from __future__ import annotations
 
@@ -21,12 +26,15 @@ import numpy as np
 from sim.exact import evaluate
 from sim.model import Model
 from sim.runs import write_json
-from sim.scenario import remove_touchpoint, scale_drop
+from sim.scenario import lose_journeys, remove_touchpoint, scale_drop
 from sim.summary import round_sig as _r
 
 CUT = 0.9  # "cut the drop-off 10 %"
-
-
+ATTRIBUTION_NOTE = (
+    "removal_effect: the share of conversions lost if every journey that meets the touchpoint (in any stage) "
+    "ended there - the removal effect of first-order Markov attribution; attributed_share: removal effects "
+    "normalised to sum to 1, as Markov attribution credits conversions; compare uplift_if_removed, where "
+    "customers meet their other touchpoints instead")
 
 
 def _conversion(model: Model, horizon_days: float | None) -> float:
@@ -82,6 +90,34 @@ def hotspot_table(model: Model, top: int = 10, horizon_days: float | None = None
     return hotspot_cells(model, horizon_days)[:top]
 
 
+def attribution(model: Model, horizon_days: float | None = None) -> list[dict[str, Any]]:
+    """Removal effect and attributed share of every touchpoint met in some non-final stage, largest first."""
+    P, S, T = model.n_personas, model.n_stages, model.n_touchpoints
+    base = _conversion(model, horizon_days)
+    effects = {}
+    for t in range(T):
+        if not np.any(model.share[:, :S - 1, t] > 0):
+            continue  # never met: nothing to remove
+        mask = np.zeros((P, S, T), dtype=bool)
+        mask[:, :S - 1, t] = True
+        lost = model.copy()
+        lose_journeys(lost, mask)
+        # losing journeys never raises conversion: clip the round-off below 0
+        effects[t] = max(1.0 - _conversion(lost, horizon_days) / base, 0.0) if base > 0 else None
+    total = sum(e for e in effects.values() if e is not None)
+    rows = []
+    for t, effect in effects.items():
+        share = effect / total if effect is not None and total > 0 else None
+        rows.append({
+            "touchpoint": model.touchpoints[t],
+            "removal_effect": _r(effect),
+            "attributed_share": _r(share),
+            "conversions_per_1000_attributed": _r(None if share is None else 1000 * share * base),
+        })
+    rows.sort(key=lambda r: (-(r["removal_effect"] or 0.0), r["touchpoint"]))
+    return rows
+
+
 def hotspots_record(model: Model, *, name: str, top: int, horizon_days: float | None = None) -> dict[str, Any]:
     full = evaluate(model)
     S = model.n_stages
@@ -96,6 +132,8 @@ def hotspots_record(model: Model, *, name: str, top: int, horizon_days: float | 
         "lost_per_1000_total": _r(1000 * float(mix @ full.dropped[:, :S - 1].sum(axis=1))),
         "lapsed_per_1000": {model.stages[s]: _r(1000 * max(lapse[s], 0.0)) for s in range(1, S - 1)},
         "hotspots": hotspot_table(model, top, horizon_days),
+        "attribution": attribution(model, horizon_days),
+        "attribution_note": ATTRIBUTION_NOTE,
         "note": ("lost_per_1000: journeys ended by an interaction there, per 1000 customers, over the whole "
                  "journey; lapsed_per_1000: customers who left on entering a stage, before any interaction; "
                  "gains and uplifts: exact conversion-rate changes (absolute)"),

@@ -25,6 +25,7 @@ import numpy as np
 
 from sim import plots
 from sim.errors import InputError
+from sim.hotspots import attribution
 from sim.model import MODEL_KIND, Model
 from sim.runs import dumps, run_directory, sha256_of, utc_now, write_text_atomic
 
@@ -361,6 +362,10 @@ def _table(head: list[str], rows: list[list[Any]], cls: str = "") -> str:
     return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
 
 
+def _share(x: float | None) -> str:
+    return "" if x is None else plots.pct(x)
+
+
 def _ci(ci) -> str:
     return f"[{plots.pct(float(ci[0]))}, {plots.pct(float(ci[1]))}]"
 
@@ -450,6 +455,17 @@ def _map_section(page: Page, refs: list[ModelRef]) -> None:
             parts.append("<p>Top risk-of-leaving points:</p>" + _table(
                 ["rank", "touchpoint", "stage", "P(interaction ends journey)", "journeys lost per 1000 customers"],
                 rows, "num"))
+        credit = attribution(ref.model)
+        if credit:
+            rows = [[a["touchpoint"], _share(a["removal_effect"]), _share(a["attributed_share"]),
+                     "" if a["conversions_per_1000_attributed"] is None else
+                     f"{a['conversions_per_1000_attributed']:.1f}"] for a in credit]
+            parts.append("<p>Conversions credited to each touchpoint. Removal effect (as in Markov attribution): "
+                         "the share of conversions lost if every journey that meets the touchpoint ended there; "
+                         "attributed share: the removal effects scaled to add up to 100%. Compare a scenario that "
+                         "removes a touchpoint, where customers meet their other touchpoints instead.</p>")
+            parts.append(_table(["touchpoint", "removal effect", "attributed share",
+                                 "conversions per 1000 customers"], rows, "num"))
 
 
 def _evidence_section(page: Page, refs: list[ModelRef]) -> None:

@@ -94,6 +94,23 @@ def render_hotspots(ranking: dict[str, Any]) -> None:
     console.print(f"* after conversion: losses there do not change conversion. Journeys lost per 1000 customers: "
                   f"{ranking['lost_per_1000_total']:.1f} in all; left on entering a stage (no touchpoint to "
                   f"blame): {lapsed}", style="dim")
+    credit = ranking.get("attribution")
+    if not credit:
+        return
+    console.print()
+    table = Table(title="Conversions credited to each touchpoint", title_justify="left", box=box.SIMPLE_HEAD)
+    for col, just in (("touchpoint", "left"), ("removal effect", "right"), ("attributed share", "right"),
+                      ("conversions /1000", "right")):
+        table.add_column(col, justify=just)
+    for a in credit:
+        per_1000 = a["conversions_per_1000_attributed"]
+        table.add_row(a["touchpoint"], _pct(a["removal_effect"], 1), _pct(a["attributed_share"], 1),
+                      "-" if per_1000 is None else f"{per_1000:.1f}")
+    console.print(table)
+    console.print("removal effect (as in Markov attribution): the share of conversions lost if every journey that "
+                  "meets the touchpoint ended there; attributed share: the removal effects scaled to add "
+                  "up to 100 %. Compare \"if removed\" above, where customers meet their other touchpoints instead.",
+                  style="dim")
 
 
 def render_best(best: dict[str, Any]) -> None:

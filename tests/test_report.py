@@ -412,3 +412,17 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     grey = img.mean(axis=-1)
     assert grey.std() > 0.05
     assert (grey < 0.5).mean() > 0.01
+
+
+def test_report_shows_what_each_touchpoint_is_credited(report, model):
+    """The attribution table: one row per touchpoint, largest removal effect first, the record's numbers."""
+    from sim.hotspots import attribution
+
+    text = report.read_text(encoding="utf-8")
+    assert "Removal effect (as in Markov attribution)" in text
+    credit = attribution(model)
+    assert len(credit) == model.n_touchpoints
+    cells = [f'<td>{a["touchpoint"]}</td><td class="n">{plots.pct(a["removal_effect"])}</td>'
+             f'<td class="n">{plots.pct(a["attributed_share"])}</td>' for a in credit]
+    at = [text.find(c) for c in cells]
+    assert all(i > 0 for i in at) and at == sorted(at)
