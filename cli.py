@@ -228,8 +228,8 @@ def optimize(
 @handled
 def backtest(
     events: Annotated[Path, typer.Argument(metavar="EVENTS", help="Event log: CSV, CSV.gz or Parquet.")],
-    split: Annotated[str, typer.Option(help="Fit on rows before this date (midnight UTC); predict the "
-                                            "customers who start after it.")],
+    split: Annotated[str, typer.Option(help="Fit on rows before this ISO 8601 date, e.g. 2024-05-01 "
+                                            "(midnight UTC); predict the customers who start after it.")],
     stages: Stages = None,
     conversion_stage: ConvStage = None,
     inactivity_days: Inactivity = 30.0,

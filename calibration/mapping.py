@@ -4,14 +4,19 @@ Every key is documented in docs/mapping.md. Beyond the contract's [columns], [fi
   * top-level ``stages`` / ``conversion_stage``: defaults for --stages / --conversion-stage;
   * [filter] values may be lists (keep rows equal to any of them);
   * [stage] ``end_values``: values that end the journey at that row (declined, cancelled, ...);
-  * [persona]: persona from a column's value on the customer's first row, optionally banded.
+  * [persona]: persona from a column's value on the customer's first row, optionally banded;
+  * [timestamp]: how to read timestamps that are not ISO 8601 (format, dayfirst, unit, timezone).
 """
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sim.errors import closest
 from sim.tomlio import read_toml, validate
 
 Scalar = str | int | float | bool
@@ -61,6 +66,56 @@ class PersonaRule(BaseModel):
         return self
 
 
+class TimestampRule(BaseModel):
+    """How to read the timestamp column when it is not ISO 8601 (at most one of format, dayfirst, unit)."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: str | None = None  # strptime codes, e.g. "%d/%m/%Y %H:%M"; every row must match
+    dayfirst: bool | None = None  # true: 01/04/2024 is 1 April; false: 4 January (layout read from the first row)
+    unit: Literal["s", "ms", "us", "ns"] | None = None  # epoch numbers (since 1970-01-01 UTC)
+    timezone: str | None = None  # zone of timestamps without one (default UTC)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TimestampRule:
+        given = [k for k in ("format", "dayfirst", "unit") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of format, dayfirst or unit, not {' and '.join(given)}")
+        if self.timezone is not None:
+            if self.unit is not None:
+                raise ValueError("epoch numbers are UTC: timezone does not apply with unit")
+            if self.format is not None and ("%z" in self.format or "%Z" in self.format):
+                raise ValueError("the format's %z gives each timestamp's zone: drop timezone")
+        return self
+
+    @field_validator("format")
+    @classmethod
+    def _usable_format(cls, fmt: str | None) -> str | None:
+        """Valid codes that fix the date: a known date survives formatting and parsing back."""
+        if fmt is None:
+            return fmt
+        probe = datetime(2024, 4, 17, 13, 45, 30, tzinfo=UTC)  # aware: %z and %Z have a value
+        try:
+            back = datetime.strptime(probe.strftime(fmt), fmt)
+        except ValueError as exc:
+            raise ValueError(f"not a usable strptime format ({exc})") from None
+        if back.date() != probe.date():
+            raise ValueError("the format must give the year, month and day, e.g. \"%d/%m/%Y %H:%M\"")
+        return fmt
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str | None) -> str | None:
+        if name is None:
+            return name
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            near = closest(name, sorted(available_timezones()))
+            raise ValueError("unknown time zone; " + (near if near.startswith("did you mean") else
+                                                      "use an IANA name such as Europe/Amsterdam")) from None
+        return name
+
+
 class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
     drop_duplicates: bool = False
@@ -74,6 +129,7 @@ class Mapping(BaseModel):
     filter: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
     stage: StageRule | None = None
     persona: PersonaRule | None = None
+    timestamp: TimestampRule | None = None
     options: Options = Field(default_factory=Options)
 
     @model_validator(mode="after")

@@ -13,6 +13,7 @@ Benjamini-Hochberg over all tests, significant changes ranked by their effect on
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,15 +36,24 @@ _MAX_GRID = 1 << 20  # grid points of reach_at_ages (memory: points x states flo
 
 
 # ---- backtest ------------------------------------------------------------------------------------
+_ISO_SPLIT = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?")
+
+
 def parse_split(split: str) -> float:
-    """``--split`` as days since 1970-01-01 UTC; a date means midnight UTC."""
+    """``--split`` as days since 1970-01-01 UTC; a date means midnight UTC.
+
+    ISO 8601 only (2024-04-01, 2024-04-01T12:00:00Z): 01/04/2024 could be 1 April or 4 January.
+    """
     text = str(split).strip()
-    try:
-        ts = pd.Timestamp(text)
-    except (ValueError, TypeError):
-        ts = None
+    ts = None
+    if _ISO_SPLIT.fullmatch(text):
+        try:
+            ts = pd.Timestamp(text)
+        except (ValueError, TypeError):
+            ts = None
     if ts is None or pd.isna(ts):
-        raise InputError("not a date", where="--split", value=split, hint="use ISO 8601, e.g. 2012-01-01")
+        raise InputError("not a date", where="--split", value=split,
+                         hint="use an ISO 8601 date such as 2024-04-01 (or 2024-04-01T12:00:00Z)")
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     return float(ts.value) / NS_PER_DAY
 
