@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from sim.defaults import DEFAULT_DRAWS
 from sim.errors import InputError, JourneyError
 
 app = typer.Typer(
@@ -93,6 +94,9 @@ Jobs = Annotated[int, typer.Option(help="Parallel processes for replications (sa
 Engine = Annotated[str, typer.Option(help="auto (simpy when the scenario has [capacity]), fast or simpy.")]
 Out = Annotated[Path | None, typer.Option(help="Run directory (default results/<command>-<UTC time>/).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Draws = Annotated[int, typer.Option(min=0, help="Draws of the model's parameters given the data it was fitted "
+                                                "on: intervals then include that uncertainty, not only "
+                                                "simulation noise (0: simulation noise only).")]
 
 
 @app.command(epilog="Example: journey calibrate events.csv.gz --out model.json --inactivity-days 30")
@@ -132,6 +136,7 @@ def simulate(
     jobs: Jobs = 1,
     events_out: Annotated[Path | None, typer.Option(help="Also write the simulated journeys as an event "
                                                          "log (Parquet).")] = None,
+    draws: Draws = DEFAULT_DRAWS,
     out: Out = None,
     quiet: Quiet = False,
 ) -> None:
@@ -143,11 +148,11 @@ def simulate(
     with progress_bar("simulating", total or None, quiet=quiet) as advance:
         path, summary = run_simulate(target, customers=customers, seed=seed, replications=replications,
                                      engine=engine, out=out, horizon_days=horizon_days, jobs=jobs,
-                                     events_out=events_out, progress=advance)
-    lo, hi = summary["conversion_rate_ci"]
-    typer.echo(f"{summary['customers']} customers x {summary['replications']}: conversion "
-               f"{summary['conversion_rate']:.4f} [{lo:.4f}, {hi:.4f}], expected "
-               f"{summary['expected_conversion_rate']:.4f} -> {path / 'summary.json'}")
+                                     events_out=events_out, progress=advance, draws=draws)
+    from sim.terminal import render_summary
+
+    render_summary(summary)
+    typer.echo(f"-> {path / 'summary.json'}")
     for note in summary.get("notes", []):
         typer.echo(f"note: {note}", err=True)
 
@@ -162,6 +167,7 @@ def compare(
     replications: Replications = 1,
     engine: Engine = "auto",
     jobs: Jobs = 1,
+    draws: Draws = DEFAULT_DRAWS,
     out: Out = None,
     quiet: Quiet = False,
 ) -> None:
@@ -170,7 +176,7 @@ def compare(
     from sim.terminal import render_comparison
 
     path, comparison = run_compare(base, scenarios, customers=customers, seed=seed, replications=replications,
-                                   engine=engine, jobs=jobs, out=out, quiet=quiet)
+                                   engine=engine, jobs=jobs, out=out, quiet=quiet, draws=draws)
     render_comparison(comparison)
     typer.echo(f"-> {path / 'comparison.json'}")
 
@@ -181,12 +187,14 @@ def hotspots(
     model: Annotated[Path, typer.Argument(metavar="MODEL_OR_SCENARIO", help="Model JSON or scenario TOML.")],
     top: Annotated[int, typer.Option(help="How many points to show.")] = 10,
     out: Annotated[Path | None, typer.Option(help="Also write the ranking as JSON here.")] = None,
+    draws: Draws = DEFAULT_DRAWS,
+    seed: Seed = None,
 ) -> None:
     """Rank the risk-of-leaving points: where customers are lost and what fixing them is worth."""
     from sim.hotspots import run_hotspots
     from sim.terminal import render_hotspots
 
-    ranking = run_hotspots(model, top=top, out=out)
+    ranking = run_hotspots(model, top=top, out=out, draws=draws, seed=seed)
     render_hotspots(ranking)
 
 

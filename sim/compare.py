@@ -31,9 +31,10 @@ from sim.errors import InputError
 from sim.exact import Exact, evaluate
 from sim.progress import progress_bar
 from sim.runs import run_directory
-from sim.simulate import ENGINES, Target, load_target, replication_seeds, resolve_seed, run_replications
-from sim.summary import Z95, summarize
+from sim.simulate import ENGINES, Target, load_target, replication_seeds, resolve_seed, run_replications, target_draws
+from sim.summary import Z95, add_data_intervals, no_evidence_note, summarize
 from sim.summary import round_sig as _r
+from sim.uncertainty import Drawn, Interval, combined, customers_to_tell, describe, real_customers
 
 DEFAULT_CUSTOMERS = 100_000
 BATCHES = 20  # paired batches of one replication (R = 1), for the uplift interval
@@ -220,7 +221,7 @@ def comparison_csv(comparison: dict[str, Any]) -> str:
 
 def compare_targets(base: Target, scenarios: list[Target], *, customers: int | None, seed: int,
                     replications: int = 1, engine: str = "auto", jobs: int = 1,
-                    progress: Callable[[float], None] | None = None) -> dict[str, Any]:
+                    progress: Callable[[float], None] | None = None, draws: int = 0) -> dict[str, Any]:
     """The comparison record (no files written)."""
     if not scenarios:
         raise InputError("give at least one scenario to compare with the base", where="SCENARIO")
@@ -250,11 +251,18 @@ def compare_targets(base: Target, scenarios: list[Target], *, customers: int | N
                                         "horizon_days the conversion cannot change: set horizon_days")
         summaries.append(summary)
 
+    drawn = target_draws(base, targets, draws, seed, horizon) if draws else None
+    if drawn is not None:
+        for target, summary, d in zip(targets, summaries, drawn):
+            add_data_intervals(summary, target.model, d, draws)
     paired = replications >= 2 or batches > 1
     records = []
-    for target, u, exact, summary in zip(targets[1:], units[1:], exacts[1:], summaries[1:]):
+    for i, (target, u, exact, summary) in enumerate(zip(targets[1:], units[1:], exacts[1:], summaries[1:])):
         uplift, ci = _uplift_ci(units[0], u, paired)
-        records.append(_scenario_record(target, summary, exact, base, summaries[0], exacts[0], uplift, ci))
+        record = _scenario_record(target, summary, exact, base, summaries[0], exacts[0], uplift, ci)
+        if drawn is not None:
+            _add_uplift_intervals(record, target, drawn[0], drawn[1 + i], base)
+        records.append(record)
     result: dict[str, Any] = {
         "customers": n,
         "replications": replications,
@@ -268,12 +276,37 @@ def compare_targets(base: Target, scenarios: list[Target], *, customers: int | N
         "base": summaries[0],
         "scenarios": records,
     }
+    if draws:
+        result["data_uncertainty"] = (describe(base.base_model, draws) if drawn is not None
+                                      else no_evidence_note(draws))
     return result
+
+
+def _add_uplift_intervals(record: dict[str, Any], target: Target, base_drawn: Drawn, drawn: Drawn,
+                          base: Target) -> None:
+    """The calibration's uncertainty in a scenario's uplift (draws paired with the base's)."""
+    diff = Interval(drawn.conversion - base_drawn.conversion)
+    data = diff.bounds
+    expected = record["expected_uplift"]
+    total = combined(record["uplift"], record["uplift_ci"], expected, data)
+    record["expected_uplift_interval"] = [_r(x) for x in data]
+    record["uplift_interval"] = [_r(x) for x in total]
+    record["probability_positive"] = _r(diff.probability_positive)
+    record["verdict"] = "gain" if total[0] > 0 else "loss" if total[1] < 0 else "cannot tell"
+    record["customers_to_tell"] = customers_to_tell(diff, expected, real_customers(base.base_model))
+    for s, name in enumerate(target.model.stages):
+        record["stages"][name]["expected_uplift_interval"] = [
+            _r(x) for x in Interval(drawn.reach[:, s] - base_drawn.reach[:, s]).bounds]
+    for p, name in enumerate(target.model.personas):
+        if name in record["personas"] and name in base.model.personas:
+            q = base.model.personas.index(name)
+            record["personas"][name]["expected_uplift_interval"] = [
+                _r(x) for x in Interval(drawn.persona_conversion[:, p] - base_drawn.persona_conversion[:, q]).bounds]
 
 
 def run_compare(base: str | Path, scenarios: list[str | Path], *, customers: int | None = None,
                 seed: int | None = None, replications: int = 1, engine: str = "auto", jobs: int = 1,
-                out: str | Path | None = None, quiet: bool = False) -> tuple[Path, dict[str, Any]]:
+                out: str | Path | None = None, quiet: bool = False, draws: int = 0) -> tuple[Path, dict[str, Any]]:
     """Load, simulate with common random numbers, write comparison.json and comparison.csv."""
     base_target = load_target(base)
     targets = [load_target(path, on=base_target) for path in scenarios]
@@ -282,12 +315,13 @@ def run_compare(base: str | Path, scenarios: list[str | Path], *, customers: int
     total = n * replications * (1 + len(targets))
     with progress_bar("comparing", total, quiet=quiet) as advance:
         comparison = compare_targets(base_target, targets, customers=customers, seed=seed,
-                                     replications=replications, engine=engine, jobs=jobs, progress=advance)
+                                     replications=replications, engine=engine, jobs=jobs, progress=advance,
+                                     draws=draws)
     inputs: list[Path] = []
     for target in [base_target, *targets]:
         inputs.extend(p for p in target.inputs if p not in inputs)
     args = {"base": str(base), "scenarios": [str(s) for s in scenarios], "customers": customers, "seed": seed,
-            "replications": replications, "engine": engine, "jobs": jobs}
+            "replications": replications, "engine": engine, "jobs": jobs, "draws": draws}
     with run_directory("compare", out, args, inputs, seed=seed) as run:
         run.json("comparison.json", comparison)
         run.text("comparison.csv", comparison_csv(comparison))

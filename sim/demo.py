@@ -6,6 +6,7 @@ from importlib import resources
 from pathlib import Path
 
 from calibration.calibrate import run_calibrate
+from sim.defaults import DEFAULT_DRAWS
 
 DEMO_SCENARIOS = ("checkout_fix.toml", "double_email.toml", "drop_ads.toml")
 DEMO_SPLIT = "2024-04-01"
@@ -35,10 +36,11 @@ def run_demo(out: Path, *, customers: int = 200_000, trials: int = 60, quiet: bo
     # the example scenarios point at the bundled copy of this model (identical numbers)
     bundled = demo_file("demo/model.json")
     path, summary = run_simulate(bundled, customers=customers, seed=1, replications=5, engine="fast",
-                                 out=out / "simulate", progress=None)
-    lo, hi = summary["conversion_rate_ci"]
-    yield (f"2 simulate   {customers} customers x 5: conversion {summary['conversion_rate']:.4f} "
-           f"[{lo:.4f}, {hi:.4f}], exact {summary['expected_conversion_rate']:.4f} -> {path}")
+                                 out=out / "simulate", progress=None, draws=DEFAULT_DRAWS)
+    lo, hi = summary["expected_conversion_rate_interval"]
+    yield (f"2 simulate   {customers:,} customers x 5: conversion {100 * summary['conversion_rate']:.2f} %, "
+           f"expected {100 * summary['expected_conversion_rate']:.2f} % (95 % interval {100 * lo:.1f} to "
+           f"{100 * hi:.1f} % from the {model.log_summary['customers']:,} customers of the log) -> {path}")
 
     ranking = run_hotspots(bundled, top=3, out=out / "hotspots.json")
     worst = ranking["hotspots"][0]
@@ -46,18 +48,20 @@ def run_demo(out: Path, *, customers: int = 200_000, trials: int = 60, quiet: bo
 
     scenarios = [demo_file(f"examples/{name}") for name in DEMO_SCENARIOS]
     path, comparison = run_compare(bundled, scenarios, customers=customers, seed=1, replications=5,
-                                   engine="fast", jobs=1, out=out / "compare", quiet=quiet)
+                                   engine="fast", jobs=1, out=out / "compare", quiet=quiet, draws=DEFAULT_DRAWS)
     best_sc = max(comparison["scenarios"], key=lambda s: s["uplift"])
-    ulo, uhi = best_sc["uplift_ci"]
-    yield (f"4 compare    best: {best_sc['name']} {best_sc['uplift']:+.4f} [{ulo:+.4f}, {uhi:+.4f}] -> {path}")
+    ulo, uhi = best_sc["uplift_interval"]
+    yield (f"4 compare    best: {best_sc['name']} {100 * best_sc['uplift']:+.2f} points [{100 * ulo:+.2f}, "
+           f"{100 * uhi:+.2f}] (data and simulation) -> {path}")
 
     path, staffing = run_compare(demo_file("examples/sales_chat_6_agents.toml"),
                                  [demo_file("examples/sales_chat_capacity.toml")], customers=None, seed=1,
-                                 replications=3, engine="auto", jobs=1, out=out / "capacity", quiet=quiet)
+                                 replications=3, engine="auto", jobs=1, out=out / "capacity", quiet=quiet,
+                                 draws=DEFAULT_DRAWS)
     short = staffing["scenarios"][0]
-    slo, shi = short["uplift_ci"]
-    yield (f"5 capacity   SimPy queues: {short['name']} instead of 6: {short['uplift']:+.4f} "
-           f"[{slo:+.4f}, {shi:+.4f}] -> {path}")
+    slo, shi = short.get("uplift_interval") or short["uplift_ci"]
+    yield (f"5 capacity   SimPy queues: {short['name']} instead of 6: {100 * short['uplift']:+.2f} points "
+           f"[{100 * slo:+.2f}, {100 * shi:+.2f}] -> {path}")
 
     path, best = run_optimize(demo_file("examples/budget.toml"), trials=trials, seed=1, storage=None,
                               study=None, workers=1, pareto=False, customers=customers, out=out / "optimize",

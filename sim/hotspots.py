@@ -41,9 +41,41 @@ def _conversion(model: Model, horizon_days: float | None) -> float:
     return evaluate(model, horizon_days=horizon_days).conversion_rate
 
 
+def _cell_mask(model: Model, s: int | slice, t: int) -> np.ndarray:
+    mask = np.zeros((model.n_personas, model.n_stages, model.n_touchpoints), dtype=bool)
+    mask[:, s, t] = True
+    return mask
+
+
+def gain_if_cut(model: Model, s: int, t: int, base: float, horizon_days: float | None) -> float:
+    """Exact conversion gained by cutting the drop-off of touchpoint t in stage s by 10 %."""
+    cut = model.copy()
+    scale_drop(cut, _cell_mask(model, s, t), CUT)
+    return _conversion(cut, horizon_days) - base
+
+
+def uplift_if_removed(model: Model, s: int, t: int, base: float, horizon_days: float | None) -> float | None:
+    """Exact conversion change if touchpoint t left stage s (remove = true); None where it is all there is."""
+    if not np.all(model.share[:, s, t] < 1.0 - 1e-12):
+        return None
+    gone = model.copy()
+    remove_touchpoint(gone, _cell_mask(model, s, t), None, "hotspots")
+    return _conversion(gone, horizon_days) - base
+
+
+def removal_effect(model: Model, t: int, base: float, horizon_days: float | None) -> float | None:
+    """Markov attribution's removal effect of touchpoint t: the share of conversions lost if every
+    journey that meets it ended there."""
+    if base <= 0:
+        return None
+    lost = model.copy()
+    lose_journeys(lost, _cell_mask(model, slice(0, model.n_stages - 1), t))
+    return max(1.0 - _conversion(lost, horizon_days) / base, 0.0)  # clip the round-off below 0
+
+
 def hotspot_cells(model: Model, horizon_days: float | None = None) -> list[dict[str, Any]]:
     """Every stage x touchpoint cell that customers meet, ranked by journeys lost there."""
-    P, S, T = model.n_personas, model.n_stages, model.n_touchpoints
+    S, T = model.n_stages, model.n_touchpoints
     full = evaluate(model)  # journeys lost: over the whole journey
     base = _conversion(model, horizon_days) if horizon_days is not None else full.conversion_rate
     mix = model.persona_share
@@ -55,16 +87,8 @@ def hotspot_cells(model: Model, horizon_days: float | None = None) -> list[dict[
         for t in range(T):
             if not np.any(model.share[:, s, t] > 0):
                 continue  # never met there
-            mask = np.zeros((P, S, T), dtype=bool)
-            mask[:, s, t] = True
-            cut = model.copy()
-            scale_drop(cut, mask, CUT)
-            gain = _conversion(cut, horizon_days) - base
-            removed = None
-            if np.all(model.share[:, s, t] < 1.0 - 1e-12):
-                gone = model.copy()
-                remove_touchpoint(gone, mask, None, "hotspots")
-                removed = _conversion(gone, horizon_days) - base
+            gain = gain_if_cut(model, s, t, base, horizon_days)
+            removed = uplift_if_removed(model, s, t, base, horizon_days)
             cells.append({
                 "stage": model.stages[s],
                 "touchpoint": model.touchpoints[t],
@@ -92,18 +116,13 @@ def hotspot_table(model: Model, top: int = 10, horizon_days: float | None = None
 
 def attribution(model: Model, horizon_days: float | None = None) -> list[dict[str, Any]]:
     """Removal effect and attributed share of every touchpoint met in some non-final stage, largest first."""
-    P, S, T = model.n_personas, model.n_stages, model.n_touchpoints
+    S, T = model.n_stages, model.n_touchpoints
     base = _conversion(model, horizon_days)
     effects = {}
     for t in range(T):
         if not np.any(model.share[:, :S - 1, t] > 0):
             continue  # never met: nothing to remove
-        mask = np.zeros((P, S, T), dtype=bool)
-        mask[:, :S - 1, t] = True
-        lost = model.copy()
-        lose_journeys(lost, mask)
-        # losing journeys never raises conversion: clip the round-off below 0
-        effects[t] = max(1.0 - _conversion(lost, horizon_days) / base, 0.0) if base > 0 else None
+        effects[t] = removal_effect(model, t, base, horizon_days)
     total = sum(e for e in effects.values() if e is not None)
     rows = []
     for t, effect in effects.items():
@@ -140,16 +159,56 @@ def hotspots_record(model: Model, *, name: str, top: int, horizon_days: float | 
     }
 
 
-def run_hotspots(path: str | Path, *, top: int = 10, out: str | Path | None = None) -> dict[str, Any]:
+def add_intervals(record: dict[str, Any], models: list[Model], horizon_days: float | None) -> None:
+    """95 % data intervals of the listed cells' gains and of the removal effects, over parameter draws
+    (the same draws for every number)."""
+    from sim.uncertainty import Interval
+
+    def bounds(values: list[float | None]) -> list[float] | None:
+        if any(v is None for v in values):
+            return None
+        return [_r(x) for x in Interval(np.array(values, dtype=float)).bounds]
+
+    model = models[0]
+    bases = [_conversion(m, horizon_days) for m in models]
+    stage, tp = model.stages.index, model.touchpoints.index
+    for cell in record["hotspots"]:
+        s, t = stage(cell["stage"]), tp(cell["touchpoint"])
+        cell["gain_if_drop_cut_10pct_interval"] = bounds([gain_if_cut(m, s, t, b, horizon_days)
+                                                          for m, b in zip(models, bases)])
+        if cell["uplift_if_removed"] is not None:
+            cell["uplift_if_removed_interval"] = bounds([uplift_if_removed(m, s, t, b, horizon_days)
+                                                         for m, b in zip(models, bases)])
+    for row in record["attribution"]:
+        t = tp(row["touchpoint"])
+        row["removal_effect_interval"] = bounds([removal_effect(m, t, b, horizon_days) for m, b in zip(models, bases)])
+    record["expected_conversion_rate_interval"] = bounds(bases)
+
+
+def run_hotspots(path: str | Path, *, top: int = 10, out: str | Path | None = None, draws: int = 0,
+                 seed: int | None = None) -> dict[str, Any]:
     """Rank the risk-of-leaving points of a model (or of a scenario's changed model)."""
     from sim.errors import InputError
-    from sim.simulate import load_target
+    from sim.simulate import load_target, resolve_seed
 
     if top < 1:
         raise InputError("must be at least 1", where="--top", value=top)
+    if draws < 0:
+        raise InputError("must not be negative", where="--draws", value=draws)
     target = load_target(path)
     horizon = target.scenario.horizon_days if target.scenario is not None else None
     record = hotspots_record(target.model, name=target.name, top=top, horizon_days=horizon)
+    if draws:
+        from sim.summary import no_evidence_note
+        from sim.uncertainty import describe, draw_seed, has_evidence, parameter_draws, scenario_draws
+
+        seed = resolve_seed(seed)
+        if has_evidence(target.base_model):
+            models = scenario_draws(parameter_draws(target.base_model, draws, draw_seed(seed)), target.scenario)
+            add_intervals(record, models, horizon)
+            record["data_uncertainty"] = {**describe(target.base_model, draws), "seed": seed}
+        else:
+            record["data_uncertainty"] = no_evidence_note(draws)
     if out is not None:
         write_json(out, record)
     return record

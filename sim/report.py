@@ -247,18 +247,35 @@ def headline_data(runs: list[Run]) -> dict[str, Any]:
         rows = []
         for r in comps:
             base = r.data["base"]
+            behind = (r.data.get("data_uncertainty") or {}).get("customers_behind_model")
             for sc in r.data["scenarios"]:
-                lo, hi = (float(x) for x in sc["uplift_ci"])
+                total = sc.get("uplift_interval")  # data and simulation together, when the run drew
+                lo, hi = (float(x) for x in (total or sc["uplift_ci"]))
                 rows.append({"name": str(sc["name"]), "base": float(base["conversion_rate"]),
                              "rate": float(sc["conversion_rate"]), "uplift": float(sc["uplift"]),
                              "ci": [lo, hi], "expected_uplift": sc.get("expected_uplift"),
                              "stage": base.get("conversion_stage", "the conversion stage"),
-                             "customers": base.get("customers")})
+                             "customers": base.get("customers"), "with_data": total is not None,
+                             "behind": behind, "to_tell": sc.get("customers_to_tell"),
+                             "probability_positive": sc.get("probability_positive")})
         top = max(rows, key=lambda x: x["uplift"])
         lo, hi = top["ci"]
-        verdict = ("the whole interval is above zero: a real gain at this sample size" if lo > 0 else
-                   "the whole interval is below zero: conversion would fall" if hi < 0 else
-                   "the interval includes zero: not distinguishable from no change at this sample size")
+        if top["with_data"]:
+            fitted = (f"the model was fitted on {int(top['behind']):,} real customers" if top["behind"]
+                      else "the model's own data")
+            more = (f"; about {int(top['to_tell']):,} customers in the calibration log would tell"
+                    if top["to_tell"] else "")
+            verdict = (f"the whole interval, which includes the uncertainty of the data {fitted} and simulation "
+                       "noise, is above zero: a real gain" if lo > 0 else
+                       "the whole interval (data the model was fitted on and simulation) is below zero: "
+                       "conversion would fall" if hi < 0 else
+                       f"the interval includes zero once the uncertainty of the data ({fitted}) is counted: "
+                       f"the data cannot tell yet{more}")
+        else:
+            verdict = ("the whole interval is above zero, but it covers simulation noise only (run compare with "
+                       "--draws for the data's uncertainty)" if lo > 0 else
+                       "the whole interval is below zero (simulation noise only)" if hi < 0 else
+                       "the interval includes zero: not distinguishable from no change")
         text = (f"Projected conversion change for \u201c{top['name']}\u201d: {plots.points(top['uplift'], 2)} "
                 f"(95% interval {plots.points(lo, 2)} to {plots.points(hi, 2)}), from {plots.pct(top['base'])} "
                 f"to {plots.pct(top['rate'])} of customers reaching {top['stage']}; {verdict}.")

@@ -13,7 +13,7 @@ from sim.errors import InputError
 from sim.exact import evaluate
 from sim.model import Model
 from sim.runs import run_directory
-from sim.summary import summarize, weekly_csv
+from sim.summary import add_data_intervals, no_evidence_note, summarize, weekly_csv
 
 ENGINES = ("auto", "fast", "simpy")
 
@@ -65,6 +65,31 @@ def load_target(path: str | Path, *, on: Target | None = None) -> Target:
                       notes=notes)
     model = Model.load(path)
     return Target(model=model, base_model=model, model_path=path, scenario=None, source=path)
+
+
+def target_draws(base: Target, targets: list[Target], draws: int, seed: int, horizon_days: float | None):
+    """Every target's exact outcomes on the same parameter draws of ``base``'s model (None without counts).
+
+    A scenario is applied to each draw; a target that is another model JSON gets draws of its own
+    from the same stream.
+    """
+    from sim.uncertainty import draw_seed, evaluate_draws, has_evidence, parameter_draws, scenario_draws
+
+    if draws < 0:
+        raise InputError("must not be negative", where="--draws", value=draws)
+    if not has_evidence(base.base_model):
+        return None
+    common = parameter_draws(base.base_model, draws, draw_seed(seed))
+    out = []
+    for target in targets:
+        if target.base_model is base.base_model:
+            models = common
+        elif has_evidence(target.base_model):
+            models = parameter_draws(target.base_model, draws, draw_seed(seed))
+        else:
+            return None
+        out.append(evaluate_draws(scenario_draws(models, target.scenario), horizon_days))
+    return out
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -143,7 +168,7 @@ def run_replications(model: Model, customers: int, seed: int, replications: int,
 
 def simulate_target(target: Target, *, customers: int | None = None, seed: int | None = None,
                     replications: int = 1, engine: str = "auto", horizon_days: float | None = None,
-                    jobs: int = 1, progress: Callable[[int], None] | None = None
+                    jobs: int = 1, progress: Callable[[int], None] | None = None, draws: int = 0
                     ) -> tuple[dict[str, Any], list[EngineResult]]:
     sc = target.scenario
     n = customers if customers is not None else (getattr(sc, "customers", None) or 100_000)
@@ -161,6 +186,12 @@ def simulate_target(target: Target, *, customers: int | None = None, seed: int |
     summary["name"] = target.name
     if target.notes:
         summary["notes"] = list(target.notes)
+    if draws:
+        drawn = target_draws(target, [target], draws, seed, horizon)
+        if drawn is None:
+            summary["data_uncertainty"] = no_evidence_note(draws)
+        else:
+            add_data_intervals(summary, target.model, drawn[0], draws)
     if chosen == "simpy" and capacity:
         summary["expected_note"] = ("expected_conversion_rate ignores capacity limits (queues and patience); "
                                     "it is the unlimited-capacity answer")
@@ -169,8 +200,8 @@ def simulate_target(target: Target, *, customers: int | None = None, seed: int |
 
 def run_simulate(path: str | Path, *, customers: int | None, seed: int | None, replications: int,
                  engine: str, out: str | Path | None, horizon_days: float | None = None, jobs: int = 1,
-                 events_out: str | Path | None = None,
-                 progress: Callable[[int], None] | None = None) -> tuple[Path, dict[str, Any]]:
+                 events_out: str | Path | None = None, progress: Callable[[int], None] | None = None,
+                 draws: int = 0) -> tuple[Path, dict[str, Any]]:
     target = load_target(path)
     seed = resolve_seed(seed)
     if events_out is not None:  # fail before the work, not after it
@@ -179,9 +210,10 @@ def run_simulate(path: str | Path, *, customers: int | None, seed: int | None, r
         check_events_path(events_out)
     args = {"target": str(path), "customers": customers, "seed": seed, "replications": replications,
             "engine": engine, "horizon_days": horizon_days, "jobs": jobs,
-            "events_out": str(events_out) if events_out else None}
+            "events_out": str(events_out) if events_out else None, "draws": draws}
     summary, results = simulate_target(target, customers=customers, seed=seed, replications=replications,
-                                       engine=engine, horizon_days=horizon_days, jobs=jobs, progress=progress)
+                                       engine=engine, horizon_days=horizon_days, jobs=jobs, progress=progress,
+                                       draws=draws)
     with run_directory("simulate", out, args, target.inputs, seed=seed) as run:
         run.json("summary.json", summary)
         run.text("weekly.csv", weekly_csv(results))

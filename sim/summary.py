@@ -142,3 +142,27 @@ def weekly_csv(results: list[EngineResult]) -> str:
     for w, (a, c) in enumerate(zip(total.weekly_arrivals, total.weekly_conversions)):
         lines.append(f"{w},{int(a)},{int(c)}")
     return "\n".join(lines) + "\n"
+
+
+def add_data_intervals(summary: dict[str, Any], model: Model, drawn: Any, draws: int) -> None:
+    """The calibration's uncertainty in a summary: ``drawn`` is the target's sim.uncertainty.Drawn."""
+    from sim.uncertainty import Interval, combined, describe
+
+    data = Interval(drawn.conversion).bounds
+    summary["expected_conversion_rate_interval"] = [round_sig(x) for x in data]
+    summary["conversion_rate_interval"] = [round_sig(min(max(x, 0.0), 1.0)) for x in combined(
+        summary["conversion_rate"], summary["conversion_rate_ci"], summary["expected_conversion_rate"], data)]
+    for s, name in enumerate(model.stages):
+        summary["stages"][name]["expected_reached_rate_interval"] = [
+            round_sig(x) for x in Interval(drawn.reach[:, s]).bounds]
+    for p, name in enumerate(model.personas):
+        summary["personas"][name]["expected_conversion_rate_interval"] = [
+            round_sig(x) for x in Interval(drawn.persona_conversion[:, p]).bounds]
+    summary["data_uncertainty"] = describe(model, draws)
+
+
+def no_evidence_note(draws: int) -> dict[str, Any]:
+    """What a record says when the model file keeps no counts to draw from."""
+    return {"draws": 0, "requested_draws": int(draws),
+            "note": "the model file keeps no counts, so intervals cover simulation noise only; recalibrate "
+                    "with `journey calibrate` for intervals that include the data's uncertainty"}

@@ -28,38 +28,79 @@ def table_console():
     return Console() if sys.stdout.isatty() else Console(width=140)
 
 
+def _behind(record: dict[str, Any], simulation: bool = True) -> str:
+    """Plain words on what an interval includes."""
+    data = record.get("data_uncertainty") or {}
+    if not data.get("draws"):
+        return "simulation noise only" + (f" ({data['note']})" if data.get("note") else "")
+    n = data.get("customers_behind_model")
+    who = f"the {n:,} real customers the model was fitted on" if n else "the data the model was fitted on"
+    return f"the uncertainty from {who}" + (" and simulation noise" if simulation else "")
+
+
+def render_summary(summary: dict[str, Any]) -> None:
+    """A simulate run in two lines: the expected conversion with its interval, then the simulation."""
+    console = table_console()
+    stage = summary["conversion_stage"]
+    horizon = summary.get("horizon_days")
+    within = f" within {horizon:g} days" if horizon else ""
+    lo, hi = summary["conversion_rate_ci"]
+    if summary.get("expected_conversion_rate_interval"):
+        elo, ehi = summary["expected_conversion_rate_interval"]
+        console.print(f"conversion (reached {stage}{within}): {_pct(summary['expected_conversion_rate'])} expected, "
+                      f"95 % interval {_pct(elo)} to {_pct(ehi)} (from {_behind(summary, simulation=False)})")
+    else:
+        console.print(f"conversion (reached {stage}{within}): {_pct(summary['expected_conversion_rate'])} expected "
+                      f"({_behind(summary)})")
+    console.print(f"simulated: {_pct(summary['conversion_rate'])} of {summary['customers']:,} customers x "
+                  f"{summary['replications']}, 95 % interval {_pct(lo)} to {_pct(hi)} (simulation noise only)")
+    for note in summary.get("notes", []):
+        console.print(f"note: {note}")
+
+
 def render_comparison(comparison: dict[str, Any]) -> None:
     """The comparison as a table on stdout (uplift in percentage points)."""
 
     base = comparison["base"]
     horizon = comparison.get("horizon_days")
+    with_data = bool((comparison.get("data_uncertainty") or {}).get("draws"))
     title = (f"{comparison['customers']:,} customers x {comparison['replications']}, seed {comparison['seed']}, "
              f"{comparison['engine']} engine; conversion = reached {comparison['conversion_stage']}"
              + (f" within {horizon:g} days" if horizon else ""))
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("scenario")
     table.add_column("conversion", justify="right")
-    table.add_column("95 % CI", justify="right")
-    table.add_column("expected", justify="right")
     table.add_column("uplift pp", justify="right")
-    table.add_column("95 % CI pp", justify="right")
+    table.add_column("95 % interval pp", justify="right")
     table.add_column("expected pp", justify="right")
-    table.add_column("relative", justify="right")
-    lo, hi = base["conversion_rate_ci"]
-    table.add_row(f"{base['name']} (base)", _pct(base["conversion_rate"]), f"{100 * lo:.2f}-{100 * hi:.2f}",
-                  _pct(base["expected_conversion_rate"]), "", "", "", "")
+    if with_data:
+        table.add_column("chance of a gain", justify="right")
+        table.add_column("verdict")
+    else:
+        table.add_column("relative", justify="right")
+    elo, ehi = base.get("expected_conversion_rate_interval") or base["conversion_rate_ci"]
+    table.add_row(f"{base['name']} (base)", f"{_pct(base['conversion_rate'])} [{100 * elo:.1f}-{100 * ehi:.1f}]",
+                  "", "", "", *(["", ""] if with_data else [""]))
     for sc in comparison["scenarios"]:
-        lo, hi = sc["conversion_rate_ci"]
-        ulo, uhi = sc["uplift_ci"]
-        rel = sc["relative_uplift"]
-        table.add_row(sc["name"], _pct(sc["conversion_rate"]), f"{100 * lo:.2f}-{100 * hi:.2f}",
-                      _pct(sc["expected_conversion_rate"]), _pp(sc["uplift"]), f"{_pp(ulo)} to {_pp(uhi)}",
-                      _pp(sc["expected_uplift"]), "-" if rel is None else f"{100 * rel:+.1f} %",
-                      style=None if sc["significant"] else "dim")
+        ulo, uhi = sc.get("uplift_interval") or sc["uplift_ci"]
+        cells = [sc["name"], _pct(sc["conversion_rate"]), _pp(sc["uplift"]), f"{_pp(ulo)} to {_pp(uhi)}",
+                 _pp(sc["expected_uplift"])]
+        if with_data:
+            verdict = {"gain": "a gain", "loss": "a loss"}.get(sc["verdict"], "the data cannot tell yet")
+            if sc["verdict"] == "cannot tell" and sc.get("customers_to_tell"):
+                verdict += f" (~{sc['customers_to_tell']:,} customers would tell)"
+            cells += [f"{100 * sc['probability_positive']:.0f} %", verdict]
+            decided = sc["verdict"] != "cannot tell"
+        else:
+            rel = sc["relative_uplift"]
+            cells.append("-" if rel is None else f"{100 * rel:+.1f} %")
+            decided = sc["significant"]
+        table.add_row(*cells, style=None if decided else "dim")
     console = table_console()
     console.print(table)
-    console.print(f"uplift = scenario minus base (pp = percentage points); interval: {comparison['uplift_ci_method']}"
-                  "; dim rows: the interval contains 0", style="dim")
+    console.print(f"uplift = scenario minus base (pp = percentage points); base conversion: expected interval in "
+                  f"brackets; uplift intervals include {_behind(comparison)}; dim rows: the interval contains 0",
+                  style="dim")
     for sc in comparison["scenarios"]:
         for note in sc.get("notes", []):
             console.print(f"note, {sc['name']}: {note}")
@@ -80,16 +121,24 @@ def render_hotspots(ranking: dict[str, Any]) -> None:
                       ("of losses", "right"), ("drop-off", "right"), ("gain if drop-off -10 %, pp", "right"),
                       ("gain #", "right"), ("if removed, pp", "right")):
         table.add_column(col, justify=just)
+    def with_interval(x: float, interval: list[float] | None) -> str:
+        text = f"{100 * x:+.3f}"
+        return text if not interval else f"{text} [{100 * interval[0]:+.2f}, {100 * interval[1]:+.2f}]"
+
     for c in ranking["hotspots"]:
         removed = c["uplift_if_removed"]
         stage = c["stage"] + (" *" if c["after_conversion"] else "")
         table.add_row(str(c["rank"]), stage, c["touchpoint"], f"{c['lost_per_1000']:.1f}",
                       "-" if c["share_of_losses"] is None else f"{100 * c['share_of_losses']:.1f} %",
                       "-" if c["drop_off_rate"] is None else f"{100 * c['drop_off_rate']:.1f} %",
-                      f"{100 * c['gain_if_drop_cut_10pct']:+.3f}", str(c["rank_by_gain"]),
-                      "only one" if removed is None else f"{100 * removed:+.3f}")
+                      with_interval(c["gain_if_drop_cut_10pct"], c.get("gain_if_drop_cut_10pct_interval")),
+                      str(c["rank_by_gain"]),
+                      "only one" if removed is None else with_interval(removed, c.get("uplift_if_removed_interval")))
     console = table_console()
     console.print(table)
+    if ranking.get("data_uncertainty"):
+        console.print(f"gains in points, with 95 % intervals from {_behind(ranking, simulation=False)} in brackets",
+                      style="dim")
     lapsed = ", ".join(f"{k} {v:.1f}" for k, v in ranking["lapsed_per_1000"].items())
     console.print(f"* after conversion: losses there do not change conversion. Journeys lost per 1000 customers: "
                   f"{ranking['lost_per_1000_total']:.1f} in all; left on entering a stage (no touchpoint to "
@@ -104,7 +153,11 @@ def render_hotspots(ranking: dict[str, Any]) -> None:
         table.add_column(col, justify=just)
     for a in credit:
         per_1000 = a["conversions_per_1000_attributed"]
-        table.add_row(a["touchpoint"], _pct(a["removal_effect"], 1), _pct(a["attributed_share"], 1),
+        effect = _pct(a["removal_effect"], 1)
+        if a.get("removal_effect_interval"):
+            lo, hi = a["removal_effect_interval"]
+            effect += f" [{100 * lo:.1f}-{100 * hi:.1f}]"
+        table.add_row(a["touchpoint"], effect, _pct(a["attributed_share"], 1),
                       "-" if per_1000 is None else f"{per_1000:.1f}")
     console.print(table)
     console.print("removal effect (as in Markov attribution): the share of conversions lost if every journey that "

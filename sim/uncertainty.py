@@ -1,0 +1,205 @@
+"""How sure the calibration is: draws of the model's parameters given the data it was fitted on.
+
+A calibrated model keeps the counts behind every number. Each block of parameters gets the
+posterior its estimator implies, centred on the calibrated value and as concentrated as the
+evidence behind it plus the pooling prior (``prior_weight`` pseudo-observations):
+
+  * per persona x stage x touchpoint, the outcome of an interaction (stay, drop off, move to each
+    later stage): Dirichlet((n + m) * p), n = decided interactions there (cure-weighted);
+  * per persona x stage, the touchpoint shares: Dirichlet((N + m) * share), N = interactions;
+  * the lapse after moving into a stage: Beta((entered + m) * lapse, (entered + m) * (1 - lapse));
+  * the interaction rate: Gamma with shape gaps + m and the calibrated mean;
+  * each way out's leave speed: Gamma with shape leave events + m and the calibrated mean;
+  * the persona mix: Dirichlet(customers of each persona).
+
+Blocks are independent (the likelihood factorises over them). Not included: the uncertainty of the
+pooling targets themselves, of which quiet journeys are over (the cure weights enter as expected
+counts), and whether the model's form is right (backtest and drift check that). Every projected
+number is then evaluated exactly on each draw: no simulation per draw. The draws depend on the
+run's seed only, and the same draws serve the base and every scenario, so an uplift's interval is
+paired in parameters as common random numbers pair customers.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.defaults import DEFAULT_DRAWS
+from sim.model import Model
+
+__all__ = ["DEFAULT_DRAWS", "parameter_draws", "Interval", "Drawn"]
+LEVEL = 0.95
+DRAW_STREAM = 0x6472617773  # "draws": a two-part spawn key never met by SeedSequence.spawn children
+METHOD = ("posterior draws of the calibrated parameters given the counts behind them (Dirichlet outcomes and "
+          "shares, beta lapses, gamma rates and leave speeds, Dirichlet persona mix; pooling prior as "
+          "calibrated), each evaluated exactly; percentile interval")
+NOT_INCLUDED = ("the uncertainty of the pooling targets, of which quiet journeys are over (cure weights "
+                "enter as expected counts) and of the model's form")
+
+
+def draw_seed(seed: int) -> np.random.SeedSequence:
+    """The parameter draws' own stream of a run's seed (apart from every replication's)."""
+    return np.random.SeedSequence(seed, spawn_key=(DRAW_STREAM, 0))
+
+
+def has_evidence(model: Model) -> bool:
+    """True when the model file keeps the counts the draws need."""
+    needed = ("interactions", "stayed", "dropped", "advanced", "entered", "lapsed", "gaps", "customers")
+    return all(k in model.counts for k in needed)
+
+
+def real_customers(model: Model) -> int | None:
+    """How many customers of a real log the model was fitted on (None if unknown)."""
+    n = model.log_summary.get("customers")
+    return int(n) if isinstance(n, int | float) else None
+
+
+def parameter_draws(model: Model, draws: int, seed: np.random.SeedSequence | np.random.Generator) -> list[Model]:
+    """``draws`` models whose parameters are drawn from their posterior given ``model.counts``."""
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    c = model.counts
+    P, S = model.n_personas, model.n_stages
+    m = float(model.estimator.get("pooling", {}).get("prior_weight", 10.0))
+    D = int(draws)
+    live = np.zeros(S, dtype=bool)
+    live[:-1] = True
+
+    # outcome of an interaction: [stay, drop, advance to u...]
+    probs = np.concatenate([model.stay[..., None], model.drop[..., None], model.advance], axis=-1)
+    decided = c["stayed"] + c["dropped"] + c["advanced"].sum(-1)
+    outcome = _dirichlet(rng, (decided + m)[..., None] * probs, D)
+    share = _dirichlet(rng, (c["interactions"].sum(-1, keepdims=True) + m) * model.share, D)
+    conc = c["entered"] + m
+    lapse = _beta(rng, conc * model.lapse, conc * (1.0 - model.lapse), D)
+    rate = model.rate * _gamma_ratio(rng, c["gaps"] + m, D)
+    speed = model.leave_speed.copy()[None].repeat(D, axis=0)
+    if "leave_events" in c:
+        speed = speed * _gamma_ratio(rng, c["leave_events"] + m, D)
+    customers = np.maximum(c["customers"].astype(float), 0.0)
+    if customers.sum() > 0:
+        mix = _dirichlet(rng, customers, D)
+    else:  # a model without customer counts keeps its mix
+        mix = np.broadcast_to(model.persona_share, (D, P))
+
+    out = []
+    for d in range(D):
+        o = outcome[d]
+        drop, advance = o[..., 1], o[..., 2:]
+        sh = share[d].copy()
+        sh[:, ~live] = 0.0
+        lp = lapse[d].copy()
+        lp[:, 0] = 0.0
+        lp[:, ~live] = 0.0
+        rt = rate[d].copy()
+        rt[:, ~live] = 0.0
+        out.append(Model(
+            stages=model.stages, touchpoints=model.touchpoints, personas=model.personas,
+            conversion_stage=model.conversion_stage, persona_share=np.array(mix[d]), share=sh,
+            advance=advance * live[None, :, None, None], drop=drop * live[None, :, None], lapse=lp, rate=rt,
+            leave_speed=speed[d], arrival_days=model.arrival_days, estimator=model.estimator,
+        ))
+    return out
+
+
+def _gamma(rng: np.random.Generator, alpha: np.ndarray, D: int) -> np.ndarray:
+    """Gamma(alpha) draws [D, ...]; a zero shape gives exactly 0 (a cell that cannot happen stays so)."""
+    alpha = np.maximum(np.asarray(alpha, dtype=float), 0.0)
+    return rng.standard_gamma(np.broadcast_to(alpha, (D, *alpha.shape)))
+
+
+def _dirichlet(rng: np.random.Generator, alpha: np.ndarray, D: int) -> np.ndarray:
+    """Dirichlet draws over the last axis [D, ...]; rows with no mass keep zeros."""
+    g = _gamma(rng, alpha, D)
+    total = g.sum(-1, keepdims=True)
+    return np.where(total > 0, g / np.where(total > 0, total, 1.0), 0.0)
+
+
+def _beta(rng: np.random.Generator, a: np.ndarray, b: np.ndarray, D: int) -> np.ndarray:
+    x, y = _gamma(rng, a, D), _gamma(rng, b, D)
+    return np.where(x + y > 0, x / np.where(x + y > 0, x + y, 1.0), 0.0)
+
+
+def _gamma_ratio(rng: np.random.Generator, shape: np.ndarray, D: int) -> np.ndarray:
+    """Gamma(shape) / shape: a relative error with mean 1 and variance 1 / shape."""
+    shape = np.maximum(np.asarray(shape, dtype=float), 1e-9)
+    return _gamma(rng, shape, D) / shape
+
+
+@dataclass
+class Interval:
+    """A data interval of one projected number over the parameter draws."""
+
+    values: np.ndarray  # one value per draw
+
+    @property
+    def bounds(self) -> list[float]:
+        lo, hi = np.quantile(self.values, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+        return [float(lo), float(hi)]
+
+    @property
+    def probability_positive(self) -> float:
+        return float(np.mean(self.values > 0))
+
+    @property
+    def sd(self) -> float:
+        return float(self.values.std(ddof=1)) if self.values.size > 1 else 0.0
+
+
+def over_draws(models: Sequence[Model], value: Callable[[Model], np.ndarray | float]) -> np.ndarray:
+    """``value`` of every draw, stacked [D, ...]."""
+    return np.array([value(m) for m in models])
+
+
+def combined(centre: float, sim_ci: Sequence[float], expected: float, data: Sequence[float]) -> list[float]:
+    """Data and simulation together: each side's half-widths added in quadrature around ``centre``."""
+    lo = centre - float(np.hypot(expected - data[0], centre - sim_ci[0]))
+    hi = centre + float(np.hypot(data[1] - expected, sim_ci[1] - centre))
+    return [lo, hi]
+
+
+def customers_to_tell(interval: Interval, expected: float, n: int | None) -> int | None:
+    """Roughly how many real customers the calibration would need for its 95 % interval to exclude 0
+    (the interval narrows like 1 / sqrt(customers)); None when it already does or cannot be said."""
+    lo, hi = interval.bounds
+    if n is None or n <= 0 or lo > 0 or hi < 0 or expected == 0:
+        return None
+    half = max(expected - lo, 1e-300) if expected > 0 else max(hi - expected, 1e-300)
+    need = n * (half / abs(expected)) ** 2
+    return int(np.ceil(need / 1000.0) * 1000) if np.isfinite(need) else None
+
+
+# ---- projected numbers over the draws ---------------------------------------------------------------
+@dataclass
+class Drawn:
+    """Exact outcomes of one target (base or scenario) on every parameter draw."""
+
+    conversion: np.ndarray  # [D]
+    reach: np.ndarray  # [D, S] overall reach of each stage
+    persona_conversion: np.ndarray  # [D, P]
+
+
+def scenario_draws(models: Sequence[Model], scenario) -> list[Model]:
+    """The same draws with a scenario applied to each (``scenario`` None: the draws themselves)."""
+    if scenario is None:
+        return list(models)
+    from sim.scenario import apply
+
+    return [apply(m, scenario, file=scenario.source) for m in models]
+
+
+def evaluate_draws(models: Sequence[Model], horizon_days: float | None = None) -> Drawn:
+    """Conversion, reach and per-persona conversion of every draw, exactly (no simulation)."""
+    from sim.exact import evaluate
+
+    exacts = [evaluate(m, horizon_days=horizon_days) for m in models]
+    return Drawn(conversion=np.array([e.conversion_rate for e in exacts]),
+                 reach=np.array([e.reach_overall for e in exacts]),
+                 persona_conversion=np.array([e.conversion_by_persona for e in exacts]))
+
+
+def describe(model: Model, draws: int) -> dict:
+    """What the data intervals include, for the JSON records."""
+    return {"draws": int(draws), "level": LEVEL, "customers_behind_model": real_customers(model),
+            "method": METHOD, "not_included": NOT_INCLUDED}
