@@ -78,7 +78,8 @@ Stages = Annotated[str | None, typer.Option(help="Stage order, comma-separated "
 ConvStage = Annotated[str | None, typer.Option("--conversion-stage",
                                                help="Stage that counts as converted (default decision).")]
 Inactivity = Annotated[float, typer.Option("--inactivity-days",
-                                           help="Quiet this long at the log's end = journey ended.")]
+                                           help="Quiet this long at the log's end = journey ended (the log "
+                                                "summary; the estimates only with --censoring window).")]
 Censoring = Annotated[str, typer.Option(help="cure (default): a quiet journey counts as lost with the probability "
                                               "that it is over, from the calibrated gaps; window: quiet "
                                               "--inactivity-days = lost.")]
@@ -113,6 +114,7 @@ def calibrate(
 ) -> None:
     """Estimate a journey model from an event log."""
     from calibration.calibrate import run_calibrate
+    from sim.terminal import render_warnings
 
     model = run_calibrate(events, out, stages=stages, conversion_stage=conversion_stage,
                           inactivity_days=inactivity_days, mapping=mapping, censoring=censoring,
@@ -120,6 +122,7 @@ def calibrate(
     log = model.log_summary
     typer.echo(f"calibrated {log['customers']} customers, {log['rows']} rows, {len(model.personas)} personas, "
                f"{len(model.touchpoints)} touchpoints -> {out}")
+    render_warnings(model.estimator.get("fallbacks", []))
 
 
 @app.command(epilog="Examples: journey simulate model.json --customers 1000000 --seed 7\n\n"
@@ -248,12 +251,13 @@ def backtest(
 ) -> None:
     """Fit on the early cohort, predict the later one, compare with a naive baseline."""
     from calibration.validate import run_backtest
-    from sim.terminal import render_backtest
+    from sim.terminal import render_backtest, render_warnings
 
     path, result = run_backtest(events, split=split, stages=stages, conversion_stage=conversion_stage,
                                 inactivity_days=inactivity_days, mapping=mapping, out=out,
                                 censoring=censoring, dwell=dwell)
     render_backtest(result)
+    render_warnings(result.get("fallbacks", []))
     typer.echo(f"-> {path / 'backtest.json'}")
 
 

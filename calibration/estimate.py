@@ -1,17 +1,23 @@
 """Estimation: EventLog in, Model out (pure; keeps the counts behind every estimate).
 
-Censoring. Whether an interaction ended the journey is only known once ``inactivity_days`` have
-passed after it, so interactions in the last ``inactivity_days`` of the log have undecided outcomes
-and are left out of the outcome, lapse and gap estimates — whatever their outcome, so no selection
-bias; their customers still count as customers, and their touchpoints toward the shares.
-A decided interaction after which the customer never came back is then either a drop-off or a
-stay whose next interaction would fall after the log's end:
-  * ``censoring="cure"`` (default): it counts as a drop-off with the probability that the journey
-    is over given how long it has been quiet, d / (d + stay * exp(-rate * quiet)) (a cure model,
-    solved by EM with the calibrated gaps); the stay part adds its quiet time to the time at risk.
-    Long gaps between interactions no longer turn returning customers into lost ones.
-  * ``censoring="window"``: it counts as a drop-off (the contract's inactivity rule, as it is).
-The same holds for the lapse after a customer moved on.
+Censoring. A row that moved the customer on, or was followed by another row of the customer, has
+a known outcome however recent it is; only a customer's last non-advancing row (drop-off, or a stay
+whose return is still to come) and an unanswered move into a stage (lapse, or a return still to
+come) are uncertain.
+  * ``censoring="cure"`` (default): every row enters the likelihood. Known rows count as they are,
+    with their gaps; an uncertain row counts as a drop-off (lapse) with P(journey over | quiet time)
+    = d / (d + stay * exp(-rate * quiet)) (l / (l + (1 - l) * exp(-rate * quiet))), the rest as a
+    stay whose quiet time is censored time at risk for the rate (a cure model, solved by EM; the
+    weights of "over" and "still going" are exactly the likelihood's, so nothing is biased and no
+    row is dropped). ``inactivity_days`` does not enter the estimates: forcing rows quiet longer
+    than it to "over" would bring back the bias the cure model removes (slow journeys written
+    off); it only sets the log summary's ended / in-progress counts.
+  * ``censoring="window"``: rows in the last ``inactivity_days`` of the log are left out of the
+    outcome, lapse and gap estimates, whatever their outcome (no selection bias), and an earlier
+    quiet row counts as a drop-off (the contract's inactivity rule, as it is). Their customers
+    still count as customers, and their touchpoints toward the shares.
+Where the data cannot tell, an estimate is the pooled prior: ``estimator.fallbacks`` lists each
+such place in plain words; where nothing can be estimated, an InputError says so.
 
 Sparse cells are pooled: each persona × stage × touchpoint estimate is a Dirichlet (beta) posterior
 mean shrunk toward the all-persona estimate of the same stage and touchpoint, which is shrunk
@@ -20,6 +26,7 @@ toward the stage's average, with a prior weight of ``pooling`` pseudo-interactio
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +42,7 @@ CENSORING = ("cure", "window")
 DWELL = ("way_out", "plain")
 EM_ITERATIONS = 200
 EM_TOLERANCE = 1e-7
+CURE_STEPS = 2000  # EM steps at most for the cure weights (accelerated: tens usually do)
 
 
 def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
@@ -64,8 +72,28 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
     persona = log.persona_of_customer[cust].astype(np.int64)
 
     live = before < final  # rows after completion are ignored
-    decided = live & (time <= log.end - inactivity_days)
     advanced = after > before
+    certain = np.zeros(n, dtype=bool)  # journeys a mapping's end_values closed: over for sure
+    if log.ended is not None:
+        certain = log.ended[cust]
+    # outcome known: the row moved the customer on, was followed by another, or its journey was closed
+    known = live & (advanced | ~last | certain)
+    history = float(log.end - time.min()) if n else 0.0
+    if censoring == "cure":
+        # every row enters: known ones as they are, quiet last ones weighted by P(over | quiet time)
+        decided = live.copy()
+        if live.any() and not known.any():
+            raise InputError("no interaction has a known outcome (none moved a customer on or was followed by "
+                             "another), so nothing can be estimated", file=log.source,
+                             hint="check the stage column and the customer ids")
+    else:
+        decided = live & (time <= log.end - inactivity_days)
+        if live.any() and not decided.any():
+            raise InputError(f"every interaction is within the last {inactivity_days:g} days of the log, so no "
+                             "outcome is decided and nothing can be estimated", where="--inactivity-days",
+                             value=inactivity_days,
+                             hint=f"use a shorter --inactivity-days (history is {history:.3g} days) or "
+                                  "--censoring cure")
 
     cell = (persona * S + before) * T + tp  # flat [P, S, T]
     size = P * S * T
@@ -94,38 +122,51 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
     # Quiet last interactions: a drop-off (or a lapse), or a stay whose return is still to come.
     quiet_drop = np.flatnonzero(decided & ~advanced & last)
     quiet_lapse = np.flatnonzero(entry & last)
-    certain = np.zeros(n, dtype=bool)  # journeys a mapping's end_values closed: over for sure
-    if log.ended is not None:
-        certain = log.ended[cust]
     outcome = np.zeros((P, S, T, S + 1))  # [drop, advance to u...]
     outcome[..., 1:] = adv
     # gathered once: the EM below only touches the quiet rows
     cell_d, stage_d, quiet_d = cell[quiet_drop], entry_idx[quiet_drop], log.end - time[quiet_drop]
     stage_l, quiet_l = entry_idx[quiet_lapse], log.end - time[quiet_lapse]
     sure_d, sure_l = certain[quiet_drop], certain[quiet_lapse]
-    w_drop = np.ones(quiet_drop.size)
-    w_lapse = np.ones(quiet_lapse.size)
-    for _ in range(EM_ITERATIONS if censoring == "cure" else 1):
-        drp = np.bincount(cell_d, weights=w_drop, minlength=size).reshape(P, S, T)
-        stay = stay_seen + np.bincount(cell_d, weights=1 - w_drop, minlength=size).reshape(P, S, T)
-        lapsed = np.bincount(stage_l, weights=w_lapse, minlength=P * S).reshape(P, S)
-        days = (days_seen + np.bincount(stage_d, weights=(1 - w_drop) * quiet_d, minlength=P * S).reshape(P, S)
-                + np.bincount(stage_l, weights=(1 - w_lapse) * quiet_l, minlength=P * S).reshape(P, S))
-        outcome[..., 0] = drp
-        probs = _pool_outcomes(outcome, stay, m)
-        drop_p = probs[..., 0]
-        adv_p = probs[..., 1:]
+    k_drop = quiet_drop.size
+
+    def m_step(w: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Counts and pooled estimates given each quiet row's P(journey over) (drop rows, then lapse rows)."""
+        w_d, w_l = w[:k_drop], w[k_drop:]
+        drp = np.bincount(cell_d, weights=w_d, minlength=size).reshape(P, S, T)
+        stay = stay_seen + np.bincount(cell_d, weights=1 - w_d, minlength=size).reshape(P, S, T)
+        lapsed = np.bincount(stage_l, weights=w_l, minlength=P * S).reshape(P, S)
+        days = (days_seen + np.bincount(stage_d, weights=(1 - w_d) * quiet_d, minlength=P * S).reshape(P, S)
+                + np.bincount(stage_l, weights=(1 - w_l) * quiet_l, minlength=P * S).reshape(P, S))
+        out = outcome.copy()
+        out[..., 0] = drp
+        probs = _pool_outcomes(out, stay, m)
         lapse = _pool_binomial(lapsed, entered.astype(float), m)
         rate = _pool_rates(gaps.astype(float), days, m)
-        if censoring != "cure":
-            break
-        # E step: how likely each quiet row ended the journey, given how long it has been quiet
-        new_drop = _drop_weight(drop_p, adv_p, rate, cell_d, stage_d, quiet_d, sure_d)
-        new_lapse = _lapse_weight(lapse, rate, stage_l, quiet_l, sure_l)
-        change = max(np.abs(new_drop - w_drop).max(initial=0.0), np.abs(new_lapse - w_lapse).max(initial=0.0))
-        w_drop, w_lapse = new_drop, new_lapse
-        if change < EM_TOLERANCE:
-            break
+        return drp, stay, lapsed, days, probs[..., 0], probs[..., 1:], lapse, rate
+
+    def em(w: np.ndarray) -> np.ndarray:
+        """One EM step: M step, then how likely each quiet row ended the journey given its quiet time."""
+        *_, drop_p, adv_p, lapse, rate = m_step(w)
+        new = np.concatenate([_drop_weight(drop_p, adv_p, rate, cell_d, stage_d, quiet_d, sure_d),
+                              _lapse_weight(lapse, rate, stage_l, quiet_l, sure_l)])
+        # never exactly "over" unless closed: a stage where nobody came back yet keeps a sliver of stay
+        return np.where(sure, new, np.minimum(new, 1.0 - 1e-9))
+
+    sure = np.concatenate([sure_d, sure_l])
+
+    w = np.ones(k_drop + quiet_lapse.size)  # the window rule: every quiet journey is over
+    if censoring == "cure":
+        # from even odds: "all over" is itself a fixed point where a stage has no observed stay
+        w = _accelerated_fixed_point(em, np.where(sure, 1.0, 0.5))
+    drp, stay, lapsed, days, drop_p, adv_p, lapse, rate = m_step(w)
+    w_drop, w_lapse = w[:k_drop], w[k_drop:]
+    outcome[..., 0] = drp
+
+    fallbacks = _fallbacks(log, censoring=censoring, inactivity_days=inactivity_days, history=history,
+                           live=live, decided=decided, known=known, cell=cell, size=size,
+                           interactions=interactions, quiet_rows=quiet_drop, quiet_rate=rate.ravel()[stage_d],
+                           quiet_time=quiet_d, sure=sure_d, gaps=gaps, entered=entered)
 
     # ---- pooled estimates -------------------------------------------------------------
     share = _pool_shares(interactions.astype(float), m)
@@ -135,14 +176,11 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
         cut = log.end - inactivity_days
         q_rows, q_w, l_rows, l_w = quiet_drop, w_drop, quiet_lapse, w_lapse
         if censoring == "cure":
-            # visits are followed to the log's end, so recent arrivals count too: a quiet last row
-            # in the outcome window is a drop-off with the cure model's P(over | quiet so far)
+            # visits are followed to the log's end: every quiet last row (all are in the EM now) is a
+            # drop-off with the cure model's P(over | quiet so far) at the final estimates
             cut = log.end
-            q_rows = np.flatnonzero(live & ~advanced & last)
-            q_w = _drop_weight(drop_p, adv_p, rate, cell[q_rows], entry_idx[q_rows], log.end - time[q_rows],
-                               certain[q_rows])
-            l_rows = np.flatnonzero(live & advanced & (after < final) & last)
-            l_w = _lapse_weight(lapse, rate, entry_idx[l_rows], log.end - time[l_rows], certain[l_rows])
+            q_w = _drop_weight(drop_p, adv_p, rate, cell_d, stage_d, quiet_d, sure_d)
+            l_w = _lapse_weight(lapse, rate, stage_l, quiet_l, sure_l)
         adv_p, drop_p, rate, speed, dwell_counts = _fit_dwell(
             time=time, first=first, last=last, before=before, after=after, live=live, advanced=advanced,
             persona=persona, cut=cut, quiet_drop=q_rows, w_drop=q_w,
@@ -177,14 +215,16 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
             "customers": customers, **dwell_counts,
         },
         estimator={
-            "censoring": {"cure": "outcome-window + cure model", "window": "outcome-window"}[censoring],
-            "censoring_note": ("interactions within inactivity_days of the log's end have undecided "
-                               "outcomes and are excluded from outcome, lapse and gap estimates; " + (
-                                   "a decided interaction never followed by another counts as a drop-off "
-                                   "with P(journey over | quiet time) from the calibrated gaps (EM), the rest "
-                                   "as a stay whose quiet time is time at risk"
-                                   if censoring == "cure" else
-                                   "a decided interaction never followed by another counts as a drop-off")),
+            "censoring": {"cure": "cure model", "window": "outcome-window"}[censoring],
+            "censoring_note": (
+                "every interaction enters: one that moved the customer on or was followed by another has a "
+                "known outcome; a customer's last one counts as a drop-off (or lapse) with P(journey over | "
+                "quiet time) from the calibrated gaps (EM), the rest as a stay whose quiet time is time at "
+                "risk; inactivity_days only sets the log summary's ended / in-progress counts"
+                if censoring == "cure" else
+                "interactions within inactivity_days of the log's end have undecided outcomes and are "
+                "excluded from outcome, lapse and gap estimates; a decided interaction never followed by "
+                "another counts as a drop-off"),
             "inactivity_days": float(inactivity_days),
             "pooling": {"method": "hierarchical Dirichlet shrinkage: persona -> all personas -> stage average",
                         "prior_weight": m},
@@ -196,6 +236,7 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
                       if dwell == "way_out" else
                       "plain: one time to leave per stage (leave_speed 1)"),
             "sparse_below": SPARSE_BELOW,
+            "fallbacks": fallbacks,
         },
         log_summary={
             "source": log.source, "sha256": log.sha256, "rows": log.n_rows, "customers": log.n_customers,
@@ -210,6 +251,104 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
     )
     model.check()
     return model
+
+
+def _fallbacks(log: EventLog, *, censoring: str, inactivity_days: float, history: float, live: np.ndarray,
+               decided: np.ndarray, known: np.ndarray, cell: np.ndarray, size: int, interactions: np.ndarray,
+               quiet_rows: np.ndarray, quiet_rate: np.ndarray, quiet_time: np.ndarray, sure: np.ndarray,
+               gaps: np.ndarray, entered: np.ndarray) -> list[dict[str, Any]]:
+    """Where the data cannot tell and an estimate is the pooled prior: records with a plain message.
+
+    Evidence about a row's outcome: 1 if known (moved on, followed by another interaction, closed by
+    end_values; under the window estimator, every decided row); for a quiet last row under the cure
+    model, 1 - exp(-rate * quiet time), how far its quiet time tells "over" from "still to return".
+    A cell with less than one interaction's worth of evidence is left to the pooled estimate.
+    """
+    P, S, T = interactions.shape
+    final = S - 1
+    stages = log.stages
+    out: list[dict[str, Any]] = []
+    if censoring == "window":
+        evidence = np.bincount(cell[decided], minlength=size).astype(float)
+        left = int((live & ~decided).sum())
+        if left * 2 > live.sum():
+            out.append({"kind": "window", "count": left, "of": int(live.sum()),
+                        "message": f"{left:,} of {int(live.sum()):,} interactions are in the last "
+                                   f"{inactivity_days:g} days (history {history:.3g} days) and left out of the "
+                                   "outcome, lapse and gap estimates; --censoring cure uses them"})
+    else:
+        row_ev = known.astype(float)
+        quiet_ev = np.where(sure, 1.0, 1.0 - np.exp(-quiet_rate * quiet_time))
+        row_ev[quiet_rows] = quiet_ev
+        evidence = np.bincount(cell[live], weights=row_ev[live], minlength=size)
+    evidence = evidence.reshape(P, S, T)[:, :final]
+    seen = interactions[:, :final] > 0
+    blind = seen & (evidence < 1.0)
+    stage_seen = seen.any(axis=(0, 2))
+    stage_ev = evidence.sum(axis=(0, 2))
+    for s in range(final):
+        what = []
+        if not stage_seen[s]:
+            what.append("no interaction in the log: its drop-off, advance and interaction rate are the prior")
+        else:
+            if stage_ev[s] < 1.0:
+                what.append("no interaction with a known outcome: its drop-off and advance are an even guess")
+            if gaps[:, s].sum() == 0:
+                what.append("no gap between two interactions: its interaction rate is "
+                            + ("the other stages' average" if gaps.sum() > 0 else
+                               f"the default of one per {DEFAULT_GAP_DAYS:g} days"))
+        if 0 < s and stage_seen[s] and entered[:, s].sum() == 0:
+            what.append("no move into it: its lapse is 0")
+        if what:
+            out.append({"kind": "stage", "stage": stages[s], "message": f"stage {stages[s]!r}: " + "; ".join(what)})
+    informed_stage = stage_ev >= 1.0
+    tp_seen = seen.any(axis=0)
+    tp_blind = tp_seen & (evidence.sum(axis=0) < 1.0) & informed_stage[:, None]
+    if tp_blind.any():
+        k, n_ = int(tp_blind.sum()), int(tp_seen.sum())
+        out.append({"kind": "touchpoints", "count": k, "of": n_,
+                    "message": f"{k} of {n_} stage x touchpoint pairs had no interaction with a known outcome "
+                               "and use their stage's average drop-off and advance"})
+    cells = blind & ~tp_blind[None] & informed_stage[None, :, None]
+    if cells.any():
+        k, n_ = int(cells.sum()), int(seen.sum())
+        out.append({"kind": "cells", "count": k, "of": n_,
+                    "message": f"{k} of {n_} persona x stage x touchpoint cells had no interaction with a known "
+                               "outcome and use the all-persona estimate"})
+    return out
+
+
+def _accelerated_fixed_point(step, w: np.ndarray) -> np.ndarray:
+    """The EM's fixed point w = step(w), weights in [0, 1], by SQUAREM (Varadhan and Roland 2008).
+
+    Plain EM crawls along the ridge a short history leaves between "over" and "still to return"
+    (thousands of steps for a one-week log); the squared extrapolation gets there in tens. An
+    extrapolated point is kept only if the EM step from it moves less than the last plain step (a
+    residual check, no likelihood needed), else the plain steps are kept. At most ``CURE_STEPS``.
+    """
+    steps = 0
+    while steps < CURE_STEPS:
+        w1 = step(w)
+        r = w1 - w
+        if np.abs(r).max(initial=0.0) < EM_TOLERANCE:
+            return w1
+        w2 = step(w1)
+        steps += 2
+        v = w2 - w1 - r
+        plain = np.abs(w2 - w1).max(initial=0.0)
+        if plain < EM_TOLERANCE:
+            return w2
+        nv = float(np.sqrt(v @ v))
+        alpha = min(-float(np.sqrt(r @ r)) / nv, -1.0) if nv > 0 else -1.0
+        if alpha == -1.0:
+            w = w2
+            continue
+        # inside (0, 1): a jump onto 0 or 1 for a whole stage would land on a degenerate fixed point
+        jump = np.clip(w - 2 * alpha * r + alpha * alpha * v, 1e-6, 1.0 - 1e-6)
+        w3 = step(jump)
+        steps += 1
+        w = w3 if np.abs(w3 - jump).max(initial=0.0) <= plain else w2
+    return w
 
 
 def _drop_weight(drop_p: np.ndarray, adv_p: np.ndarray, rate: np.ndarray, cells: np.ndarray,

@@ -239,6 +239,7 @@ def backtest(events: str | Path, *, split: str, stages: str | list[str] | None =
         "later_age_days": {"min": _r(float(later_ages.min())), "median": _r(float(np.median(later_ages))),
                            "max": _r(float(later_ages.max()))},
         "fitted_expected_conversion_rate": _r(evaluate(model).conversion_rate),
+        "fallbacks": list(model.estimator.get("fallbacks", [])),  # where the fit is the pooled prior
         "personas": personas,
         "by_age": _by_age(later_ages, pred[:, conv], obs[:, conv], naive[:, conv]),
         "method": {

@@ -497,6 +497,9 @@ def _evidence_section(page: Page, refs: list[ModelRef]) -> None:
                          f"customers ({first} to {last}): "
                          f"{int(log.get('customers_completed', 0)):,} completed, {int(log.get('customers_ended', 0)):,}"
                          f" ended, {int(log.get('customers_in_progress', 0)):,} still in progress.</p>")
+        warning = _fallback_box(m.estimator.get("fallbacks"))
+        if warning:
+            parts.append(warning)
         if d is None:
             parts.append("<p>The model carries no counts.</p>")
             continue
@@ -511,6 +514,15 @@ def _evidence_section(page: Page, refs: list[ModelRef]) -> None:
                                 [[a, "drop-off" if b == "drop_off" else f"moved on to {b}", f"{100 * c:.1f} %",
                                   f"{d_:.1f}", f"{e:.2f}"] for a, b, c, d_, e in rows],
                                 cls="num"))
+
+
+def _fallback_box(fallbacks: Any) -> str:
+    """A visible warning box listing where the fit could not tell from the data (empty if nowhere)."""
+    lines = [str(f.get("message", "")) for f in fallbacks or [] if isinstance(f, dict)]
+    if not lines:
+        return ""
+    return ("<div class='warn'><strong>Where the data could not tell, the model uses a prior:</strong><ul>"
+            + "".join(f"<li>{_e(x)}</li>" for x in lines) + "</ul></div>")
 
 
 def _when(stamp: Any) -> str:
@@ -564,6 +576,9 @@ def _backtest_section(page: Page, runs: list[Run]) -> None:
                 for s, p, o, n, e, ne in zip(d.stages, d.predicted, d.observed, d.naive, d.error, d.naive_error)]
         parts.append(_table(["stage", "predicted", "observed", "naive", "model error (pts)", "naive error (pts)"],
                             rows, "num"))
+        warning = _fallback_box(r.data.get("fallbacks"))
+        if warning:
+            parts.append(warning)
 
 
 def _manifest_section(page: Page, runs: list[Run], refs: list[ModelRef]) -> None:
@@ -605,7 +620,9 @@ table{border-collapse:collapse;font-size:13.5px;margin:8px 0 16px}
 th,td{border-bottom:1px solid #e3e3e8;padding:5px 10px;text-align:left;vertical-align:top}
 th{background:#f3f4f7;font-weight:600}table.num td.n{text-align:right;font-variant-numeric:tabular-nums}
 table.prov{font-size:12px}table.prov td{word-break:break-all;max-width:360px}
-.notes{color:#8a4b00;font-size:13px}footer{color:#888;font-size:12px;margin-top:30px}
+.notes{color:#8a4b00;font-size:13px}
+.warn{background:#fff4e5;border-left:6px solid #E69F00;padding:10px 16px;margin:10px 0 16px;font-size:14px}
+.warn ul{margin:6px 0 0;padding-left:20px}footer{color:#888;font-size:12px;margin-top:30px}
 """
 
 

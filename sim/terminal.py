@@ -206,6 +206,14 @@ def render_backtest(result: dict[str, Any]) -> None:
     Console().print(table)
 
 
+def render_warnings(fallbacks: list[dict[str, Any]]) -> None:
+    """One warning line on stderr per place where the data could not tell (an estimator fallback)."""
+
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    for rec in fallbacks:
+        console.print(f"warning: {rec['message']}", style="yellow", markup=False)
+
+
 def render_drift(result: dict[str, Any], top: int = 15) -> None:
     """The ranked changes as a table on the terminal."""
 

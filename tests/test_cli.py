@@ -27,7 +27,7 @@ def test_calibrate_writes_a_readable_versioned_model(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert data["schema_version"] == 1 and data["kind"] == "journey.model"
-    assert data["estimator"]["censoring"] == "outcome-window + cure model"
+    assert data["estimator"]["censoring"] == "cure model"
     cell = data["journey"]["deal_seeker"]["consideration"]["touchpoints"]["checkout"]
     assert {"share", "advance", "drop_off", "rate_per_day", "counts", "pooled"} <= set(cell)
     assert data["provenance"]["inputs"][str(DEMO_EVENTS)]

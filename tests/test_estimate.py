@@ -119,7 +119,7 @@ def test_long_gaps_need_the_cure_model(tmp_path):
     log = load_events(path)
     truth = evaluate(world).conversion_rate
     cure = estimate(log)
-    assert cure.estimator["censoring"] == "outcome-window + cure model"
+    assert cure.estimator["censoring"] == "cure model"
     assert abs(evaluate(cure).conversion_rate - truth) < 0.01
     assert truth - evaluate(estimate(log, censoring="window")).conversion_rate > 0.02
     dropped = cure.counts["dropped"]
