@@ -43,6 +43,10 @@ DWELL = ("way_out", "plain")
 EM_ITERATIONS = 200
 EM_TOLERANCE = 1e-7
 CURE_STEPS = 2000  # EM steps at most for the cure weights (accelerated: tens usually do)
+# Under the cure model the outcome window stays (robust to gaps that are not exponential, as real
+# ones are not) unless it would leave more than this share of the rows undecided; then every row
+# enters, weighted by the cure model (a short history: a week's log with a 30-day window).
+ALL_ROWS_ABOVE = 0.5
 
 
 def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
@@ -79,15 +83,18 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
     # outcome known: the row moved the customer on, was followed by another, or its journey was closed
     known = live & (advanced | ~last | certain)
     history = float(log.end - time.min()) if n else 0.0
-    if censoring == "cure":
-        # every row enters: known ones as they are, quiet last ones weighted by P(over | quiet time)
+    in_window = live & (time > log.end - inactivity_days)
+    all_rows = censoring == "cure" and in_window.sum() > ALL_ROWS_ABOVE * live.sum()
+    if all_rows:
+        # the window would leave most rows undecided: every row enters, known ones as they are,
+        # quiet last ones weighted by P(over | quiet time)
         decided = live.copy()
         if live.any() and not known.any():
             raise InputError("no interaction has a known outcome (none moved a customer on or was followed by "
                              "another), so nothing can be estimated", file=log.source,
                              hint="check the stage column and the customer ids")
     else:
-        decided = live & (time <= log.end - inactivity_days)
+        decided = live & ~in_window
         if live.any() and not decided.any():
             raise InputError(f"every interaction is within the last {inactivity_days:g} days of the log, so no "
                              "outcome is decided and nothing can be estimated", where="--inactivity-days",
@@ -167,6 +174,13 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
                            live=live, decided=decided, known=known, cell=cell, size=size,
                            interactions=interactions, quiet_rows=quiet_drop, quiet_rate=rate.ravel()[stage_d],
                            quiet_time=quiet_d, sure=sure_d, gaps=gaps, entered=entered)
+    if all_rows:
+        k, n_live = int(in_window.sum()), int(live.sum())
+        fallbacks.insert(0, {"kind": "all_rows", "count": k, "of": n_live,
+                             "message": f"{k:,} of {n_live:,} interactions are in the last {inactivity_days:g} days "
+                                        f"(history {history:.3g} days): too many to leave out, so every interaction "
+                                        "enters with the cure model, which leans on exponential gaps between "
+                                        "interactions"})
 
     # ---- pooled estimates -------------------------------------------------------------
     share = _pool_shares(interactions.astype(float), m)
@@ -176,11 +190,14 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
         cut = log.end - inactivity_days
         q_rows, q_w, l_rows, l_w = quiet_drop, w_drop, quiet_lapse, w_lapse
         if censoring == "cure":
-            # visits are followed to the log's end: every quiet last row (all are in the EM now) is a
-            # drop-off with the cure model's P(over | quiet so far) at the final estimates
+            # visits are followed to the log's end, so recent arrivals count too: a quiet last row
+            # is a drop-off with the cure model's P(over | quiet so far) at the final estimates
             cut = log.end
-            q_w = _drop_weight(drop_p, adv_p, rate, cell_d, stage_d, quiet_d, sure_d)
-            l_w = _lapse_weight(lapse, rate, stage_l, quiet_l, sure_l)
+            q_rows = np.flatnonzero(live & ~advanced & last)
+            q_w = _drop_weight(drop_p, adv_p, rate, cell[q_rows], entry_idx[q_rows], log.end - time[q_rows],
+                               certain[q_rows])
+            l_rows = np.flatnonzero(live & advanced & (after < final) & last)
+            l_w = _lapse_weight(lapse, rate, entry_idx[l_rows], log.end - time[l_rows], certain[l_rows])
         adv_p, drop_p, rate, speed, dwell_counts = _fit_dwell(
             time=time, first=first, last=last, before=before, after=after, live=live, advanced=advanced,
             persona=persona, cut=cut, quiet_drop=q_rows, w_drop=q_w,
@@ -217,15 +234,21 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
         estimator={
             "censoring": {"cure": "cure model", "window": "outcome-window"}[censoring],
             "censoring_note": (
-                "every interaction enters: one that moved the customer on or was followed by another has a "
-                "known outcome; a customer's last one counts as a drop-off (or lapse) with P(journey over | "
-                "quiet time) from the calibrated gaps (EM), the rest as a stay whose quiet time is time at "
-                "risk; inactivity_days only sets the log summary's ended / in-progress counts"
+                "every interaction enters (the outcome window would have left most undecided): one that "
+                "moved the customer on or was followed by another has a known outcome; a customer's last "
+                "one counts as a drop-off (or lapse) with P(journey over | quiet time) from the calibrated "
+                "gaps (EM), the rest as a stay whose quiet time is time at risk"
+                if all_rows else
+                "interactions within inactivity_days of the log's end have undecided outcomes and are "
+                "excluded from outcome, lapse and gap estimates; a decided interaction never followed by "
+                "another counts as a drop-off with P(journey over | quiet time) from the calibrated gaps "
+                "(EM), the rest as a stay whose quiet time is time at risk"
                 if censoring == "cure" else
                 "interactions within inactivity_days of the log's end have undecided outcomes and are "
                 "excluded from outcome, lapse and gap estimates; a decided interaction never followed by "
                 "another counts as a drop-off"),
             "inactivity_days": float(inactivity_days),
+            "outcome_rows": "all" if all_rows else "outcome window",
             "pooling": {"method": "hierarchical Dirichlet shrinkage: persona -> all personas -> stage average",
                         "prior_weight": m},
             "gaps": "exponential per persona x stage (Poisson interactions; touchpoint rate = rate x share)",
@@ -280,6 +303,7 @@ def _fallbacks(log: EventLog, *, censoring: str, inactivity_days: float, history
         row_ev = known.astype(float)
         quiet_ev = np.where(sure, 1.0, 1.0 - np.exp(-quiet_rate * quiet_time))
         row_ev[quiet_rows] = quiet_ev
+        row_ev[~decided] = 0.0  # in the outcome window (when it applies): not used
         evidence = np.bincount(cell[live], weights=row_ev[live], minlength=size)
     evidence = evidence.reshape(P, S, T)[:, :final]
     seen = interactions[:, :final] > 0

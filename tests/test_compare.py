@@ -154,7 +154,8 @@ def test_compare_cli_on_the_calibrated_world(world):
         assert sc["uplift"] == pytest.approx(sc["conversion_rate"] - base["conversion_rate"], abs=1e-9)
         assert sc["relative_uplift"] == pytest.approx(sc["uplift"] / base["conversion_rate"], rel=1e-6)
         assert set(sc["stages"]) == set(base["stages"]) and set(sc["personas"]) == set(base["personas"])
-        assert sc["stages"]["awareness"] == {"uplift": 0.0, "expected_uplift": 0.0}  # everyone starts there
+        assert sc["stages"]["awareness"] == {"uplift": 0.0, "expected_uplift": 0.0,  # everyone starts there
+                                             "expected_uplift_interval": [0.0, 0.0]}
         conv = sc["stages"][base["conversion_stage"]]
         assert conv["expected_uplift"] == pytest.approx(sc["expected_uplift"], abs=1e-9)
         # the expected uplift of the calibrated model is near the truth, within the same tolerance
@@ -324,11 +325,18 @@ def test_hotspot_losses_match_simulated_drop_offs(world):
 
 def test_hotspots_cli_and_json(tmp_path):
     out = tmp_path / "hot.json"
-    result = invoke("hotspots", ROOT / "scenarios/examples/checkout_fix.toml", "--top", 5, "--out", out)
+    result = invoke("hotspots", ROOT / "scenarios/examples/checkout_fix.toml", "--top", 5, "--out", out,
+                    "--seed", 3)
     assert result.exit_code == 0, result.output
     assert "checkout" in result.stdout
     data = json.loads(out.read_text())
-    assert data == run_hotspots(ROOT / "scenarios/examples/checkout_fix.toml", top=5)
+    assert data == run_hotspots(ROOT / "scenarios/examples/checkout_fix.toml", top=5, draws=200, seed=3)
+    # data intervals around every listed gain, on the same draws
+    for cell in data["hotspots"]:
+        lo, hi = cell["gain_if_drop_cut_10pct_interval"]
+        assert lo <= cell["gain_if_drop_cut_10pct"] <= hi
+    plain = run_hotspots(ROOT / "scenarios/examples/checkout_fix.toml", top=5, draws=0)
+    assert "data_uncertainty" not in plain and "gain_if_drop_cut_10pct_interval" not in plain["hotspots"][0]
     assert data["name"] == "checkout fix" and len(data["hotspots"]) == 5
     every = hotspot_cells(load_target(DEMO_MODEL).model)
     lapsed = sum(data["lapsed_per_1000"].values())
