@@ -5,6 +5,7 @@ Exit status: 0 success; 2 bad input or usage (one line on stderr); 1 internal er
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -12,8 +13,13 @@ from typing import Annotated
 
 import typer
 
-from sim.defaults import DEFAULT_DRAWS
-from sim.errors import InputError, JourneyError
+# journey's matrices are small (a few dozen states): BLAS threads only cost, up to 25x on a busy
+# machine. Set before numpy loads; a user's own setting wins.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+from sim.defaults import DEFAULT_DRAWS  # noqa: E402
+from sim.errors import InputError, JourneyError  # noqa: E402
 
 app = typer.Typer(
     name="journey",

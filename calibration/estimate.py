@@ -169,6 +169,14 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
     drp, stay, lapsed, days, drop_p, adv_p, lapse, rate = m_step(w)
     w_drop, w_lapse = w[:k_drop], w[k_drop:]
     outcome[..., 0] = drp
+    # how much of a quiet row's outcome its quiet time leaves unknown (for the parameter draws)
+    stay_p = np.clip(1.0 - drop_p - adv_p.sum(-1), 0.0, 1.0)
+    unknown = _unknown_share(drop_p.ravel()[cell_d], stay_p.ravel()[cell_d], np.exp(-rate.ravel()[stage_d] * quiet_d),
+                             w_drop, sure_d)
+    uncertain = np.bincount(cell_d, weights=unknown, minlength=size).reshape(P, S, T)
+    unknown_l = _unknown_share(lapse.ravel()[stage_l], 1.0 - lapse.ravel()[stage_l],
+                               np.exp(-rate.ravel()[stage_l] * quiet_l), w_lapse, sure_l)
+    uncertain_lapse = np.bincount(stage_l, weights=unknown_l, minlength=P * S).reshape(P, S)
 
     fallbacks = _fallbacks(log, censoring=censoring, inactivity_days=inactivity_days, history=history,
                            live=live, decided=decided, known=known, cell=cell, size=size,
@@ -229,7 +237,7 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
         counts={
             "interactions": interactions, "decided": dec, "advanced": adv, "dropped": drp, "stayed": stay,
             "entered": entered, "lapsed": lapsed, "gaps": gaps, "days_at_risk": days,
-            "customers": customers, **dwell_counts,
+            "customers": customers, "uncertain": uncertain, "uncertain_lapse": uncertain_lapse, **dwell_counts,
         },
         estimator={
             "censoring": {"cure": "cure model", "window": "outcome-window"}[censoring],
@@ -373,6 +381,22 @@ def _accelerated_fixed_point(step, w: np.ndarray) -> np.ndarray:
         steps += 1
         w = w3 if np.abs(w3 - jump).max(initial=0.0) <= plain else w2
     return w
+
+
+def _unknown_share(p: np.ndarray, q: np.ndarray, e: np.ndarray, w: np.ndarray, sure: np.ndarray) -> np.ndarray:
+    """Per quiet row, the share of a known row's information about "over" (p) against "still going" (q)
+    that its quiet time does not give (Louis: 1 - observed / complete information).
+
+    Its likelihood is p + q e (e = P(no return yet)): observed information (1 - e)^2 / (p + q e)^2
+    against w / p^2 + (1 - w) / q^2 had its outcome been seen (w = P(over | quiet)). 0 for a long
+    quiet (e -> 0) or a journey a mapping closed, 1 for a row seen just now (e = 1).
+    """
+    p, q = np.maximum(p, 1e-12), np.maximum(q, 1e-12)
+    observed = (1.0 - e) ** 2 / np.maximum(p + q * e, 1e-300) ** 2
+    complete = w / p ** 2 + (1.0 - w) / q ** 2
+    out = np.clip(1.0 - observed / np.maximum(complete, 1e-300), 0.0, 1.0)
+    out[sure] = 0.0
+    return out
 
 
 def _drop_weight(drop_p: np.ndarray, adv_p: np.ndarray, rate: np.ndarray, cells: np.ndarray,

@@ -240,6 +240,8 @@ class Model:
                             "dropped": _count(cnt["dropped"][p, s, t]),
                             "stayed": _count(cnt["stayed"][p, s, t]),
                         }
+                        if "uncertain" in cnt:  # of the dropped / stayed, how much the quiet time left open
+                            cell["counts"]["uncertain"] = _count(cnt["uncertain"][p, s, t])
                         cell["pooled"] = bool(cnt["decided"][p, s, t] < self.estimator.get("sparse_below", 30))
                     tps[tp] = cell
                 stage_rec: dict[str, Any] = {
@@ -255,6 +257,8 @@ class Model:
                         "entered": int(cnt["entered"][p, s]), "lapsed": _count(cnt["lapsed"][p, s]),
                         "gaps": int(cnt["gaps"][p, s]), "days_at_risk": _r(float(cnt["days_at_risk"][p, s])),
                     }
+                    if "uncertain_lapse" in cnt:
+                        stage_rec["counts"]["uncertain_lapse"] = _count(cnt["uncertain_lapse"][p, s])
                     if "leave_events" in cnt:  # evidence behind leave_speed (expected counts under censoring)
                         stage_rec["counts"]["leaves"] = {self.way_name(o): _count(cnt["leave_events"][p, s, o])
                                                          for o in ways}
@@ -425,6 +429,8 @@ def _counts_from_dict(data: dict, personas, stages, touchpoints) -> dict[str, np
             c["lapsed"][p, s] = float(sc.get("lapsed", 0))
             c["gaps"][p, s] = int(sc.get("gaps", 0))
             c["days_at_risk"][p, s] = float(sc.get("days_at_risk", 0.0))
+            if "uncertain_lapse" in sc:
+                c.setdefault("uncertain_lapse", np.zeros((P, S)))[p, s] = float(sc["uncertain_lapse"])
             for key, name in (("leave_events", "leaves"), ("leave_days", "leave_days")):
                 for way, value in sc.get(name, {}).items():
                     c.setdefault(key, np.zeros((P, S, 1 + S)))[p, s, way_index(stages, way)] = float(value)
@@ -434,6 +440,8 @@ def _counts_from_dict(data: dict, personas, stages, touchpoints) -> dict[str, np
                     c[k][p, s, t] = int(cc[k])
                 for k in ("dropped", "stayed"):
                     c[k][p, s, t] = float(cc[k])
+                if "uncertain" in cc:
+                    c.setdefault("uncertain", np.zeros((P, S, T)))[p, s, t] = float(cc["uncertain"])
                 for name, value in cc["advanced"].items():
                     c["advanced"][p, s, t, stages.index(name)] = int(value)
     return c

@@ -391,15 +391,19 @@ class UpliftData:
     expected_conversion_rate: list[float]
     colours: dict[str, str]
     conversion_stage: str = ""
+    with_data: bool = False  # the intervals include the calibration data's uncertainty
 
 
 def uplift_data(comparison: dict[str, Any]) -> UpliftData:
     base = comparison["base"]
     sc = comparison["scenarios"]
     names = [str(s["name"]) for s in sc]
+    with_data = bool(sc) and all(s.get("uplift_interval") for s in sc)
+    key = "uplift_interval" if with_data else "uplift_ci"
     return UpliftData(
         base_rate=float(base["conversion_rate"]), base_expected=float(base.get("expected_conversion_rate", math.nan)),
-        names=names, uplift=[float(s["uplift"]) for s in sc], ci=[[float(x) for x in s["uplift_ci"]] for s in sc],
+        names=names, uplift=[float(s["uplift"]) for s in sc], ci=[[float(x) for x in s[key]] for s in sc],
+        with_data=with_data,
         expected_uplift=[float(s.get("expected_uplift", math.nan)) for s in sc],
         conversion_rate=[float(s["conversion_rate"]) for s in sc],
         expected_conversion_rate=[float(s.get("expected_conversion_rate", math.nan)) for s in sc],
@@ -426,8 +430,10 @@ def draw_uplift(data: UpliftData, ax: Axes) -> None:
     hi_all = max(0.0, float(ci.max()) if ci.size else 0.0)
     span = max(hi_all - lo_all, 0.5)
     ax.set_xlim(lo_all - 0.08 * span, hi_all + 0.45 * span)
+    what = ("95% interval with the calibration data's uncertainty" if data.with_data else
+            "95% interval of simulation noise")
     ax.set_xlabel(f"change in conversion ({data.conversion_stage or 'conversion'} reached), percentage points; "
-                  f"bar + whisker: simulated with 95% interval; diamond: exact expectation")
+                  f"bar + whisker: simulated, {what}; diamond: exact expectation")
     _style(ax, grid="x")
     ax.set_ylim(-0.6, len(data.names) - 0.4)
 

@@ -391,7 +391,10 @@ def _compare_section(page: Page, runs: list[Run]) -> None:
     parts = page.section("scenarios", "Uplift per scenario")
     parts.append("<p>Each scenario against the same baseline customers (common random numbers): the bar and "
                  "whisker are the simulated change in conversion with its 95% interval, the diamond the exact "
-                 "expectation of the model. An interval that crosses zero is no evidence of a change.</p>")
+                 "expectation of the model. Where the run drew the model's parameters (compare --draws), the "
+                 "interval also holds the uncertainty of the data the model was fitted on, and the chance of a "
+                 "gain is the share of those draws in which the scenario converts more. An interval that "
+                 "crosses zero is no evidence of a change.</p>")
     for r in runs:
         d = plots.uplift_data(r.data)
         if not d.names:
@@ -400,17 +403,27 @@ def _compare_section(page: Page, runs: list[Run]) -> None:
         fig = plots.figure(11, 0.9 + 0.75 * len(d.names))
         plots.draw_uplift(d, fig.add_subplot())
         page.figure(parts, f"uplift-{r.path.name}", f"Uplift per scenario ({r.path.name})", fig, d)
+        extra = ["", ""] if d.with_data else []
         rows = [["baseline", plots.pct(d.base_rate), plots.pct(d.base_expected) if not math.isnan(d.base_expected)
-                 else "", "", "", ""]]
+                 else "", "", "", "", *extra]]
+        records = r.data["scenarios"]
         for i, n in enumerate(d.names):
             e = d.expected_uplift[i]
             ex = d.expected_conversion_rate[i]
-            rows.append([n, plots.pct(d.conversion_rate[i]), plots.pct(ex) if not math.isnan(ex) else "",
-                         plots.points(d.uplift[i], 2),
-                         f"[{plots.points(d.ci[i][0], 2)}, {plots.points(d.ci[i][1], 2)}]",
-                         plots.points(e, 2) if not math.isnan(e) else ""])
-        parts.append(_table(["scenario", "conversion (simulated)", "expected", "uplift", "95% interval",
-                             "expected uplift"], rows, "num"))
+            row = [n, plots.pct(d.conversion_rate[i]), plots.pct(ex) if not math.isnan(ex) else "",
+                   plots.points(d.uplift[i], 2), f"[{plots.points(d.ci[i][0], 2)}, {plots.points(d.ci[i][1], 2)}]",
+                   plots.points(e, 2) if not math.isnan(e) else ""]
+            if d.with_data:
+                rec = records[i]
+                row += [f"{100 * float(rec['probability_positive']):.0f}%", _verdict_words(rec)]
+            rows.append(row)
+        head = ["scenario", "conversion (simulated)", "expected", "uplift",
+                "95% interval (data and simulation)" if d.with_data else "95% interval (simulation)",
+                "expected uplift", *(["chance of a gain", "verdict"] if d.with_data else [])]
+        parts.append(_table(head, rows, "num"))
+        behind = (r.data.get("data_uncertainty") or {}).get("customers_behind_model")
+        if d.with_data and behind:
+            parts.append(f"<p>The model behind these numbers was fitted on {int(behind):,} real customers.</p>")
         said = [f"{sc.get('name')}: {n}" for sc in r.data.get("scenarios", []) for n in sc.get("notes", [])]
         if said:  # a capped factor, a scenario that named another model: said where the numbers are
             parts.append("<ul class='notes'>" + "".join(f"<li>{_e(n)}</li>" for n in said) + "</ul>")
@@ -421,6 +434,17 @@ def _compare_section(page: Page, runs: list[Run]) -> None:
             fig = plots.figure(11, 0.9 + 0.3 * len(pu.scenarios) * max(len(pu.personas), 2))
             plots.draw_persona_uplift(pu, fig.add_subplot())
             page.figure(parts, f"uplift-personas-{r.path.name}", "Uplift per persona", fig, pu)
+
+
+def _verdict_words(record: dict[str, Any]) -> str:
+    """A comparison record's verdict in plain words."""
+    verdict = record.get("verdict")
+    if verdict == "gain":
+        return "a gain"
+    if verdict == "loss":
+        return "a loss"
+    more = record.get("customers_to_tell")
+    return "the data cannot tell yet" + (f" (about {int(more):,} customers would)" if more else "")
 
 
 def _funnel_section(page: Page, runs: list[Run], refs: dict[int, ModelRef | None]) -> None:

@@ -5,7 +5,9 @@ posterior its estimator implies, centred on the calibrated value and as concentr
 evidence behind it plus the pooling prior (``prior_weight`` pseudo-observations):
 
   * per persona x stage x touchpoint, the outcome of an interaction (stay, drop off, move to each
-    later stage): Dirichlet((n + m) * p), n = decided interactions there (cure-weighted);
+    later stage): Dirichlet((n + m) * p), n = decided interactions there, a quiet last one counted
+    by the share of its outcome its quiet time tells (``counts.uncertain``: Louis' missing
+    information of the cure model);
   * per persona x stage, the touchpoint shares: Dirichlet((N + m) * share), N = interactions;
   * the lapse after moving into a stage: Beta((entered + m) * lapse, (entered + m) * (1 - lapse));
   * the interaction rate: Gamma with shape gaps + m and the calibrated mean;
@@ -13,8 +15,8 @@ evidence behind it plus the pooling prior (``prior_weight`` pseudo-observations)
   * the persona mix: Dirichlet(customers of each persona).
 
 Blocks are independent (the likelihood factorises over them). Not included: the uncertainty of the
-pooling targets themselves, of which quiet journeys are over (the cure weights enter as expected
-counts), and whether the model's form is right (backtest and drift check that). Every projected
+pooling targets themselves, the cure model's coupling of drop-offs with the interaction rate, and
+whether the model's form is right (backtest and drift check that). Every projected
 number is then evaluated exactly on each draw: no simulation per draw. The draws depend on the
 run's seed only, and the same draws serve the base and every scenario, so an uplift's interval is
 paired in parameters as common random numbers pair customers.
@@ -35,8 +37,8 @@ DRAW_STREAM = 0x6472617773  # "draws": a two-part spawn key never met by SeedSeq
 METHOD = ("posterior draws of the calibrated parameters given the counts behind them (Dirichlet outcomes and "
           "shares, beta lapses, gamma rates and leave speeds, Dirichlet persona mix; pooling prior as "
           "calibrated), each evaluated exactly; percentile interval")
-NOT_INCLUDED = ("the uncertainty of the pooling targets, of which quiet journeys are over (cure weights "
-                "enter as expected counts) and of the model's form")
+NOT_INCLUDED = ("the uncertainty of the pooling targets, the cure model's coupling of drop-offs with the "
+                "interaction rate, and whether the model's form is right (see backtest and drift)")
 
 
 def draw_seed(seed: int) -> np.random.SeedSequence:
@@ -68,10 +70,11 @@ def parameter_draws(model: Model, draws: int, seed: np.random.SeedSequence | np.
 
     # outcome of an interaction: [stay, drop, advance to u...]
     probs = np.concatenate([model.stay[..., None], model.drop[..., None], model.advance], axis=-1)
-    decided = c["stayed"] + c["dropped"] + c["advanced"].sum(-1)
-    outcome = _dirichlet(rng, (decided + m)[..., None] * probs, D)
+    # a quiet row's outcome counts as the share of a seen one its quiet time gives (Louis' identity)
+    decided = c["stayed"] + c["dropped"] + c["advanced"].sum(-1) - c.get("uncertain", 0.0)
+    outcome = _dirichlet(rng, (np.maximum(decided, 0.0) + m)[..., None] * probs, D)
     share = _dirichlet(rng, (c["interactions"].sum(-1, keepdims=True) + m) * model.share, D)
-    conc = c["entered"] + m
+    conc = np.maximum(c["entered"] - c.get("uncertain_lapse", 0.0), 0.0) + m
     lapse = _beta(rng, conc * model.lapse, conc * (1.0 - model.lapse), D)
     rate = model.rate * _gamma_ratio(rng, c["gaps"] + m, D)
     speed = model.leave_speed.copy()[None].repeat(D, axis=0)

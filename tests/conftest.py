@@ -1,10 +1,14 @@
 """Shared fixtures: a known-truth world, its censored log on disk, and the calibrated model."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
-import pytest
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # as cli.py: small matrices
+    os.environ.setdefault(_var, "1")
+
+import pytest  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 
