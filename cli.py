@@ -162,8 +162,6 @@ def simulate(
 
     render_summary(summary)
     typer.echo(f"-> {path / 'summary.json'}")
-    for note in summary.get("notes", []):
-        typer.echo(f"note: {note}", err=True)
 
 
 @app.command(epilog="Example: journey compare model.json scenarios/examples/checkout_fix.toml --out results/cmp")

@@ -55,7 +55,7 @@ def render_summary(summary: dict[str, Any]) -> None:
     console.print(f"simulated: {_pct(summary['conversion_rate'])} of {summary['customers']:,} customers x "
                   f"{summary['replications']}, 95 % interval {_pct(lo)} to {_pct(hi)} (simulation noise only)")
     for note in summary.get("notes", []):
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", soft_wrap=True)  # one line, for grep and logs
 
 
 def render_comparison(comparison: dict[str, Any]) -> None:
@@ -103,7 +103,7 @@ def render_comparison(comparison: dict[str, Any]) -> None:
                   style="dim")
     for sc in comparison["scenarios"]:
         for note in sc.get("notes", []):
-            console.print(f"note, {sc['name']}: {note}")
+            console.print(f"note, {sc['name']}: {note}", soft_wrap=True)
         if sc.get("expected_note"):
             console.print(f"note, {sc['name']}: {sc['expected_note']}")
 

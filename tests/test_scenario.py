@@ -357,3 +357,15 @@ def test_example_scenarios_load_apply_and_simulate(tmp_path, path):
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["name"] == sc.name
+
+
+def test_simulate_says_when_a_factor_reached_its_cap(tmp_path):
+    path = tmp_path / "thirty.toml"
+    path.write_text(f'model = "{DEMO_MODEL}"\n[[change]]\ntouchpoint = "checkout"\ndrop_off = 30\n')
+    result = runner.invoke(app, ["simulate", str(path), "--customers", "2000", "--seed", "1", "--draws", "0",
+                                 "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.output.splitlines() if "reached its cap" in line]
+    assert len(notes) == 1 and "drop_off = 30" in notes[0] and "0.7 = 30 % fewer drop-offs" in notes[0]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["notes"] and "reached its cap" in summary["notes"][0]
