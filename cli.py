@@ -221,6 +221,11 @@ def optimize(
     workers: Annotated[int, typer.Option(help="Worker processes sharing the study.")] = 1,
     pareto: Annotated[bool, typer.Option(help="Also trace conversion against spend.")] = False,
     customers: Customers = None,
+    draws: Draws = DEFAULT_DRAWS,
+    objective: Annotated[str, typer.Option(help="What the search maximises: point (the calibrated model's "
+                                                "conversion), mean (the average over the data's "
+                                                "uncertainty, 40 draws) or qNN, e.g. q10 (the uplift "
+                                                "reached in 90 % of the plausible models: cautious).")] = "point",
     out: Out = None,
     quiet: Quiet = False,
 ) -> None:
@@ -230,7 +235,8 @@ def optimize(
 
     try:
         path, best = run_optimize(scenario, trials=trials, seed=seed, storage=storage, study=study, workers=workers,
-                                  pareto=pareto, customers=customers, out=out, quiet=quiet)
+                                  pareto=pareto, customers=customers, out=out, quiet=quiet, draws=draws,
+                                  objective=objective)
     except KeyboardInterrupt:
         typer.echo("interrupted: the study keeps every completed trial; run the same command again to resume",
                    err=True)

@@ -65,9 +65,10 @@ def run_demo(out: Path, *, customers: int = 200_000, trials: int = 60, quiet: bo
 
     path, best = run_optimize(demo_file("examples/budget.toml"), trials=trials, seed=1, storage=None,
                               study=None, workers=1, pareto=False, customers=customers, out=out / "optimize",
-                              quiet=quiet)
-    yield (f"6 optimize   {trials} trials: expected uplift {best['expected_uplift']:+.4f} for "
-           f"{best['spend']:.0f} spent -> {path}")
+                              quiet=quiet, draws=DEFAULT_DRAWS)
+    olo, ohi = best["expected_uplift_interval"]
+    yield (f"6 optimize   {trials} trials: expected uplift {100 * best['expected_uplift']:+.2f} points "
+           f"[{100 * olo:+.2f}, {100 * ohi:+.2f}] (data) for {best['spend']:.0f} spent -> {path}")
 
     path, backtest = run_backtest(events, split=DEMO_SPLIT, stages=None, conversion_stage=None,
                                   inactivity_days=30.0, mapping=None, out=out / "backtest")

@@ -46,6 +46,7 @@ DEFAULT_JOURNAL = "study.log"
 REPLICATIONS = 5
 SPACE_VERSION = 1  # bump when the parametrisation changes: old studies cannot be resumed
 FINGERPRINT_ATTR = "journey_fingerprint"
+OBJECTIVE_ATTR = "journey_objective"  # said when a resume is refused for another objective
 PARETO_LEVELS = 10
 PARETO_STREAM = 1 << 40  # sampler streams of the Pareto levels, apart from the study's
 PG_LOCK_KEY = 0x6A6F75726E  # advisory lock serialising schema / study creation on PostgreSQL
@@ -146,38 +147,137 @@ class SpendSpace:
         share = self.free_budget / len(self.names)
         return {name: float(self.lo[i] + min(share, self.hi[i] - self.lo[i])) for i, name in enumerate(self.names)}
 
+    def even_split(self) -> dict[str, float]:
+        """The spends of the even split, as the study's first trial evaluates them."""
+        params = self.even_params()
+        return self.spends([params[name] for name in self.names])
+
     def allocation(self, spends: dict[str, float]) -> dict[str, float]:
         """Every investment's spend (fixed ones included), in file order."""
         return {name: float(spends[name]) if name in spends else self.fixed[name] for name in self.order}
 
 
 # ---- objective ---------------------------------------------------------------------------------
-class Objective:
-    """Exact expected conversion of the model with the scenario and the spends applied."""
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """--objective: what a trial's value is. point: the calibrated model's exact conversion; mean: the
+    mean exact conversion over the first K parameter draws; qNN: the NNth percentile over those draws
+    of the uplift against the baseline on the same draw (a cautious choice)."""
 
-    def __init__(self, model: Model, scenario: Scenario) -> None:
+    kind: str  # "point", "mean" or "quantile"
+    q: int | None = None  # 1..99 for "quantile"
+
+    @classmethod
+    def parse(cls, text: str) -> ObjectiveSpec:
+        t = str(text).strip().lower()
+        if t in ("point", "mean"):
+            return cls(t)
+        digits = t[1:]
+        if t.startswith("q") and digits.isascii() and digits.isdigit() and 1 <= int(digits) <= 99:
+            return cls("quantile", int(digits))
+        raise InputError("unknown objective", where="--objective", value=text,
+                         hint="use point (the calibrated model), mean (the average over the data's "
+                              "uncertainty) or qNN with NN a whole number from 1 to 99 (q10: the uplift "
+                              "reached in 90 % of the plausible models)")
+
+    @property
+    def label(self) -> str:
+        return f"q{self.q}" if self.kind == "quantile" else self.kind
+
+    @property
+    def uses_draws(self) -> bool:
+        return self.kind != "point"
+
+    def draws_used(self, draws: int) -> int:
+        """K: the parameter draws one trial evaluates (few, for speed)."""
+        return min(int(draws), OBJECTIVE_DRAWS) if self.uses_draws else 0
+
+    def tag(self, draws: int, seed: int) -> str:
+        """What a study remembers of its objective (said when a resume is refused)."""
+        return self.label if not self.uses_draws else f"{self.label} over {draws} draws, seed {seed}"
+
+    def describe(self, draws: int) -> str:
+        k = self.draws_used(draws)
+        return {"point": "the calibrated model's exact expected conversion",
+                "mean": f"the mean exact expected conversion over {k} parameter draws",
+                "quantile": f"the {self.q}th percentile over {k} parameter draws of the exact uplift against "
+                            "the baseline on the same draw"}[self.kind]
+
+
+OBJECTIVE_DRAWS = 40  # K = min(--draws, this): a trial evaluates K models
+POINT = ObjectiveSpec("point")
+
+
+class Objective:
+    """Exact expected conversion of the model with the scenario and the spends applied; with parameter
+    draws (``models``), the mean over them or a percentile of the paired uplift (``spec``)."""
+
+    def __init__(self, model: Model, scenario: Scenario, spec: ObjectiveSpec = POINT,
+                 models: list[Model] | None = None) -> None:
         self.model = model
         self.scenario = scenario
         self.horizon = scenario.horizon_days
+        self.spec = spec
+        self.models = list(models or [])
+        if spec.uses_draws and not self.models:
+            raise ValueError("an objective over parameter draws needs the draws")
+        self._base_draws: np.ndarray | None = None
 
     def model_with(self, spends: dict[str, float]) -> Model:
         return apply(self.model, self.scenario, spends=spends)
 
-    def __call__(self, spends: dict[str, float]) -> float:
+    def point(self, spends: dict[str, float]) -> float:
+        """The calibrated model's exact conversion (what best.json reports whatever the objective)."""
         return evaluate(self.model_with(spends), horizon_days=self.horizon).conversion_rate
+
+    def on_draws(self, spends: dict[str, float]) -> np.ndarray:
+        """Exact conversion on every draw of ``models``."""
+        return draw_conversions(self.models, self.scenario, spends, self.horizon)
+
+    def __call__(self, spends: dict[str, float]) -> float:
+        if self.spec.kind == "point":
+            return self.point(spends)
+        conv = self.on_draws(spends)
+        if self.spec.kind == "mean":
+            return float(conv.mean())
+        if self._base_draws is None:
+            self._base_draws = self.on_draws({})
+        return float(np.percentile(conv - self._base_draws, self.spec.q))
 
     @property
     def baseline(self) -> float:
         """Nothing spent on the investments being optimised (changes and fixed spends kept)."""
-        return self({})
+        return self.point({})
 
 
-def fingerprint(scenario: Scenario, model_sha: str) -> str:
-    """What the objective depends on: a study made for another scenario or model must not be resumed."""
+def draw_conversions(models: list[Model], scenario: Scenario, spends: dict[str, float],
+                     horizon: float | None) -> np.ndarray:
+    """Exact conversion of each parameter draw with the scenario and the spends applied."""
+    return np.array([evaluate(apply(m, scenario, spends=spends), horizon_days=horizon).conversion_rate
+                     for m in models])
+
+
+def make_objective(model: Model, scenario: Scenario, spec: ObjectiveSpec, draws: int, seed: int) -> Objective:
+    """The objective of a run; workers rebuild it from the same (model, scenario, spec, draws, seed)."""
+    if not spec.uses_draws:
+        return Objective(model, scenario)
+    from sim.uncertainty import draw_seed, parameter_draws
+
+    # the first K of the run's draws: the same models best.json's intervals use
+    models = parameter_draws(model, draws, draw_seed(seed))[:spec.draws_used(draws)]
+    return Objective(model, scenario, spec, models)
+
+
+def fingerprint(scenario: Scenario, model_sha: str, objective: ObjectiveSpec = POINT, draws: int = 0,
+                seed: int | None = None) -> str:
+    """What the objective depends on: a study made for another scenario, model or objective must not be
+    resumed. (A draws-based objective also depends on the draws: their number and the run's seed.)"""
     keys = ("personas", "change", "investment", "budget", "horizon_days")
     data = {k: scenario.model_dump(mode="json")[k] for k in keys}
     data["model_sha256"] = model_sha
     data["space_version"] = SPACE_VERSION
+    if objective.uses_draws:  # point studies keep today's fingerprint: they resume as before
+        data["objective"] = {"kind": objective.label, "draws": draws, "seed": seed}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -403,7 +503,7 @@ def _quiet_optuna() -> None:
 
 
 def open_study(storage: Any, spec: StorageSpec, name: str, fp: str, *, sampler: Any = None,
-               space: SpendSpace | None = None) -> tuple[Any, bool]:
+               space: SpendSpace | None = None, objective: str = "point") -> tuple[Any, bool]:
     """Create the study or load it (race-safe); (study, created). Checks that it fits this scenario."""
     import optuna
     from optuna.study import StudyDirection
@@ -417,6 +517,7 @@ def open_study(storage: Any, spec: StorageSpec, name: str, fp: str, *, sampler: 
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
         if created:
             study.set_user_attr(FINGERPRINT_ATTR, fp)
+            study.set_user_attr(OBJECTIVE_ATTR, objective)
             if space is not None:
                 study.enqueue_trial(space.even_params())
     if len(study.directions) != 1 or study.direction != StudyDirection.MAXIMIZE:
@@ -428,6 +529,12 @@ def open_study(storage: Any, spec: StorageSpec, name: str, fp: str, *, sampler: 
             raise InputError("the study exists and was not made by journey optimize", where="--study",
                              value=name, hint="choose another --study name")
         study.set_user_attr(FINGERPRINT_ATTR, fp)  # its creator has not labelled it yet
+    elif have != fp and study.user_attrs.get(OBJECTIVE_ATTR, "point") != objective:
+        made = study.user_attrs.get(OBJECTIVE_ATTR, "point")
+        raise InputError(f"the study in {spec.label} was made for another objective ({made})",
+                         where="--study", value=name,
+                         hint=f"resume it with the objective it was made for, or choose a new --study name "
+                              f"(or another --out) to optimise {objective}")
     elif have != fp:
         raise InputError(f"the study in {spec.label} was made for another scenario, budget or model",
                          where="--study", value=name,
@@ -538,6 +645,8 @@ class WorkerJob:
     offset: int
     index: int
     target: int
+    objective: str = "point"  # the --objective text: the worker rebuilds the objective from it
+    draws: int = 0
 
 
 def _worker(job: WorkerJob, counter: Any, errors: Any) -> None:
@@ -549,10 +658,13 @@ def _worker(job: WorkerJob, counter: Any, errors: Any) -> None:
         _quiet_optuna()
         store = open_storage(job.spec)
         space = SpendSpace.from_scenario(job.scenario)
+        spec = ObjectiveSpec.parse(job.objective)
         study, _ = open_study(store.storage, job.spec, job.study, job.fingerprint,
-                              sampler=make_sampler(job.seed, job.offset, job.index))
+                              sampler=make_sampler(job.seed, job.offset, job.index),
+                              objective=spec.tag(job.draws, job.seed))
+        objective = make_objective(job.model, job.scenario, spec, job.draws, job.seed)
         try:
-            run_trials(study, space, Objective(job.model, job.scenario), target=job.target,
+            run_trials(study, space, objective, target=job.target,
                        slots=Slots(0, counter), sync=store.sync)
         finally:
             store.close()
@@ -615,11 +727,12 @@ class SearchResult:
 
 def search(model: Model, scenario: Scenario, space: SpendSpace, objective: Objective, *, spec: StorageSpec,
            study_name: str, fp: str, trials: int, seed: int, workers: int,
-           progress_factory: Callable[[int], Any] | None = None) -> SearchResult:
+           progress_factory: Callable[[int], Any] | None = None, draws: int = 0) -> SearchResult:
     """Open (or create) the study and run trials until it holds ``trials`` complete ones."""
     store = open_storage(spec)
     try:
-        study, _ = open_study(store.storage, spec, study_name, fp, space=space)
+        study, _ = open_study(store.storage, spec, study_name, fp, space=space,
+                              objective=objective.spec.tag(draws, seed))
         before = count_complete(study)
         remaining = max(0, trials - before)
         workers = max(1, min(workers, remaining))
@@ -632,8 +745,8 @@ def search(model: Model, scenario: Scenario, space: SpendSpace, objective: Objec
                 run_trials(study, space, objective, target=trials, slots=Slots(remaining), progress=advance,
                            sync=store.sync)
             else:
-                jobs = [WorkerJob(model, scenario, spec, study_name, fp, seed, before, k, trials)
-                        for k in range(workers)]
+                jobs = [WorkerJob(model, scenario, spec, study_name, fp, seed, before, k, trials,
+                                  objective=objective.spec.label, draws=draws) for k in range(workers)]
                 _run_workers(jobs, remaining, study, advance)
     except BaseException:
         store.close()
@@ -685,11 +798,14 @@ def pareto_front(space: SpendSpace, objective: Objective, best_spends: dict[str,
 
 # ---- reference optimum (tests and benchmarks) --------------------------------------------------
 def reference_optimum(objective: Callable[[dict[str, float]], float], space: SpendSpace, *, starts: int = 8,
-                      seed: int = 0, extra_starts: list[dict[str, float]] | None = None
+                      seed: int = 0, extra_starts: list[dict[str, float]] | None = None, corners: bool = True,
+                      ftol: float = 1e-9
                       ) -> tuple[float, dict[str, float]]:
     """The best split by SLSQP from several starts on the same exact objective (no rounding).
 
-    Used to measure how close the Optuna search gets; not part of `journey optimize`.
+    Starts: the even split, all the room on each lever in turn (``corners``), ``starts`` random splits
+    and ``extra_starts``. Measures how close the Optuna search gets (tests, benchmarks) and finds each
+    draw's own best split for best.json's ``stability``.
     """
     from scipy.optimize import minimize
 
@@ -711,11 +827,11 @@ def reference_optimum(objective: Callable[[dict[str, float]], float], space: Spe
     rng = np.random.default_rng(seed)
     n = len(space.names)
     inits = [np.minimum(space.free_budget / n / width, 1.0)]
-    for i in range(n):
+    for i in range(n if corners else 0):
         u = np.zeros(n)
         u[i] = min(1.0, room / width[i])
         inits.append(u)
-    while len(inits) < starts + n + 1:
+    while len(inits) < starts + (n + 1 if corners else 1):
         w = rng.dirichlet(np.ones(n)) * room * rng.uniform(0.5, 1.0)
         inits.append(np.minimum(w / width, 1.0))
     for s in extra_starts or []:
@@ -724,13 +840,75 @@ def reference_optimum(objective: Callable[[dict[str, float]], float], space: Spe
     cons = [{"type": "ineq", "fun": lambda u: room - float(((np.clip(u, 0, 1)) * width).sum())}]
     for u0 in inits:
         res = minimize(loss, u0, method="SLSQP", bounds=[(0.0, 1.0)] * n, constraints=cons,
-                       options={"ftol": 1e-9, "maxiter": 200})
+                       options={"ftol": ftol, "maxiter": 200})
         spends = spends_of(res.x)
         value = objective(spends)
         if best is None or value > best[0]:
             best = (value, spends)
     assert best is not None
     return best
+
+
+# ---- the chosen split under the data's uncertainty ---------------------------------------------
+STABILITY_DRAWS = 20  # draws on which each draw's own best split is searched (SLSQP, two starts each)
+NEAR_BEST = 0.01  # "near its best": within this share of the draw's best uplift
+
+
+def uncertainty_record(objective: Objective, space: SpendSpace, spends: dict[str, float], *, draws: int,
+                       seed: int) -> dict[str, Any]:
+    """The chosen split, the even split and the baseline on the same parameter draws (exact, paired)."""
+    from sim.summary import no_evidence_note
+    from sim.uncertainty import Interval, describe, draw_seed, has_evidence, parameter_draws
+
+    model, sc, horizon = objective.model, objective.scenario, objective.horizon
+    if not has_evidence(model):
+        return {"data_uncertainty": no_evidence_note(draws)}
+    models = parameter_draws(model, draws, draw_seed(seed))
+    even = space.even_split()
+    chosen = draw_conversions(models, sc, spends, horizon)
+    base = draw_conversions(models, sc, {}, horizon)
+    even_conv = draw_conversions(models, sc, even, horizon)
+    uplift = Interval(chosen - base)
+    return {
+        "expected_uplift_interval": [_r(x) for x in uplift.bounds],
+        "probability_beats_baseline": _r(uplift.probability_positive),
+        "probability_beats_even_split": _r(Interval(chosen - even_conv).probability_positive),
+        "even_split": space.allocation(even),
+        "even_split_expected_uplift": _r(objective.point(even) - objective.baseline),
+        "even_split_expected_uplift_interval": [_r(x) for x in Interval(even_conv - base).bounds],
+        "stability": stability(models[:STABILITY_DRAWS], sc, space, spends, horizon),
+        "data_uncertainty": describe(model, draws),
+    }
+
+
+def stability(models: list[Model], scenario: Scenario, space: SpendSpace, spends: dict[str, float],
+              horizon: float | None) -> dict[str, Any]:
+    """Each draw's own best split, the spread of its spends, and how often the chosen split is near it."""
+    bests, near = [], 0
+    for m in models:
+        obj = Objective(m, scenario)
+        base, mine = obj.baseline, obj(spends)
+        # ftol 1e-7 (on 1e4 x uplift): a quarter of the evaluations of 1e-9 for the same uplift to 1e-9
+        value, best = reference_optimum(obj, space, starts=0, corners=False, extra_starts=[spends], ftol=1e-7)
+        if mine >= value:  # SLSQP stops short now and then: the chosen split is a candidate too
+            value, best = mine, spends
+        near += bool(mine - base >= (1 - NEAR_BEST) * (value - base))
+        bests.append(space.allocation(best))
+    return {
+        "draws": len(models),
+        "share_of_draws_near_best": _r(near / len(models)),
+        "best_spend_range": {name: [_r(_on_grid(space, name, float(np.percentile([b[name] for b in bests], q))))
+                                    for q in (5, 95)] for name in space.order},
+        "method": (f"on each of the first {len(models)} parameter draws, the split best on that draw (SLSQP from "
+                   "the even and the chosen split); best_spend_range: 5th to 95th percentile of those splits' "
+                   f"spends; share_of_draws_near_best: draws on which the chosen split's uplift is within "
+                   f"{100 * NEAR_BEST:g} % of that draw's best uplift"),
+    }
+
+
+def _on_grid(space: SpendSpace, name: str, x: float) -> float:
+    """A spend SLSQP found, on the spends' grid (no 1e-17 for nothing)."""
+    return space._down(x + space.quantum / 2, space.names.index(name)) if name in space.names else x
 
 
 # ---- records and files -------------------------------------------------------------------------
@@ -852,7 +1030,13 @@ def write_figures(run: Any, best: dict[str, Any], trials_text: str) -> None:
         fig = plots.figure(8, 3.6)
         ax = fig.add_subplot()
         plots.draw_history(hist, ax)
-        ax.axhline(best["baseline_expected_conversion_rate"], color="#7F7F7F", lw=1, ls="--", label="nothing spent")
+        # the trials' values are the objective's: its own value of spending nothing
+        ax.axhline(best.get("objective_baseline", best["baseline_expected_conversion_rate"]), color="#7F7F7F",
+                   lw=1, ls="--", label="nothing spent")
+        if str(best.get("objective", "")).startswith("q"):
+            ax.set_ylabel(f"uplift, {best['objective'][1:]}th percentile")
+        elif best.get("objective") == "mean":
+            ax.set_ylabel("expected conversion, mean over the data")
         ax.legend(frameon=False, fontsize=9, loc="lower right")
         figs.append(("history.png", fig))
     alloc = plots.allocation_data(best)
@@ -892,8 +1076,11 @@ def _keep_study_files(run: Any, spec: StorageSpec, store: Store) -> None:
 # ---- the command -------------------------------------------------------------------------------
 def run_optimize(scenario_path: str | Path, *, trials: int, seed: int | None, storage: str | None,
                  study: str | None, workers: int, pareto: bool, customers: int | None, out: str | Path | None,
-                 quiet: bool = False) -> tuple[Path, dict[str, Any]]:
-    """Search the split, simulate the best one, write best.json / best.toml / trials.csv / figures."""
+                 quiet: bool = False, draws: int = 0, objective: str = "point") -> tuple[Path, dict[str, Any]]:
+    """Search the split, simulate the best one, write best.json / best.toml / trials.csv / figures.
+
+    With ``draws`` > 0, best.json also says how sure the data is of the split (the chosen split, the
+    even split and the baseline on the same parameter draws)."""
     import warnings
 
     from sim.progress import progress_bar
@@ -905,18 +1092,32 @@ def run_optimize(scenario_path: str | Path, *, trials: int, seed: int | None, st
         raise InputError("must be at least 1", where="--workers", value=workers)
     if customers is not None and customers < 1:
         raise InputError("must be at least 1", where="--customers", value=customers)
+    if draws < 0:
+        raise InputError("must not be negative", where="--draws", value=draws)
+    spec_obj = ObjectiveSpec.parse(objective)
+    if spec_obj.uses_draws and draws == 0:
+        raise InputError("needs parameter draws", where="--objective", value=objective,
+                         hint="drop --draws 0 (or give --draws 1 or more), or use --objective point")
     started = utc_now()
     scenario_path = Path(scenario_path)
     scenario = load_scenario(scenario_path)
     space = SpendSpace.from_scenario(scenario)
     model = Model.load(scenario.model_path)
-    objective = Objective(model, scenario)
-    baseline = objective.baseline  # also checks touchpoints, stages and personas before anything is written
+    if spec_obj.uses_draws:
+        from sim.uncertainty import has_evidence
+
+        if not has_evidence(model):
+            raise InputError("the model file keeps no counts to draw from", file=scenario.model_path,
+                             where="--objective", value=objective,
+                             hint="recalibrate with `journey calibrate`, or use --objective point")
     seed = resolve_seed(seed)
+    point = Objective(model, scenario)
+    baseline = point.baseline  # also checks touchpoints, stages and personas before anything is written
+    objective_fn = make_objective(model, scenario, spec_obj, draws, seed)
     study_name = study if study is not None else str(scenario.name)
     if not study_name.strip():
         raise InputError("must not be empty", where="--study", value=study_name)
-    fp = fingerprint(scenario, sha256_of(scenario.model_path))
+    fp = fingerprint(scenario, sha256_of(scenario.model_path), spec_obj, draws, seed)
     final = Path(out) if out is not None else default_run_dir("optimize")
     if final.exists() and not final.is_dir():
         raise InputError("output path exists and is not a directory", file=final, hint="choose another --out")
@@ -930,13 +1131,13 @@ def run_optimize(scenario_path: str | Path, *, trials: int, seed: int | None, st
     _quiet_optuna()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", module="optuna")
-        found = search(model, scenario, space, objective, spec=spec, study_name=study_name, fp=fp, trials=trials,
-                       seed=seed, workers=workers,
-                       progress_factory=lambda n: progress_bar("optimizing", n, quiet=quiet))
+        found = search(model, scenario, space, objective_fn, spec=spec, study_name=study_name, fp=fp,
+                       trials=trials, seed=seed, workers=workers,
+                       progress_factory=lambda n: progress_bar("optimizing", n, quiet=quiet), draws=draws)
     try:
-        return _finish(found, scenario_path, scenario, space, objective, baseline, model, spec=spec,
+        return _finish(found, scenario_path, scenario, space, objective_fn, baseline, model, spec=spec,
                        study_name=study_name, trials=trials, seed=seed, workers=workers, pareto=pareto,
-                       customers=customers, final=final, started=started, quiet=quiet)
+                       customers=customers, final=final, started=started, quiet=quiet, draws=draws)
     finally:
         found.store.close()
 
@@ -944,7 +1145,7 @@ def run_optimize(scenario_path: str | Path, *, trials: int, seed: int | None, st
 def _finish(found: SearchResult, scenario_path: Path, scenario: Scenario, space: SpendSpace, objective: Objective,
             baseline: float, model: Model, *, spec: StorageSpec, study_name: str, trials: int, seed: int,
             workers: int, pareto: bool, customers: int | None, final: Path, started: str,
-            quiet: bool) -> tuple[Path, dict[str, Any]]:
+            quiet: bool, draws: int = 0) -> tuple[Path, dict[str, Any]]:
     """After the search: the Pareto front if asked, the best split simulated, every file written."""
     import warnings
 
@@ -958,13 +1159,15 @@ def _finish(found: SearchResult, scenario_path: Path, scenario: Scenario, space:
             raise JourneyError("no trial completed; the study keeps the failed ones for inspection")
         best_trial = st.best_trial
         spends = {k: float(v) for k, v in best_trial.user_attrs["spends"].items()}
-        best_value = float(best_trial.value)
+        trial_value = float(best_trial.value)
+        # best.json's conversions are the calibrated model's, whatever the trials' value was
+        best_value = trial_value if not objective.spec.uses_draws else objective.point(spends)
         front = None
         if pareto:
             per_level = int(min(60, max(25, trials // 4)))
             with progress_bar("pareto", per_level * (PARETO_LEVELS - 1), quiet=quiet) as advance:
-                front = pareto_front(space, objective, spends, best_value, seed=seed, trials_per_level=per_level,
-                                     progress=advance)
+                front = pareto_front(space, Objective(model, scenario), spends, best_value, seed=seed,
+                                     trials_per_level=per_level, progress=advance)
     n_sim = customers if customers is not None else (scenario.customers or 100_000)
     sim = simulate_split(objective, spends, customers=n_sim, seed=seed)
     allocation = space.allocation(spends)
@@ -1001,6 +1204,14 @@ def _finish(found: SearchResult, scenario_path: Path, scenario: Scenario, space:
                                       "spends above the minimums scaled down to the budget; rounded down "
                                       f"to {space.quantum:g}"},
     }
+    if draws:
+        best["objective"] = objective.spec.label
+        best["objective_method"] = objective.spec.describe(draws)
+        if objective.spec.uses_draws:
+            best["objective_draws"] = objective.spec.draws_used(draws)
+            best["objective_value"] = _r(trial_value)
+            best["objective_baseline"] = _r(objective({}))
+        best.update(uncertainty_record(objective, space, spends, draws=draws, seed=seed))
     if scenario.capacity:
         best["expected_note"] = ("the optimizer's objective ignores [capacity] limits (queues and patience); "
                                  "check the split with `journey simulate best.toml`")
@@ -1013,7 +1224,7 @@ def _finish(found: SearchResult, scenario_path: Path, scenario: Scenario, space:
     trials_text = trials_csv(st, space)
     args = {"scenario": str(scenario_path), "trials": trials, "seed": seed, "storage": spec.label,
             "study": study_name, "workers": workers, "pareto": pareto, "customers": customers,
-            "out": str(final)}
+            "out": str(final), "draws": draws, "objective": objective.spec.label}
     with run_directory("optimize", final, args, [scenario_path, scenario.model_path], seed=seed) as run:
         run.json("best.json", best)
         run.text("best.toml", best_toml(scenario, allocation, run.final, study=study_name, trials=complete))

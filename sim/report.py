@@ -285,10 +285,20 @@ def headline_data(runs: list[Run]) -> dict[str, Any]:
     opts = [r for r in runs if r.kind == "optimize"]
     if opts:
         b = max(opts, key=lambda r: float(r.data["expected_uplift"])).data
+        interval = b.get("expected_uplift_interval")
+        if interval:
+            lo, hi = (float(x) for x in interval)
+            verdict = ("the whole interval is above zero: a real gain" if lo > 0 else
+                       "the whole interval is below zero: conversion would fall" if hi < 0 else
+                       "the interval includes zero: the data cannot tell yet")
+            sure = (f" (95% interval {plots.points(lo, 2)} to {plots.points(hi, 2)}, given "
+                    f"{_fitted_on(b)}; {verdict})")
+        else:
+            sure = " (exact, no sampling noise; the data's uncertainty not included)"
         text = (f"The best budget split found ({len(b['allocation'])} levers, spend {float(b.get('spend', 0)):,.1f}) "
                 f"changes expected conversion by {plots.points(float(b['expected_uplift']), 2)}, from "
                 f"{plots.pct(float(b['baseline_expected_conversion_rate']))} to "
-                f"{plots.pct(float(b['expected_conversion_rate']))} (exact, no sampling noise).")
+                f"{plots.pct(float(b['expected_conversion_rate']))}{sure}.")
         return {"kind": "optimize", "text": text, "others": [], "best": b}
     sims = [r for r in runs if r.kind == "simulate"]
     if sims:
@@ -554,6 +564,40 @@ def _when(stamp: Any) -> str:
     return str(stamp or "")[:16].replace("T", " ")
 
 
+def _fitted_on(best: dict[str, Any]) -> str:
+    n = (best.get("data_uncertainty") or {}).get("customers_behind_model")
+    return f"the {int(n):,} real customers the model was fitted on" if n else "the data the model was fitted on"
+
+
+def _optimize_sure(b: dict[str, Any]) -> str:
+    """How sure the data is of the chosen split, in plain words (HTML-escaped); empty without draws."""
+    if "expected_uplift_interval" not in b:
+        note = (b.get("data_uncertainty") or {}).get("note")
+        return f"<p>{_e(note)}</p>" if note else ""
+    lo, hi = (float(x) for x in b["expected_uplift_interval"])
+    verdict = ("a real gain" if lo > 0 else "conversion would fall" if hi < 0 else
+               "the interval includes zero: the data cannot tell yet whether this split gains")
+    text = (f"95% interval of the gain: {plots.points(lo, 2)} to {plots.points(hi, 2)}, given {_fitted_on(b)}: "
+            f"{verdict}. Chance that it beats spending nothing: {100 * float(b['probability_beats_baseline']):.0f}%; "
+            f"that it beats an even split of the budget: {100 * float(b['probability_beats_even_split']):.0f}% "
+            f"(an even split gains {plots.points(float(b['even_split_expected_uplift']), 2)}).")
+    st = b.get("stability")
+    if st:
+        near = round(float(st["share_of_draws_near_best"]) * int(st["draws"]))
+        spread = ", ".join(f"{name} {lo_:,.0f} to {hi_:,.0f}" for name, (lo_, hi_) in st["best_spend_range"].items()
+                           if hi_ > lo_)
+        text += (f" On {near} of {st['draws']} plausible versions of the data, this split is within 1% of the best "
+                 "one for that version" + (f"; the best spends range over {spread}" if spread else "") + ".")
+    objective = str(b.get("objective") or "point")
+    k = f"{b['objective_draws']} " if b.get("objective_draws") else ""
+    if objective == "mean":
+        text += f" Chosen for the best average over {k}plausible versions of the data."
+    elif objective.startswith("q"):
+        text += (f" Chosen for the best gain that {100 - int(objective[1:])}% of {k}plausible versions of the "
+                 "data reach or beat (a cautious choice).")
+    return f"<p>{_e(text)}</p>"
+
+
 def _optimize_section(page: Page, runs: list[Run]) -> None:
     parts = page.section("optimization", "Optimization")
     for r in runs:
@@ -562,7 +606,7 @@ def _optimize_section(page: Page, runs: list[Run]) -> None:
                      f"(study {_e(b.get('study', ''))}): expected conversion "
                      f"{plots.pct(float(b['expected_conversion_rate']), 2)} against "
                      f"{plots.pct(float(b['baseline_expected_conversion_rate']), 2)} without the investments "
-                     f"({plots.points(float(b['expected_uplift']), 2)}).</p>")
+                     f"({plots.points(float(b['expected_uplift']), 2)}).</p>" + _optimize_sure(b))
         a = plots.allocation_data(b)
         if a.names:
             fig = plots.figure(11, 1.0 + 0.55 * len(a.names))

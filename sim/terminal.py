@@ -166,9 +166,48 @@ def render_hotspots(ranking: dict[str, Any]) -> None:
                   style="dim")
 
 
+def best_lines(best: dict[str, Any]) -> list[str]:
+    """What the data says of the chosen split, in plain words (empty when the run did not draw)."""
+    up = best["expected_uplift"]
+    if "expected_uplift_interval" not in best:
+        data = best.get("data_uncertainty") or {}
+        return [f"note: {data['note']}"] if data.get("note") else []
+    lo, hi = best["expected_uplift_interval"]
+    n = (best.get("data_uncertainty") or {}).get("customers_behind_model")
+    who = f"the {n:,} real customers the model was fitted on" if n else "the data the model was fitted on"
+    if lo > 0:
+        verdict = "a real gain"
+    elif hi < 0:
+        verdict = "conversion would fall"
+    else:
+        verdict = "the data cannot tell yet whether it gains"
+    lines = [f"expected gain of this split: {_pp(up)} points of conversion (95 % interval {_pp(lo)} to {_pp(hi)}, "
+             f"given {who}): {verdict}",
+             f"chance it beats spending nothing: {100 * best['probability_beats_baseline']:.0f} %; chance it beats "
+             f"an even split of the budget: {100 * best['probability_beats_even_split']:.0f} % (an even split "
+             f"gains {_pp(best['even_split_expected_uplift'])} points)"]
+    st = best.get("stability")
+    if st:
+        spread = ", ".join(f"{name} {a:,.0f}-{b:,.0f}" for name, (a, b) in st["best_spend_range"].items() if b > a)
+        lines.append(f"stability: on {round(st['share_of_draws_near_best'] * st['draws'])} of {st['draws']} "
+                     "plausible versions of the data this split is within 1 % of the best one"
+                     + (f"; the best spends vary: {spread}" if spread else ""))
+    objective = str(best.get("objective") or "point")
+    k = f"{best['objective_draws']} " if best.get("objective_draws") else ""
+    if objective == "mean":
+        lines.append(f"chosen for the best average conversion over {k}plausible versions of the data")
+    elif objective.startswith("q"):
+        lines.append(f"chosen for the best gain that {100 - int(objective[1:])} % of {k}plausible versions of "
+                     "the data reach or beat (a cautious choice)")
+    return lines
+
+
 def render_best(best: dict[str, Any]) -> None:
     """A compact table of the split on stdout (the CLI's one place that prints)."""
 
+    console = Console()
+    for line in best_lines(best):
+        console.print(line, highlight=False, markup=False)
     table = Table(title=f"{best['scenario']}: best split after {best['trials']} trials", title_justify="left")
     for col, just in (("investment", "left"), ("lever", "left"), ("spend", "right"), ("range", "right"),
                       ("effect", "right")):
@@ -178,7 +217,6 @@ def render_best(best: dict[str, Any]) -> None:
         sign = "-" if inv["lever"] == "drop_off" else "+"
         table.add_row(inv["name"], f"{inv['lever']} ({inv['touchpoint']})", f"{inv['spend']:,.2f}", rng,
                       f"{sign}{100 * inv['effect']:.1f}%")
-    console = Console()
     console.print(table)
     up = best["expected_uplift"]
     rel = best.get("expected_uplift_relative")
