@@ -432,7 +432,7 @@ def draw_uplift(data: UpliftData, ax: Axes) -> None:
     ax.set_xlim(lo_all - 0.08 * span, hi_all + 0.45 * span)
     what = ("95% interval with the calibration data's uncertainty" if data.with_data else
             "95% interval of simulation noise")
-    ax.set_xlabel(f"change in conversion ({data.conversion_stage or 'conversion'} reached), percentage points; "
+    ax.set_xlabel(f"change in conversion ({data.conversion_stage or 'conversion'} reached), percentage points\n"
                   f"bar + whisker: simulated, {what}; diamond: exact expectation")
     _style(ax, grid="x")
     ax.set_ylim(-0.6, len(data.names) - 0.4)

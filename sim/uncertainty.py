@@ -5,18 +5,21 @@ posterior its estimator implies, centred on the calibrated value and as concentr
 evidence behind it plus the pooling prior (``prior_weight`` pseudo-observations):
 
   * per persona x stage x touchpoint, the outcome of an interaction (stay, drop off, move to each
-    later stage): Dirichlet((n + m) * p), n = decided interactions there, a quiet last one counted
-    by the share of its outcome its quiet time tells (``counts.uncertain``: Louis' missing
-    information of the cure model);
-  * per persona x stage, the touchpoint shares: Dirichlet((N + m) * share), N = interactions;
+    later stage), drawn level by level as the estimator pools: the stage's average from all its
+    counts, the all-persona estimate of the stage and touchpoint given that draw (Dirichlet(counts
+    + m * draw)), the cell given that (Dirichlet(counts + m * draw)); a quiet last interaction
+    counts by the share of its outcome its quiet time tells (``counts.uncertain``: the cure model's
+    missing information, by Louis' identity). The draws are centred on the calibrated values;
+  * per persona x stage, the touchpoint shares, the same way: the all-persona shares, then each
+    persona's (Dirichlet(interactions + m * draw));
   * the lapse after moving into a stage: Beta((entered + m) * lapse, (entered + m) * (1 - lapse));
   * the interaction rate: Gamma with shape gaps + m and the calibrated mean;
   * each way out's leave speed: Gamma with shape leave events + m and the calibrated mean;
   * the persona mix: Dirichlet(customers of each persona).
 
-Blocks are independent (the likelihood factorises over them). Not included: the uncertainty of the
-pooling targets themselves, the cure model's coupling of drop-offs with the interaction rate, and
-whether the model's form is right (backtest and drift check that). Every projected
+Blocks are independent (the likelihood factorises over them). Not included: the cure model's
+coupling of drop-offs with the interaction rate (it matters when most of the history is recent,
+as in a week-long log), and whether the model's form is right (backtest and drift check that). Every projected
 number is then evaluated exactly on each draw: no simulation per draw. The draws depend on the
 run's seed only, and the same draws serve the base and every scenario, so an uplift's interval is
 paired in parameters as common random numbers pair customers.
@@ -35,10 +38,10 @@ __all__ = ["DEFAULT_DRAWS", "parameter_draws", "Interval", "Drawn"]
 LEVEL = 0.95
 DRAW_STREAM = 0x6472617773  # "draws": a two-part spawn key never met by SeedSequence.spawn children
 METHOD = ("posterior draws of the calibrated parameters given the counts behind them (Dirichlet outcomes and "
-          "shares, beta lapses, gamma rates and leave speeds, Dirichlet persona mix; pooling prior as "
-          "calibrated), each evaluated exactly; percentile interval")
-NOT_INCLUDED = ("the uncertainty of the pooling targets, the cure model's coupling of drop-offs with the "
-                "interaction rate, and whether the model's form is right (see backtest and drift)")
+          "shares drawn level by level as the calibration pools them, beta lapses, gamma rates and leave "
+          "speeds, Dirichlet persona mix), each evaluated exactly; percentile interval")
+NOT_INCLUDED = ("the cure model's coupling of drop-offs with the interaction rate (it matters when most of "
+                "the history is recent) and whether the model's form is right (see backtest and drift)")
 
 
 def draw_seed(seed: int) -> np.random.SeedSequence:
@@ -70,10 +73,13 @@ def parameter_draws(model: Model, draws: int, seed: np.random.SeedSequence | np.
 
     # outcome of an interaction: [stay, drop, advance to u...]
     probs = np.concatenate([model.stay[..., None], model.drop[..., None], model.advance], axis=-1)
-    # a quiet row's outcome counts as the share of a seen one its quiet time gives (Louis' identity)
-    decided = c["stayed"] + c["dropped"] + c["advanced"].sum(-1) - c.get("uncertain", 0.0)
-    outcome = _dirichlet(rng, (np.maximum(decided, 0.0) + m)[..., None] * probs, D)
-    share = _dirichlet(rng, (c["interactions"].sum(-1, keepdims=True) + m) * model.share, D)
+    # the counts behind them; a quiet row's outcome counts as the share of a seen one its quiet time
+    # gives (Louis' identity)
+    full = np.concatenate([c["stayed"][..., None], c["dropped"][..., None], c["advanced"]], axis=-1).astype(float)
+    n = full.sum(-1)
+    keep = np.where(n > 0, np.maximum(n - c.get("uncertain", 0.0), 0.0) / np.where(n > 0, n, 1.0), 0.0)
+    outcome = _relative(probs, _pooled_outcomes(rng, full * keep[..., None], m, D, _valid_outcomes(S)))
+    share = _relative(model.share, _pooled_shares(rng, c["interactions"].astype(float), m, D))
     conc = np.maximum(c["entered"] - c.get("uncertain_lapse", 0.0), 0.0) + m
     lapse = _beta(rng, conc * model.lapse, conc * (1.0 - model.lapse), D)
     rate = model.rate * _gamma_ratio(rng, c["gaps"] + m, D)
@@ -106,15 +112,63 @@ def parameter_draws(model: Model, draws: int, seed: np.random.SeedSequence | np.
     return out
 
 
+def _valid_outcomes(S: int) -> np.ndarray:
+    """[S, 2 + S]: the outcomes an interaction in stage s can have (stay, drop, a later stage)."""
+    valid = np.zeros((S, 2 + S), dtype=bool)
+    valid[:, :2] = True
+    for s in range(S):
+        valid[s, 3 + s:] = True
+    return valid
+
+
+def _shrunk(rng: np.random.Generator, counts: np.ndarray, m: float, parent_mean: np.ndarray,
+            parent_draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One pooling level: the estimate (counts + m * parent) / (n + m) over the last axis, and its
+    draws Dirichlet(counts + m * parent draw), one per parent draw [D, ...]."""
+    mean = (counts + m * parent_mean) / np.maximum(counts.sum(-1, keepdims=True) + m, 1e-300)
+    return mean, _dirichlet(rng, counts[None] + m * parent_draws, 0, per_draw=True)
+
+
+def _pooled_shares(rng: np.random.Generator, counts: np.ndarray, m: float, D: int) -> tuple[np.ndarray, np.ndarray]:
+    """Touchpoint shares [P, S, T] as the estimator pools them: each persona's toward all personas'."""
+    top = counts.sum(axis=0)  # [S, T]
+    top_mean = top / np.maximum(top.sum(-1, keepdims=True), 1e-300)
+    top_draws = _dirichlet(rng, top + 1e-9, D)  # [D, S, T]
+    return _shrunk(rng, counts, m, top_mean[None], top_draws[:, None])
+
+
+def _pooled_outcomes(rng: np.random.Generator, counts: np.ndarray, m: float, D: int,
+                     valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Outcomes [P, S, T, K] as the estimator pools them: cell -> all personas -> stage average."""
+    stage_tot = counts.sum(axis=(0, 2)) * valid  # [S, K]
+    seen = stage_tot.sum(-1, keepdims=True) > 0
+    stage_mean = np.where(seen, stage_tot, valid * 1.0)
+    stage_mean = stage_mean / stage_mean.sum(-1, keepdims=True)
+    stage_draws = _dirichlet(rng, np.where(seen, stage_tot, valid * 1.0) + 1e-9 * valid, D)  # [D, S, K]
+    tp_mean, tp_draws = _shrunk(rng, counts.sum(axis=0), m, stage_mean[:, None], stage_draws[:, :, None])
+    return _shrunk(rng, counts, m, tp_mean[None], tp_draws[:, None])
+
+
+def _relative(values: np.ndarray, drawn: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The calibrated ``values`` moved as the pooled draws move from their mean, rows renormalised
+    (``values`` are the pooled estimate itself, unless the dwell fit rescaled them)."""
+    mean, draws = drawn
+    ratio = np.where(mean > 0, draws / np.where(mean > 0, mean, 1.0), 0.0)
+    out = values[None] * ratio
+    total = out.sum(-1, keepdims=True)
+    return np.where(total > 0, out / np.where(total > 0, total, 1.0), values[None])
+
+
 def _gamma(rng: np.random.Generator, alpha: np.ndarray, D: int) -> np.ndarray:
     """Gamma(alpha) draws [D, ...]; a zero shape gives exactly 0 (a cell that cannot happen stays so)."""
     alpha = np.maximum(np.asarray(alpha, dtype=float), 0.0)
     return rng.standard_gamma(np.broadcast_to(alpha, (D, *alpha.shape)))
 
 
-def _dirichlet(rng: np.random.Generator, alpha: np.ndarray, D: int) -> np.ndarray:
-    """Dirichlet draws over the last axis [D, ...]; rows with no mass keep zeros."""
-    g = _gamma(rng, alpha, D)
+def _dirichlet(rng: np.random.Generator, alpha: np.ndarray, D: int, per_draw: bool = False) -> np.ndarray:
+    """Dirichlet draws over the last axis [D, ...]; rows with no mass keep zeros. With ``per_draw``
+    ``alpha`` already has the draws' axis first (each draw its own parameters)."""
+    g = rng.standard_gamma(np.maximum(alpha, 0.0)) if per_draw else _gamma(rng, alpha, D)
     total = g.sum(-1, keepdims=True)
     return np.where(total > 0, g / np.where(total > 0, total, 1.0), 0.0)
 
