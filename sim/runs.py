@@ -354,8 +354,8 @@ def _written_by_journey(path: Path, kind: str) -> bool:
     raise ValueError(f"unknown output kind {kind!r}")
 
 
-_KIND_WORDS = {"model": "a journey model", "hotspots": "a journey hotspots ranking",
-               "report": "a journey report", "events": "a simulated event log of journey"}
+_KIND_WORDS = {"model": "a model", "hotspots": "a hotspots ranking", "report": "a report",
+               "events": "a simulated event log"}
 
 
 def check_output_file(out: str | Path, kind: str, inputs: list[str | Path] | tuple = (),
