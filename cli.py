@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -49,6 +50,33 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full traceba
     _state["debug"] = debug
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, taken as a Ctrl-C: the same clean-up (partial folders removed), exit 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def on_signal(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def catch_signals() -> None:
+    """Let SIGTERM (kill, a scheduler) and SIGHUP (terminal closed) unwind like Ctrl-C.
+
+    A signal someone set to be ignored (nohup) stays ignored.
+    """
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, on_signal)
+
+
+def interrupt_code(exc: KeyboardInterrupt) -> int:
+    return 128 + exc.signum if isinstance(exc, Terminated) else 130
+
+
 def handled(fn):
     """Map library errors to exit codes: InputError -> 2, one line; anything else -> 1."""
 
@@ -64,9 +92,9 @@ def handled(fn):
         except JourneyError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             typer.echo("interrupted: nothing was written", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(interrupt_code(exc)) from None
         except Exception as exc:  # the CLI boundary: any other failure is an internal error, exit 1
             if _state["debug"]:
                 traceback.print_exc()
@@ -237,10 +265,10 @@ def optimize(
         path, best = run_optimize(scenario, trials=trials, seed=seed, storage=storage, study=study, workers=workers,
                                   pareto=pareto, customers=customers, out=out, quiet=quiet, draws=draws,
                                   objective=objective)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         typer.echo("interrupted: the study keeps every completed trial; run the same command again to resume",
                    err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(interrupt_code(exc)) from None
     render_best(best)
     typer.echo(f"-> {path / 'best.json'}")
 
@@ -316,6 +344,7 @@ def demo(
 
 
 def main() -> None:
+    catch_signals()
     app(prog_name="journey")
 
 

@@ -7,7 +7,7 @@ from calibration.estimate import DEFAULT_INACTIVITY_DAYS, estimate
 from calibration.experience import satisfaction_by_cell
 from calibration.load import load_events
 from sim.model import Model
-from sim.runs import provenance, utc_now, write_text_atomic
+from sim.runs import check_output_file, provenance, utc_now, write_text_atomic
 
 
 def calibrate(events: str | Path, *, stages: str | None = None, conversion_stage: str | None = None,
@@ -24,6 +24,7 @@ def run_calibrate(events: str | Path, out: str | Path, *, stages: str | None = N
                   conversion_stage: str | None = None, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
                   mapping: str | Path | None = None, censoring: str = "cure", dwell: str = "way_out") -> Model:
     started = utc_now()
+    check_output_file(out, "model", [events, mapping])  # before the work: never the log, never a user's file
     model = calibrate(events, stages=stages, conversion_stage=conversion_stage,
                       inactivity_days=inactivity_days, mapping=mapping, censoring=censoring, dwell=dwell)
     args = {"events": str(events), "out": str(out), "stages": ",".join(model.stages),

@@ -28,7 +28,7 @@ from calibration.load import NS_PER_DAY, EventLog, load_events
 from sim.errors import InputError
 from sim.exact import _generator, evaluate
 from sim.model import Model
-from sim.runs import run_directory
+from sim.runs import check_run_out, run_directory
 
 AGE_BINS = 8
 _BATCH = 4096  # ages per batched matrix exponential (bounds memory: BATCH x n x n floats)
@@ -275,6 +275,8 @@ def run_backtest(events: str | Path, *, split: str, stages: str | list[str] | No
                  mapping: str | Path | None = None, out: str | Path | None = None,
                  censoring: str = "cure", dwell: str = "way_out") -> tuple[Path, dict[str, Any]]:
     """`journey backtest`: backtest.json, the fitted model.json and backtest.png in a run directory."""
+    if out is not None:
+        check_run_out(out, [events, mapping])  # before the work; run_directory checks again
     result, model = backtest(events, split=split, stages=stages, conversion_stage=conversion_stage,
                              inactivity_days=inactivity_days, mapping=mapping, censoring=censoring, dwell=dwell)
     args = {"events": str(events), "split": split, "stages": ",".join(model.stages),
@@ -517,6 +519,8 @@ def run_drift(old: str | Path, new: str | Path, *, alpha: float = 0.05,
               out: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
     """`journey drift`: drift.json in a run directory."""
     old, new = Path(old), Path(new)
+    if out is not None:
+        check_run_out(out, [old, new])
     m_old, m_new = Model.load(old), Model.load(new)
     _same_names(m_old, m_new, old, new)
     result = drift(m_old, m_new, alpha=alpha)

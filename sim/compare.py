@@ -30,7 +30,7 @@ from sim.engines.result import EngineResult
 from sim.errors import InputError
 from sim.exact import Exact, evaluate
 from sim.progress import progress_bar
-from sim.runs import run_directory
+from sim.runs import check_run_out, run_directory
 from sim.simulate import ENGINES, Target, load_target, replication_seeds, resolve_seed, run_replications, target_draws
 from sim.summary import Z95, add_data_intervals, no_evidence_note, summarize
 from sim.summary import round_sig as _r
@@ -140,7 +140,7 @@ def _uplift_ci(base: list[EngineResult], scen: list[EngineResult], paired: bool)
         half = float(stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
     else:  # independent binomials: ignores the (positive) pairing, so it is wider than need be
         half = Z95 * math.sqrt(p_b * (1 - p_b) / max(n_b.sum(), 1) + p_s * (1 - p_s) / max(n_s.sum(), 1))
-    return uplift, [_r(uplift - half), _r(uplift + half)]
+    return uplift, [_r(max(uplift - half, -1.0)), _r(min(uplift + half, 1.0))]  # a difference of rates
 
 
 def _ci_method(replications: int, batches: int) -> str:
@@ -290,7 +290,7 @@ def _add_uplift_intervals(record: dict[str, Any], target: Target, base_drawn: Dr
     expected = record["expected_uplift"]
     total = combined(record["uplift"], record["uplift_ci"], expected, data)
     record["expected_uplift_interval"] = [_r(x) for x in data]
-    record["uplift_interval"] = [_r(x) for x in total]
+    record["uplift_interval"] = [_r(min(max(x, -1.0), 1.0)) for x in total]
     record["probability_positive"] = _r(diff.probability_positive)
     record["verdict"] = "gain" if total[0] > 0 else "loss" if total[1] < 0 else "cannot tell"
     record["customers_to_tell"] = customers_to_tell(diff, expected, real_customers(base.base_model))
@@ -311,6 +311,8 @@ def run_compare(base: str | Path, scenarios: list[str | Path], *, customers: int
     base_target = load_target(base)
     targets = [load_target(path, on=base_target) for path in scenarios]
     seed = resolve_seed(seed)
+    if out is not None:  # before the work; run_directory checks again
+        check_run_out(out, [p for t in (base_target, *targets) for p in t.inputs])
     n = _customers(customers, base_target, targets)
     total = n * replications * (1 + len(targets))
     with progress_bar("comparing", total, quiet=quiet) as advance:

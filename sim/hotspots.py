@@ -144,6 +144,7 @@ def hotspots_record(model: Model, *, name: str, top: int, horizon_days: float | 
     lapse = np.einsum("p,ps->s", mix, full.dropped) - np.einsum("p,pst->s", mix, full.drop_offs)
     conv = _conversion(model, horizon_days) if horizon_days is not None else full.conversion_rate
     return {
+        "kind": "journey.hotspots",  # lets a later run recognise the file as its own output
         "name": name,
         "conversion_stage": model.conversion_stage,
         "horizon_days": horizon_days,
@@ -196,6 +197,10 @@ def run_hotspots(path: str | Path, *, top: int = 10, out: str | Path | None = No
     if draws < 0:
         raise InputError("must not be negative", where="--draws", value=draws)
     target = load_target(path)
+    if out is not None:
+        from sim.runs import check_output_file
+
+        check_output_file(out, "hotspots", target.inputs)
     horizon = target.scenario.horizon_days if target.scenario is not None else None
     record = hotspots_record(target.model, name=target.name, top=top, horizon_days=horizon)
     if draws:

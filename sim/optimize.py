@@ -36,7 +36,7 @@ import numpy as np
 from sim.errors import InputError, JourneyError
 from sim.exact import evaluate
 from sim.model import Model
-from sim.runs import default_run_dir, run_directory, sha256_of, utc_now
+from sim.runs import check_run_out, default_run_dir, run_directory, sha256_of, utc_now
 from sim.scenario import Scenario, apply, load_scenario
 from sim.summary import mean_ci
 from sim.summary import round_sig as _r
@@ -1121,6 +1121,7 @@ def run_optimize(scenario_path: str | Path, *, trials: int, seed: int | None, st
     final = Path(out) if out is not None else default_run_dir("optimize")
     if final.exists() and not final.is_dir():
         raise InputError("output path exists and is not a directory", file=final, hint="choose another --out")
+    check_run_out(final, [scenario_path, scenario.model_path])  # the study goes into --out before the run
     spec = parse_storage(storage, final)
     if storage is None:
         try:

@@ -24,10 +24,20 @@ from typing import Any
 import numpy as np
 
 from sim import plots
+from sim._version import __version__
 from sim.errors import InputError
 from sim.hotspots import attribution
 from sim.model import MODEL_KIND, Model
-from sim.runs import dumps, run_directory, sha256_of, utc_now, write_text_atomic
+from sim.runs import (
+    REPORT_GENERATOR,
+    check_output_file,
+    check_run_out,
+    dumps,
+    run_directory,
+    sha256_of,
+    utc_now,
+    write_text_atomic,
+)
 
 RESULT_FILES = {"summary.json": "simulate", "comparison.json": "compare", "best.json": "optimize",
                 "backtest.json": "backtest"}
@@ -737,6 +747,7 @@ def render(runs: list[Run]) -> tuple[str, list[Fig]]:
 
     out = io.StringIO()
     out.write('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+              f'<meta name="generator" content="{REPORT_GENERATOR} {__version__}">'
               '<meta name="viewport" content="width=device-width, initial-scale=1">'
               f"<title>journey report</title><style>{CSS}</style></head><body><main>\n")
     out.write("<h1>Customer journey report</h1>")
@@ -761,12 +772,15 @@ def build_report(dirs: list[Path], out: Path) -> Path:
         raise InputError("is a directory", file=out, where="--out", hint="give the HTML file to write, e.g. "
                          "--out report.html")
     runs = load_runs([Path(d) for d in dirs])
+    fig_dir = out.parent / f"{out.stem}_figures"
+    read = sorted({p for r in runs for p in r.path.iterdir() if p.is_file()})
+    check_output_file(out, "report", read)  # before the work: never a run's file, never a user's file
+    check_run_out(fig_dir, read)
     text, figures = render(runs)
     size = len(text.encode("utf-8"))
     if size > MAX_BYTES:
         raise InputError(f"the report would be {size / 1e6:.1f} MB, over the {MAX_BYTES / 1e6:.0f} MB limit",
                          where="DIR", value=len(runs), hint="report fewer run directories at once")
-    fig_dir = out.parent / f"{out.stem}_figures"
     args = {"dirs": [str(d) for d in dirs], "out": str(out)}
     inputs = sorted({r.path / name for r in runs for name in (*RESULT_FILES, "manifest.json")
                      if (r.path / name).is_file()})

@@ -12,7 +12,7 @@ from sim.engines.result import EngineResult
 from sim.errors import InputError
 from sim.exact import evaluate
 from sim.model import Model
-from sim.runs import run_directory
+from sim.runs import check_output_file, check_run_out, run_directory
 from sim.summary import add_data_intervals, no_evidence_note, summarize, weekly_csv
 
 ENGINES = ("auto", "fast", "simpy")
@@ -204,10 +204,16 @@ def run_simulate(path: str | Path, *, customers: int | None, seed: int | None, r
                  draws: int = 0) -> tuple[Path, dict[str, Any]]:
     target = load_target(path)
     seed = resolve_seed(seed)
-    if events_out is not None:  # fail before the work, not after it
+    if out is not None:  # fail before the work, not after it
+        check_run_out(out, target.inputs)
+    if events_out is not None:
         from sim.engines.events import check_events_path
 
         check_events_path(events_out)
+        check_output_file(events_out, "events", target.inputs, where="--events-out")
+        if out is not None and Path(events_out).resolve().is_relative_to(Path(out).resolve()):
+            raise InputError("is inside --out, which is replaced whole when the run is complete",
+                             where="--events-out", value=str(events_out), hint="write it beside --out")
     args = {"target": str(path), "customers": customers, "seed": seed, "replications": replications,
             "engine": engine, "horizon_days": horizon_days, "jobs": jobs,
             "events_out": str(events_out) if events_out else None, "draws": draws}

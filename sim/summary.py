@@ -30,8 +30,12 @@ def wilson(k: float, n: float, z: float = Z95) -> list[float]:
     return [round_sig(max(0.0, centre - half)), round_sig(min(1.0, centre + half))]
 
 
-def mean_ci(values: np.ndarray) -> list[float]:
-    """Student-t 95 % interval of the mean of replication values."""
+def mean_ci(values: np.ndarray, bounds: tuple[float, float] = (-1.0, 1.0)) -> list[float]:
+    """Student-t 95 % interval of the mean of replication values, cut to ``bounds``.
+
+    The values are rates (pass ``(0, 1)``) or differences of rates (the default, ``(-1, 1)``): with few
+    replications of a small cohort the t interval reaches past what the quantity can be.
+    """
     values = np.asarray(values, dtype=float)
     r = values.size
     m = float(values.mean())
@@ -40,14 +44,15 @@ def mean_ci(values: np.ndarray) -> list[float]:
     from scipy import stats  # lazy: importing scipy.stats costs ~0.5 s of every run's start-up
 
     half = float(stats.t.ppf(0.975, r - 1) * values.std(ddof=1) / math.sqrt(r))
-    return [round_sig(m - half), round_sig(m + half)]
+    lo, hi = bounds
+    return [round_sig(max(m - half, lo)), round_sig(min(m + half, hi))]
 
 
 def rate_ci(successes: np.ndarray, trials: np.ndarray) -> list[float]:
-    """CI of a rate: across replications when there are >= 2, else binomial (Wilson)."""
+    """CI of a rate (within [0, 1]): across replications when there are >= 2, else binomial (Wilson)."""
     successes, trials = np.asarray(successes, float), np.asarray(trials, float)
     if successes.size >= 2:
-        return mean_ci(successes / np.maximum(trials, 1))
+        return mean_ci(successes / np.maximum(trials, 1), bounds=(0.0, 1.0))
     return wilson(float(successes.sum()), float(trials.sum()))
 
 

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from sim._version import __version__
 from sim.errors import InputError
 from sim.exact import touchpoint_split
 from sim.model import Model
+from sim.runs import EVENTS_METADATA_KEY
 
 START = np.datetime64("2024-01-01T00:00:00", "ns")  # timestamp of day 0 of the cohort, UTC
 NS_PER_DAY = 86_400 * 10**9
@@ -56,7 +58,7 @@ def write_event_log(model: Model, n_customers: int, seed: np.random.SeedSequence
         ("touchpoint", pa.dictionary(pa.int32(), pa.string())),
         ("stage", pa.dictionary(pa.int32(), pa.string())),
         ("persona", pa.dictionary(pa.int32(), pa.string())),
-    ])
+    ], metadata={EVENTS_METADATA_KEY: f"simulated event log, journey {__version__}".encode()})
     names = {k: pa.array(v, pa.string()) for k, v in
              (("touchpoint", model.touchpoints), ("stage", model.stages), ("persona", model.personas))}
     parent = path.parent if str(path.parent) else Path(".")
