@@ -134,7 +134,8 @@ Draws = Annotated[int, typer.Option(min=0, help="Draws of the model's parameters
                                                 "simulation noise (0: simulation noise only).")]
 
 
-@app.command(epilog="Example: journey calibrate events.csv.gz --out model.json --inactivity-days 30")
+@app.command(epilog="Examples: journey calibrate events.csv.gz --out model.json --inactivity-days 30\n\n"
+                    "journey calibrate events.csv.gz --out model.json --personas auto --assignments personas.csv")
 @handled
 def calibrate(
     events: Annotated[Path, typer.Argument(metavar="EVENTS", help="Event log: CSV, CSV.gz or Parquet.")],
@@ -145,17 +146,28 @@ def calibrate(
     censoring: Censoring = "cure",
     dwell: Dwell = "way_out",
     mapping: MappingOpt = None,
+    personas: Annotated[str | None, typer.Option(
+        help="The log has no persona column: discover personas from behaviour, auto (K by BIC, 1 to 6) "
+             "or a number K (a mixture of journey models fitted by EM).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of --personas' starts (default fixed: the same log "
+                                                  "gives the same personas).")] = None,
+    assignments: Annotated[Path | None, typer.Option(
+        help="With --personas: write each customer's probability per persona here (CSV).")] = None,
 ) -> None:
     """Estimate a journey model from an event log."""
     from calibration.calibrate import run_calibrate
-    from sim.terminal import render_warnings
+    from sim.terminal import render_personas, render_warnings
 
     model = run_calibrate(events, out, stages=stages, conversion_stage=conversion_stage,
                           inactivity_days=inactivity_days, mapping=mapping, censoring=censoring,
-                          dwell=dwell)
+                          dwell=dwell, personas=personas, seed=seed, assignments=assignments)
     log = model.log_summary
+    if "personas_discovered" in model.extras:
+        render_personas(model.extras["personas_discovered"])
     typer.echo(f"calibrated {log['customers']} customers, {log['rows']} rows, {len(model.personas)} personas, "
                f"{len(model.touchpoints)} touchpoints -> {out}")
+    if assignments is not None:
+        typer.echo(f"-> {assignments}")
     render_warnings(model.estimator.get("fallbacks", []))
 
 

@@ -260,6 +260,9 @@ def _load(path: Path, mp: Mapping, stage_names: list[str], conv: str, before: fl
         touchpoints=touchpoints, stages=stage_names, personas=personas, conversion_stage=conv,
         source=str(path), sha256=digest.result(), end=float(time.max()), backward_rows=backward,
         satisfaction=satisfaction, ended=ended,
+        # where the personas came from (None: no column, everyone is "all"); --personas needs None
+        notes={"persona_column": persona_src if mp.persona is not None or persona_src in table.column_names
+               else None},
     )
 
 

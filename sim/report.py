@@ -485,6 +485,12 @@ def _funnel_section(page: Page, runs: list[Run], refs: dict[int, ModelRef | None
                                                                                   math.nan)))]
                 for p, rec in sorted(r.data["personas"].items())]
         parts.append(_table(["persona", "mix", "customers", "conversion", "95% interval", "expected"], rows, "num"))
+        found = ref.model.extras.get("personas_discovered") if ref else None
+        if isinstance(found, dict) and found.get("profiles"):  # personas discovered from behaviour: say who they are
+            parts.append(f"<p>Personas discovered from behaviour (K = {_e(found.get('chosen_k'))} by "
+                         f"{_e(found.get('criterion'))}), as calibrated:</p><ul>"
+                         + "".join(f"<li><b>{_e(n)}</b>: {_e(p.get('description', ''))}</li>"
+                                   for n, p in found["profiles"].items()) + "</ul>")
 
 
 def _map_section(page: Page, refs: list[ModelRef]) -> None:

@@ -244,6 +244,23 @@ def render_backtest(result: dict[str, Any]) -> None:
     Console().print(table)
 
 
+def render_personas(record: dict[str, Any]) -> None:
+    """Discovered personas: the K table (log-likelihood, BIC) and each persona's profile in words."""
+
+    console = table_console()
+    table = Table(title=f"personas discovered: K = {record['chosen_k']} by {record['criterion']}",
+                  title_justify="left", box=box.SIMPLE)
+    for col in ("K", "log-likelihood", "BIC", "parameters"):
+        table.add_column(col, justify="right")
+    for row in record["table"]:
+        mark = " *" if row["k"] == record["chosen_k"] else ""
+        table.add_row(f"{row['k']}{mark}", f"{row['log_likelihood']:,.1f}", f"{row['bic']:,.1f}",
+                      str(row["parameters"]))
+    console.print(table)
+    for name, prof in record.get("profiles", {}).items():
+        console.print(f"{name}: {prof['description']}", markup=False, highlight=False)
+
+
 def render_warnings(fallbacks: list[dict[str, Any]]) -> None:
     """One warning line on stderr per place where the data could not tell (an estimator fallback)."""
 

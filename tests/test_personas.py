@@ -1,0 +1,172 @@
+"""Personas discovered from behaviour (--personas): known-truth worlds with the persona column removed."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from calibration.calibrate import calibrate
+from cli import app
+from sim.exact import evaluate
+from sim.model import Model
+from worlds import make_world, simulate_log
+
+runner = CliRunner()
+MIX = (0.5, 0.3, 0.2)
+
+
+def distinct_world() -> Model:
+    """Three personas whose journeys differ clearly: one drops off 2.5x as often, one meets other
+    touchpoints, one meets other touchpoints again, interacts 3x as often and drops off half as often."""
+    w = make_world(7)
+    w.persona_share = np.array(MIX)
+    w.drop[0] = np.minimum(w.drop[0] * 2.5, 0.6)
+    w.share[1, :-1] = np.roll(w.share[1, :-1], 3, axis=-1)
+    w.rate[2] *= 3.0
+    w.share[2, :-1] = np.roll(w.share[2, :-1], 5, axis=-1)
+    w.drop[2] *= 0.5
+    w.check()
+    return w
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("personas")
+    world = distinct_world()
+    events = simulate_log(world, 20_000, seed=3, arrival_days=180.0).events
+    labelled, plain = folder / "labelled.csv", folder / "events.csv"
+    events.to_csv(labelled, index=False)
+    events.drop(columns="persona").to_csv(plain, index=False)
+    found = calibrate(plain, personas="auto", assignments=folder / "assignments.csv")
+    return {"world": world, "folder": folder, "labelled": labelled, "plain": plain, "found": found}
+
+
+def test_three_personas_found_by_bic(three):
+    rec = three["found"].extras["personas_discovered"]
+    table = {r["k"]: r["bic"] for r in rec["table"]}
+    print("K table:", rec["table"])
+    assert rec["chosen_k"] == 3 and rec["criterion"].startswith("BIC")
+    assert min(table, key=table.get) == 3 and max(table) >= 4  # K = 4 was tried and lost
+    assert three["found"].personas == ["segment_1", "segment_2", "segment_3"]
+
+
+def test_shares_and_conversion_per_persona_recovered(three):
+    world, found = three["world"], three["found"]
+    truth = evaluate(world).conversion_by_persona
+    order = np.argsort(-world.persona_share)  # matched by share: segment_1 is the largest
+    got_conv = evaluate(found).conversion_by_persona
+    print("shares", found.persona_share, "truth", world.persona_share[order])
+    print("conversion", got_conv, "truth", truth[order])
+    assert np.all(np.diff(found.persona_share) <= 0)
+    assert np.abs(found.persona_share - world.persona_share[order]).max() <= 0.05
+    assert np.abs(got_conv - truth[order]).max() <= 0.03
+    profiles = found.extras["personas_discovered"]["profiles"]
+    assert [round(p["expected_conversion"], 4) for p in profiles.values()] == [round(float(c), 4) for c in got_conv]
+
+
+def test_overall_conversion_as_the_labelled_fit(three):
+    labelled = calibrate(three["labelled"])
+    got, want = evaluate(three["found"]).conversion_rate, evaluate(labelled).conversion_rate
+    print("overall conversion", got, "labelled fit", want)
+    assert abs(got - want) <= 0.01
+
+
+def test_one_persona_world_gives_one(tmp_path):
+    world = make_world(4, personas=["only"])
+    path = tmp_path / "events.csv"
+    simulate_log(world, 8_000, seed=2, arrival_days=180.0).events.drop(columns="persona").to_csv(path, index=False)
+    rec = calibrate(path, personas="auto").extras["personas_discovered"]
+    print("K table:", rec["table"])
+    assert rec["chosen_k"] == 1
+
+
+def test_model_file_keeps_profiles_and_loads(three, tmp_path):
+    out = tmp_path / "model.json"
+    res = runner.invoke(app, ["calibrate", str(three["plain"]), "--out", str(out), "--personas", "auto"])
+    assert res.exit_code == 0, res.output
+    assert "K = 3 by BIC" in res.output and "segment_3:" in res.output
+    data = json.loads(out.read_text())
+    found = data["personas_discovered"]
+    assert found["chosen_k"] == 3 and found["seed"] == 20 and len(found["table"]) >= 4
+    prof = found["profiles"]["segment_1"]
+    assert set(prof) >= {"share", "expected_conversion", "top_touchpoints", "mean_days_in_stage", "lost_most",
+                         "description"}
+    model = Model.load(out)
+    assert model.extras["personas_discovered"]["chosen_k"] == 3
+    # the same log and seed give the same personas
+    assert found["table"] == three["found"].extras["personas_discovered"]["table"]
+    assert data["personas"]["segment_1"]["customers"] == int(three["found"].counts["customers"][0])
+
+
+def test_assignments_csv(three):
+    rows = list(csv.DictReader((three["folder"] / "assignments.csv").open()))
+    assert len(rows) == 20_000
+    assert list(rows[0]) == ["customer_id", "segment_1", "segment_2", "segment_3", "chosen"]
+    p = np.array([[float(r[f"segment_{k}"]) for k in (1, 2, 3)] for r in rows])
+    assert np.allclose(p.sum(1), 1.0, atol=1e-5)
+    chosen = np.array([int(r["chosen"].split("_")[1]) - 1 for r in rows])
+    assert (chosen == p.argmax(1)).all()
+    # the posteriors agree with the hidden truth for most customers (best matching of labels)
+    truth = {f"c{i}": k for i, k in enumerate(simulate_log(three["world"], 20_000, seed=3).persona)}
+    t = np.array([truth[r["customer_id"]] for r in rows])
+    agree = max(np.mean(chosen == np.array(perm)[t]) for perm in
+                ([0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]))
+    assert agree > 0.75
+
+
+def test_a_persona_column_wins(three, tmp_path):
+    out = tmp_path / "model.json"
+    res = runner.invoke(app, ["calibrate", str(three["labelled"]), "--out", str(out), "--personas", "auto"])
+    assert res.exit_code == 2
+    assert "already has personas" in res.output and len(res.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--personas", "0"], "at least 1"),
+    (["--personas", "many"], "expected auto or a number"),
+    (["--assignments", "{log}"], "needs --personas"),
+    (["--personas", "auto", "--assignments", "{log}"], "is the event log itself"),
+])
+def test_bad_options_exit_2_nothing_written(three, tmp_path, extra, fragment):
+    out = tmp_path / "model.json"
+    before = three["plain"].read_bytes()
+    args = [a.replace("{log}", str(three["plain"])) for a in extra]
+    res = runner.invoke(app, ["calibrate", str(three["plain"]), "--out", str(out), *args])
+    assert res.exit_code == 2, res.output
+    assert fragment in res.output and len(res.output.strip().splitlines()) == 1
+    assert not out.exists() and three["plain"].read_bytes() == before
+
+
+def test_fixed_k_and_seed(three, tmp_path):
+    a = calibrate(three["plain"], personas=2, seed=5).extras["personas_discovered"]
+    assert a["chosen_k"] == 2 and [r["k"] for r in a["table"]] == [2] and a["seed"] == 5
+    assert a["criterion"].startswith("fixed")
+
+
+def test_downstream_commands_on_discovered_personas(three, tmp_path):
+    model = tmp_path / "model.json"
+    res = runner.invoke(app, ["calibrate", str(three["plain"]), "--out", str(model), "--personas", "auto"])
+    assert res.exit_code == 0, res.output
+    mix = tmp_path / "mix.toml"
+    mix.write_text(f'name = "more segment_3"\nmodel = "{model}"\n[personas]\nsegment_1 = 0.2\nsegment_2 = 0.3\n'
+                   'segment_3 = 0.5\n')
+    only = tmp_path / "only.toml"
+    only.write_text(f'name = "checkout for segment_1"\nmodel = "{model}"\n[[change]]\ntouchpoint = "checkout"\n'
+                    'persona = "segment_1"\ndrop_off = 0.5\n')
+    sim_dir, cmp_dir = tmp_path / "sim", tmp_path / "cmp"
+    for args in (["simulate", model, "--customers", "20000", "--seed", "1", "--draws", "10", "--out", sim_dir, "-q"],
+                 ["compare", model, mix, only, "--customers", "20000", "--seed", "1", "--draws", "10",
+                  "--out", cmp_dir, "-q"],
+                 ["hotspots", model, "--top", "5", "--draws", "10", "--seed", "1"],
+                 ["report", sim_dir, cmp_dir, "--out", tmp_path / "report.html"]):
+        res = runner.invoke(app, [str(a) for a in args])
+        assert res.exit_code == 0, (args[0], res.output)
+    comparison = json.loads((cmp_dir / "comparison.json").read_text())
+    names = [sc["name"] for sc in comparison["scenarios"]]
+    assert names == ["more segment_3", "checkout for segment_1"]
+    html = (tmp_path / "report.html").read_text()
+    assert "Personas discovered from behaviour" in html and "segment_3" in html
