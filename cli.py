@@ -145,6 +145,8 @@ def calibrate(
     censoring: Censoring = "cure",
     dwell: Dwell = "way_out",
     mapping: MappingOpt = None,
+    currency: Annotated[str | None, typer.Option(help="Currency of the log's value column, kept in the model "
+                                                      "(e.g. EUR; a mapping's `currency` key says the same).")] = None,
 ) -> None:
     """Estimate a journey model from an event log."""
     from calibration.calibrate import run_calibrate
@@ -152,7 +154,7 @@ def calibrate(
 
     model = run_calibrate(events, out, stages=stages, conversion_stage=conversion_stage,
                           inactivity_days=inactivity_days, mapping=mapping, censoring=censoring,
-                          dwell=dwell)
+                          dwell=dwell, currency=currency)
     log = model.log_summary
     typer.echo(f"calibrated {log['customers']} customers, {log['rows']} rows, {len(model.personas)} personas, "
                f"{len(model.touchpoints)} touchpoints -> {out}")
