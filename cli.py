@@ -153,6 +153,8 @@ def calibrate(
                                                   "gives the same personas).")] = None,
     assignments: Annotated[Path | None, typer.Option(
         help="With --personas: write each customer's probability per persona here (CSV).")] = None,
+    currency: Annotated[str | None, typer.Option(help="Currency of the log's value column, kept in the model "
+                                                      "(e.g. EUR; a mapping's `currency` key says the same).")] = None,
 ) -> None:
     """Estimate a journey model from an event log."""
     from calibration.calibrate import run_calibrate
@@ -160,7 +162,8 @@ def calibrate(
 
     model = run_calibrate(events, out, stages=stages, conversion_stage=conversion_stage,
                           inactivity_days=inactivity_days, mapping=mapping, censoring=censoring,
-                          dwell=dwell, personas=personas, seed=seed, assignments=assignments)
+                          dwell=dwell, personas=personas, seed=seed, assignments=assignments,
+                          currency=currency)
     log = model.log_summary
     if "personas_discovered" in model.extras:
         render_personas(model.extras["personas_discovered"])

@@ -6,6 +6,8 @@ from pathlib import Path
 from calibration.estimate import DEFAULT_INACTIVITY_DAYS, estimate
 from calibration.experience import satisfaction_by_cell
 from calibration.load import load_events
+from calibration.mapping import load_mapping
+from calibration.value import value_section
 from sim.errors import InputError
 from sim.model import Model
 from sim.runs import check_output_file, provenance, utc_now, write_text_atomic
@@ -15,7 +17,7 @@ def calibrate(events: str | Path, *, stages: str | None = None, conversion_stage
               inactivity_days: float = DEFAULT_INACTIVITY_DAYS, mapping: str | Path | None = None,
               before: float | None = None, censoring: str = "cure", dwell: str = "way_out",
               personas: str | int | None = None, seed: int | None = None,
-              assignments: str | Path | None = None) -> Model:
+              assignments: str | Path | None = None, currency: str | None = None) -> Model:
     """``personas`` (auto or K): discover them from behaviour when the log has none (calibration/personas.py);
     ``assignments``: also write each customer's posterior per persona there (CSV)."""
     from calibration import personas as discovery
@@ -37,6 +39,11 @@ def calibrate(events: str | Path, *, stages: str | None = None, conversion_stage
         model.extras["personas_discovered"] = record
         if assignments is not None:
             write_text_atomic(assignments, discovery.assignments_csv(log, posterior, model.personas))
+    if currency is None and mapping is not None:
+        currency = load_mapping(mapping).currency
+    section = value_section(log, currency)
+    if section:
+        model.extras["value"] = section
     return model
 
 
@@ -53,7 +60,7 @@ def run_calibrate(events: str | Path, out: str | Path, *, stages: str | None = N
                   conversion_stage: str | None = None, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
                   mapping: str | Path | None = None, censoring: str = "cure", dwell: str = "way_out",
                   personas: str | int | None = None, seed: int | None = None,
-                  assignments: str | Path | None = None) -> Model:
+                  assignments: str | Path | None = None, currency: str | None = None) -> Model:
     started = utc_now()
     check_output_file(out, "model", [events, mapping])  # before the work: never the log, never a user's file
     if assignments is not None and Path(assignments).resolve() == Path(out).resolve():
@@ -61,13 +68,16 @@ def run_calibrate(events: str | Path, out: str | Path, *, stages: str | None = N
                          hint="give another file name")
     model = calibrate(events, stages=stages, conversion_stage=conversion_stage,
                       inactivity_days=inactivity_days, mapping=mapping, censoring=censoring, dwell=dwell,
-                      personas=personas, seed=seed, assignments=assignments)
+                      personas=personas, seed=seed, assignments=assignments,
+                      currency=currency)
     args = {"events": str(events), "out": str(out), "stages": ",".join(model.stages),
             "conversion_stage": model.conversion_stage, "inactivity_days": inactivity_days, "censoring": censoring,
             "dwell": dwell, "mapping": str(mapping) if mapping else None}
     if personas is not None:
         args.update(personas=str(personas), seed=model.extras["personas_discovered"]["seed"],
                     assignments=str(assignments) if assignments else None)
+    if currency is not None:  # only when given: earlier models' provenance stays as it was
+        args["currency"] = currency
     model.provenance = provenance("calibrate", args, [events, mapping], started=started,
                                   known_hashes={str(events): model.log_summary["sha256"]})
     model.provenance["finished"] = utc_now()

@@ -25,7 +25,7 @@ from sim.model import DEFAULT_STAGES
 from sim.runs import sha256_of
 
 REQUIRED = ("customer_id", "timestamp", "touchpoint", "stage")
-OPTIONAL = ("persona", "satisfaction")
+OPTIONAL = ("persona", "satisfaction", "value")
 NS_PER_DAY = 86_400e9
 
 
@@ -49,6 +49,7 @@ class EventLog:
     end: float  # last timestamp of the log, days
     backward_rows: int = 0
     satisfaction: np.ndarray | None = None  # [n] float, NaN where missing
+    value: np.ndarray | None = None  # [n] float >= 0: money the row realised (empty cell = 0)
     notes: dict = field(default_factory=dict)
     ended: np.ndarray | None = None  # [c] bool: journey ended by a mapping's [stage] end_values row
 
@@ -171,6 +172,9 @@ def _load(path: Path, mp: Mapping, stage_names: list[str], conv: str, before: fl
     sat_src = columns["satisfaction"]
     if sat_src in table.column_names:
         satisfaction = _parse_satisfaction(table[sat_src], path, sat_src, rows)
+    value = None
+    if columns["value"] in table.column_names:
+        value = _parse_value(table[columns["value"]], path, columns["value"], rows)
 
     is_end = _end_rows(table, mp)
     table_rows = rows  # file row number of each table row (increasing), for messages
@@ -184,6 +188,8 @@ def _load(path: Path, mp: Mapping, stage_names: list[str], conv: str, before: fl
             a[keep] for a in (cust_code, time, tp_code, stage_raw, per_code, rows))
         if satisfaction is not None:
             satisfaction = satisfaction[keep]
+        if value is not None:
+            value = value[keep]
         cust_code, customer_ids = _recode(cust_code, customer_ids)
 
     # --- sort: customer, then time; file order kept for ties ----------------------------
@@ -201,6 +207,8 @@ def _load(path: Path, mp: Mapping, stage_names: list[str], conv: str, before: fl
     is_end = is_end[order]
     if satisfaction is not None:
         satisfaction = satisfaction[order]
+    if value is not None:
+        value = value[order]
 
     n_cust = customer_ids.size
     first = np.ones(cust_code.size, dtype=bool)
@@ -215,6 +223,8 @@ def _load(path: Path, mp: Mapping, stage_names: list[str], conv: str, before: fl
             a[keep] for a in (cust_code, time, tp_code, stage_raw, per_code, rows, first))
         if satisfaction is not None:
             satisfaction = satisfaction[keep]
+        if value is not None:
+            value = value[keep]
     persona_of_customer = np.zeros(n_cust, dtype=np.int32)
     persona_of_customer[cust_code[first]] = per_code[first]
     if mp.persona is not None:  # a [persona] rule reads the customer's first row: known at arrival
@@ -237,6 +247,8 @@ def _load(path: Path, mp: Mapping, stage_names: list[str], conv: str, before: fl
             cust_code, time, tp_code, stage_raw, rows = (a[keep] for a in (cust_code, time, tp_code, stage_raw, rows))
             if satisfaction is not None:
                 satisfaction = satisfaction[keep]
+            if value is not None:
+                value = value[keep]
             first = first[keep]
         else:
             i = int(np.flatnonzero(same_as_prev)[0])
@@ -259,7 +271,7 @@ def _load(path: Path, mp: Mapping, stage_names: list[str], conv: str, before: fl
         row=rows, persona_of_customer=persona_of_customer, customer_ids=customer_ids,
         touchpoints=touchpoints, stages=stage_names, personas=personas, conversion_stage=conv,
         source=str(path), sha256=digest.result(), end=float(time.max()), backward_rows=backward,
-        satisfaction=satisfaction, ended=ended,
+        satisfaction=satisfaction, value=value, ended=ended,
         # where the personas came from (None: no column, everyone is "all"); --personas needs None
         notes={"persona_column": persona_src if mp.persona is not None or persona_src in table.column_names
                else None},
@@ -286,8 +298,9 @@ def _read_table(path: Path, mp: Mapping) -> pa.Table:
         # reader itself (multi-threaded): far cheaper than materialising millions of strings.
         types = {c: _DICT for c in include}
         types[sources["customer_id"]] = pa.string()
-        if sources["satisfaction"] in types:
-            types[sources["satisfaction"]] = pa.string()
+        for name in ("satisfaction", "value"):  # numbers checked by their own parsers
+            if sources[name] in types:
+                types[sources[name]] = pa.string()
         time_col = sources["timestamp"]
         rule = mp.timestamp
         as_text = rule is not None and (rule.format is not None or rule.unit is not None or rule.dayfirst is not None)
@@ -699,4 +712,23 @@ def _parse_satisfaction(arr: pa.ChunkedArray, path: Path, column: str, rows: np.
         i = int(np.flatnonzero(bad)[0])
         raise InputError("satisfaction must be a number from 1 to 5 (or empty)", file=path,
                          where=f"row {rows[i]}, column {column!r}", value=str(arr[i]))
+    return out
+
+
+def _parse_value(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray) -> np.ndarray:
+    """Money realised by each row: a finite number >= 0; an empty cell is 0 (nothing realised)."""
+    text = pc.cast(arr, pa.string()).to_numpy(zero_copy_only=False)
+    if arr.null_count and not path.name.lower().endswith((".parquet", ".pq")):
+        # the reader turns "NaN" and "NA" into empty cells: read the column as written to tell them apart
+        raw = pacsv.read_csv(path, parse_options=_sniff_delimiter(path), convert_options=pacsv.ConvertOptions(
+            include_columns=[column], column_types={column: pa.string()}, strings_can_be_null=False,
+            quoted_strings_can_be_null=False))[column].to_numpy(zero_copy_only=False)
+        text = raw[rows - 1]
+    empty = np.array([t is None or (isinstance(t, str) and not t.strip()) for t in text], dtype=bool)
+    out = pd.to_numeric(pd.Series(np.where(empty, "0", text)), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    bad = ~np.isfinite(out) | (out < 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError("value must be a finite number >= 0 (money the interaction realised; empty = 0)",
+                         file=path, where=f"row {rows[i]}, column {column!r}", value=str(text[i]))
     return out

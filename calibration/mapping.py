@@ -30,6 +30,7 @@ class Columns(BaseModel):
     stage: str | None = None
     persona: str | None = None
     satisfaction: str | None = None
+    value: str | None = None  # money realised by the interaction (docs/whatif.md, "Money")
 
 
 class StageRule(BaseModel):
@@ -125,6 +126,7 @@ class Mapping(BaseModel):
     model_config = ConfigDict(extra="forbid")
     stages: list[str] | None = None  # default stage order when --stages is not given
     conversion_stage: str | None = None  # default when --conversion-stage is not given
+    currency: str | None = Field(default=None, min_length=1, max_length=12)  # of the value column (--currency)
     columns: Columns = Field(default_factory=Columns)
     filter: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
     stage: StageRule | None = None

@@ -29,6 +29,7 @@ from scipy import stats
 from sim.engines.result import EngineResult
 from sim.errors import InputError
 from sim.exact import Exact, evaluate
+from sim.money import add_revenue_uplift, add_revenue_uplift_intervals
 from sim.progress import progress_bar
 from sim.runs import check_run_out, run_directory
 from sim.simulate import ENGINES, Target, load_target, replication_seeds, resolve_seed, run_replications, target_draws
@@ -260,8 +261,10 @@ def compare_targets(base: Target, scenarios: list[Target], *, customers: int | N
     for i, (target, u, exact, summary) in enumerate(zip(targets[1:], units[1:], exacts[1:], summaries[1:])):
         uplift, ci = _uplift_ci(units[0], u, paired)
         record = _scenario_record(target, summary, exact, base, summaries[0], exacts[0], uplift, ci)
+        add_revenue_uplift(record, target.model, exact, base.model, exacts[0], n)
         if drawn is not None:
             _add_uplift_intervals(record, target, drawn[0], drawn[1 + i], base)
+            add_revenue_uplift_intervals(record, drawn[1 + i], drawn[0], n)
         records.append(record)
     result: dict[str, Any] = {
         "customers": n,

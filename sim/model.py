@@ -39,7 +39,7 @@ from sim.errors import InputError, ModelError, closest
 
 SCHEMA_VERSION = 1
 MODEL_KIND = "journey.model"
-EXTRA_KEYS = ("experience", "personas_discovered")  # optional top-level sections read back into Model.extras
+EXTRA_KEYS = ("experience", "personas_discovered", "value")  # optional top-level sections read back into Model.extras
 DEFAULT_STAGES = ("awareness", "consideration", "decision", "retention", "advocacy")
 
 

@@ -36,6 +36,7 @@ import numpy as np
 from sim.errors import InputError, JourneyError
 from sim.exact import evaluate
 from sim.model import Model
+from sim.money import has_values
 from sim.runs import check_run_out, default_run_dir, run_directory, sha256_of, utc_now
 from sim.scenario import Scenario, apply, load_scenario
 from sim.summary import mean_ci
@@ -205,6 +206,7 @@ class ObjectiveSpec:
 
 
 OBJECTIVE_DRAWS = 40  # K = min(--draws, this): a trial evaluates K models
+DEFAULT_CUSTOMERS = 100_000  # a scenario without `customers` (profit needs it: sim/scenario.py)
 POINT = ObjectiveSpec("point")
 
 
@@ -213,7 +215,7 @@ class Objective:
     draws (``models``), the mean over them or a percentile of the paired uplift (``spec``)."""
 
     def __init__(self, model: Model, scenario: Scenario, spec: ObjectiveSpec = POINT,
-                 models: list[Model] | None = None) -> None:
+                 models: list[Model] | None = None, maximize: str | None = None) -> None:
         self.model = model
         self.scenario = scenario
         self.horizon = scenario.horizon_days
@@ -222,6 +224,59 @@ class Objective:
         if spec.uses_draws and not self.models:
             raise ValueError("an objective over parameter draws needs the draws")
         self._base_draws: np.ndarray | None = None
+        # the scenario's [objective] (docs/optimize.md, "Money"); "conversion" without a target is today's
+        self.maximize = maximize if maximize is not None else scenario.maximize
+        table = scenario.objective
+        self.target = table.target_uplift if table is not None and maximize is None else None
+        self.customers = int(scenario.customers or DEFAULT_CUSTOMERS)
+        self._base_measure: float | None = None
+
+    @property
+    def in_money(self) -> bool:
+        return self.maximize in ("revenue", "profit")
+
+    @property
+    def plain(self) -> bool:
+        """Today's objective: conversion, no target."""
+        return self.maximize == "conversion" and self.target is None
+
+    def measure(self, model: Model) -> float:
+        """What the objective is made of on one model: conversion, or revenue per customer."""
+        if self.in_money:
+            from sim.money import revenue_per_customer
+
+            return revenue_per_customer(model)
+        return evaluate(model, horizon_days=self.horizon).conversion_rate
+
+    def score(self, measure: float | np.ndarray, base: float | np.ndarray, spends: dict[str, float]
+              ) -> float | np.ndarray:
+        """A trial's value from the measure with the spends and without them (``base``)."""
+        spent = float(sum(spends.values()))
+        if self.maximize == "profit":
+            return self.customers * (measure - base) - spent
+        if self.maximize == "revenue":
+            return measure
+        # the cheapest split reaching the target: less spend is better; short of the target, a penalty
+        # that grows with the shortfall (always below any split that reaches it)
+        short = np.maximum(self.target - (measure - base), 0.0) / self.target
+        return np.where(short > 0, -(self.scenario.budget.total if self.scenario.budget else spent) * (1.0 + short)
+                        - spent, -spent)
+
+    @property
+    def scale(self) -> float:
+        """reference_optimum's loss scale: uplifts of conversion are small numbers, money ones are not."""
+        if self.plain:
+            return 1e4
+        if self.maximize == "revenue":
+            return 1e4 / max(self._base(), 1e-9)
+        if self.maximize == "profit":
+            return 1e4 / max(self.customers * self._base(), 1e-9)
+        return 1e4 / max(self.scenario.budget.total if self.scenario.budget else 1.0, 1e-9)
+
+    def _base(self) -> float:
+        if self._base_measure is None:
+            self._base_measure = self.measure(self.model_with({}))
+        return self._base_measure
 
     def model_with(self, spends: dict[str, float]) -> Model:
         return apply(self.model, self.scenario, spends=spends)
@@ -235,6 +290,8 @@ class Objective:
         return draw_conversions(self.models, self.scenario, spends, self.horizon)
 
     def __call__(self, spends: dict[str, float]) -> float:
+        if not self.plain:
+            return self._money_call(spends)
         if self.spec.kind == "point":
             return self.point(spends)
         conv = self.on_draws(spends)
@@ -243,6 +300,20 @@ class Objective:
         if self._base_draws is None:
             self._base_draws = self.on_draws({})
         return float(np.percentile(conv - self._base_draws, self.spec.q))
+
+    def _money_call(self, spends: dict[str, float]) -> float:
+        """The [objective] table's value: on the calibrated model, or over the draws as --objective says."""
+        if self.spec.kind == "point":
+            return float(self.score(self.measure(self.model_with(spends)), self._base(), spends))
+        on = np.array([self.measure(apply(m, self.scenario, spends=spends)) for m in self.models])
+        if self._base_draws is None:
+            self._base_draws = np.array([self.measure(apply(m, self.scenario, spends={})) for m in self.models])
+        values = np.asarray(self.score(on, self._base_draws, spends), dtype=float)
+        if self.spec.kind == "mean":
+            return float(values.mean())
+        if self.maximize == "revenue":  # qNN: a percentile of the paired uplift, as for conversion
+            values = on - self._base_draws
+        return float(np.percentile(values, self.spec.q))
 
     @property
     def baseline(self) -> float:
@@ -276,6 +347,9 @@ def fingerprint(scenario: Scenario, model_sha: str, objective: ObjectiveSpec = P
     data = {k: scenario.model_dump(mode="json")[k] for k in keys}
     data["model_sha256"] = model_sha
     data["space_version"] = SPACE_VERSION
+    for key in ("objective", "value"):  # only when set: studies without them resume as before
+        if getattr(scenario, key) is not None:
+            data[key] = scenario.model_dump(mode="json")[key]
     if objective.uses_draws:  # point studies keep today's fingerprint: they resume as before
         data["objective"] = {"kind": objective.label, "draws": draws, "seed": seed}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -821,8 +895,10 @@ def reference_optimum(objective: Callable[[dict[str, float]], float], space: Spe
             x = lo + extra * room / extra.sum()
         return {n: float(v) for n, v in zip(space.names, x)}
 
+    scale = float(getattr(objective, "scale", 1e4))  # uplifts of conversion are small numbers; money is not
+
     def loss(u: np.ndarray) -> float:
-        return -(objective(spends_of(u)) - base) * 1e4  # scaled: uplifts are small numbers
+        return -(objective(spends_of(u)) - base) * scale
 
     rng = np.random.default_rng(seed)
     n = len(space.names)
@@ -887,7 +963,7 @@ def stability(models: list[Model], scenario: Scenario, space: SpendSpace, spends
     bests, near = [], 0
     for m in models:
         obj = Objective(m, scenario)
-        base, mine = obj.baseline, obj(spends)
+        base, mine = obj({}), obj(spends)  # the objective's own value of spending nothing
         # ftol 1e-7 (on 1e4 x uplift): a quarter of the evaluations of 1e-9 for the same uplift to 1e-9
         value, best = reference_optimum(obj, space, starts=0, corners=False, extra_starts=[spends], ftol=1e-7)
         if mine >= value:  # SLSQP stops short now and then: the chosen split is a candidate too
@@ -1073,6 +1149,76 @@ def _keep_study_files(run: Any, spec: StorageSpec, store: Store) -> None:
             shutil.copy2(path, target)
 
 
+# ---- money (docs/optimize.md, "Money") --------------------------------------------------------
+MARGINAL_STEP = 1e-3  # of an investment's spend range: the step of its marginal return
+
+
+def money_record(objective: Objective, space: SpendSpace, spends: dict[str, float], trial_value: float
+                 ) -> dict[str, Any]:
+    """best.json's money keys: revenue, profit, ROI, and per investment its ROI and marginal return."""
+    from sim.money import currency, revenue_per_customer
+
+    sc, n = objective.scenario, objective.customers
+    out: dict[str, Any] = {"maximize": objective.maximize}
+    if objective.target is not None:
+        uplift = objective.point(spends) - objective.baseline
+        out["target_uplift"] = objective.target
+        out["target_reached"] = bool(uplift >= objective.target - 1e-12)
+    chosen = objective.model_with(spends)
+    if not has_values(chosen):
+        return out
+    allocation = space.allocation(spends)
+
+    def rev(sp: dict[str, float]) -> float:
+        return revenue_per_customer(objective.model_with(sp))
+
+    base, mine = rev({}), rev(spends)
+    spent = float(sum(spends.values()))
+    profit = n * (mine - base) - spent
+    out.update({
+        "currency": currency(chosen),
+        "profit_customers": n,
+        "expected_revenue_per_customer": _r(mine),
+        "baseline_expected_revenue_per_customer": _r(base),
+        "expected_revenue_uplift_per_customer": _r(mine - base),
+        "expected_revenue_uplift": _r(n * (mine - base)),
+        "optimised_spend": _r(spent),
+        "expected_profit": _r(profit),
+        "roi": _r(profit / spent) if spent > 0 else None,
+        "money_method": ("profit = profit_customers x revenue uplift per customer against the baseline - the spend "
+                         "on the investments optimised (fixed spends are in the baseline, effect and cost); roi = "
+                         "profit / that spend; per investment: roi = (revenue lost without it - its spend) / its "
+                         "spend, marginal_return = revenue per unit of one more unit of spend there (1 = break even)"),
+    })
+    if objective.maximize == "profit" and not objective.spec.uses_draws:
+        out["objective_value"] = _r(trial_value)
+    per = {}
+    for inv in sc.investment:
+        spend = allocation[inv.name]
+        without = {**spends, inv.name: 0.0}
+        gain = n * (mine - rev(without)) if spend > 0 else 0.0
+        h = MARGINAL_STEP * max(inv.max_spend - inv.min_spend, 1e-9)
+        lo, hi = max(spend - h, inv.min_spend), min(spend + h, inv.max_spend)
+        if hi <= lo:
+            marginal = None
+        else:
+            marginal = n * (rev({**spends, inv.name: hi}) - rev({**spends, inv.name: lo})) / (hi - lo)
+        per[inv.name] = {"roi": _r((gain - spend) / spend) if spend > 0 else None,
+                         "marginal_return": _r(marginal) if marginal is not None else None}
+    out["investment_returns"] = per
+    unspent = space.total - sum(allocation.values())
+    if objective.maximize == "profit" and unspent > len(space.names) * space.quantum:
+        full = [name for i, name in enumerate(space.names) if allocation[name] >= space.hi[i] - space.quantum]
+        low = [name for name in space.names if name not in full]
+        out["unspent_reason"] = (
+            f"{_r(unspent):g} of the budget is left unspent: "
+            + (f"{', '.join(low)} return less than they cost on the next unit (marginal return below 1)"
+               if low else "")
+            + ("; " if low and full else "")
+            + (f"{', '.join(full)} are at their max_spend" if full else ""))
+    return out
+
+
 # ---- the command -------------------------------------------------------------------------------
 def run_optimize(scenario_path: str | Path, *, trials: int, seed: int | None, storage: str | None,
                  study: str | None, workers: int, pareto: bool, customers: int | None, out: str | Path | None,
@@ -1162,12 +1308,13 @@ def _finish(found: SearchResult, scenario_path: Path, scenario: Scenario, space:
         spends = {k: float(v) for k, v in best_trial.user_attrs["spends"].items()}
         trial_value = float(best_trial.value)
         # best.json's conversions are the calibrated model's, whatever the trials' value was
-        best_value = trial_value if not objective.spec.uses_draws else objective.point(spends)
+        best_value = trial_value if objective.plain and not objective.spec.uses_draws else objective.point(spends)
         front = None
         if pareto:
             per_level = int(min(60, max(25, trials // 4)))
             with progress_bar("pareto", per_level * (PARETO_LEVELS - 1), quiet=quiet) as advance:
-                front = pareto_front(space, Objective(model, scenario), spends, best_value, seed=seed,
+                front = pareto_front(space, Objective(model, scenario, maximize="conversion"), spends, best_value,
+                                     seed=seed,
                                      trials_per_level=per_level, progress=advance)
     n_sim = customers if customers is not None else (scenario.customers or 100_000)
     sim = simulate_split(objective, spends, customers=n_sim, seed=seed)
@@ -1213,6 +1360,11 @@ def _finish(found: SearchResult, scenario_path: Path, scenario: Scenario, space:
             best["objective_value"] = _r(trial_value)
             best["objective_baseline"] = _r(objective({}))
         best.update(uncertainty_record(objective, space, spends, draws=draws, seed=seed))
+    if not objective.plain or has_values(objective.model_with({})):
+        best.update(money_record(objective, space, spends, trial_value))
+        for rec in best["investments"]:  # each investment's roi and marginal return beside its spend
+            rec.update(best.get("investment_returns", {}).get(rec["name"], {}))
+        best.pop("investment_returns", None)
     if scenario.capacity:
         best["expected_note"] = ("the optimizer's objective ignores [capacity] limits (queues and patience); "
                                  "check the split with `journey simulate best.toml`")

@@ -249,6 +249,21 @@ def resolve_model(run: Run) -> ModelRef | None:
 
 
 # ---- headline -----------------------------------------------------------------------------------
+def _money_words(rec: dict[str, Any], cur: str | None, profit: bool = False) -> str | None:
+    """'+1.8 pts, +42 k revenue per 100 k customers' where a record has revenue (sim/money.py)."""
+    from sim.money import money_label, per_100k
+
+    if "expected_revenue_uplift_per_customer" not in rec:
+        return None
+    text = (f"{plots.points(float(rec['expected_uplift']), 1)}, "
+            f"{per_100k(float(rec['expected_revenue_uplift_per_customer']), cur)}")
+    if profit:
+        roi = rec.get("roi")
+        text += (f"; profit {money_label(float(rec['expected_profit']), cur)} for {int(rec['profit_customers']):,} "
+                 "customers" + (f", return on the spend {roi:.2f}" if roi is not None else ""))
+    return text
+
+
 def headline_data(runs: list[Run]) -> dict[str, Any]:
     """The one-line answer: the best scenario's projected change with its interval; else the best
     budget split's expected change; else the simulated conversion with its interval."""
@@ -267,7 +282,8 @@ def headline_data(runs: list[Run]) -> dict[str, Any]:
                              "stage": base.get("conversion_stage", "the conversion stage"),
                              "customers": base.get("customers"), "with_data": total is not None,
                              "behind": behind, "to_tell": sc.get("customers_to_tell"),
-                             "probability_positive": sc.get("probability_positive")})
+                             "probability_positive": sc.get("probability_positive"),
+                             "money": _money_words(sc, base.get("currency"))})
         top = max(rows, key=lambda x: x["uplift"])
         lo, hi = top["ci"]
         if top["with_data"]:
@@ -288,7 +304,8 @@ def headline_data(runs: list[Run]) -> dict[str, Any]:
                        "the interval includes zero: not distinguishable from no change")
         text = (f"Projected conversion change for \u201c{top['name']}\u201d: {plots.points(top['uplift'], 2)} "
                 f"(95% interval {plots.points(lo, 2)} to {plots.points(hi, 2)}), from {plots.pct(top['base'])} "
-                f"to {plots.pct(top['rate'])} of customers reaching {top['stage']}; {verdict}.")
+                f"to {plots.pct(top['rate'])} of customers reaching {top['stage']}; {verdict}."
+                + (f" In money: {top['money']}." if top["money"] else ""))
         others = [f"{x['name']}: {plots.points(x['uplift'], 2)} [{plots.points(x['ci'][0], 2)}, "
                   f"{plots.points(x['ci'][1], 2)}]" for x in rows if x is not top]
         return {"kind": "compare", "text": text, "others": others, "best": top}
@@ -308,7 +325,8 @@ def headline_data(runs: list[Run]) -> dict[str, Any]:
         text = (f"The best budget split found ({len(b['allocation'])} levers, spend {float(b.get('spend', 0)):,.1f}) "
                 f"changes expected conversion by {plots.points(float(b['expected_uplift']), 2)}, from "
                 f"{plots.pct(float(b['baseline_expected_conversion_rate']))} to "
-                f"{plots.pct(float(b['expected_conversion_rate']))}{sure}.")
+                f"{plots.pct(float(b['expected_conversion_rate']))}{sure}."
+                + (f" In money: {_money_words(b, b.get('currency'), profit=True)}." if "expected_profit" in b else ""))
         return {"kind": "optimize", "text": text, "others": [], "best": b}
     sims = [r for r in runs if r.kind == "simulate"]
     if sims:

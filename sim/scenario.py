@@ -5,8 +5,9 @@ file, key and value). `apply(model, scenario)` is pure: it returns a changed cop
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -121,6 +122,49 @@ class Budget(_Strict):
     total: float = Field(ge=0)
 
 
+Maximize = Literal["conversion", "revenue", "profit"]
+
+
+class ObjectiveTable(_Strict):
+    """What `journey optimize` maximises (docs/optimize.md, "Money"); the default is today's conversion."""
+
+    maximize: Maximize = "conversion"
+    target_uplift: float | None = Field(default=None, gt=0, lt=1, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _one_goal(self) -> ObjectiveTable:
+        if self.target_uplift is not None and self.maximize != "conversion":
+            raise ValueError("target_uplift asks for the cheapest split reaching a conversion uplift; it cannot "
+                             f"be combined with maximize = {self.maximize!r} (leave maximize out)")
+        return self
+
+
+def _money(amount: Any, where: str) -> float:
+    """A value in the model's currency: a finite number >= 0 (not true, not "120")."""
+    if isinstance(amount, bool) or not isinstance(amount, int | float) or not math.isfinite(amount) or amount < 0:
+        raise ValueError(f"{where} must be a finite number >= 0 (got {amount!r})")
+    return float(amount)
+
+
+def _value_table(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """[value]: per_conversion, and [value.PERSONA] tables with per_conversion (personas checked by apply)."""
+    if value is None:
+        return None
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, dict):
+            unknown = [k for k in item if k != "per_conversion"]
+            if unknown or "per_conversion" not in item:
+                raise ValueError(f"[value.{key}] takes per_conversion only" +
+                                 (f" (unknown key {unknown[0]!r})" if unknown else ""))
+            out[key] = {"per_conversion": _money(item["per_conversion"], f"value.{key}.per_conversion")}
+        elif key == "per_conversion":
+            out[key] = _money(item, "value.per_conversion")
+        else:
+            raise ValueError(f"unknown key {key!r} in [value]: it takes per_conversion and [value.PERSONA] tables")
+    return out
+
+
 class Scenario(_Strict):
     name: str | None = None
     model: str
@@ -133,7 +177,14 @@ class Scenario(_Strict):
     capacity: dict[str, Capacity] = Field(default_factory=dict)
     investment: list[Investment] = Field(default_factory=list)
     budget: Budget | None = None
+    value: dict[str, Any] | None = None  # [value]: see _value_table
+    objective: ObjectiveTable | None = None
     _source: Path | None = PrivateAttr(default=None)
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _value_table(value)
 
     @field_validator("personas")
     @classmethod
@@ -159,7 +210,14 @@ class Scenario(_Strict):
             if fixed + floor > self.budget.total + 1e-9:
                 raise ValueError(f"fixed spends plus minimum spends ({fixed + floor:g}) exceed the "
                                  f"budget ({self.budget.total:g})")
+        if self.objective is not None and self.objective.maximize == "profit" and self.customers is None:
+            raise ValueError("maximize = \"profit\" needs `customers` (profit = customers x revenue uplift per "
+                             "customer - spend)")
         return self
+
+    @property
+    def maximize(self) -> str:
+        return self.objective.maximize if self.objective is not None else "conversion"
 
     @property
     def source(self) -> Path | None:
@@ -177,7 +235,7 @@ class Scenario(_Strict):
 
     @property
     def is_baseline(self) -> bool:
-        return (not self.change and not self.speed and self.personas is None
+        return (not self.change and not self.speed and self.personas is None and self.value is None
                 and all(inv.spend is None for inv in self.investment))
 
 
@@ -413,5 +471,19 @@ def apply(model: Model, scenario: Scenario, *, file: object = None,
         if spend is None or spend <= 0:
             continue
         apply_factor(out, mask, inv.lever, inv.factor(spend))
+    if scenario.value is not None:
+        _apply_value(out, scenario.value, file)
     out.check(file=file)
     return out
+
+
+def _apply_value(model: Model, value: dict[str, Any], file: object) -> None:
+    """[value]: the value of a conversion, for every persona or one (a persona's table wins)."""
+    from sim.money import set_conversion_value
+
+    amounts = {name: value["per_conversion"] for name in model.personas} if "per_conversion" in value else {}
+    for key, item in value.items():
+        if isinstance(item, dict):
+            model.persona_index(key, file=file, where=f"value.{key}")
+            amounts[key] = item["per_conversion"]
+    set_conversion_value(model, amounts)

@@ -116,6 +116,9 @@ def summarize(model: Model, results: list[EngineResult], exact: Exact, *, custom
     }
     if total.extras.get("capacity"):
         summary["capacity"] = capacity_summary(total.extras["capacity"])
+    from sim.money import add_money
+
+    add_money(summary, model, exact, customers)
     return summary
 
 
@@ -163,6 +166,13 @@ def add_data_intervals(summary: dict[str, Any], model: Model, drawn: Any, draws:
     for p, name in enumerate(model.personas):
         summary["personas"][name]["expected_conversion_rate_interval"] = [
             round_sig(x) for x in Interval(drawn.persona_conversion[:, p]).bounds]
+    if drawn.revenue is not None and "expected_revenue_per_customer" in summary:
+        summary["expected_revenue_per_customer_interval"] = [round_sig(x) for x in Interval(drawn.revenue).bounds]
+        summary["expected_revenue_interval"] = [round_sig(x * summary["customers"])
+                                                for x in Interval(drawn.revenue).bounds]
+        for p, name in enumerate(model.personas):
+            summary["personas"][name]["expected_revenue_per_customer_interval"] = [
+                round_sig(x) for x in Interval(drawn.persona_revenue[:, p]).bounds]
     summary["data_uncertainty"] = describe(model, draws)
 
 

@@ -54,6 +54,15 @@ def render_summary(summary: dict[str, Any]) -> None:
                       f"({_behind(summary)})")
     console.print(f"simulated: {_pct(summary['conversion_rate'])} of {summary['customers']:,} customers x "
                   f"{summary['replications']}, 95 % interval {_pct(lo)} to {_pct(hi)} (simulation noise only)")
+    if "expected_revenue_per_customer" in summary:
+        from sim.money import money_label
+
+        cur = summary.get("currency")
+        band = summary.get("expected_revenue_per_customer_interval")
+        console.print(f"revenue: {money_label(summary['expected_revenue_per_customer'], cur)} per customer expected"
+                      + (f" (95 % interval {money_label(band[0], cur)} to {money_label(band[1], cur)})" if band else "")
+                      + f", {money_label(summary['expected_revenue'], cur)} for {summary['customers']:,} customers",
+                      highlight=False)
     for note in summary.get("notes", []):
         console.print(f"note: {note}", soft_wrap=True)  # one line, for grep and logs
 
@@ -101,6 +110,16 @@ def render_comparison(comparison: dict[str, Any]) -> None:
     console.print(f"uplift = scenario minus base (pp = percentage points); base conversion: expected interval in "
                   f"brackets; uplift intervals include {_behind(comparison)}; dim rows: the interval contains 0",
                   style="dim")
+    for sc in comparison["scenarios"]:
+        if "expected_revenue_uplift_per_customer" in sc:
+            from sim.money import per_100k
+
+            cur = comparison["base"].get("currency")
+            band = sc.get("expected_revenue_uplift_per_customer_interval")
+            console.print(f"money, {sc['name']}: {_pp(sc['expected_uplift'])} pts, "
+                          f"{per_100k(sc['expected_revenue_uplift_per_customer'], cur)}"
+                          + (f" (95 % interval {per_100k(band[0], cur).split(' revenue')[0]} to "
+                             f"{per_100k(band[1], cur).split(' revenue')[0]})" if band else ""), highlight=False)
     for sc in comparison["scenarios"]:
         for note in sc.get("notes", []):
             console.print(f"note, {sc['name']}: {note}", soft_wrap=True)
@@ -227,6 +246,18 @@ def render_best(best: dict[str, Any]) -> None:
                   + (f" ({100 * rel:+.1f}%)" if rel is not None else ""), highlight=False)
     console.print(f"simulated {best['customers']} x {best['replications']}: {100 * best['conversion_rate']:.2f}% "
                   f"[{100 * lo:.2f}, {100 * hi:.2f}]; study {best['study']!r} in {best['storage']}", highlight=False)
+    if "expected_profit" in best:
+        from sim.money import money_label
+
+        cur, roi = best.get("currency"), best.get("roi")
+        console.print(f"money ({best['maximize']}): revenue {money_label(best['expected_revenue_uplift'], cur)} more "
+                      f"for {best['profit_customers']:,} customers, profit {money_label(best['expected_profit'], cur)}"
+                      + (f", roi {roi:.2f}" if roi is not None else ""), highlight=False)
+    if best.get("unspent_reason"):
+        console.print(f"note: {best['unspent_reason']}", soft_wrap=True, highlight=False)
+    if "target_reached" in best:
+        console.print(f"target uplift {_pp(best['target_uplift'])} pts "
+                      + ("reached" if best["target_reached"] else "not reached within the budget"), highlight=False)
 
 
 def render_backtest(result: dict[str, Any]) -> None:

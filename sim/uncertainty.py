@@ -15,7 +15,8 @@ evidence behind it plus the pooling prior (``prior_weight`` pseudo-observations)
   * the lapse after moving into a stage: Beta((entered + m) * lapse, (entered + m) * (1 - lapse));
   * the interaction rate: Gamma with shape gaps + m and the calibrated mean;
   * each way out's leave speed: Gamma with shape leave events + m and the calibrated mean;
-  * the persona mix: Dirichlet(customers of each persona).
+  * the persona mix: Dirichlet(customers of each persona);
+  * the value model's means (sim/money.py): gamma with the mean's sampling variance, drawn last.
 
 Blocks are independent (the likelihood factorises over them). Not included: the cure model's
 coupling of drop-offs with the interaction rate (it matters when most of the history is recent,
@@ -109,6 +110,11 @@ def parameter_draws(model: Model, draws: int, seed: np.random.SeedSequence | np.
             advance=advance * live[None, :, None, None], drop=drop * live[None, :, None], lapse=lp, rate=rt,
             leave_speed=speed[d], arrival_days=model.arrival_days, estimator=model.estimator,
         ))
+    if model.extras.get("value"):  # drawn last: every other parameter's draws stay as they were
+        from sim.money import draw_sections
+
+        for m, section in zip(out, draw_sections(model.extras["value"], rng, D)):
+            m.extras["value"] = section
     return out
 
 
@@ -235,6 +241,8 @@ class Drawn:
     conversion: np.ndarray  # [D]
     reach: np.ndarray  # [D, S] overall reach of each stage
     persona_conversion: np.ndarray  # [D, P]
+    revenue: np.ndarray | None = None  # [D] expected revenue per customer, where the models have values
+    persona_revenue: np.ndarray | None = None  # [D, P]
 
 
 def scenario_draws(models: Sequence[Model], scenario) -> list[Model]:
@@ -249,11 +257,16 @@ def scenario_draws(models: Sequence[Model], scenario) -> list[Model]:
 def evaluate_draws(models: Sequence[Model], horizon_days: float | None = None) -> Drawn:
     """Conversion, reach and per-persona conversion of every draw, exactly (no simulation)."""
     from sim.exact import evaluate
+    from sim.money import has_values, revenue_by_persona
 
     exacts = [evaluate(m, horizon_days=horizon_days) for m in models]
-    return Drawn(conversion=np.array([e.conversion_rate for e in exacts]),
-                 reach=np.array([e.reach_overall for e in exacts]),
-                 persona_conversion=np.array([e.conversion_by_persona for e in exacts]))
+    drawn = Drawn(conversion=np.array([e.conversion_rate for e in exacts]),
+                  reach=np.array([e.reach_overall for e in exacts]),
+                  persona_conversion=np.array([e.conversion_by_persona for e in exacts]))
+    if models and has_values(models[0]):
+        drawn.persona_revenue = np.array([revenue_by_persona(m, e) for m, e in zip(models, exacts)])
+        drawn.revenue = np.array([m.persona_share @ r for m, r in zip(models, drawn.persona_revenue)])
+    return drawn
 
 
 def describe(model: Model, draws: int) -> dict:
