@@ -120,6 +120,10 @@ Censoring = Annotated[str, typer.Option(help="cure (default): a quiet journey co
 Dwell = Annotated[str, typer.Option(help="way_out (default): time to leave a stage depends on the way out "
                                          "(approvals may leave review sooner than cancellations); plain: one "
                                          "time to leave per stage.")]
+TouchOrder = Annotated[int, typer.Option("--touch-order", min=0, max=1,
+                                          help="1: the next touchpoint depends on the last one in the stage "
+                                               "(touch sequences, as first-order Markov attribution; one time to "
+                                               "leave per stage); 0: drawn afresh by share each time.")]
 MappingOpt = Annotated[Path | None, typer.Option(help="TOML file mapping a foreign log onto the contract's columns.")]
 Customers = Annotated[int | None, typer.Option(help="Cohort size per replication "
                                                           "(default: the scenario's, else 100000).")]
@@ -145,6 +149,7 @@ def calibrate(
     inactivity_days: Inactivity = 30.0,
     censoring: Censoring = "cure",
     dwell: Dwell = "way_out",
+    touch_order: TouchOrder = 0,
     mapping: MappingOpt = None,
     personas: Annotated[str | None, typer.Option(
         help="The log has no persona column: discover personas from behaviour, auto (K by BIC, 1 to 6) "
@@ -163,7 +168,7 @@ def calibrate(
     model = run_calibrate(events, out, stages=stages, conversion_stage=conversion_stage,
                           inactivity_days=inactivity_days, mapping=mapping, censoring=censoring,
                           dwell=dwell, personas=personas, seed=seed, assignments=assignments,
-                          currency=currency)
+                          currency=currency, touch_order=touch_order)
     log = model.log_summary
     if "personas_discovered" in model.extras:
         render_personas(model.extras["personas_discovered"])
@@ -299,6 +304,7 @@ def backtest(
     inactivity_days: Inactivity = 30.0,
     censoring: Censoring = "cure",
     dwell: Dwell = "way_out",
+    touch_order: TouchOrder = 0,
     mapping: MappingOpt = None,
     out: Out = None,
 ) -> None:
@@ -308,7 +314,7 @@ def backtest(
 
     path, result = run_backtest(events, split=split, stages=stages, conversion_stage=conversion_stage,
                                 inactivity_days=inactivity_days, mapping=mapping, out=out,
-                                censoring=censoring, dwell=dwell)
+                                censoring=censoring, dwell=dwell, touch_order=touch_order)
     render_backtest(result)
     render_warnings(result.get("fallbacks", []))
     typer.echo(f"-> {path / 'backtest.json'}")

@@ -17,8 +17,10 @@ def calibrate(events: str | Path, *, stages: str | None = None, conversion_stage
               inactivity_days: float = DEFAULT_INACTIVITY_DAYS, mapping: str | Path | None = None,
               before: float | None = None, censoring: str = "cure", dwell: str = "way_out",
               personas: str | int | None = None, seed: int | None = None,
-              assignments: str | Path | None = None, currency: str | None = None) -> Model:
-    """``personas`` (auto or K): discover them from behaviour when the log has none (calibration/personas.py);
+              assignments: str | Path | None = None, currency: str | None = None,
+              touch_order: int = 0) -> Model:
+    """``touch_order``: 1 = touch sequences (calibration/estimate.py);
+    ``personas`` (auto or K): discover them from behaviour when the log has none (calibration/personas.py);
     ``assignments``: also write each customer's posterior per persona there (CSV)."""
     from calibration import personas as discovery
 
@@ -31,7 +33,7 @@ def calibrate(events: str | Path, *, stages: str | None = None, conversion_stage
         seed = discovery.DEFAULT_SEED if seed is None else seed
         log, posterior, record = discovery.discover(log, personas=personas, seed=seed,
                                                     inactivity_days=inactivity_days, censoring=censoring)
-    model = estimate(log, inactivity_days=inactivity_days, censoring=censoring, dwell=dwell)
+    model = estimate(log, inactivity_days=inactivity_days, censoring=censoring, dwell=dwell, touch_order=touch_order)
     if log.satisfaction is not None:
         model.extras["experience"] = satisfaction_by_cell(log)
     if record is not None:
@@ -60,7 +62,8 @@ def run_calibrate(events: str | Path, out: str | Path, *, stages: str | None = N
                   conversion_stage: str | None = None, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
                   mapping: str | Path | None = None, censoring: str = "cure", dwell: str = "way_out",
                   personas: str | int | None = None, seed: int | None = None,
-                  assignments: str | Path | None = None, currency: str | None = None) -> Model:
+                  assignments: str | Path | None = None, currency: str | None = None,
+                  touch_order: int = 0) -> Model:
     started = utc_now()
     check_output_file(out, "model", [events, mapping])  # before the work: never the log, never a user's file
     if assignments is not None and Path(assignments).resolve() == Path(out).resolve():
@@ -68,11 +71,13 @@ def run_calibrate(events: str | Path, out: str | Path, *, stages: str | None = N
                          hint="give another file name")
     model = calibrate(events, stages=stages, conversion_stage=conversion_stage,
                       inactivity_days=inactivity_days, mapping=mapping, censoring=censoring, dwell=dwell,
-                      personas=personas, seed=seed, assignments=assignments,
-                      currency=currency)
+                      personas=personas, seed=seed, assignments=assignments, currency=currency,
+                      touch_order=touch_order)
     args = {"events": str(events), "out": str(out), "stages": ",".join(model.stages),
             "conversion_stage": model.conversion_stage, "inactivity_days": inactivity_days, "censoring": censoring,
             "dwell": dwell, "mapping": str(mapping) if mapping else None}
+    if touch_order:  # only when asked: earlier models' provenance stays as it was
+        args["touch_order"] = touch_order
     if personas is not None:
         args.update(personas=str(personas), seed=model.extras["personas_discovered"]["seed"],
                     assignments=str(assignments) if assignments else None)

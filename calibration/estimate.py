@@ -47,10 +47,19 @@ CURE_STEPS = 2000  # EM steps at most for the cure weights (accelerated: tens us
 # ones are not) unless it would leave more than this share of the rows undecided; then every row
 # enters, weighted by the cure model (a short history: a week's log with a 30-day window).
 ALL_ROWS_ABOVE = 0.5
+SEQUENCE_NOTE_NATS = 0.05  # below this the next touchpoint says too little about the last to matter
 
 
 def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
-             pooling: float = DEFAULT_POOLING, censoring: str = "cure", dwell: str = "way_out") -> Model:
+             pooling: float = DEFAULT_POOLING, censoring: str = "cure", dwell: str = "way_out",
+             touch_order: int = 0) -> Model:
+    """The journey model of an event log (see the module docstring); ``touch_order=1``: the next
+    touchpoint depends on the last one in the stage (touch sequences, one time to leave per stage)."""
+    if touch_order not in (0, 1):
+        raise InputError("must be 0 or 1", where="--touch-order", value=touch_order,
+                         hint="1: the next touchpoint depends on the last one; 0: drawn afresh each time")
+    if touch_order == 1:
+        dwell = "plain"  # leave speeds assume touchpoints drawn afresh; sequences keep one time to leave
     if censoring not in CENSORING:
         raise InputError("unknown censoring method", where="--censoring", value=censoring, hint="use cure or window")
     if dwell not in DWELL:
@@ -192,6 +201,21 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
 
     # ---- pooled estimates -------------------------------------------------------------
     share = _pool_shares(interactions.astype(float), m)
+    seq_share, seq_follow, sequence_counts = _touch_sequences(share, cell, tp, live, advanced, first, last, m)
+    dependence = _touch_dependence(share, sequence_counts["followed"])
+    follow = None
+    if touch_order == 1:
+        share, follow = seq_share, seq_follow
+    else:
+        sequence_counts = {}
+        if dependence["bic_favours_sequences"] and dependence["nats_per_interaction"] >= SEQUENCE_NOTE_NATS:
+            fallbacks.append({"kind": "touch_order", "count": dependence["pairs"],
+                              "message": "consecutive touchpoints depend on each other (the next one tells "
+                                         f"{dependence['nats_per_interaction']:.2f} nats about the last, over "
+                                         f"{dependence['pairs']:,} pairs), but every touchpoint was drawn afresh: for "
+                                         "attribution and removals that follow the sequences, as first-order Markov "
+                                         "attribution does, calibrate with --touch-order 1 (it keeps one time to "
+                                         "leave per stage, without leave speeds)"})
     lapse[:, 0] = 0.0
     lapse[:, final] = 0.0
     if dwell == "way_out":
@@ -232,12 +256,13 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
     model = Model(
         stages=list(log.stages), touchpoints=list(log.touchpoints), personas=list(log.personas),
         conversion_stage=log.conversion_stage, persona_share=persona_share,
-        share=share, advance=adv_p, drop=drop_p, lapse=lapse, rate=rate, leave_speed=speed,
+        share=share, advance=adv_p, drop=drop_p, lapse=lapse, rate=rate, leave_speed=speed, follow=follow,
         arrival_days=arrival_days,
         counts={
             "interactions": interactions, "decided": dec, "advanced": adv, "dropped": drp, "stayed": stay,
             "entered": entered, "lapsed": lapsed, "gaps": gaps, "days_at_risk": days,
-            "customers": customers, "uncertain": uncertain, "uncertain_lapse": uncertain_lapse, **dwell_counts,
+            "customers": customers, "uncertain": uncertain, "uncertain_lapse": uncertain_lapse,
+            **sequence_counts, **dwell_counts,
         },
         estimator={
             "censoring": {"cure": "cure model", "window": "outcome-window"}[censoring],
@@ -261,6 +286,13 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
                         "prior_weight": m},
             "gaps": "exponential per persona x stage (Poisson interactions; touchpoint rate = rate x share)",
             "lapse": "P(no further interaction | just moved into the stage)",
+            "touch_order": int(touch_order),
+            "touch_dependence": dependence,
+            "touch_sequences": ("the first interaction in a stage meets a touchpoint by share (from first "
+                                "interactions there); after a staying one the next is drawn from its row of "
+                                "next_touchpoint (consecutive interactions in the stage), shrunk toward the "
+                                "stage's shares with prior_weight pseudo-interactions; one time to leave per stage"
+                                if touch_order == 1 else "none: every interaction's touchpoint is drawn by share"),
             "dwell": ("way_out: way-out probabilities and a leave rate per way out fitted together by EM for "
                       "exponential times in stage, visits followed to the log's end (cure model) or to the "
                       "outcome window (window); shrunk toward the plain model with prior_weight pseudo-visits"
@@ -381,6 +413,51 @@ def _accelerated_fixed_point(step, w: np.ndarray) -> np.ndarray:
         steps += 1
         w = w3 if np.abs(w3 - jump).max(initial=0.0) <= plain else w2
     return w
+
+
+def _touch_sequences(share: np.ndarray, cell: np.ndarray, tp: np.ndarray, live: np.ndarray, advanced: np.ndarray,
+                     first: np.ndarray, last: np.ndarray, m: float) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(share of first interactions in a stage, next-touchpoint rows, their counts) for touch sequences.
+
+    A stage's first interaction is a customer's first, or one after a move. A staying interaction
+    followed by another (same customer, so same stage) gives one (this touchpoint -> next) pair,
+    whenever it happened: what comes next does not depend on censoring. Both are shrunk toward the
+    stage's shares of all interactions (``share``) with ``m`` pseudo-interactions.
+    """
+    P, S, T = share.shape
+    n = cell.size
+    entry = live & (first | np.r_[False, advanced[:-1]])
+    firsts = np.bincount(cell[entry], minlength=P * S * T).reshape(P, S, T)
+    rows = firsts.sum(-1, keepdims=True)
+    entry_share = np.where(rows + m > 0, (firsts + m * share) / np.maximum(rows + m, 1e-300), share)
+    pairs = np.flatnonzero(live & ~advanced & ~last)
+    nxt = pairs + 1
+    keep = nxt < n
+    pairs, nxt = pairs[keep], nxt[keep]
+    followed = np.bincount(cell[pairs] * T + tp[nxt], minlength=P * S * T * T).reshape(P, S, T, T)
+    total = followed.sum(-1, keepdims=True)
+    follow = (followed + m * share[:, :, None, :]) / np.maximum(total + m, 1e-300)
+    follow = np.where(total + m > 0, follow, share[:, :, None, :])
+    entry_share[:, S - 1] = 0.0
+    follow[:, S - 1] = 0.0
+    return entry_share, follow, {"first_in_stage": firsts, "followed": followed}
+
+
+def _touch_dependence(share: np.ndarray, followed: np.ndarray) -> dict[str, Any]:
+    """How much the next touchpoint in a stage depends on the last: the log-likelihood gained per pair
+    by first-order rows over independent draws (their own maximum-likelihood rows against the shares),
+    and whether BIC favours the rows (one free parameter per (persona, stage, last, next) pair seen)."""
+    pairs = int(followed.sum())
+    if pairs == 0:
+        return {"pairs": 0, "nats_per_interaction": 0.0, "bic_favours_sequences": False}
+    rows = followed.sum(-1, keepdims=True)
+    mle = followed / np.maximum(rows, 1)
+    base = np.broadcast_to(share[:, :, None, :], followed.shape)
+    seen = followed > 0
+    gain = float((followed[seen] * (np.log(mle[seen]) - np.log(np.maximum(base[seen], 1e-300)))).sum())
+    extra = int(((rows[..., 0] > 0)[..., None] & (base > 0)).sum() - (rows > 0).sum())
+    return {"pairs": pairs, "nats_per_interaction": round(gain / pairs, 6),
+            "bic_favours_sequences": bool(2 * gain > max(extra, 0) * np.log(pairs))}
 
 
 def _unknown_share(p: np.ndarray, q: np.ndarray, e: np.ndarray, w: np.ndarray, sure: np.ndarray) -> np.ndarray:

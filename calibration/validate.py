@@ -26,7 +26,7 @@ from scipy.linalg import expm
 from calibration.estimate import DEFAULT_INACTIVITY_DAYS, estimate
 from calibration.load import NS_PER_DAY, EventLog, load_events
 from sim.errors import InputError
-from sim.exact import _generator, evaluate
+from sim.exact import evaluate, generator
 from sim.model import Model
 from sim.runs import check_run_out, run_directory
 
@@ -74,7 +74,7 @@ def reach_at_ages(model: Model, persona: int, ages: np.ndarray) -> np.ndarray:
     (terms up to order 20: truncation below 1e-18).
     """
     ages = np.asarray(ages, dtype=float)
-    chain = _generator(model, persona)
+    chain = generator(model, persona)
     Q, start, stage_of = chain.Q, chain.start, chain.stage_of
     S = model.n_stages
     member = (stage_of[:, None] >= np.arange(S)[None, :]).astype(float)  # [states, S]
@@ -154,7 +154,7 @@ def naive_reach(ages_later: np.ndarray, ages_early: np.ndarray, reach_early: np.
 def backtest(events: str | Path, *, split: str, stages: str | list[str] | None = None,
              conversion_stage: str | None = None, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
              mapping: str | Path | None = None, censoring: str = "cure",
-             dwell: str = "way_out") -> tuple[dict[str, Any], Model]:
+             dwell: str = "way_out", touch_order: int = 0) -> tuple[dict[str, Any], Model]:
     """The backtest record (backtest.json) and the model fitted on the rows before the split."""
     split_days = parse_split(split)
     full = load_events(events, stages=stages, conversion_stage=conversion_stage, mapping=mapping)
@@ -174,7 +174,8 @@ def backtest(events: str | Path, *, split: str, stages: str | list[str] | None =
     fit_log = load_events(events, stages=stages, conversion_stage=conversion_stage, mapping=mapping,
                           before=split_days)
     fit_log = replace(fit_log, end=split_days)
-    model = estimate(fit_log, inactivity_days=inactivity_days, censoring=censoring, dwell=dwell)
+    model = estimate(fit_log, inactivity_days=inactivity_days, censoring=censoring, dwell=dwell,
+                     touch_order=touch_order)
 
     S = len(full.stages)
     names = full.stages
@@ -273,15 +274,18 @@ def _by_age(ages: np.ndarray, pred: np.ndarray, obs: np.ndarray, naive: np.ndarr
 def run_backtest(events: str | Path, *, split: str, stages: str | list[str] | None = None,
                  conversion_stage: str | None = None, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
                  mapping: str | Path | None = None, out: str | Path | None = None,
-                 censoring: str = "cure", dwell: str = "way_out") -> tuple[Path, dict[str, Any]]:
+                 censoring: str = "cure", dwell: str = "way_out", touch_order: int = 0) -> tuple[Path, dict[str, Any]]:
     """`journey backtest`: backtest.json, the fitted model.json and backtest.png in a run directory."""
     if out is not None:
         check_run_out(out, [events, mapping])  # before the work; run_directory checks again
     result, model = backtest(events, split=split, stages=stages, conversion_stage=conversion_stage,
-                             inactivity_days=inactivity_days, mapping=mapping, censoring=censoring, dwell=dwell)
+                             inactivity_days=inactivity_days, mapping=mapping, censoring=censoring, dwell=dwell,
+                             touch_order=touch_order)
     args = {"events": str(events), "split": split, "stages": ",".join(model.stages),
             "conversion_stage": model.conversion_stage, "inactivity_days": inactivity_days, "censoring": censoring,
             "dwell": dwell, "mapping": str(mapping) if mapping else None}
+    if touch_order:  # only when asked: earlier runs' manifests stay as they were
+        args["touch_order"] = touch_order
     png = backtest_png(result)
     with run_directory("backtest", out, args, [events, mapping],
                        known_hashes={str(events): model.log_summary["sha256"]}) as run:

@@ -46,6 +46,8 @@ def evaluate(model: Model, horizon_days: float | None = None) -> Exact:
     """Expected reach of every stage (within ``horizon_days`` of arrival if given)."""
     if horizon_days is not None:
         return _evaluate_horizon(model, float(horizon_days))
+    if model.sequences:
+        return _evaluate_sequences(model)
     P, S = model.n_personas, model.n_stages
     stay, out = model.stage_kernel()
     q, way = model.way_out()
@@ -148,6 +150,11 @@ def _generator(model: Model, p: int) -> Chain:
     return Chain(Q=Q, start=start, stage_of=stage_of, ended=ended)
 
 
+def generator(model: Model, p: int) -> Chain:
+    """The continuous-time chain of persona p's journey (with touch sequences if the model has them)."""
+    return _sequence_generator(model, p) if model.sequences else _generator(model, p)
+
+
 def _evaluate_horizon(model: Model, horizon: float) -> Exact:
     from scipy.linalg import expm  # lazy: only horizon runs pay for importing scipy.linalg
 
@@ -156,7 +163,7 @@ def _evaluate_horizon(model: Model, horizon: float) -> Exact:
     reach = np.zeros((P, S))
     dropped = np.zeros((P, S))
     for p in range(P):
-        chain = _generator(model, p)
+        chain = generator(model, p)
         dist = chain.start @ expm(chain.Q * horizon)
         for s in range(S):
             reach[p, s] = dist[chain.stage_of >= s].sum()
@@ -164,3 +171,107 @@ def _evaluate_horizon(model: Model, horizon: float) -> Exact:
     reach[:, 0] = 1.0
     return Exact(reach=reach, dropped=dropped, interactions=full.interactions, drop_offs=full.drop_offs,
                  flow=full.flow, persona_share=model.persona_share.copy(), conversion_index=model.conversion_index)
+
+
+# ---- touch sequences: the next touchpoint depends on the last one in the stage ---------------------
+def next_touchpoint(model: Model) -> tuple[np.ndarray, np.ndarray]:
+    """P(next touchpoint | last) [P, S, T, T] and each row's relative rate F_l [P, S, T]."""
+    rates = model.next_rates()
+    total = rates.sum(-1)
+    probs = np.where(total[..., None] > 0, rates / np.where(total > 0, total, 1.0)[..., None], 0.0)
+    return probs, total
+
+
+def stage_visits(model: Model) -> np.ndarray:
+    """Expected interactions at each touchpoint in one visit of a stage, from its first [P, S, T].
+
+    The touchpoints of a visit form an absorbing chain: the first is drawn by ``share``, each that
+    stays is followed by one drawn from its row; v = share (I - M)^-1 with M[l, t] = stay_l P(t | l).
+    """
+    P, S, T = model.n_personas, model.n_stages, model.n_touchpoints
+    probs, _ = next_touchpoint(model)
+    stay = model.stay
+    visits = np.zeros((P, S, T))
+    eye = np.eye(T)
+    for p in range(P):
+        for s in range(S - 1):
+            m = stay[p, s][:, None] * probs[p, s]
+            visits[p, s] = np.linalg.solve((eye - m).T, model.share[p, s])
+    return visits
+
+
+def _evaluate_sequences(model: Model) -> Exact:
+    """``evaluate`` without a horizon for a model with touch sequences (plain dwell)."""
+    P, S = model.n_personas, model.n_stages
+    visits = stage_visits(model)
+    exits = np.concatenate([(visits * model.drop)[..., None], visits[..., None] * model.advance], -1)  # [P,S,T,1+S]
+    ways = exits.sum(2)  # [P, S, 1 + S]: each visit leaves once
+    dropped = np.zeros((P, S))
+    active = np.zeros((P, S))
+    flow = np.zeros((P, S, 1 + S))
+    active[:, 0] = 1.0
+    for s in range(S - 1):
+        flow[:, s] = active[:, s, None] * ways[:, s]
+        dropped[:, s] += flow[:, s, 0]
+        for u in range(s + 1, S - 1):
+            active[:, u] += flow[:, s, 1 + u] * (1.0 - model.lapse[:, u])
+            dropped[:, u] += flow[:, s, 1 + u] * model.lapse[:, u]
+    reach = np.zeros((P, S))
+    reach[:, 0] = 1.0
+    for s in range(1, S):
+        reach[:, s] = flow[:, :s, 1 + s:].sum(axis=(1, 2))
+    interactions = active[:, :, None] * visits
+    interactions[:, S - 1] = 0.0
+    drop_offs = interactions * model.drop
+    return Exact(reach=reach, dropped=dropped, interactions=interactions, drop_offs=drop_offs, flow=flow,
+                 persona_share=model.persona_share.copy(), conversion_index=model.conversion_index)
+
+
+def _sequence_generator(model: Model, p: int) -> Chain:
+    """The continuous-time chain of one persona's journey with touch sequences.
+
+    States: per live stage s, "entered, first interaction to come" then "last interaction at l" for
+    every touchpoint l; then ended-in-s; then final. An interaction happens on leaving a state: its
+    touchpoint is drawn from the state's row, then its outcome.
+    """
+    S, T = model.n_stages, model.n_touchpoints
+    live = S - 1
+    block = 1 + T
+    n = live * block + live + 1
+    ended = np.arange(live * block, live * block + live)
+    final = n - 1
+    stage_of = np.concatenate([np.repeat(np.arange(live), block), np.arange(live), [S - 1]])
+    probs, total = next_touchpoint(model)
+
+    def enter(u: int) -> np.ndarray:
+        vec = np.zeros(n)
+        if u == S - 1:
+            vec[final] = 1.0
+            return vec
+        vec[ended[u]] = model.lapse[p, u]
+        vec[u * block] = 1.0 - model.lapse[p, u]
+        return vec
+
+    def event(s: int, pi: np.ndarray) -> np.ndarray:
+        """Where an interaction in stage s with touchpoint distribution ``pi`` takes the customer."""
+        vec = np.zeros(n)
+        vec[s * block + 1:(s + 1) * block] += pi * model.stay[p, s]
+        vec[ended[s]] += pi @ model.drop[p, s]
+        for u in range(s + 1, S):
+            w = pi @ model.advance[p, s, :, u]
+            if w > 0:
+                vec += w * enter(u)
+        return vec
+
+    Q = np.zeros((n, n))
+    for s in range(live):
+        r = model.rate[p, s]
+        rows = [(s * block, model.share[p, s], r)]
+        rows += [(s * block + 1 + l, probs[p, s, l], r * total[p, s, l]) for l in range(T)]
+        for i, pi, rate in rows:
+            if rate <= 0 or pi.sum() <= 0:
+                continue
+            Q[i] += rate * event(s, pi)
+            Q[i, i] -= rate
+    start = event(0, model.share[p, 0])  # the interaction at arrival
+    return Chain(Q=Q, start=start, stage_of=stage_of, ended=ended)

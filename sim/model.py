@@ -25,6 +25,15 @@ drop-off or advance changes every way out's dwell as the plain model would. Cali
 so that sum_o way_o / speed_o = 1 in every stage (the mean stay is the plain model's 1 / (rate * q)):
 then ``share``, ``drop`` and ``advance`` are exactly the per-interaction probabilities the model
 implies (expected drop-offs / expected interactions at a touchpoint, and so on), whatever the speeds.
+
+Touch sequences (``follow[p, s, l, t]``, optional, with plain dwell only): the next touchpoint
+depends on the last one in the stage, as in first-order Markov attribution. The first interaction
+in a stage meets ``t`` with ``share[p, s, t]``; after a staying interaction at ``l`` the next one
+comes after an exponential gap of rate ``rate * F_l`` (F_l = sum_t follow[p, s, l, t], 1 as
+calibrated) and meets ``t`` with probability ``follow[p, s, l, t] / F_l``. ``rate * follow[l, t]``
+is touchpoint t's own interaction rate after l, so a what-if that makes t met f times as often
+multiplies that column (rows need not sum to 1 after one). ``follow = None`` is the model above:
+every row equal to ``share``.
 """
 from __future__ import annotations
 
@@ -56,6 +65,7 @@ class Model:
     lapse: np.ndarray  # [P, S]
     rate: np.ndarray  # [P, S] interactions per day
     leave_speed: np.ndarray | None = None  # [P, S, 1 + S] relative speed per way out; None -> all 1
+    follow: np.ndarray | None = None  # [P, S, T, T] next touchpoint's relative rate given the last; None: share
     arrival_days: float = 180.0
     counts: dict[str, np.ndarray] = field(default_factory=dict)
     estimator: dict[str, Any] = field(default_factory=dict)
@@ -137,6 +147,7 @@ class Model:
             persona_share=self.persona_share.copy(), share=self.share.copy(),
             advance=self.advance.copy(), drop=self.drop.copy(), lapse=self.lapse.copy(),
             rate=self.rate.copy(), leave_speed=self.leave_speed.copy(), arrival_days=self.arrival_days,
+            follow=None if self.follow is None else self.follow.copy(),
             counts={k: v.copy() for k, v in self.counts.items()},
             estimator=json.loads(json.dumps(self.estimator)),
             log_summary=json.loads(json.dumps(self.log_summary)),
@@ -191,6 +202,23 @@ class Model:
         if bad.any():
             raise ModelError("leave speeds must be > 0", file=file, where=self._where("leave_speed", bad),
                              value=float(self.leave_speed[:, :-1][bad][0]))
+        if self.follow is not None:
+            if self.follow.shape != (P, S, T, T):
+                raise ModelError(f"array has shape {self.follow.shape}, expected {(P, S, T, T)}", file=file,
+                                 where="next_touchpoint")
+            bad = ~np.isfinite(self.follow) | (self.follow < 0)
+            if bad.any():
+                raise ModelError("next-touchpoint rates must be finite and non-negative", file=file,
+                                 where=self._follow_where(bad), value=float(self.follow[bad][0]))
+            # a touchpoint met in a stage needs a row to go on from
+            met = (self.share[:, :-1] > 0) | (self.follow[:, :-1].sum(-2) > 0)
+            empty = met & (self.follow[:, :-1].sum(-1) <= 0) & (self.stay[:, :-1] > 0)
+            if empty.any():
+                raise ModelError("a touchpoint customers stay after needs a next touchpoint", file=file,
+                                 where=self._follow_where(np.repeat(empty[..., None], T, axis=-1)), value=0.0)
+            if not self.plain_dwell:
+                raise ModelError("touch sequences need one time to leave per stage (leave speeds of 1)", file=file,
+                                 where="next_touchpoint", hint="calibrate with --dwell plain --touch-order 1")
 
     def _where(self, name: str, bad: np.ndarray) -> str:
         """Where in the model JSON the first True cell of ``bad`` (indexed like array ``name``) lives."""
@@ -206,6 +234,23 @@ class Model:
         if name == "advance":
             return f"{path}.advance.{self.stages[idx[3]]}"
         return f"{path}.{'drop_off' if name == 'drop' else name}"
+
+    def _follow_where(self, bad: np.ndarray) -> str:
+        p, st, last, t = (int(i) for i in np.argwhere(bad)[0])
+        return (f"journey.{self.personas[p]}.{self.stages[st]}.touchpoints.{self.touchpoints[last]}"
+                f".next_touchpoint.{self.touchpoints[t]}")
+
+    @property
+    def sequences(self) -> bool:
+        """True when the next touchpoint depends on the last one (``follow`` is set)."""
+        return self.follow is not None
+
+    def next_rates(self) -> np.ndarray:
+        """Relative rate of each next touchpoint given the last one in the stage [P, S, T, T] (rows of
+        ``share`` when the model has no touch sequences)."""
+        if self.follow is not None:
+            return self.follow
+        return np.broadcast_to(self.share[:, :, None, :], self.share.shape[:2] + (self.n_touchpoints,) * 2)
 
     def ways(self, s: int) -> list[int]:
         """The ways out of stage s, as indices into leave_speed's last axis."""
@@ -232,6 +277,9 @@ class Model:
                         "drop_off": _r(self.drop[p, s, t]),
                         "rate_per_day": _r(self.rate[p, s] * self.share[p, s, t]),
                     }
+                    if self.follow is not None:  # P(next touchpoint | this one), as relative rates
+                        cell["next_touchpoint"] = {self.touchpoints[u]: _r(self.follow[p, s, t, u])
+                                                   for u in range(len(self.touchpoints))}
                     if cnt:
                         cell["counts"] = {
                             "interactions": int(cnt["interactions"][p, s, t]),
@@ -242,6 +290,11 @@ class Model:
                         }
                         if "uncertain" in cnt:  # of the dropped / stayed, how much the quiet time left open
                             cell["counts"]["uncertain"] = _count(cnt["uncertain"][p, s, t])
+                        if "first_in_stage" in cnt:  # interactions that were a visit's first in the stage
+                            cell["counts"]["first_in_stage"] = int(cnt["first_in_stage"][p, s, t])
+                        if "followed" in cnt:  # staying interactions here, by the next touchpoint met
+                            cell["counts"]["followed_by"] = {self.touchpoints[u]: int(cnt["followed"][p, s, t, u])
+                                                             for u in range(len(self.touchpoints))}
                         cell["pooled"] = bool(cnt["decided"][p, s, t] < self.estimator.get("sparse_below", 30))
                     tps[tp] = cell
                 stage_rec: dict[str, Any] = {
@@ -315,6 +368,7 @@ class Model:
             lapse = np.zeros((P, S))
             rate = np.zeros((P, S))
             leave_speed = np.ones((P, S, 1 + S))
+            follow = None
             for p, persona in enumerate(personas):
                 for s in range(S - 1):
                     st = data["journey"][persona][stages[s]]
@@ -330,6 +384,11 @@ class Model:
                     for t, tp in enumerate(touchpoints):
                         cell = st["touchpoints"][tp]
                         share[p, s, t] = float(cell["share"])
+                        if "next_touchpoint" in cell:
+                            if follow is None:
+                                follow = np.zeros((P, S, T, T))
+                            for name, value in cell["next_touchpoint"].items():
+                                follow[p, s, t, touchpoints.index(name)] = float(value)
                         drop[p, s, t] = float(cell["drop_off"])
                         for name, value in cell["advance"].items():
                             advance[p, s, t, stages.index(name)] = float(value)
@@ -337,7 +396,7 @@ class Model:
                 stages=stages, touchpoints=touchpoints, personas=personas,
                 conversion_stage=str(data["conversion_stage"]), persona_share=persona_share,
                 share=share, advance=advance, drop=drop, lapse=lapse, rate=rate, leave_speed=leave_speed,
-                arrival_days=float(data.get("arrival_days", 180.0)),
+                follow=follow, arrival_days=float(data.get("arrival_days", 180.0)),
                 counts=_counts_from_dict(data, personas, stages, touchpoints),
                 estimator=dict(data.get("estimator", {})), log_summary=dict(data.get("log", {})),
                 arrivals=dict(data.get("arrivals", {})), provenance=dict(data.get("provenance", {})),
@@ -442,6 +501,12 @@ def _counts_from_dict(data: dict, personas, stages, touchpoints) -> dict[str, np
                     c[k][p, s, t] = float(cc[k])
                 if "uncertain" in cc:
                     c.setdefault("uncertain", np.zeros((P, S, T)))[p, s, t] = float(cc["uncertain"])
+                if "first_in_stage" in cc:
+                    firsts = c.setdefault("first_in_stage", np.zeros((P, S, T), dtype=np.int64))
+                    firsts[p, s, t] = int(cc["first_in_stage"])
+                for name, value in cc.get("followed_by", {}).items():
+                    followed = c.setdefault("followed", np.zeros((P, S, T, T), dtype=np.int64))
+                    followed[p, s, t, touchpoints.index(name)] = int(value)
                 for name, value in cc["advanced"].items():
                     c["advanced"][p, s, t, stages.index(name)] = int(value)
     return c

@@ -305,7 +305,10 @@ def _met_rows(model: Model, mask: np.ndarray):
     """(persona, stage, touchpoints) of every row a change names where the touchpoint is met."""
     for p, s in zip(*np.nonzero(mask.any(axis=-1))):
         ts = np.flatnonzero(mask[p, s])
-        if model.share[p, s, ts].sum() > 0.0:  # never met there: a change leaves the row exactly as it is
+        met = model.share[p, s, ts].sum() > 0.0
+        if model.follow is not None:  # with touch sequences it may be met only after another one
+            met = met or model.follow[p, s][:, ts].sum() > 0.0
+        if met:  # never met there: a change leaves the row exactly as it is
             yield p, s, ts
 
 
@@ -314,42 +317,66 @@ def scale_exposure(model: Model, mask: np.ndarray, factor: float) -> int:
 
     Interactions are a Poisson process per touchpoint (rate x share), so with its share w the
     touchpoint's share becomes f w / (1 - w + f w) and the stage's total rate x (1 - w + f w).
-    Never capped: returns 0.
+    With touch sequences its rate after every other touchpoint is multiplied too (``follow``'s
+    column; rows keep the others' own rates). Never capped: returns 0.
     """
     if factor == 1.0:
         return 0
     for p, s, ts in _met_rows(model, mask):
-        row = model.share[p, s].copy()
-        row[ts] *= factor
-        total = row.sum()
-        model.share[p, s] = row / total
-        model.rate[p, s] *= total
+        _own_rates(model, p, s, ts, factor)
     return 0
+
+
+def _own_rates(model: Model, p: int, s: int, ts: np.ndarray, factor: float) -> None:
+    """Touchpoints ``ts``'s own rates x factor in one persona x stage, every other rate kept."""
+    row = model.share[p, s].copy()
+    row[ts] *= factor
+    total = row.sum()
+    model.share[p, s] = row / total
+    model.rate[p, s] *= total
+    if model.follow is not None:  # own rate after l is rate x follow[l, t]: keep it for the others
+        follow = model.follow[p, s]
+        before = follow.sum(-1)
+        follow[:, ts] *= factor
+        gone = (follow.sum(-1) <= 0) & (before > 0)  # a row whose only next touchpoint went: the others
+        follow[gone] = model.share[p, s] * before[gone, None] * total
+        model.follow[p, s] = follow / total
+
+
+def _substitute(row: np.ndarray, ts: np.ndarray, factor: float) -> tuple[np.ndarray, bool]:
+    """``ts``'s part of ``row`` x factor (at most all of it), the others scaled to fill the rest."""
+    mass = row.sum()
+    if mass <= 0:
+        return row, False
+    unit = row / mass
+    new_t = np.minimum(unit[ts] * factor, 1.0)
+    capped = bool(new_t.sum() > 1.0 - 1e-12 or np.any(unit[ts] * factor > 1.0))
+    if new_t.sum() > 1.0:
+        new_t = new_t / new_t.sum()
+    others = np.ones(row.size, dtype=bool)
+    others[ts] = False
+    rest = unit[others].sum()
+    unit[ts] = new_t
+    if rest > 0:
+        unit[others] *= (1.0 - new_t.sum()) / rest
+    else:  # it is the only touchpoint met: it keeps the whole row
+        unit[ts] = new_t / new_t.sum()
+    return unit * mass, capped
 
 
 def scale_share(model: Model, mask: np.ndarray, factor: float) -> int:
     """The touchpoint's share x factor (capped at 1), the others renormalised, the stage's total rate
-    unchanged: the same number of interactions, more of them with this touchpoint. Returns rows capped."""
+    unchanged: the same number of interactions, more of them with this touchpoint (with touch
+    sequences, in every row of ``follow`` too). Returns rows capped."""
     if factor == 1.0:
         return 0
-    T = mask.shape[-1]
     capped = 0
     for p, s, ts in _met_rows(model, mask):
-        row = model.share[p, s]
-        new_t = np.minimum(row[ts] * factor, 1.0)
-        if new_t.sum() > 1.0 - 1e-12 or np.any(row[ts] * factor > 1.0):
-            capped += 1
-        if new_t.sum() > 1.0:
-            new_t = new_t / new_t.sum()
-        others = np.ones(T, dtype=bool)
-        others[ts] = False
-        rest = row[others].sum()
-        row[ts] = new_t
-        if rest > 0:
-            row[others] *= (1.0 - new_t.sum()) / rest
-        else:  # it is the only touchpoint met: it keeps the whole stage
-            row[ts] = new_t / new_t.sum()
-        model.share[p, s] = row
+        model.share[p, s], hit = _substitute(model.share[p, s], ts, factor)
+        capped += hit
+        if model.follow is not None:
+            for last in range(model.n_touchpoints):
+                model.follow[p, s, last] = _substitute(model.follow[p, s, last], ts, factor)[0]
     return capped
 
 
@@ -357,17 +384,13 @@ def remove_touchpoint(model: Model, mask: np.ndarray, file: object, where: str) 
     """The touchpoint is gone and customers go on meeting their other touchpoints: its rate drops to 0,
     the others keep theirs (the limit of exposure -> 0: the shares renormalise, the stage's rate falls)."""
     for p, s, ts in _met_rows(model, mask):
-        row = model.share[p, s]
-        rest = 1.0 - row[ts].sum()
-        if rest <= 1e-12:
+        if 1.0 - model.share[p, s, ts].sum() <= 1e-12:
             raise InputError("cannot remove the only touchpoint met in a stage", file=file, where=where,
                              value=f"{model.touchpoints[ts[0]]} in {model.stages[s]} for {model.personas[p]}",
                              hint="remove it for other stages only, use lose_journeys = true, or change its "
                                   "drop_off instead")
-        row[ts] = 0.0
-        kept = row.sum()  # the sum of what is left, not 1 - removed: no round-off above 1
-        model.share[p, s] = row / kept
-        model.rate[p, s] *= kept
+        _own_rates(model, p, s, ts, 0.0)
+        model.share[p, s, ts] = 0.0  # exactly: no round-off left behind
 
 
 def lose_journeys(model: Model, mask: np.ndarray) -> None:
@@ -382,6 +405,9 @@ def lose_journeys(model: Model, mask: np.ndarray) -> None:
 
 def scale_speed(model: Model, speed: Speed, file: object, where: str) -> None:
     """leave_speed x factor for one stage's way out (or all of them), one persona or all."""
+    if model.sequences:
+        raise InputError("leave speeds are not available with touch sequences", file=file, where=where,
+                         hint="calibrate with --touch-order 0 for [[speed]] what-ifs")
     S = model.n_stages
     s = model.stage_index(speed.stage, file=file, where=f"{where}.stage")
     if s == S - 1:

@@ -80,7 +80,16 @@ def parameter_draws(model: Model, draws: int, seed: np.random.SeedSequence | np.
     n = full.sum(-1)
     keep = np.where(n > 0, np.maximum(n - c.get("uncertain", 0.0), 0.0) / np.where(n > 0, n, 1.0), 0.0)
     outcome = _relative(probs, _pooled_outcomes(rng, full * keep[..., None], m, D, _valid_outcomes(S)))
-    share = _relative(model.share, _pooled_shares(rng, c["interactions"].astype(float), m, D))
+    if model.sequences and "first_in_stage" in c:  # shares are of a stage's first interactions then
+        share = _relative(model.share, _pooled_shares(rng, c["first_in_stage"].astype(float), m, D))
+    else:
+        share = _relative(model.share, _pooled_shares(rng, c["interactions"].astype(float), m, D))
+    follow = None
+    if model.sequences:  # each next-touchpoint row: Dirichlet with the pairs behind it, the row's rate kept
+        rows = model.follow.sum(-1, keepdims=True)
+        unit = model.follow / np.where(rows > 0, rows, 1.0)
+        pairs = c["followed"].sum(-1, keepdims=True) if "followed" in c else np.zeros_like(rows)
+        follow = _dirichlet(rng, (pairs + m) * unit, D) * rows[None]
     conc = np.maximum(c["entered"] - c.get("uncertain_lapse", 0.0), 0.0) + m
     lapse = _beta(rng, conc * model.lapse, conc * (1.0 - model.lapse), D)
     rate = model.rate * _gamma_ratio(rng, c["gaps"] + m, D)
@@ -109,6 +118,7 @@ def parameter_draws(model: Model, draws: int, seed: np.random.SeedSequence | np.
             conversion_stage=model.conversion_stage, persona_share=np.array(mix[d]), share=sh,
             advance=advance * live[None, :, None, None], drop=drop * live[None, :, None], lapse=lp, rate=rt,
             leave_speed=speed[d], arrival_days=model.arrival_days, estimator=model.estimator,
+            follow=None if follow is None else follow[d],
         ))
     if model.extras.get("value"):  # drawn last: every other parameter's draws stay as they were
         from sim.money import draw_sections

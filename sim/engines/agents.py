@@ -142,6 +142,19 @@ class _Simulation:
         self.stay_cum = cumulative(q_stay).tolist()  # [P][S][T]
         self.exit_cum = cumulative(np.moveaxis(q_exit, 3, 2)).tolist()  # [P][S][1 + S][T]
         self.lapse = model.lapse.tolist()
+        self.sequences = model.sequences
+        if self.sequences:  # touch sequences: the touchpoint first (from the last one), then its outcome
+            from sim.exact import next_touchpoint
+
+            probs, total = next_touchpoint(model)
+            self.entry_cum = cumulative(model.share).tolist()  # [P][S][T]
+            self.next_cum = cumulative(probs).tolist()  # [P][S][T][T]
+            outcome = np.concatenate([model.drop[..., None], model.advance, model.stay[..., None]], -1)
+            self.outcome_cum = cumulative(outcome).tolist()  # [P][S][T][2 + S]: drop, move to u, stay
+            with np.errstate(divide="ignore"):
+                entry_gap = np.where(model.rate > 0, 1.0 / model.rate, 0.0)
+                next_gap = np.where(model.rate[..., None] * total > 0, 1.0 / (model.rate[..., None] * total), 0.0)
+            self.entry_gap, self.next_gap = entry_gap.tolist(), next_gap.tolist()
         # tallies, flat Python lists
         self.interactions = [0] * (P * S * T)
         self.drop_offs = [0] * (P * S * T)
@@ -198,7 +211,8 @@ class _Simulation:
                 rows = _stream(self.ss, _BLOCKS, i // BLOCK).random((size, width)).tolist()
             if at > env.now:
                 yield env.timeout(at - env.now)
-            env.process(self._customer(env, i, rows[i % BLOCK]))
+            walker = self._customer_sequences if self.sequences else self._customer
+            env.process(walker(env, i, rows[i % BLOCK]))
 
     def _customer(self, env: simpy.Environment, i: int, u: list[float]):
         S, T, conv, final = self.S, self.T, self.conv, self.final
@@ -254,6 +268,60 @@ class _Simulation:
                 gap, e_next, scum, xcum = gap_mean[s][o], leave_p[s][o], stay_cum[s], exit_cum[s][o]
             e = e_next
             yield timeout(-log1p(-ug) * gap)
+        self.at_highest[p * S + highest] += 1
+
+    def _customer_sequences(self, env: simpy.Environment, i: int, u: list[float]):
+        """A customer's journey when the next touchpoint depends on the last one (same uniforms per slot)."""
+        S, T, conv, final = self.S, self.T, self.conv, self.final
+        p = min(bisect_right(self.persona_cum, u[0]), self.P - 1)
+        entry_cum, next_cum, outcome_cum = self.entry_cum[p], self.next_cum[p], self.outcome_cum[p]
+        entry_gap, next_gap, lapse = self.entry_gap[p], self.next_gap[p], self.lapse[p]
+        interactions, drop_offs, dropped, desks = self.interactions, self.drop_offs, self.dropped, self.desks
+        timeout, log1p = env.timeout, math.log1p
+        limit = env.now + self.horizon
+        s = highest = 0
+        last = -1  # the last staying touchpoint in the stage
+        j = 0
+        while True:
+            r = j % PREDRAWN
+            if r == 0 and j:
+                u = [0.0] * HEAD + _stream(self.ss, _OVERFLOW, i, j // PREDRAWN).random(PREDRAWN * SLOTS).tolist()
+            k = HEAD + r * SLOTS
+            ut, uo, ug, ul, _ud, up, us = u[k:k + SLOTS]
+            j += 1
+            t = min(bisect_right(entry_cum[s] if last < 0 else next_cum[s][last], ut), T - 1)
+            cell = (p * S + s) * T + t
+            interactions[cell] += 1
+            if desks and t in desks:
+                served = yield from self._queue(env, desks[t], up, us)
+                if not served:  # patience ran out: the journey ends at this touchpoint
+                    drop_offs[cell] += 1
+                    if env.now <= limit:
+                        dropped[p * S + s] += 1
+                    break
+            outcome = bisect_right(outcome_cum[s][t], uo)  # 0 drop, 1 + u moved to u, 1 + S stayed
+            if outcome == 0:
+                drop_offs[cell] += 1
+                if env.now <= limit:
+                    dropped[p * S + s] += 1
+                break
+            if outcome <= S:
+                target = outcome - 1
+                if env.now <= limit:
+                    if s < conv <= target:
+                        self.conv_times.append(env.now)
+                    highest = target
+                s, last = target, -1
+                if s == final:
+                    break
+                if ul < lapse[s]:
+                    if env.now <= limit:
+                        dropped[p * S + s] += 1
+                    break
+                yield timeout(-log1p(-ug) * entry_gap[s])
+            else:
+                last = t
+                yield timeout(-log1p(-ug) * next_gap[s][t])
         self.at_highest[p * S + highest] += 1
 
     def _queue(self, env: simpy.Environment, desk: Desk, up: float, us: float):

@@ -107,6 +107,16 @@ def simulate_rows(model: Model, n: int, ss: np.random.SeedSequence, *, horizon: 
     rng = np.random.default_rng(ss)
     P, S, T = model.n_personas, model.n_stages, model.n_touchpoints
     arrival = float(arrival_days if arrival_days is not None else model.arrival_days)
+    if model.sequences:  # touch sequences: walked interaction by interaction, the next from the last
+        from sim.engines import walk
+
+        walked = walk.walk(model, walk.Tables(model), n, rng, horizon, arrival, keep_rows=True, cut_at_horizon=True)
+        rows = walked["rows"]
+        customer = np.concatenate(rows["customer"])
+        order = np.argsort(customer, kind="stable")
+        return {"customer": customer[order], "time": np.concatenate(rows["time"])[order],
+                "touchpoint": np.concatenate(rows["touchpoint"])[order],
+                "stage": np.concatenate(rows["stage"])[order], "persona": walked["persona"][customer[order]]}
     persona_cum = np.cumsum(model.persona_share)
     persona = np.minimum(np.searchsorted(persona_cum, rng.random(n), side="right"), P - 1)
     arrive = rng.random(n) * arrival

@@ -38,6 +38,11 @@ def run(model: Model, n_customers: int, seed: np.random.SeedSequence | int, *,
         horizon_days: float | None = None, arrival_days: float | None = None,
         chunk: int = CHUNK, progress: Callable[[int], None] | None = None) -> EngineResult:
     """Simulate ``n_customers`` journeys; the seed sequence fixes every random number."""
+    if model.sequences:  # the next touchpoint depends on the last: stays cannot be drawn in one go
+        from sim.engines import walk
+
+        return walk.run(model, n_customers, seed, horizon_days=horizon_days, arrival_days=arrival_days,
+                        chunk=chunk, progress=progress)
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     arrival = float(arrival_days if arrival_days is not None else model.arrival_days)
     tables = _Tables(model)
