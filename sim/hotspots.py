@@ -37,6 +37,16 @@ ATTRIBUTION_NOTE = (
     "customers meet their other touchpoints instead")
 
 
+SEQUENCE_WARNING = ("the log's consecutive touchpoints depend on each other but this model draws each one afresh, "
+                    "which overstates the removal effects of repeated touchpoints; calibrate with --touch-order 1 "
+                    "for first-order Markov attribution's numbers")
+
+
+def _sequences_ignored(model: Model) -> bool:
+    """The calibration found the next touchpoint depends on the last one, and the model ignores it."""
+    return not model.sequences and any(f.get("kind") == "touch_order" for f in model.estimator.get("fallbacks", []))
+
+
 def _conversion(model: Model, horizon_days: float | None) -> float:
     return evaluate(model, horizon_days=horizon_days).conversion_rate
 
@@ -154,6 +164,7 @@ def hotspots_record(model: Model, *, name: str, top: int, horizon_days: float | 
         "hotspots": hotspot_table(model, top, horizon_days),
         "attribution": attribution(model, horizon_days),
         "attribution_note": ATTRIBUTION_NOTE,
+        **({"attribution_warning": SEQUENCE_WARNING} if _sequences_ignored(model) else {}),
         "note": ("lost_per_1000: journeys ended by an interaction there, per 1000 customers, over the whole "
                  "journey; lapsed_per_1000: customers who left on entering a stage, before any interaction; "
                  "gains and uplifts: exact conversion-rate changes (absolute)"),

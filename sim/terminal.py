@@ -183,6 +183,8 @@ def render_hotspots(ranking: dict[str, Any]) -> None:
                   "meets the touchpoint ended there; attributed share: the removal effects scaled to add "
                   "up to 100 %. Compare \"if removed\" above, where customers meet their other touchpoints instead.",
                   style="dim")
+    if ranking.get("attribution_warning"):
+        console.print(f"note: {ranking['attribution_warning']}", soft_wrap=True)
 
 
 def best_lines(best: dict[str, Any]) -> list[str]:

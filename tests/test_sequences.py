@@ -174,3 +174,18 @@ def test_round_trip_draws_and_calibration_options(world, tmp_path):
     bad = runner.invoke(app, ["calibrate", str(tmp_path / "e.csv"), "--touch-order", "2", "--out",
                               str(tmp_path / "x.json")])
     assert bad.exit_code == 2 and not (tmp_path / "x.json").exists()
+
+
+def test_hotspots_say_when_the_model_ignores_the_log_s_sequences(repeat_log):
+    for order in (0, 1):  # the calibration test above writes them; on its own this test does
+        if not (repeat_log / f"model{order}.json").exists():
+            assert runner.invoke(app, ["calibrate", str(repeat_log / "events.csv"), "--stages", "visit,buy",
+                                       "--conversion-stage", "buy", "--touch-order", str(order), "--out",
+                                       str(repeat_log / f"model{order}.json")]).exit_code == 0
+    res = runner.invoke(app, ["hotspots", str(repeat_log / "model0.json"), "--draws", "0"])
+    assert res.exit_code == 0, res.output
+    assert "--touch-order 1" in res.stdout
+    model = Model.load(repeat_log / "model0.json")
+    assert [f for f in model.estimator["fallbacks"] if f["kind"] == "touch_order"]
+    quiet = runner.invoke(app, ["hotspots", str(repeat_log / "model1.json"), "--draws", "0"])
+    assert quiet.exit_code == 0 and "--touch-order 1" not in quiet.stdout
