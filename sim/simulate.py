@@ -124,15 +124,19 @@ def choose_engine(engine: str, target: Target) -> str:
     return engine
 
 
-def _run_one(args: tuple) -> EngineResult:
+def _run_one(args: tuple, progress: Callable[[int], None] | None = None) -> EngineResult:
+    """One replication; ``progress`` (fast engine) advances per chunk of customers, not at the end."""
     engine, model, n, ss, horizon, arrival, capacity = args
     if engine == "simpy":
         from sim.engines import agents
 
-        return agents.run(model, n, ss, horizon_days=horizon, arrival_days=arrival, capacity=capacity)
+        result = agents.run(model, n, ss, horizon_days=horizon, arrival_days=arrival, capacity=capacity)
+        if progress is not None:
+            progress(n)
+        return result
     from sim.engines import fast
 
-    return fast.run(model, n, ss, horizon_days=horizon, arrival_days=arrival)
+    return fast.run(model, n, ss, horizon_days=horizon, arrival_days=arrival, progress=progress)
 
 
 def run_replications(model: Model, customers: int, seed: int, replications: int, *, engine: str = "fast",
@@ -149,12 +153,7 @@ def run_replications(model: Model, customers: int, seed: int, replications: int,
     tasks = [(engine, model, customers, ss, horizon_days, arrival_days, capacity)
              for ss in replication_seeds(seed, replications)]
     if jobs == 1 or replications == 1:
-        out = []
-        for task in tasks:
-            out.append(_run_one(task))
-            if progress is not None:
-                progress(customers)
-        return out
+        return [_run_one(task, progress) for task in tasks]
     from concurrent.futures import ProcessPoolExecutor  # lazy: most runs are single-process
 
     with ProcessPoolExecutor(max_workers=min(jobs, replications)) as pool:

@@ -404,8 +404,12 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1400,3000",
            report.resolve().as_uri()]
-    subprocess.run(cmd, capture_output=True, timeout=120, check=False)
+    run = subprocess.run([*cmd[:-1], "--enable-logging=stderr", "--v=0", cmd[-1]], capture_output=True,
+                         timeout=120, check=False, text=True)
     assert shot.is_file(), "chromium wrote no screenshot"
+    # no script or resource error on the page (a self-contained page loads nothing from outside)
+    console = [line for line in run.stderr.splitlines() if "CONSOLE" in line or "Failed to load resource" in line]
+    assert not [line for line in console if "rror" in line or "Failed" in line], console
     img = imread(shot)[..., :3]
     assert img.shape[0] >= 2000 and img.shape[1] >= 1000
     # not blank: many pixels differ from the page background, with real contrast (text, figures)
