@@ -73,8 +73,9 @@ def run_demo(out: Path, *, customers: int = 200_000, trials: int = 60, quiet: bo
     path, backtest = run_backtest(events, split=DEMO_SPLIT, stages=None, conversion_stage=None,
                                   inactivity_days=30.0, mapping=None, out=out / "backtest")
     conv = model.conversion_stage
-    yield (f"7 backtest   later cohort {conv}: predicted {backtest['predicted'][conv]:.3f}, observed "
-           f"{backtest['observed'][conv]:.3f}, naive {backtest['naive'][conv]:.3f} -> {path}")
+    yield (f"7 backtest   later cohort reaching {conv}: predicted {100 * backtest['predicted'][conv]:.1f} %, "
+           f"observed {100 * backtest['observed'][conv]:.1f} %, earlier customers "
+           f"{100 * backtest['naive'][conv]:.1f} % -> {path}")
 
     report = build_report([out / "simulate", out / "compare", out / "optimize", out / "backtest"],
                           out / "report.html")
