@@ -48,25 +48,10 @@ def evaluate(model: Model, horizon_days: float | None = None) -> Exact:
         return _evaluate_horizon(model, float(horizon_days))
     if model.sequences:
         return _evaluate_sequences(model)
-    P, S = model.n_personas, model.n_stages
+    S = model.n_stages
     stay, out = model.stage_kernel()
     q, way = model.way_out()
-    dropped = np.zeros((P, S))
-    active = np.zeros((P, S))  # P(customer is in s and will interact there at least once)
-    flow = np.zeros((P, S, 1 + S))  # P(leaving stage s by each way out)
-    active[:, 0] = 1.0
-    for s in range(S - 1):
-        flow[:, s] = active[:, s, None] * way[:, s]
-        dropped[:, s] += flow[:, s, 0]
-        for u in range(s + 1, S - 1):
-            active[:, u] += flow[:, s, 1 + u] * (1.0 - model.lapse[:, u])
-            dropped[:, u] += flow[:, s, 1 + u] * model.lapse[:, u]
-    # "reached s" = highest stage >= s. Each journey crosses that threshold at most once,
-    # by a jump from some a < s to some u >= s, so a skip over s counts as reaching s.
-    reach = np.zeros((P, S))
-    reach[:, 0] = 1.0
-    for s in range(1, S):
-        reach[:, s] = flow[:, :s, 1 + s:].sum(axis=(1, 2))
+    active, dropped, flow, reach = _stage_flow(model, way)
     # staying interactions come at rate * (1 - q) while the customer is in the stage (mean time
     # sum_o way_o / leave_rate_o); in the first stage only after the interaction at arrival stayed
     rates = model.leave_rates()
@@ -80,6 +65,29 @@ def evaluate(model: Model, horizon_days: float | None = None) -> Exact:
     drop_offs = flow[:, :, 0, None] * q_exit[..., 0]
     return Exact(reach=reach, dropped=dropped, interactions=interactions, drop_offs=drop_offs, flow=flow,
                  persona_share=model.persona_share.copy(), conversion_index=model.conversion_index)
+
+
+def _stage_flow(model: Model, way: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One forward pass over the stages, given P(way out | a visit) [P, S, 1 + S]: P(active in s: entered
+    and interacting) [P, S], P(journey ended in s) [P, S], P(leaving s by each way) [P, S, 1 + S], reach."""
+    P, S = model.n_personas, model.n_stages
+    dropped = np.zeros((P, S))
+    active = np.zeros((P, S))
+    flow = np.zeros((P, S, 1 + S))
+    active[:, 0] = 1.0
+    for s in range(S - 1):
+        flow[:, s] = active[:, s, None] * way[:, s]
+        dropped[:, s] += flow[:, s, 0]
+        for u in range(s + 1, S - 1):
+            active[:, u] += flow[:, s, 1 + u] * (1.0 - model.lapse[:, u])
+            dropped[:, u] += flow[:, s, 1 + u] * model.lapse[:, u]
+    # "reached s" = highest stage >= s. Each journey crosses that threshold at most once,
+    # by a jump from some a < s to some u >= s, so a skip over s counts as reaching s.
+    reach = np.zeros((P, S))
+    reach[:, 0] = 1.0
+    for s in range(1, S):
+        reach[:, s] = flow[:, :s, 1 + s:].sum(axis=(1, 2))
+    return active, dropped, flow, reach
 
 
 def touchpoint_split(model: Model) -> tuple[np.ndarray, np.ndarray]:
@@ -202,24 +210,10 @@ def stage_visits(model: Model) -> np.ndarray:
 
 def _evaluate_sequences(model: Model) -> Exact:
     """``evaluate`` without a horizon for a model with touch sequences (plain dwell)."""
-    P, S = model.n_personas, model.n_stages
+    S = model.n_stages
     visits = stage_visits(model)
     exits = np.concatenate([(visits * model.drop)[..., None], visits[..., None] * model.advance], -1)  # [P,S,T,1+S]
-    ways = exits.sum(2)  # [P, S, 1 + S]: each visit leaves once
-    dropped = np.zeros((P, S))
-    active = np.zeros((P, S))
-    flow = np.zeros((P, S, 1 + S))
-    active[:, 0] = 1.0
-    for s in range(S - 1):
-        flow[:, s] = active[:, s, None] * ways[:, s]
-        dropped[:, s] += flow[:, s, 0]
-        for u in range(s + 1, S - 1):
-            active[:, u] += flow[:, s, 1 + u] * (1.0 - model.lapse[:, u])
-            dropped[:, u] += flow[:, s, 1 + u] * model.lapse[:, u]
-    reach = np.zeros((P, S))
-    reach[:, 0] = 1.0
-    for s in range(1, S):
-        reach[:, s] = flow[:, :s, 1 + s:].sum(axis=(1, 2))
+    active, dropped, flow, reach = _stage_flow(model, exits.sum(2))  # each visit leaves once
     interactions = active[:, :, None] * visits
     interactions[:, S - 1] = 0.0
     drop_offs = interactions * model.drop
