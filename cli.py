@@ -244,12 +244,14 @@ def hotspots(
     out: Annotated[Path | None, typer.Option(help="Also write the ranking as JSON here.")] = None,
     draws: Draws = DEFAULT_DRAWS,
     seed: Seed = None,
+    by: Annotated[str, typer.Option(help="Rank by journeys lost, or by revenue lost (a model with values).")
+                  ] = "journeys",
 ) -> None:
     """Rank the risk-of-leaving points: where customers are lost and what fixing them is worth."""
     from sim.hotspots import run_hotspots
     from sim.terminal import render_hotspots
 
-    ranking = run_hotspots(model, top=top, out=out, draws=draws, seed=seed)
+    ranking = run_hotspots(model, top=top, out=out, draws=draws, seed=seed, by=by)
     render_hotspots(ranking)
 
 

@@ -44,6 +44,10 @@ CSV_COLUMNS = ("name", "conversion_rate", "conversion_rate_ci_lo", "conversion_r
                "expected_conversion_rate", "uplift", "uplift_ci_lo", "uplift_ci_hi", "expected_uplift",
                "relative_uplift", "expected_relative_uplift", "base_conversion_rate",
                "base_expected_conversion_rate")
+# only where the comparison has money (a comparison without it keeps the columns above, byte for byte)
+MONEY_CSV_COLUMNS = ("expected_revenue_per_customer", "expected_revenue_uplift_per_customer",
+                     "expected_revenue_uplift")
+MONEY_INTERVAL_CSV_COLUMNS = ("expected_revenue_uplift_interval_lo", "expected_revenue_uplift_interval_hi")
 
 
 
@@ -209,14 +213,22 @@ def _scenario_record(target: Target, summary: dict[str, Any], exact: Exact, base
 def comparison_csv(comparison: dict[str, Any]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    scenarios = comparison["scenarios"]
+    columns = CSV_COLUMNS
+    if any("expected_revenue_uplift_per_customer" in sc for sc in scenarios):
+        columns += MONEY_CSV_COLUMNS
+    if any("expected_revenue_uplift_interval" in sc for sc in scenarios):
+        columns += MONEY_INTERVAL_CSV_COLUMNS
+    writer.writerow(columns)
     base = comparison["base"]
-    for sc in comparison["scenarios"]:
+    for sc in scenarios:
         row = {**sc, "conversion_rate_ci_lo": sc["conversion_rate_ci"][0],
                "conversion_rate_ci_hi": sc["conversion_rate_ci"][1], "uplift_ci_lo": sc["uplift_ci"][0],
                "uplift_ci_hi": sc["uplift_ci"][1], "base_conversion_rate": base["conversion_rate"],
                "base_expected_conversion_rate": base["expected_conversion_rate"]}
-        writer.writerow(["" if row[k] is None else row[k] for k in CSV_COLUMNS])
+        interval = sc.get("expected_revenue_uplift_interval") or [None, None]
+        row["expected_revenue_uplift_interval_lo"], row["expected_revenue_uplift_interval_hi"] = interval
+        writer.writerow(["" if row.get(k) is None else row[k] for k in columns])
     return buf.getvalue()
 
 

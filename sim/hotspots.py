@@ -11,6 +11,13 @@ For every stage x touchpoint cell (personas weighted by the model's mix):
     it is the only touchpoint some persona meets there.
 Cells ranked by journeys lost; ``rank_by_gain`` ranks the same cells by the 10 % gain.
 
+Where the model has values (sim/money.py), each cell also gets, from the exact expected revenue:
+  * ``revenue_lost_per_1000``: the revenue per 1000 customers that journeys ending there cost, that is
+    the revenue gained if the cell's drop-off were 0 (the customer stays and interacts again instead,
+    and may still leave later);
+  * ``revenue_gain_if_drop_cut_10pct``: the revenue per customer gained by cutting the drop-off 10 %.
+``by="revenue"`` ranks the cells by revenue lost instead of journeys lost.
+
 Attribution (per touchpoint, every stage and persona together): ``removal_effect`` is first-order
 Markov attribution's (the share of conversions lost if every journey that meets the touchpoint
 ended there, as ``lose_journeys = true``), ``attributed_share`` the removal effects normalised to
@@ -64,6 +71,15 @@ def gain_if_cut(model: Model, s: int, t: int, base: float, horizon_days: float |
     return _conversion(cut, horizon_days) - base
 
 
+def revenue_gain(model: Model, s: int, t: int, factor: float, base: float) -> float:
+    """Exact revenue per customer gained by scaling the drop-off of touchpoint t in stage s by ``factor``."""
+    from sim.money import revenue_per_customer
+
+    cut = model.copy()
+    scale_drop(cut, _cell_mask(model, s, t), factor)
+    return revenue_per_customer(cut) - base
+
+
 def uplift_if_removed(model: Model, s: int, t: int, base: float, horizon_days: float | None) -> float | None:
     """Exact conversion change if touchpoint t left stage s (remove = true); None where it is all there is."""
     if not np.all(model.share[:, s, t] < 1.0 - 1e-12):
@@ -83,10 +99,17 @@ def removal_effect(model: Model, t: int, base: float, horizon_days: float | None
     return max(1.0 - _conversion(lost, horizon_days) / base, 0.0)  # clip the round-off below 0
 
 
-def hotspot_cells(model: Model, horizon_days: float | None = None) -> list[dict[str, Any]]:
-    """Every stage x touchpoint cell that customers meet, ranked by journeys lost there."""
+BY = ("journeys", "revenue")
+
+
+def hotspot_cells(model: Model, horizon_days: float | None = None, by: str = "journeys") -> list[dict[str, Any]]:
+    """Every stage x touchpoint cell that customers meet, ranked by journeys (or revenue) lost there."""
+    from sim.money import has_values, revenue_per_customer
+
     S, T = model.n_stages, model.n_touchpoints
     full = evaluate(model)  # journeys lost: over the whole journey
+    money = has_values(model)
+    base_revenue = revenue_per_customer(model, full) if money else 0.0
     base = _conversion(model, horizon_days) if horizon_days is not None else full.conversion_rate
     mix = model.persona_share
     lost = np.einsum("p,pst->st", mix, full.drop_offs)
@@ -110,7 +133,11 @@ def hotspot_cells(model: Model, horizon_days: float | None = None) -> list[dict[
                 "gain_if_drop_cut_10pct": _r(gain),
                 "uplift_if_removed": _r(removed),
             })
-    cells.sort(key=lambda c: (-c["lost_per_1000"], c["stage"], c["touchpoint"]))
+            if money:
+                cells[-1]["revenue_lost_per_1000"] = _r(1000 * revenue_gain(model, s, t, 0.0, base_revenue))
+                cells[-1]["revenue_gain_if_drop_cut_10pct"] = _r(revenue_gain(model, s, t, CUT, base_revenue))
+    lost_key = "revenue_lost_per_1000" if by == "revenue" else "lost_per_1000"
+    cells.sort(key=lambda c: (-c[lost_key], c["stage"], c["touchpoint"]))
     by_gain = sorted(range(len(cells)), key=lambda i: (-cells[i]["gain_if_drop_cut_10pct"], i))
     for rank, i in enumerate(by_gain, start=1):
         cells[i]["rank_by_gain"] = rank
@@ -119,9 +146,10 @@ def hotspot_cells(model: Model, horizon_days: float | None = None) -> list[dict[
     return cells
 
 
-def hotspot_table(model: Model, top: int = 10, horizon_days: float | None = None) -> list[dict[str, Any]]:
-    """The ``top`` cells by journeys lost (for the report)."""
-    return hotspot_cells(model, horizon_days)[:top]
+def hotspot_table(model: Model, top: int = 10, horizon_days: float | None = None, by: str = "journeys"
+                  ) -> list[dict[str, Any]]:
+    """The ``top`` cells by journeys (or revenue) lost (for the report)."""
+    return hotspot_cells(model, horizon_days, by)[:top]
 
 
 def attribution(model: Model, horizon_days: float | None = None) -> list[dict[str, Any]]:
@@ -147,7 +175,10 @@ def attribution(model: Model, horizon_days: float | None = None) -> list[dict[st
     return rows
 
 
-def hotspots_record(model: Model, *, name: str, top: int, horizon_days: float | None = None) -> dict[str, Any]:
+def hotspots_record(model: Model, *, name: str, top: int, horizon_days: float | None = None,
+                    by: str = "journeys") -> dict[str, Any]:
+    from sim.money import currency, has_values
+
     full = evaluate(model)
     S = model.n_stages
     mix = model.persona_share
@@ -161,7 +192,9 @@ def hotspots_record(model: Model, *, name: str, top: int, horizon_days: float | 
         "expected_conversion_rate": _r(conv),
         "lost_per_1000_total": _r(1000 * float(mix @ full.dropped[:, :S - 1].sum(axis=1))),
         "lapsed_per_1000": {model.stages[s]: _r(1000 * max(lapse[s], 0.0)) for s in range(1, S - 1)},
-        "hotspots": hotspot_table(model, top, horizon_days),
+        **({"ranked_by": "revenue lost"} if by == "revenue" else {}),
+        **({"currency": currency(model)} if has_values(model) else {}),
+        "hotspots": hotspot_table(model, top, horizon_days, by),
         "attribution": attribution(model, horizon_days),
         "attribution_note": ATTRIBUTION_NOTE,
         **({"attribution_warning": SEQUENCE_WARNING} if _sequences_ignored(model) else {}),
@@ -198,7 +231,7 @@ def add_intervals(record: dict[str, Any], models: list[Model], horizon_days: flo
 
 
 def run_hotspots(path: str | Path, *, top: int = 10, out: str | Path | None = None, draws: int = 0,
-                 seed: int | None = None) -> dict[str, Any]:
+                 seed: int | None = None, by: str = "journeys") -> dict[str, Any]:
     """Rank the risk-of-leaving points of a model (or of a scenario's changed model)."""
     from sim.errors import InputError
     from sim.simulate import load_target, resolve_seed
@@ -207,13 +240,22 @@ def run_hotspots(path: str | Path, *, top: int = 10, out: str | Path | None = No
         raise InputError("must be at least 1", where="--top", value=top)
     if draws < 0:
         raise InputError("must not be negative", where="--draws", value=draws)
+    if by not in BY:
+        raise InputError("unknown ranking", where="--by", value=by, hint="use journeys or revenue")
     target = load_target(path)
+    if by == "revenue":
+        from sim.money import has_values
+
+        if not has_values(target.model):
+            raise InputError("the model says nothing about money: no revenue to rank by", file=path, where="--by",
+                             value=by, hint="calibrate from a log with a value column, give the scenario a "
+                                            "[value] table, or drop --by revenue")
     if out is not None:
         from sim.runs import check_output_file
 
         check_output_file(out, "hotspots", target.inputs)
     horizon = target.scenario.horizon_days if target.scenario is not None else None
-    record = hotspots_record(target.model, name=target.name, top=top, horizon_days=horizon)
+    record = hotspots_record(target.model, name=target.name, top=top, horizon_days=horizon, by=by)
     if draws:
         from sim.summary import no_evidence_note
         from sim.uncertainty import describe, draw_seed, has_evidence, parameter_draws, scenario_draws

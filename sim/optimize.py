@@ -946,6 +946,7 @@ def uncertainty_record(objective: Objective, space: SpendSpace, spends: dict[str
     even_conv = draw_conversions(models, sc, even, horizon)
     uplift = Interval(chosen - base)
     return {
+        **_money_intervals(objective, models, spends),
         "expected_uplift_interval": [_r(x) for x in uplift.bounds],
         "probability_beats_baseline": _r(uplift.probability_positive),
         "probability_beats_even_split": _r(Interval(chosen - even_conv).probability_positive),
@@ -955,6 +956,23 @@ def uncertainty_record(objective: Objective, space: SpendSpace, spends: dict[str
         "stability": stability(models[:STABILITY_DRAWS], sc, space, spends, horizon),
         "data_uncertainty": describe(model, draws),
     }
+
+
+def _money_intervals(objective: Objective, models: list[Model], spends: dict[str, float]) -> dict[str, Any]:
+    """The revenue uplift's and the profit's 95 % data intervals, on the draws of the conversion uplift's."""
+    from sim.money import revenue_per_customer
+    from sim.uncertainty import Interval
+
+    if not has_values(objective.model_with({})):
+        return {}
+    sc, n = objective.scenario, objective.customers
+    diff = np.array([revenue_per_customer(apply(m, sc, spends=spends)) - revenue_per_customer(apply(m, sc, spends={}))
+                     for m in models])
+    spent = float(sum(spends.values()))
+    profit = Interval(n * diff - spent)
+    return {"expected_revenue_uplift_interval": [_r(n * x) for x in Interval(diff).bounds],
+            "expected_profit_interval": [_r(x) for x in profit.bounds],
+            "probability_profitable": _r(profit.probability_positive)}
 
 
 def stability(models: list[Model], scenario: Scenario, space: SpendSpace, spends: dict[str, float],
@@ -1124,6 +1142,11 @@ def write_figures(run: Any, best: dict[str, Any], trials_text: str) -> None:
         fig = plots.figure(8, 3.8)
         plots.draw_response(resp, fig.add_subplot())
         figs.append(("response_curves.png", fig))
+    money = plots.money_response_data(best)
+    if money is not None:
+        fig = plots.figure(max(5.5, 3.6 * len(money.names)), 3.6)
+        plots.draw_money_response(money, fig)
+        figs.append(("response_money.png", fig))
     par = pareto_data(best)
     if par is not None:
         fig = plots.figure(8, 3.8)
@@ -1206,6 +1229,7 @@ def money_record(objective: Objective, space: SpendSpace, spends: dict[str, floa
         per[inv.name] = {"roi": _r((gain - spend) / spend) if spend > 0 else None,
                          "marginal_return": _r(marginal) if marginal is not None else None}
     out["investment_returns"] = per
+    out["response_curves"] = response_curves(objective, space, spends, rev)
     unspent = space.total - sum(allocation.values())
     if objective.maximize == "profit" and unspent > len(space.names) * space.quantum:
         full = [name for i, name in enumerate(space.names) if allocation[name] >= space.hi[i] - space.quantum]
@@ -1216,6 +1240,25 @@ def money_record(objective: Objective, space: SpendSpace, spends: dict[str, floa
                if low else "")
             + ("; " if low and full else "")
             + (f"{', '.join(full)} are at their max_spend" if full else ""))
+    return out
+
+
+RESPONSE_POINTS = 25  # per investment: each point is one exact revenue evaluation
+
+
+def response_curves(objective: Objective, space: SpendSpace, spends: dict[str, float],
+                    rev: Callable[[dict[str, float]], float]) -> dict[str, dict[str, list[float]]]:
+    """Each free investment's revenue contribution over its spend range, the others at their chosen spends
+    (exact): revenue_uplift = customers x (revenue with that spend - revenue with none there)."""
+    n, out = objective.customers, {}
+    for inv in objective.scenario.investment:
+        if inv.name not in space.names:
+            continue  # a fixed spend has no choice to draw
+        without = rev({**spends, inv.name: 0.0})
+        # denser at low spends, where saturating curves bend most
+        grid = inv.min_spend + (inv.max_spend - inv.min_spend) * np.linspace(0.0, 1.0, RESPONSE_POINTS) ** 2
+        out[inv.name] = {"spend": [_r(x) for x in grid],
+                         "revenue_uplift": [_r(n * (rev({**spends, inv.name: float(x)}) - without)) for x in grid]}
     return out
 
 

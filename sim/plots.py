@@ -627,6 +627,75 @@ def draw_response(data: ResponseData, ax: Axes) -> None:
     _style(ax)
 
 
+@dataclass
+class MoneyResponseData:
+    """Each investment's revenue contribution over its spend (exact, from best.json's response_curves),
+    with the chosen spend and the marginal return there."""
+    names: list[str]
+    spend: list[list[float]]
+    revenue_uplift: list[list[float]]  # customers x (revenue with that spend - revenue with none there)
+    chosen_spend: list[float]
+    chosen_revenue_uplift: list[float]
+    marginal_return: list[float | None]  # revenue per unit of one more unit of spend (1 = break even)
+    roi: list[float | None]
+    customers: int
+    currency: str | None = None
+
+
+def money_response_data(best: dict[str, Any]) -> MoneyResponseData | None:
+    curves = best.get("response_curves") or {}
+    invs = {str(inv.get("name")): inv for inv in best.get("investments") or []}
+    names = [n for n in curves if n in invs]
+    if not names:
+        return None
+    alloc = best.get("allocation") or {}
+    chosen, at, marginal, roi = [], [], [], []
+    for name in names:
+        inv, x, y = invs[name], curves[name]["spend"], curves[name]["revenue_uplift"]
+        spend = float(alloc.get(name, inv.get("spend", 0.0)))
+        r = inv.get("roi")
+        chosen.append(spend)
+        # the revenue the spend brings back is (1 + roi) x spend; without a roi, read off the curve
+        at.append(spend * (1.0 + float(r)) if r is not None else float(np.interp(spend, x, y)))
+        marginal.append(None if inv.get("marginal_return") is None else float(inv["marginal_return"]))
+        roi.append(None if r is None else float(r))
+    return MoneyResponseData(names=names, spend=[list(map(float, curves[n]["spend"])) for n in names],
+                             revenue_uplift=[list(map(float, curves[n]["revenue_uplift"])) for n in names],
+                             chosen_spend=chosen, chosen_revenue_uplift=at, marginal_return=marginal, roi=roi,
+                             customers=int(best.get("profit_customers") or 0), currency=best.get("currency"))
+
+
+def marginal_words(m: float | None) -> str:
+    return "marginal return -" if m is None else f"marginal return {m:.2f}"
+
+
+def draw_money_response(data: MoneyResponseData, fig: Figure) -> None:
+    """A panel per investment: revenue back against spend, the break-even line, the chosen spend with the
+    slope of the curve there (the marginal return) drawn and written beside it."""
+    from sim.money import money_label
+
+    axes = fig.subplots(1, len(data.names), squeeze=False)[0]
+    colours = palette(data.names, SCENARIO_COLOURS)
+    for ax, name, x, y, s, v, m in zip(axes, data.names, data.spend, data.revenue_uplift, data.chosen_spend,
+                                       data.chosen_revenue_uplift, data.marginal_return):
+        ax.plot(x, y, color=colours[name], lw=2, label="revenue back")
+        ax.plot(x, x, color=BASELINE_COLOUR, lw=1, ls="--", label="spend (break even)")
+        ax.plot([s], [v], "o", color=colours[name], ms=8, mec="white", mew=1.5)
+        if m is not None:
+            half = 0.12 * (x[-1] - x[0])
+            a, b = max(s - half, x[0]), min(s + half, x[-1])
+            ax.plot([a, b], [v + m * (a - s), v + m * (b - s)], color=OBSERVED_COLOUR, lw=1)
+        ax.annotate(f"{marginal_words(m)}\nat {money_label(s, data.currency)}", (s, v), textcoords="offset points",
+                    xytext=(6, -24), fontsize=8)
+        ax.xaxis.set_major_formatter(lambda t, _: money_label(t, None))
+        ax.yaxis.set_major_formatter(lambda t, _: money_label(t, None))
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("spend" + (f" ({data.currency})" if data.currency else ""))
+        _style(ax)
+    axes[0].set_ylabel(f"revenue back, {data.customers:,} customers")
+    axes[0].legend(frameon=False, fontsize=8, loc="upper left")
+
+
 # ---- backtest ------------------------------------------------------------------------------------
 @dataclass
 class BacktestData:

@@ -664,6 +664,18 @@ def _optimize_section(page: Page, runs: list[Run]) -> None:
             page.figure(parts, f"response-{r.path.name}", "Response curves", fig, resp,
                         caption="effect of each lever against spend, e = max_effect x spend / (spend + "
                                 "half_saturation); dots: the chosen spends")
+        money = plots.money_response_data(b)
+        if money is not None:
+            fig = plots.figure(max(5.5, 3.6 * len(money.names)), 3.6)
+            plots.draw_money_response(money, fig)
+            marks = "; ".join(f"{n}: spend {s:,.0f}, {plots.marginal_words(m)}"
+                              + ("" if roi is None else f", roi {roi:.2f}")
+                              for n, s, m, roi in zip(money.names, money.chosen_spend, money.marginal_return,
+                                                      money.roi))
+            page.figure(parts, f"response-money-{r.path.name}", "Revenue back per investment", fig, money,
+                        caption=f"exact revenue an investment brings back over its spend range, the others at "
+                                f"their chosen spends; dashed: the spend itself (above it, profit); the short line "
+                                f"at the chosen spend has the marginal return as its slope. {marks}")
 
 
 def _backtest_section(page: Page, runs: list[Run]) -> None:

@@ -132,7 +132,9 @@ def render_hotspots(ranking: dict[str, Any]) -> None:
 
 
     horizon = ranking.get("horizon_days")
-    table = Table(title=f"Risk-of-leaving points: {ranking['name']} (expected conversion "
+    table = Table(title=f"Risk-of-leaving points: {ranking['name']} ("
+                        + ("by revenue lost; " if ranking.get("ranked_by") == "revenue lost" else "")
+                        + "expected conversion "
                         f"{100 * ranking['expected_conversion_rate']:.2f} %"
                         + (f" within {horizon:g} days" if horizon else "") + ")",
                   title_justify="left", box=box.SIMPLE_HEAD)
@@ -140,6 +142,10 @@ def render_hotspots(ranking: dict[str, Any]) -> None:
                       ("of losses", "right"), ("drop-off", "right"), ("gain if drop-off -10 %, pp", "right"),
                       ("gain #", "right"), ("if removed, pp", "right")):
         table.add_column(col, justify=just)
+    money = any("revenue_lost_per_1000" in c for c in ranking["hotspots"])
+    if money:
+        cur = ranking.get("currency")
+        table.add_column("revenue lost /1000" + (f", {cur}" if cur else ""), justify="right")
     def with_interval(x: float, interval: list[float] | None) -> str:
         text = f"{100 * x:+.3f}"
         return text if not interval else f"{text} [{100 * interval[0]:+.2f}, {100 * interval[1]:+.2f}]"
@@ -152,7 +158,8 @@ def render_hotspots(ranking: dict[str, Any]) -> None:
                       "-" if c["drop_off_rate"] is None else f"{100 * c['drop_off_rate']:.1f} %",
                       with_interval(c["gain_if_drop_cut_10pct"], c.get("gain_if_drop_cut_10pct_interval")),
                       str(c["rank_by_gain"]),
-                      "only one" if removed is None else with_interval(removed, c.get("uplift_if_removed_interval")))
+                      "only one" if removed is None else with_interval(removed, c.get("uplift_if_removed_interval")),
+                      *([f"{c['revenue_lost_per_1000']:,.0f}"] if money else []))
     console = table_console()
     console.print(table)
     if ranking.get("data_uncertainty"):
@@ -254,6 +261,8 @@ def render_best(best: dict[str, Any]) -> None:
         cur, roi = best.get("currency"), best.get("roi")
         console.print(f"money ({best['maximize']}): revenue {money_label(best['expected_revenue_uplift'], cur)} more "
                       f"for {best['profit_customers']:,} customers, profit {money_label(best['expected_profit'], cur)}"
+                      + (" [{}, {}]".format(*(money_label(x, None) for x in best["expected_profit_interval"]))
+                         if best.get("expected_profit_interval") else "")
                       + (f", roi {roi:.2f}" if roi is not None else ""), highlight=False)
     if best.get("unspent_reason"):
         console.print(f"note: {best['unspent_reason']}", soft_wrap=True, highlight=False)

@@ -156,6 +156,15 @@ def test_drop_off_fix_revenue_uplift(world, tmp_path):
     lo, hi = rec["expected_revenue_uplift_per_customer_interval"]
     assert lo < got < hi and lo > 0
     assert "revenue per 100 k customers" in result.output
+    # comparison.csv carries the money columns, the numbers of comparison.json
+    import csv
+
+    row = next(csv.DictReader((tmp_path / "c" / "comparison.csv").open()))
+    assert float(row["expected_revenue_uplift_per_customer"]) == rec["expected_revenue_uplift_per_customer"]
+    assert float(row["expected_revenue_uplift"]) == rec["expected_revenue_uplift"]
+    assert float(row["expected_revenue_per_customer"]) == rec["expected_revenue_per_customer"]
+    assert [float(row["expected_revenue_uplift_interval_lo"]), float(row["expected_revenue_uplift_interval_hi"])
+            ] == rec["expected_revenue_uplift_interval"]
 
 
 def test_profit_split_earns_97_percent_of_the_true_best(world, tmp_path):
@@ -247,6 +256,10 @@ def test_models_without_values_behave_as_before(tmp_path):
     assert result.exit_code == 0, result.output
     text = (tmp_path / "c" / "comparison.json").read_text()
     assert "revenue" not in text and "currency" not in text and "money" not in result.output
+    from sim.compare import CSV_COLUMNS
+
+    header = (tmp_path / "c" / "comparison.csv").read_text().splitlines()[0]
+    assert header == ",".join(CSV_COLUMNS)  # the columns of a comparison without money, as before
     # a scenario's [value] gives a model without values its money
     (tmp_path / "valued.toml").write_text(FIX_TOML + "[value]\nper_conversion = 120.0\n")
     result = runner.invoke(app, ["simulate", str(tmp_path / "valued.toml"), "--customers", "500", "--seed", "1",
@@ -297,3 +310,90 @@ def test_value_draws_leave_the_other_draws_alone(world):
     assert len(set(means)) == 5
     assert np.mean(means) == pytest.approx(model.extras["value"]["personas"]["loyalist"]["conversion"]["mean"],
                                            rel=0.05)
+
+
+def test_report_draws_each_investments_return_with_its_marginal_return(world, tmp_path):
+    from sim.report import build_report
+
+    folder, _ = world
+    result = runner.invoke(app, ["optimize", str(folder / "profit.toml"), "--trials", "20", "--seed", "5",
+                                 "--customers", "500", "--draws", "10", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    best = json.loads((tmp_path / "o" / "best.json").read_text())
+    curves = best["response_curves"]
+    assert set(curves) == {inv["name"] for inv in best["investments"]}
+    inside = 0
+    for inv in best["investments"]:
+        x, y = np.array(curves[inv["name"]]["spend"]), np.array(curves[inv["name"]]["revenue_uplift"])
+        assert x[0] == inv["min_spend"] == 0 and x[-1] == inv["max_spend"] and y[0] == 0
+        assert np.all(np.diff(y) > 0)
+        # concave: the marginal return at the chosen spend lies between the slopes of the grid's segments
+        # wholly left and wholly right of it
+        i = int(np.searchsorted(x, inv["spend"]))  # x[i - 1] < spend <= x[i]
+        if 2 <= i < len(x) - 1:
+            slopes = np.diff(y) / np.diff(x)
+            assert slopes[i] - 1e-9 <= inv["marginal_return"] <= slopes[i - 2] + 1e-9, inv
+            inside += 1
+    assert inside >= 1
+    assert (tmp_path / "o" / "response_money.png").stat().st_size > 0
+    # the money intervals, on the same draws: profit = revenue uplift - the spend, draw by draw
+    lo, hi = best["expected_profit_interval"]
+    assert lo < best["expected_profit"] < hi
+    spent = best["optimised_spend"]
+    assert [lo + spent, hi + spent] == pytest.approx(best["expected_revenue_uplift_interval"], rel=1e-9)
+    assert 0 <= best["probability_profitable"] <= 1
+
+    out = tmp_path / "report.html"
+    build_report([tmp_path / "o"], out)
+    text = out.read_text(encoding="utf-8")
+    assert 'alt="Revenue back per investment"' in text
+    for inv in best["investments"]:
+        assert f"{inv['name']}: spend {inv['spend']:,.0f}, marginal return {inv['marginal_return']:.2f}" in text
+    data = json.loads((tmp_path / "report_figures" / "response-money-o.json").read_text())
+    assert data["marginal_return"] == [inv["marginal_return"] for inv in best["investments"]]
+    assert data["chosen_spend"] == [inv["spend"] for inv in best["investments"]]
+
+
+def test_hotspots_by_revenue_follow_the_value_of_a_conversion(tmp_path):
+    """With one value per conversion and nothing else, revenue is that value x conversion: the revenue
+    columns are the conversion gains in money."""
+    from conftest import DEMO_MODEL
+    from sim.hotspots import hotspot_cells
+    from sim.scenario import scale_drop
+
+    model = Model.load(DEMO_MODEL)
+    plain = hotspot_cells(model)
+    assert all("revenue_lost_per_1000" not in c for c in plain)
+    valued = model.copy()
+    valued.extras["value"] = {"currency": "EUR", "personas": {p: {"conversion": {"mean": 80.0}}
+                                                              for p in model.personas}}
+    cells = hotspot_cells(valued)
+    assert [{k: v for k, v in c.items() if not k.startswith("revenue")} for c in cells] == plain  # rest as it was
+    for c in cells:
+        assert c["revenue_gain_if_drop_cut_10pct"] == pytest.approx(80.0 * c["gain_if_drop_cut_10pct"],
+                                                                    rel=1e-6, abs=1e-9)
+        s, t = model.stages.index(c["stage"]), model.touchpoints.index(c["touchpoint"])
+        none_there = model.copy()
+        scale_drop(none_there, np.s_[:, s, t], 0.0)
+        gained = evaluate(none_there).conversion_rate - evaluate(model).conversion_rate
+        assert c["revenue_lost_per_1000"] == pytest.approx(80_000 * gained, rel=1e-6, abs=1e-9)
+        if c["after_conversion"]:
+            assert c["revenue_lost_per_1000"] == pytest.approx(0.0, abs=1e-6)
+    by_revenue = hotspot_cells(valued, by="revenue")
+    lost = [c["revenue_lost_per_1000"] for c in by_revenue]
+    assert lost == sorted(lost, reverse=True) and [c["rank"] for c in by_revenue] == list(range(1, len(cells) + 1))
+    assert lost != [c["revenue_lost_per_1000"] for c in cells]  # a different order from journeys lost
+
+    # the command: the revenue column; --by revenue on a model without values is one line, exit 2
+    path = tmp_path / "valued.json"
+    path.write_text(valued.to_json())
+    result = runner.invoke(app, ["hotspots", str(path), "--by", "revenue", "--top", "3", "--draws", "0",
+                                 "--out", str(tmp_path / "h.json")])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "h.json").read_text())
+    assert record["ranked_by"] == "revenue lost" and record["currency"] == "EUR"
+    assert [c["touchpoint"] for c in record["hotspots"]] == [c["touchpoint"] for c in by_revenue[:3]]
+    assert "revenue lost" in result.output
+    result = runner.invoke(app, ["hotspots", str(DEMO_MODEL), "--by", "revenue"])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "--by" in result.output and "value column" in result.output
