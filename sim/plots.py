@@ -113,8 +113,17 @@ def funnel_data(summary: dict[str, Any], model: Model | None = None) -> FunnelDa
     return FunnelData(stages=stages, conversion_stage=conv, personas=personas, colours=palette(personas),
                       expected=expected, expected_overall=overall, simulated=sim, simulated_ci=ci,
                       persona_conversion=per_conv,
-                      ci_note=f"intervals: Wilson over {n:,} simulated customers; conversion: "
-                              f"{summary.get('ci_method', 'as in summary.json')}")
+                      ci_note=f"bars: 95 % intervals from the {n:,} simulated customers; conversion: "
+                              f"{_plain_ci_method(summary.get('ci_method'))}")
+
+
+def _plain_ci_method(method: str | None) -> str:
+    """summary.json's ci_method in words for a caption (the JSON keeps the method's name)."""
+    if method and method.startswith("t over"):
+        return "95 % interval from the spread of the replications"
+    if method and "binomial" in method.lower():
+        return "95 % interval from the count of simulated customers (one replication)"
+    return "interval as in summary.json"
 
 
 def draw_funnel(data: FunnelData, ax: Axes) -> None:
@@ -656,12 +665,13 @@ def draw_backtest(data: BacktestData, ax: Axes) -> None:
     w = 0.26
     for k, (label, vals, colour) in enumerate((("observed", data.observed, OBSERVED_COLOUR),
                                                ("model (predicted)", data.predicted, "#0072B2"),
-                                               ("naive baseline", data.naive, "#BBBBBB"))):
+                                               ("what earlier customers did", data.naive, "#BBBBBB"))):
         ax.bar(x + (k - 1) * w, vals, width=w, color=colour, label=label)
     for xi, e, ne in zip(x, data.error, data.naive_error):
         if not math.isnan(e):
-            ax.text(xi, 1.07, f"error: model {100 * e:.1f}, naive {100 * ne:.1f} pts", ha="center", fontsize=9,
-                    color="#444444")
+            # two short lines per stage: one long line ran into the next stage's
+            ax.text(xi, 1.03, f"model off by {100 * e:.1f} pts\nearlier customers {100 * ne:.1f}", ha="center",
+                    va="bottom", fontsize=8, color="#444444", linespacing=1.1)
     ax.set_xticks(x, data.stages)
     ax.set_ylim(0, 1.14)
     ax.set_yticks(np.linspace(0, 1, 6))

@@ -345,7 +345,7 @@ def headline_data(runs: list[Run]) -> dict[str, Any]:
     err = _mean([e for e in d.error if not math.isnan(e)])
     nerr = _mean([e for e in d.naive_error if not math.isnan(e)])
     text = (f"Backtest from {d.split}: the model's reach rates are off by {100 * err:.1f} percentage points on "
-            f"average, the naive baseline's by {100 * nerr:.1f}.")
+            f"average; going by what earlier customers did is off by {100 * nerr:.1f}.")
     return {"kind": "backtest", "text": text, "others": [], "best": bt}
 
 
@@ -676,7 +676,8 @@ def _backtest_section(page: Page, runs: list[Run]) -> None:
                     caption=f"{r.label}: fitted on rows before {d.split}, predicting customers who start after it")
         rows = [[s, plots.pct(p), plots.pct(o), plots.pct(n), f"{100 * e:.2f}", f"{100 * ne:.2f}"]
                 for s, p, o, n, e, ne in zip(d.stages, d.predicted, d.observed, d.naive, d.error, d.naive_error)]
-        parts.append(_table(["stage", "predicted", "observed", "naive", "model error (pts)", "naive error (pts)"],
+        parts.append(_table(["stage", "model", "observed", "earlier customers", "model off by (pts)",
+                             "earlier customers off by (pts)"],
                             rows, "num"))
         warning = _fallback_box(r.data.get("fallbacks"))
         if warning:
