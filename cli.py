@@ -200,8 +200,10 @@ def simulate(
 ) -> None:
     """Simulate customers through a calibrated journey."""
     from sim.progress import progress_bar
-    from sim.simulate import run_simulate
+    from sim.simulate import jobs_note, run_simulate
+    from sim.terminal import render_note
 
+    render_note(jobs_note(jobs, replications))
     total = (customers or 0) * replications
     with progress_bar("simulating", total or None, quiet=quiet) as advance:
         path, summary = run_simulate(target, customers=customers, seed=seed, replications=replications,
@@ -229,8 +231,10 @@ def compare(
 ) -> None:
     """Compare scenarios with a baseline using common random numbers."""
     from sim.compare import run_compare
-    from sim.terminal import render_comparison
+    from sim.simulate import jobs_note
+    from sim.terminal import render_comparison, render_note
 
+    render_note(jobs_note(jobs, replications))
     path, comparison = run_compare(base, scenarios, customers=customers, seed=seed, replications=replications,
                                    engine=engine, jobs=jobs, out=out, quiet=quiet, draws=draws)
     render_comparison(comparison)

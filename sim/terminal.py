@@ -324,6 +324,12 @@ def render_personas(record: dict[str, Any]) -> None:
         console.print(f"{name}: {prof['description']}", markup=False, highlight=False)
 
 
+def render_note(note: str | None) -> None:
+    """One note line on stderr (a hint, not a result: the JSON stays the same on every machine)."""
+    if note:
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"note: {note}", markup=False)
+
+
 def render_warnings(fallbacks: list[dict[str, Any]]) -> None:
     """One warning line on stderr per place where the data could not tell (an estimator fallback)."""
 

@@ -174,3 +174,68 @@ def test_funnel_caption_and_backtest_figure_in_plain_words():
     boxes = sorted((t.get_window_extent() for t in ax.texts), key=lambda b: b.x0)
     step = (boxes[-1].x0 + boxes[-1].x1 - boxes[0].x0 - boxes[0].x1) / 2 / (len(boxes) - 1)
     assert all(b.x0 - a.x1 > 0.25 * step for a, b in zip(boxes, boxes[1:])), [(b.x0, b.x1) for b in boxes]
+
+
+# ---- optimize: each run counts its own trials -----------------------------------------------------------
+def test_two_runs_on_one_journal_count_only_their_own_trials(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from collections import Counter
+
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    from conftest import ROOT
+
+    budget = ROOT / "scenarios" / "examples" / "budget.toml"
+    log = tmp_path / "shared.log"
+
+    def start(k: int, workers: int) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "cli", "optimize", str(budget), "--trials", "120", "--seed", str(k),
+               "--customers", "1000", "--draws", "0", "--storage", str(log), "--study", "shared",
+               "--workers", str(workers), "--out", str(tmp_path / f"run{k}"), "-q"]
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    procs = [start(1, 1), start(2, 2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    study = optuna.load_study(study_name="shared", storage=JournalStorage(JournalFileBackend(str(log))))
+    complete = Counter(t.state.name for t in study.trials)["COMPLETE"]
+    manifests = [json.loads((tmp_path / f"run{k}" / "manifest.json").read_text())["optimize"] for k in (1, 2)]
+    ran = [m["trials_this_run"] for m in manifests]
+    # together the two runs completed the study's trials, each counted once (a run used to count all)
+    assert sum(ran) == complete and all(0 <= r <= 120 for r in ran), (ran, complete)
+    for k, m in zip((1, 2), manifests):
+        best = json.loads((tmp_path / f"run{k}" / "best.json").read_text())
+        # the study as it stood when best.json was written: at least what was there when the search ended
+        assert m["complete_before"] + m["trials_this_run"] <= best["trials"] <= complete
+
+
+# ---- --jobs that cannot help says so ----------------------------------------------------------------------
+def test_jobs_note_says_why_more_processes_will_not_help():
+    from sim.simulate import jobs_note
+
+    assert jobs_note(1, 10, cores=1) is None
+    assert jobs_note(2, 10, cores=8) is None
+    assert "one" in jobs_note(4, 1, cores=8)
+    two = jobs_note(2, 5, cores=2)
+    assert "2 cores" in two and "--jobs 1" in two
+
+
+def test_simulate_prints_the_jobs_note_once_on_stderr_and_not_in_the_json(tmp_path, monkeypatch):
+    import json
+
+    import sim.simulate
+    from conftest import DEMO_MODEL
+
+    monkeypatch.setattr(sim.simulate, "usable_cores", lambda: 2)
+    args = ["simulate", str(DEMO_MODEL), "--customers", "500", "--replications", "2", "--seed", "3", "-q"]
+    two = runner.invoke(app, [*args, "--jobs", "2", "--out", str(tmp_path / "a")])
+    one = runner.invoke(app, [*args, "--out", str(tmp_path / "b")])
+    assert two.exit_code == 0 and one.exit_code == 0, two.output
+    assert two.stderr.count("note: --jobs 2 will not help here") == 1, two.stderr
+    assert "--jobs" not in one.stderr
+    assert (tmp_path / "a" / "summary.json").read_bytes() == (tmp_path / "b" / "summary.json").read_bytes()
+    assert "will not help" not in json.dumps(json.loads((tmp_path / "a" / "summary.json").read_text()))
