@@ -76,6 +76,6 @@ def run_demo(out: Path, *, customers: int = 200_000, trials: int = 60, quiet: bo
     yield (f"7 backtest   later cohort {conv}: predicted {backtest['predicted'][conv]:.3f}, observed "
            f"{backtest['observed'][conv]:.3f}, naive {backtest['naive'][conv]:.3f} -> {path}")
 
-    report = build_report([out / "simulate", out / "compare", out / "optimize", out / "backtest"],
+    report = build_report([out / "simulate", out / "compare", out / "capacity", out / "optimize", out / "backtest"],
                           out / "report.html")
     yield f"8 report     open {report}"

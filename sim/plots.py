@@ -401,6 +401,7 @@ class UpliftData:
     colours: dict[str, str]
     conversion_stage: str = ""
     with_data: bool = False  # the intervals include the calibration data's uncertainty
+    expected_note: str = ""  # why there is no exact expectation (queues): no diamond at a meaningless 0
 
 
 def uplift_data(comparison: dict[str, Any]) -> UpliftData:
@@ -413,7 +414,9 @@ def uplift_data(comparison: dict[str, Any]) -> UpliftData:
         base_rate=float(base["conversion_rate"]), base_expected=float(base.get("expected_conversion_rate", math.nan)),
         names=names, uplift=[float(s["uplift"]) for s in sc], ci=[[float(x) for x in s[key]] for s in sc],
         with_data=with_data,
-        expected_uplift=[float(s.get("expected_uplift", math.nan)) for s in sc],
+        expected_uplift=[math.nan if s.get("expected_note") else float(s.get("expected_uplift", math.nan))
+                         for s in sc],
+        expected_note=next((str(s["expected_note"]) for s in sc if s.get("expected_note")), ""),
         conversion_rate=[float(s["conversion_rate"]) for s in sc],
         expected_conversion_rate=[float(s.get("expected_conversion_rate", math.nan)) for s in sc],
         colours=palette(names, SCENARIO_COLOURS),
@@ -441,8 +444,10 @@ def draw_uplift(data: UpliftData, ax: Axes) -> None:
     ax.set_xlim(lo_all - 0.08 * span, hi_all + 0.45 * span)
     what = ("95% interval with the calibration data's uncertainty" if data.with_data else
             "95% interval of simulation noise")
+    diamond = ("no exact expectation: it ignores capacity limits (queues), so only the simulation answers"
+               if data.expected_note else "diamond: exact expectation")
     ax.set_xlabel(f"change in conversion ({data.conversion_stage or 'conversion'} reached), percentage points\n"
-                  f"bar + whisker: simulated, {what}; diamond: exact expectation")
+                  f"bar + whisker: simulated, {what}; {diamond}")
     _style(ax, grid="x")
     ax.set_ylim(-0.6, len(data.names) - 0.4)
 

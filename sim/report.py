@@ -684,6 +684,11 @@ def _backtest_section(page: Page, runs: list[Run]) -> None:
             parts.append(warning)
 
 
+def _seed_text(seed: Any) -> str:
+    """A run that draws nothing at random records no seed: say so rather than "None"."""
+    return "not used" if seed is None or seed == "" else str(seed)
+
+
 def _manifest_section(page: Page, runs: list[Run], refs: list[ModelRef]) -> None:
     parts = page.section("manifest", "Provenance")
     rows = []
@@ -692,13 +697,13 @@ def _manifest_section(page: Page, runs: list[Run], refs: list[ModelRef]) -> None
         inputs = "; ".join(f"{Path(k).name} {str(v)[:12]}" for k, v in (m.get("inputs") or {}).items())
         rows.append([str(r.path), m.get("command", r.kind), " ".join(m.get("argv", [])) or
                      ", ".join(f"{k}={v}" for k, v in (m.get("arguments") or {}).items()),
-                     m.get("seed", r.data.get("seed", "")), m.get("journey_version", ""),
+                     _seed_text(m.get("seed", r.data.get("seed"))), m.get("journey_version", ""),
                      f"{m.get('started', '')} \u2192 {m.get('finished', '')}", inputs or ""])
     for ref in refs:
         m = ref.model.provenance or {}
         inputs = "; ".join(f"{Path(k).name} {str(v)[:12]}" for k, v in (m.get("inputs") or {}).items())
         rows.append([str(ref.path), m.get("command", "calibrate"), " ".join(m.get("argv", [])),
-                     m.get("seed", "") or "", m.get("journey_version", ""),
+                     _seed_text(m.get("seed")), m.get("journey_version", ""),
                      f"{m.get('started', '')} \u2192 {m.get('finished', '')}", inputs])
     parts.append(_table(["run", "command", "as typed", "seed", "version", "time (UTC)", "inputs (sha256)"], rows,
                         "prov"))

@@ -239,3 +239,40 @@ def test_simulate_prints_the_jobs_note_once_on_stderr_and_not_in_the_json(tmp_pa
     assert "--jobs" not in one.stderr
     assert (tmp_path / "a" / "summary.json").read_bytes() == (tmp_path / "b" / "summary.json").read_bytes()
     assert "will not help" not in json.dumps(json.loads((tmp_path / "a" / "summary.json").read_text()))
+
+
+# ---- report and figures ---------------------------------------------------------------------------------
+def test_staffing_uplift_figure_draws_no_expected_zero_and_says_why():
+    from sim import plots
+
+    record = comparison_record()
+    for sc in record["scenarios"]:
+        sc["expected_uplift"] = 0.0
+        sc["expected_note"] = "expected_conversion_rate ignores capacity limits (queues and patience)"
+    data = plots.uplift_data(record)
+    fig = plots.figure(9, 3.0)
+    ax = fig.add_subplot()
+    plots.draw_uplift(data, ax)
+    assert not [line for line in ax.get_lines() if line.get_marker() == "D"]  # no diamond at a made-up 0
+    assert "capacity" in ax.get_xlabel() and "diamond" not in ax.get_xlabel()
+
+
+def test_provenance_says_not_used_for_a_missing_seed():
+    from sim.report import _seed_text
+
+    assert _seed_text(None) == "not used" and _seed_text("") == "not used" and _seed_text(7) == "7"
+
+
+def test_demo_report_includes_the_staffing_comparison(tmp_path, monkeypatch):
+    import sim.demo
+
+    seen = {}
+
+    def fake_report(dirs, out):
+        seen["dirs"] = [p.name for p in dirs]
+        raise KeyboardInterrupt  # stop here: the runs before the report are what the demo does anyway
+
+    monkeypatch.setattr("sim.report.build_report", fake_report)
+    with pytest.raises(KeyboardInterrupt):
+        list(sim.demo.run_demo(tmp_path / "demo", customers=1000, quiet=True))
+    assert "capacity" in seen["dirs"] and (tmp_path / "demo" / "capacity" / "comparison.json").exists()
