@@ -276,3 +276,15 @@ def test_demo_report_includes_the_staffing_comparison(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         list(sim.demo.run_demo(tmp_path / "demo", customers=1000, quiet=True))
     assert "capacity" in seen["dirs"] and (tmp_path / "demo" / "capacity" / "comparison.json").exists()
+
+
+# ---- docs point users at files they can get ---------------------------------------------------------------
+def test_docs_and_mapping_files_name_no_folder_of_the_development_machine():
+    from conftest import ROOT
+
+    shipped = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "scenarios").rglob("*.toml")]
+    offenders = [str(p.relative_to(ROOT)) for p in shipped if "/work/" in p.read_text(encoding="utf-8")]
+    assert not offenders, offenders
+    for name in ("bpic2012_mapping.toml", "helpdesk_mapping.toml"):
+        head = (ROOT / "scenarios" / "mappings" / name).read_text(encoding="utf-8")[:600]
+        assert "doi:" in head and "docs/mapping.md" in head
