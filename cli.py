@@ -107,8 +107,9 @@ def handled(fn):
 
 
 # ---- shared option types ---------------------------------------------------------------------
-Stages = Annotated[str | None, typer.Option(help="Stage order, comma-separated "
-                                                 "(default awareness,consideration,decision,retention,advocacy).")]
+# spaces after the commas: the help's wrapper would split one long word mid-name
+Stages = Annotated[str | None, typer.Option(help="Stage order, comma-separated (default: awareness, "
+                                                 "consideration, decision, retention, advocacy).")]
 ConvStage = Annotated[str | None, typer.Option("--conversion-stage",
                                                help="Stage that counts as converted (default decision).")]
 Inactivity = Annotated[float, typer.Option("--inactivity-days",
@@ -199,8 +200,10 @@ def simulate(
 ) -> None:
     """Simulate customers through a calibrated journey."""
     from sim.progress import progress_bar
-    from sim.simulate import run_simulate
+    from sim.simulate import jobs_note, run_simulate
+    from sim.terminal import render_note
 
+    render_note(jobs_note(jobs, replications))
     total = (customers or 0) * replications
     with progress_bar("simulating", total or None, quiet=quiet) as advance:
         path, summary = run_simulate(target, customers=customers, seed=seed, replications=replications,
@@ -228,8 +231,10 @@ def compare(
 ) -> None:
     """Compare scenarios with a baseline using common random numbers."""
     from sim.compare import run_compare
-    from sim.terminal import render_comparison
+    from sim.simulate import jobs_note
+    from sim.terminal import render_comparison, render_note
 
+    render_note(jobs_note(jobs, replications))
     path, comparison = run_compare(base, scenarios, customers=customers, seed=seed, replications=replications,
                                    engine=engine, jobs=jobs, out=out, quiet=quiet, draws=draws)
     render_comparison(comparison)
@@ -310,7 +315,7 @@ def backtest(
     mapping: MappingOpt = None,
     out: Out = None,
 ) -> None:
-    """Fit on the early cohort, predict the later one, compare with a naive baseline."""
+    """Fit on the early cohort, predict the later one, compare with what earlier customers did."""
     from calibration.validate import run_backtest
     from sim.terminal import render_backtest, render_warnings
 
@@ -327,7 +332,8 @@ def backtest(
 def drift(
     old: Annotated[Path, typer.Argument(metavar="OLD_MODEL", help="Earlier model JSON.")],
     new: Annotated[Path, typer.Argument(metavar="NEW_MODEL", help="Later model JSON.")],
-    alpha: Annotated[float, typer.Option(help="False discovery rate.")] = 0.05,
+    alpha: Annotated[float, typer.Option(help="Share of the flagged changes that may be chance (the false "
+                                              "discovery rate).")] = 0.05,
     out: Out = None,
 ) -> None:
     """Which probabilities changed beyond noise between two calibrations."""
@@ -364,6 +370,44 @@ def demo(
 
     for line in run_demo(out, customers=customers, quiet=quiet):
         typer.echo(line)
+
+
+class Command(typer.core.TyperCommand):
+    """Typer's command with plain argument names: `BASE SCENARIO...`, not `{BASE} {SCENARIO...}...`
+    in the usage line and `SCENARIO... <list[Path]>` in the help (each argument's help says what it is)."""
+
+    @staticmethod
+    def _arg_name(param: typer.core.TyperArgument) -> str:
+        name = param.metavar or param.name.upper()
+        return name if param.nargs == 1 or name.endswith("...") else f"{name}..."
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, typer.core.TyperArgument):
+                name = self._arg_name(param)
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+    def format_options(self, ctx, formatter) -> None:
+        args, opts = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if isinstance(param, typer.core.TyperArgument):
+                args.append((self._arg_name(param), record[1]))
+            else:
+                opts.append(record)
+        for title, rows in (("Arguments", args), ("Options", opts)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+for _info in app.registered_commands:  # every command, without touching each decorator
+    if _info.cls in (None, typer.core.TyperCommand):
+        _info.cls = Command
 
 
 def main() -> None:

@@ -77,6 +77,6 @@ def run_demo(out: Path, *, customers: int = 200_000, trials: int = 60, quiet: bo
            f"observed {100 * backtest['observed'][conv]:.1f} %, earlier customers "
            f"{100 * backtest['naive'][conv]:.1f} % -> {path}")
 
-    report = build_report([out / "simulate", out / "compare", out / "optimize", out / "backtest"],
+    report = build_report([out / "simulate", out / "compare", out / "capacity", out / "optimize", out / "backtest"],
                           out / "report.html")
     yield f"8 report     open {report}"

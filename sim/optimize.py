@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -723,7 +724,12 @@ class WorkerJob:
     draws: int = 0
 
 
-def _worker(job: WorkerJob, counter: Any, errors: Any) -> None:
+def _add(shared: Any, amount: int) -> None:
+    with shared.get_lock():
+        shared.value += amount
+
+
+def _worker(job: WorkerJob, counter: Any, errors: Any, done: Any) -> None:
     """Entry of a worker process: its own storage connection, its own sampler stream."""
     import warnings
 
@@ -738,8 +744,8 @@ def _worker(job: WorkerJob, counter: Any, errors: Any) -> None:
                               objective=spec.tag(job.draws, job.seed))
         objective = make_objective(job.model, job.scenario, spec, job.draws, job.seed)
         try:
-            run_trials(study, space, objective, target=job.target,
-                       slots=Slots(0, counter), sync=store.sync)
+            run_trials(study, space, objective, target=job.target, slots=Slots(0, counter), sync=store.sync,
+                       progress=functools.partial(_add, done))
         finally:
             store.close()
     except KeyboardInterrupt:
@@ -750,16 +756,17 @@ def _worker(job: WorkerJob, counter: Any, errors: Any) -> None:
 
 
 def _run_workers(jobs: list[WorkerJob], remaining: int, study: Any,
-                 progress: Callable[[int], None] | None) -> None:
-    """K worker processes on one study; Ctrl-C lets each finish its trial in flight."""
+                 progress: Callable[[int], None] | None) -> int:
+    """K worker processes on one study; Ctrl-C lets each finish its trial in flight. Returns the trials
+    these workers completed (not other machines' on the same study)."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")  # no inherited connections, locks or threads
     counter = ctx.Value("l", remaining)
     errors = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(job, counter, errors), name=f"journey-optimize-{job.index}")
+    done = ctx.Value("l", 0)  # this run's completed trials: the bar and trials_this_run ignore other machines'
+    procs = [ctx.Process(target=_worker, args=(job, counter, errors, done), name=f"journey-optimize-{job.index}")
              for job in jobs]
-    start = count_complete(study)
     seen = 0
     try:
         for p in procs:
@@ -768,7 +775,7 @@ def _run_workers(jobs: list[WorkerJob], remaining: int, study: Any,
             for p in procs:
                 p.join(timeout=0.25)
             if progress is not None:
-                now = count_complete(study) - start
+                now = done.value
                 if now > seen:
                     progress(now - seen)
                     seen = now
@@ -789,6 +796,7 @@ def _run_workers(jobs: list[WorkerJob], remaining: int, study: Any,
             raise InputError(f"worker failed: {message}")
         raise JourneyError(f"{len(failed)} of {len(procs)} workers failed (exit {failed[0].exitcode}); "
                            "the study keeps every completed trial: run the same command again to resume")
+    return int(done.value)
 
 
 @dataclass
@@ -811,21 +819,22 @@ def search(model: Model, scenario: Scenario, space: SpendSpace, objective: Objec
         remaining = max(0, trials - before)
         workers = max(1, min(workers, remaining))
         bar = progress_factory(remaining) if progress_factory is not None and remaining else contextlib.nullcontext()
+        ran = 0  # this run's own trials: other machines may complete some of the study's meanwhile
         with bar as advance:
             if remaining == 0:
                 pass
             elif workers == 1:
                 study.sampler = make_sampler(seed, before, 0)
-                run_trials(study, space, objective, target=trials, slots=Slots(remaining), progress=advance,
-                           sync=store.sync)
+                ran = run_trials(study, space, objective, target=trials, slots=Slots(remaining), progress=advance,
+                                 sync=store.sync)
             else:
                 jobs = [WorkerJob(model, scenario, spec, study_name, fp, seed, before, k, trials,
                                   objective=objective.spec.label, draws=draws) for k in range(workers)]
-                _run_workers(jobs, remaining, study, advance)
+                ran = _run_workers(jobs, remaining, study, advance)
     except BaseException:
         store.close()
         raise
-    return SearchResult(study=study, store=store, ran=count_complete(study) - before, complete_before=before)
+    return SearchResult(study=study, store=store, ran=ran, complete_before=before)
 
 
 # ---- Pareto front: conversion against total spend ----------------------------------------------
@@ -1323,11 +1332,16 @@ def run_optimize(scenario_path: str | Path, *, trials: int, seed: int | None, st
         warnings.filterwarnings("ignore", module="optuna")
         found = search(model, scenario, space, objective_fn, spec=spec, study_name=study_name, fp=fp,
                        trials=trials, seed=seed, workers=workers,
-                       progress_factory=lambda n: progress_bar("optimizing", n, quiet=quiet), draws=draws)
+                       progress_factory=lambda n: progress_bar("trials", n, quiet=quiet), draws=draws)
+    # the bar's ETA is the trials'; checking the best split (a simulation, the draws) can take as long again,
+    # so it gets its own line instead of a bar stuck at 100 % (the Pareto front has its own bar)
+    status = contextlib.nullcontext() if pareto else progress_bar("simulating and checking the best split", None,
+                                                                   quiet=quiet)
     try:
-        return _finish(found, scenario_path, scenario, space, objective_fn, baseline, model, spec=spec,
-                       study_name=study_name, trials=trials, seed=seed, workers=workers, pareto=pareto,
-                       customers=customers, final=final, started=started, quiet=quiet, draws=draws)
+        with status:
+                return _finish(found, scenario_path, scenario, space, objective_fn, baseline, model, spec=spec,
+                           study_name=study_name, trials=trials, seed=seed, workers=workers, pareto=pareto,
+                           customers=customers, final=final, started=started, quiet=quiet, draws=draws)
     finally:
         found.store.close()
 
@@ -1422,6 +1436,7 @@ def _finish(found: SearchResult, scenario_path: Path, scenario: Scenario, space:
             "study": study_name, "workers": workers, "pareto": pareto, "customers": customers,
             "out": str(final), "draws": draws, "objective": objective.spec.label}
     with run_directory("optimize", final, args, [scenario_path, scenario.model_path], seed=seed) as run:
+        best["trials"] = complete = count_complete(st)  # as the study stands now: other workers may have added
         run.json("best.json", best)
         run.text("best.toml", best_toml(scenario, allocation, run.final, study=study_name, trials=complete))
         run.text("trials.csv", trials_text)

@@ -113,8 +113,17 @@ def funnel_data(summary: dict[str, Any], model: Model | None = None) -> FunnelDa
     return FunnelData(stages=stages, conversion_stage=conv, personas=personas, colours=palette(personas),
                       expected=expected, expected_overall=overall, simulated=sim, simulated_ci=ci,
                       persona_conversion=per_conv,
-                      ci_note=f"intervals: Wilson over {n:,} simulated customers; conversion: "
-                              f"{summary.get('ci_method', 'as in summary.json')}")
+                      ci_note=f"bars: 95 % intervals from the {n:,} simulated customers; conversion: "
+                              f"{_plain_ci_method(summary.get('ci_method'))}")
+
+
+def _plain_ci_method(method: str | None) -> str:
+    """summary.json's ci_method in words for a caption (the JSON keeps the method's name)."""
+    if method and method.startswith("t over"):
+        return "95 % interval from the spread of the replications"
+    if method and "binomial" in method.lower():
+        return "95 % interval from the count of simulated customers (one replication)"
+    return "interval as in summary.json"
 
 
 def draw_funnel(data: FunnelData, ax: Axes) -> None:
@@ -392,6 +401,7 @@ class UpliftData:
     colours: dict[str, str]
     conversion_stage: str = ""
     with_data: bool = False  # the intervals include the calibration data's uncertainty
+    expected_note: str = ""  # why there is no exact expectation (queues): no diamond at a meaningless 0
 
 
 def uplift_data(comparison: dict[str, Any]) -> UpliftData:
@@ -404,7 +414,9 @@ def uplift_data(comparison: dict[str, Any]) -> UpliftData:
         base_rate=float(base["conversion_rate"]), base_expected=float(base.get("expected_conversion_rate", math.nan)),
         names=names, uplift=[float(s["uplift"]) for s in sc], ci=[[float(x) for x in s[key]] for s in sc],
         with_data=with_data,
-        expected_uplift=[float(s.get("expected_uplift", math.nan)) for s in sc],
+        expected_uplift=[math.nan if s.get("expected_note") else float(s.get("expected_uplift", math.nan))
+                         for s in sc],
+        expected_note=next((str(s["expected_note"]) for s in sc if s.get("expected_note")), ""),
         conversion_rate=[float(s["conversion_rate"]) for s in sc],
         expected_conversion_rate=[float(s.get("expected_conversion_rate", math.nan)) for s in sc],
         colours=palette(names, SCENARIO_COLOURS),
@@ -432,8 +444,10 @@ def draw_uplift(data: UpliftData, ax: Axes) -> None:
     ax.set_xlim(lo_all - 0.08 * span, hi_all + 0.45 * span)
     what = ("95% interval with the calibration data's uncertainty" if data.with_data else
             "95% interval of simulation noise")
+    diamond = ("no exact expectation: it ignores capacity limits (queues), so only the simulation answers"
+               if data.expected_note else "diamond: exact expectation")
     ax.set_xlabel(f"change in conversion ({data.conversion_stage or 'conversion'} reached), percentage points\n"
-                  f"bar + whisker: simulated, {what}; diamond: exact expectation")
+                  f"bar + whisker: simulated, {what}; {diamond}")
     _style(ax, grid="x")
     ax.set_ylim(-0.6, len(data.names) - 0.4)
 
@@ -725,12 +739,13 @@ def draw_backtest(data: BacktestData, ax: Axes) -> None:
     w = 0.26
     for k, (label, vals, colour) in enumerate((("observed", data.observed, OBSERVED_COLOUR),
                                                ("model (predicted)", data.predicted, "#0072B2"),
-                                               ("naive baseline", data.naive, "#BBBBBB"))):
+                                               ("what earlier customers did", data.naive, "#BBBBBB"))):
         ax.bar(x + (k - 1) * w, vals, width=w, color=colour, label=label)
     for xi, e, ne in zip(x, data.error, data.naive_error):
         if not math.isnan(e):
-            ax.text(xi, 1.07, f"error: model {100 * e:.1f}, naive {100 * ne:.1f} pts", ha="center", fontsize=9,
-                    color="#444444")
+            # two short lines per stage: one long line ran into the next stage's
+            ax.text(xi, 1.03, f"model off by {100 * e:.1f} pts\nearlier customers {100 * ne:.1f}", ha="center",
+                    va="bottom", fontsize=8, color="#444444", linespacing=1.1)
     ax.set_xticks(x, data.stages)
     ax.set_ylim(0, 1.14)
     ax.set_yticks(np.linspace(0, 1, 6))

@@ -345,7 +345,7 @@ def headline_data(runs: list[Run]) -> dict[str, Any]:
     err = _mean([e for e in d.error if not math.isnan(e)])
     nerr = _mean([e for e in d.naive_error if not math.isnan(e)])
     text = (f"Backtest from {d.split}: the model's reach rates are off by {100 * err:.1f} percentage points on "
-            f"average, the naive baseline's by {100 * nerr:.1f}.")
+            f"average; going by what earlier customers did is off by {100 * nerr:.1f}.")
     return {"kind": "backtest", "text": text, "others": [], "best": bt}
 
 
@@ -688,11 +688,17 @@ def _backtest_section(page: Page, runs: list[Run]) -> None:
                     caption=f"{r.label}: fitted on rows before {d.split}, predicting customers who start after it")
         rows = [[s, plots.pct(p), plots.pct(o), plots.pct(n), f"{100 * e:.2f}", f"{100 * ne:.2f}"]
                 for s, p, o, n, e, ne in zip(d.stages, d.predicted, d.observed, d.naive, d.error, d.naive_error)]
-        parts.append(_table(["stage", "predicted", "observed", "naive", "model error (pts)", "naive error (pts)"],
+        parts.append(_table(["stage", "model", "observed", "earlier customers", "model off by (pts)",
+                             "earlier customers off by (pts)"],
                             rows, "num"))
         warning = _fallback_box(r.data.get("fallbacks"))
         if warning:
             parts.append(warning)
+
+
+def _seed_text(seed: Any) -> str:
+    """A run that draws nothing at random records no seed: say so rather than "None"."""
+    return "not used" if seed is None or seed == "" else str(seed)
 
 
 def _manifest_section(page: Page, runs: list[Run], refs: list[ModelRef]) -> None:
@@ -703,13 +709,13 @@ def _manifest_section(page: Page, runs: list[Run], refs: list[ModelRef]) -> None
         inputs = "; ".join(f"{Path(k).name} {str(v)[:12]}" for k, v in (m.get("inputs") or {}).items())
         rows.append([str(r.path), m.get("command", r.kind), " ".join(m.get("argv", [])) or
                      ", ".join(f"{k}={v}" for k, v in (m.get("arguments") or {}).items()),
-                     m.get("seed", r.data.get("seed", "")), m.get("journey_version", ""),
+                     _seed_text(m.get("seed", r.data.get("seed"))), m.get("journey_version", ""),
                      f"{m.get('started', '')} \u2192 {m.get('finished', '')}", inputs or ""])
     for ref in refs:
         m = ref.model.provenance or {}
         inputs = "; ".join(f"{Path(k).name} {str(v)[:12]}" for k, v in (m.get("inputs") or {}).items())
         rows.append([str(ref.path), m.get("command", "calibrate"), " ".join(m.get("argv", [])),
-                     m.get("seed", "") or "", m.get("journey_version", ""),
+                     _seed_text(m.get("seed")), m.get("journey_version", ""),
                      f"{m.get('started', '')} \u2192 {m.get('finished', '')}", inputs])
     parts.append(_table(["run", "command", "as typed", "seed", "version", "time (UTC)", "inputs (sha256)"], rows,
                         "prov"))

@@ -1,6 +1,7 @@
 """`journey simulate`: a model or scenario in, replications run, summary.json out."""
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,6 +138,31 @@ def _run_one(args: tuple, progress: Callable[[int], None] | None = None) -> Engi
     from sim.engines import fast
 
     return fast.run(model, n, ss, horizon_days=horizon, arrival_days=arrival, progress=progress)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (a container's or taskset's limit, not the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def jobs_note(jobs: int, replications: int, cores: int | None = None) -> str | None:
+    """Why ``--jobs`` > 1 will not speed this run up, in one line (None when it may help).
+
+    Replications are shared out one per process, and the main process keeps a core busy besides the
+    workers; on fewer cores the processes take turns and the run is slower than with --jobs 1."""
+    if jobs <= 1:
+        return None
+    if replications == 1:
+        return (f"--jobs {jobs} will not help: replications are shared out one per process and this run has "
+                "one (give --replications 2 or more, or leave --jobs out)")
+    cores = usable_cores() if cores is None else cores
+    if cores < jobs + 1:
+        return (f"--jobs {jobs} will not help here: this machine gives {cores} core{'s' if cores > 1 else ''}, "
+                f"and {jobs} workers need {jobs + 1} with the main process; they take turns and run slower "
+                f"than --jobs {max(1, cores - 1)}")
+    return None
 
 
 def run_replications(model: Model, customers: int, seed: int, replications: int, *, engine: str = "fast",

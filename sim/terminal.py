@@ -4,6 +4,8 @@ Each function takes the record a command returned and renders it with rich; noth
 """
 from __future__ import annotations
 
+import io
+import os
 import sys
 from typing import Any
 
@@ -24,8 +26,17 @@ def table_console():
     """A console for tables on stdout."""
 
 
-    # a pipe or file gets a wide table rather than rich's 80-column default
-    return Console() if sys.stdout.isatty() else Console(width=140)
+    # a pipe or file gets a wide table rather than rich's 80-column default, unless COLUMNS says otherwise
+    return Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=140)
+
+
+def fits(table: Table, console: Console) -> bool:
+    """Whether rich draws the table at the console's width without cutting a word short ("…") or
+    squeezing a column away (its header's first word missing)."""
+    probe = Console(width=console.width, file=io.StringIO(), color_system=None)
+    probe.print(table)
+    text = probe.file.getvalue()
+    return "…" not in text and all(str(c.header).split()[0] in text for c in table.columns if str(c.header).strip())
 
 
 def _behind(record: dict[str, Any], simulation: bool = True) -> str:
@@ -67,9 +78,10 @@ def render_summary(summary: dict[str, Any]) -> None:
         console.print(f"note: {note}", soft_wrap=True)  # one line, for grep and logs
 
 
-def render_comparison(comparison: dict[str, Any]) -> None:
-    """The comparison as a table on stdout (uplift in percentage points)."""
-
+def comparison_table(comparison: dict[str, Any], narrow: int = 0) -> Table:
+    """The comparison table; narrow 1: numbers in unbreakable cells (intervals on two lines), headers on
+    several lines, only names and verdicts wrap, "customers would tell" below the table; 2: also
+    without the expected column (it stays in comparison.json)."""
     base = comparison["base"]
     horizon = comparison.get("horizon_days")
     with_data = bool((comparison.get("data_uncertainty") or {}).get("draws"))
@@ -77,26 +89,25 @@ def render_comparison(comparison: dict[str, Any]) -> None:
              f"{comparison['engine']} engine; conversion = reached {comparison['conversion_stage']}"
              + (f" within {horizon:g} days" if horizon else ""))
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("scenario")
-    table.add_column("conversion", justify="right")
-    table.add_column("uplift pp", justify="right")
-    table.add_column("95 % interval pp", justify="right")
-    table.add_column("expected pp", justify="right")
+    nl = "\n" if narrow else " "
+    table.add_column("scenario", overflow="fold", min_width=8 if narrow else None)
+    heads = ["conversion", f"uplift{nl}pp", f"95 %{nl}interval{nl}pp" if narrow else "95 % interval pp",
+             *([] if narrow > 1 else [f"expected{nl}pp"]), f"chance of{nl}a gain" if with_data else "relative"]
+    for head in heads:
+        table.add_column(head, justify="right", no_wrap=bool(narrow))
     if with_data:
-        table.add_column("chance of a gain", justify="right")
-        table.add_column("verdict")
-    else:
-        table.add_column("relative", justify="right")
+        table.add_column("verdict", overflow="fold")
     elo, ehi = base.get("expected_conversion_rate_interval") or base["conversion_rate_ci"]
-    table.add_row(f"{base['name']} (base)", f"{_pct(base['conversion_rate'])} [{100 * elo:.1f}-{100 * ehi:.1f}]",
-                  "", "", "", *(["", ""] if with_data else [""]))
+    blank = [""] * (len(table.columns) - 2)
+    table.add_row(f"{base['name']} (base)", f"{_pct(base['conversion_rate'])}{nl}[{100 * elo:.1f}-{100 * ehi:.1f}]",
+                  *blank)
     for sc in comparison["scenarios"]:
         ulo, uhi = sc.get("uplift_interval") or sc["uplift_ci"]
-        cells = [sc["name"], _pct(sc["conversion_rate"]), _pp(sc["uplift"]), f"{_pp(ulo)} to {_pp(uhi)}",
-                 _pp(sc["expected_uplift"])]
+        cells = [sc["name"], _pct(sc["conversion_rate"]), _pp(sc["uplift"]), f"{_pp(ulo)} to{nl}{_pp(uhi)}",
+                 *([] if narrow > 1 else [_pp(sc["expected_uplift"])])]
         if with_data:
             verdict = {"gain": "a gain", "loss": "a loss"}.get(sc["verdict"], "the data cannot tell yet")
-            if sc["verdict"] == "cannot tell" and sc.get("customers_to_tell"):
+            if sc["verdict"] == "cannot tell" and sc.get("customers_to_tell") and not narrow:
                 verdict += f" (~{sc['customers_to_tell']:,} customers would tell)"
             cells += [f"{100 * sc['probability_positive']:.0f} %", verdict]
             decided = sc["verdict"] != "cannot tell"
@@ -105,8 +116,22 @@ def render_comparison(comparison: dict[str, Any]) -> None:
             cells.append("-" if rel is None else f"{100 * rel:+.1f} %")
             decided = sc["significant"]
         table.add_row(*cells, style=None if decided else "dim")
+    return table
+
+
+def render_comparison(comparison: dict[str, Any]) -> None:
+    """The comparison as a table on stdout (uplift in percentage points)."""
+
     console = table_console()
+    for narrow in (0, 1, 2):  # the first layout rich draws without cutting a word
+        table = comparison_table(comparison, narrow)
+        if fits(table, console):
+            break
     console.print(table)
+    if narrow:
+        for sc in comparison["scenarios"]:
+            if sc.get("verdict") == "cannot tell" and sc.get("customers_to_tell"):
+                console.print(f"{sc['name']}: ~{sc['customers_to_tell']:,} customers would tell", style="dim")
     console.print(f"uplift = scenario minus base (pp = percentage points); base conversion: expected interval in "
                   f"brackets; uplift intervals include {_behind(comparison)}; dim rows: the interval contains 0",
                   style="dim")
@@ -140,7 +165,7 @@ def render_hotspots(ranking: dict[str, Any]) -> None:
                   title_justify="left", box=box.SIMPLE_HEAD)
     for col, just in (("#", "right"), ("stage", "left"), ("touchpoint", "left"), ("lost /1000", "right"),
                       ("of losses", "right"), ("drop-off", "right"), ("gain if drop-off -10 %, pp", "right"),
-                      ("gain #", "right"), ("if removed, pp", "right")):
+                      ("rank by gain", "right"), ("if removed, pp", "right")):
         table.add_column(col, justify=just)
     money = any("revenue_lost_per_1000" in c for c in ranking["hotspots"])
     if money:
@@ -277,13 +302,18 @@ def render_backtest(result: dict[str, Any]) -> None:
     c = result["customers"]
     table = Table(title=f"backtest at {result['split']}: fit on {c['fit']:,} customers, "
                         f"predict {c['later']:,} later ones", title_justify="left")
-    for col in ("stage", "predicted", "observed", "naive", "error", "naive error"):
-        table.add_column(col, justify="left" if col == "stage" else "right")
+    # headers on two lines and unbreakable numbers: the table fits 80 columns; only long stage names fold
+    table.add_column("stage", overflow="fold")
+    for col in ("model", "observed", "earlier\ncustomers", "model\noff by", "earlier\noff by"):
+        table.add_column(col, justify="right", no_wrap=True)
     for stage in result["observed"]:
         mark = " *" if stage == result["conversion_stage"] else ""
         table.add_row(stage + mark, *(f"{100 * result[k][stage]:.1f}%" for k in ("predicted", "observed", "naive")),
                       *(f"{100 * result[k][stage]:.1f} pts" for k in ("error", "naive_error")))
-    Console().print(table)
+    console = table_console()
+    console.print(table)
+    console.print("reach of each stage among the later customers: the model's prediction, what was observed, and "
+                  "what earlier customers of the same age did; * the conversion stage", style="dim")
 
 
 def render_personas(record: dict[str, Any]) -> None:
@@ -303,6 +333,12 @@ def render_personas(record: dict[str, Any]) -> None:
         console.print(f"{name}: {prof['description']}", markup=False, highlight=False)
 
 
+def render_note(note: str | None) -> None:
+    """One note line on stderr (a hint, not a result: the JSON stays the same on every machine)."""
+    if note:
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"note: {note}", markup=False)
+
+
 def render_warnings(fallbacks: list[dict[str, Any]]) -> None:
     """One warning line on stderr per place where the data could not tell (an estimator fallback)."""
 
@@ -316,7 +352,8 @@ def render_drift(result: dict[str, Any], top: int = 15) -> None:
 
     console = Console()
     head = (f"{result['significant']} of {result['tests']} estimates changed beyond noise "
-            f"(FDR {result['alpha']}); expected conversion {100 * result['old_expected_conversion_rate']:.2f}% -> "
+            f"(at most {100 * result['alpha']:g} % of those flagged may be chance); "
+            f"expected conversion {100 * result['old_expected_conversion_rate']:.2f}% -> "
             f"{100 * result['new_expected_conversion_rate']:.2f}%")
     if not result["changes"]:
         console.print(head)

@@ -155,7 +155,7 @@ def test_cli_backtest_writes_reproducible_json_model_and_plot(tmp_path):
     for out in outs:
         result = runner.invoke(app, ["backtest", str(path), "--split", SPLIT, "--out", str(out)])
         assert result.exit_code == 0, result.output
-        assert "predicted" in result.output and "naive" in result.output
+        assert "observed" in result.output and "earlier" in result.output and "naive" not in result.output
     data = json.loads((outs[0] / "backtest.json").read_text())
     assert BACKTEST_KEYS <= set(data) and data["split"] == SPLIT
     assert set(data["predicted"]) == set(world.stages)
