@@ -79,6 +79,11 @@ def handled(fn):
 
 
 # ---- shared option types ---------------------------------------------------------------------
+def _path_arg(**kwargs):
+    """A file argument: the library checks it (one line, exit 2), not click (three lines of usage)."""
+    return typer.Argument(readable=False, **kwargs)
+
+
 Stages = Annotated[str | None, typer.Option(help="Stage order, comma-separated "
                                                  "(default awareness,consideration,decision,retention,advocacy).")]
 ConvStage = Annotated[str | None, typer.Option("--conversion-stage",
@@ -92,7 +97,8 @@ Censoring = Annotated[str, typer.Option(help="cure (default): a quiet journey co
 Dwell = Annotated[str, typer.Option(help="way_out (default): time to leave a stage depends on the way out "
                                          "(approvals may leave review sooner than cancellations); plain: one "
                                          "time to leave per stage.")]
-MappingOpt = Annotated[Path | None, typer.Option(help="TOML file mapping a foreign log onto the contract's columns.")]
+MappingOpt = Annotated[Path | None, typer.Option(readable=False,
+                                                 help="TOML file mapping a foreign log onto the contract's columns.")]
 Customers = Annotated[int | None, typer.Option(help="Cohort size per replication "
                                                           "(default: the scenario's, else 100000).")]
 Seed = Annotated[int | None, typer.Option(help="Random seed; the same seed gives identical JSON.")]
@@ -109,7 +115,7 @@ Draws = Annotated[int, typer.Option(min=0, help="Draws of the model's parameters
 @app.command(epilog="Example: journey calibrate events.csv.gz --out model.json --inactivity-days 30")
 @handled
 def calibrate(
-    events: Annotated[Path, typer.Argument(metavar="EVENTS", help="Event log: CSV, CSV.gz or Parquet.")],
+    events: Annotated[Path, _path_arg(metavar="EVENTS", help="Event log: CSV, CSV.gz or Parquet.")],
     out: Annotated[Path, typer.Option(help="Model JSON to write.")],
     stages: Stages = None,
     conversion_stage: ConvStage = None,
@@ -135,7 +141,7 @@ def calibrate(
                     "journey simulate scenarios/examples/checkout_fix.toml --replications 10 --jobs 2")
 @handled
 def simulate(
-    target: Annotated[Path, typer.Argument(metavar="MODEL_OR_SCENARIO", help="Model JSON or scenario TOML.")],
+    target: Annotated[Path, _path_arg(metavar="MODEL_OR_SCENARIO", help="Model JSON or scenario TOML.")],
     customers: Customers = None,
     seed: Seed = None,
     replications: Replications = 1,
@@ -169,8 +175,8 @@ def simulate(
 @app.command(epilog="Example: journey compare model.json scenarios/examples/checkout_fix.toml --out results/cmp")
 @handled
 def compare(
-    base: Annotated[Path, typer.Argument(metavar="BASE", help="Baseline: model JSON or scenario TOML.")],
-    scenarios: Annotated[list[Path], typer.Argument(metavar="SCENARIO...", help="Scenario TOML files.")],
+    base: Annotated[Path, _path_arg(metavar="BASE", help="Baseline: model JSON or scenario TOML.")],
+    scenarios: Annotated[list[Path], _path_arg(metavar="SCENARIO...", help="Scenario TOML files.")],
     customers: Customers = None,
     seed: Seed = None,
     replications: Replications = 1,
@@ -182,8 +188,10 @@ def compare(
 ) -> None:
     """Compare scenarios with a baseline using common random numbers."""
     from sim.compare import run_compare
+    from sim.limits import run_size
     from sim.terminal import render_comparison
 
+    run_size(customers or 1, replications)  # at once: a cohort of R = 1 runs in batches, not replications
     path, comparison = run_compare(base, scenarios, customers=customers, seed=seed, replications=replications,
                                    engine=engine, jobs=jobs, out=out, quiet=quiet, draws=draws)
     render_comparison(comparison)
@@ -193,7 +201,7 @@ def compare(
 @app.command(epilog="Example: journey hotspots model.json --top 10")
 @handled
 def hotspots(
-    model: Annotated[Path, typer.Argument(metavar="MODEL_OR_SCENARIO", help="Model JSON or scenario TOML.")],
+    model: Annotated[Path, _path_arg(metavar="MODEL_OR_SCENARIO", help="Model JSON or scenario TOML.")],
     top: Annotated[int, typer.Option(help="How many points to show.")] = 10,
     out: Annotated[Path | None, typer.Option(help="Also write the ranking as JSON here.")] = None,
     draws: Draws = DEFAULT_DRAWS,
@@ -212,7 +220,7 @@ def hotspots(
                     "postgresql://user@host/db --study q3 --trials 400")
 @handled
 def optimize(
-    scenario: Annotated[Path, typer.Argument(metavar="SCENARIO",
+    scenario: Annotated[Path, _path_arg(metavar="SCENARIO",
                                              help="Scenario TOML with [[investment]] and [budget].")],
     trials: Annotated[int, typer.Option(help="Trials in the whole study (a resumed study counts "
                                                     "its earlier trials).")] = 100,
@@ -227,9 +235,11 @@ def optimize(
     quiet: Quiet = False,
 ) -> None:
     """Search the split of a budget over investments that converts the most customers."""
+    from sim.limits import run_size
     from sim.optimize import run_optimize
     from sim.terminal import render_best
 
+    run_size(customers or 1, 1)
     try:
         path, best = run_optimize(scenario, trials=trials, seed=seed, storage=storage, study=study, workers=workers,
                                   pareto=pareto, customers=customers, out=out, quiet=quiet)
@@ -244,7 +254,7 @@ def optimize(
 @app.command(epilog="Example: journey backtest events.csv --split 2024-05-01 --out results/bt")
 @handled
 def backtest(
-    events: Annotated[Path, typer.Argument(metavar="EVENTS", help="Event log: CSV, CSV.gz or Parquet.")],
+    events: Annotated[Path, _path_arg(metavar="EVENTS", help="Event log: CSV, CSV.gz or Parquet.")],
     split: Annotated[str, typer.Option(help="Fit on rows before this ISO 8601 date, e.g. 2024-05-01 "
                                             "(midnight UTC); predict the customers who start after it.")],
     stages: Stages = None,
@@ -270,8 +280,8 @@ def backtest(
 @app.command(epilog="Example: journey drift model-2024h1.json model-2024h2.json")
 @handled
 def drift(
-    old: Annotated[Path, typer.Argument(metavar="OLD_MODEL", help="Earlier model JSON.")],
-    new: Annotated[Path, typer.Argument(metavar="NEW_MODEL", help="Later model JSON.")],
+    old: Annotated[Path, _path_arg(metavar="OLD_MODEL", help="Earlier model JSON.")],
+    new: Annotated[Path, _path_arg(metavar="NEW_MODEL", help="Later model JSON.")],
     alpha: Annotated[float, typer.Option(help="False discovery rate.")] = 0.05,
     out: Out = None,
 ) -> None:
@@ -287,7 +297,7 @@ def drift(
 @app.command(epilog="Example: journey report results/demo/simulate results/demo/compare --out report.html")
 @handled
 def report(
-    dirs: Annotated[list[Path], typer.Argument(metavar="DIR...", help="Run directories.")],
+    dirs: Annotated[list[Path], _path_arg(metavar="DIR...", help="Run directories.")],
     out: Annotated[Path, typer.Option(help="HTML file to write.")] = Path("report.html"),
 ) -> None:
     """One self-contained HTML page from simulate, compare, optimize and backtest runs."""

@@ -6,6 +6,7 @@ from pathlib import Path
 from calibration.estimate import DEFAULT_INACTIVITY_DAYS, estimate
 from calibration.experience import satisfaction_by_cell
 from calibration.load import load_events
+from sim.limits import finite
 from sim.model import Model
 from sim.runs import provenance, utc_now, write_text_atomic
 
@@ -13,6 +14,7 @@ from sim.runs import provenance, utc_now, write_text_atomic
 def calibrate(events: str | Path, *, stages: str | None = None, conversion_stage: str | None = None,
               inactivity_days: float = DEFAULT_INACTIVITY_DAYS, mapping: str | Path | None = None,
               before: float | None = None, censoring: str = "cure", dwell: str = "way_out") -> Model:
+    finite(inactivity_days, "--inactivity-days")  # nan and inf pass Typer's float parsing
     log = load_events(events, stages=stages, conversion_stage=conversion_stage, mapping=mapping, before=before)
     model = estimate(log, inactivity_days=inactivity_days, censoring=censoring, dwell=dwell)
     if log.satisfaction is not None:

@@ -27,6 +27,7 @@ from calibration.estimate import DEFAULT_INACTIVITY_DAYS, estimate
 from calibration.load import NS_PER_DAY, EventLog, load_events
 from sim.errors import InputError
 from sim.exact import _generator, evaluate
+from sim.limits import finite
 from sim.model import Model
 from sim.runs import run_directory
 
@@ -275,6 +276,7 @@ def run_backtest(events: str | Path, *, split: str, stages: str | list[str] | No
                  mapping: str | Path | None = None, out: str | Path | None = None,
                  censoring: str = "cure", dwell: str = "way_out") -> tuple[Path, dict[str, Any]]:
     """`journey backtest`: backtest.json, the fitted model.json and backtest.png in a run directory."""
+    finite(inactivity_days, "--inactivity-days")
     result, model = backtest(events, split=split, stages=stages, conversion_stage=conversion_stage,
                              inactivity_days=inactivity_days, mapping=mapping, censoring=censoring, dwell=dwell)
     args = {"events": str(events), "split": split, "stages": ",".join(model.stages),
@@ -516,6 +518,7 @@ def drift(old: Model, new: Model, *, alpha: float = 0.05) -> dict[str, Any]:
 def run_drift(old: str | Path, new: str | Path, *, alpha: float = 0.05,
               out: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
     """`journey drift`: drift.json in a run directory."""
+    finite(alpha, "--alpha", positive=True)
     old, new = Path(old), Path(new)
     m_old, m_new = Model.load(old), Model.load(new)
     _same_names(m_old, m_new, old, new)
