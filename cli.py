@@ -107,14 +107,21 @@ def handled(fn):
 
 
 # ---- shared option types ---------------------------------------------------------------------
+def _path_arg(**kwargs):
+    """A file argument: the library checks it (one line, exit 2), not click (three lines of usage)."""
+    return typer.Argument(readable=False, **kwargs)
+
+
 # spaces after the commas: the help's wrapper would split one long word mid-name
 Stages = Annotated[str | None, typer.Option(help="Stage order, comma-separated (default: awareness, "
                                                  "consideration, decision, retention, advocacy).")]
 ConvStage = Annotated[str | None, typer.Option("--conversion-stage",
                                                help="Stage that counts as converted (default decision).")]
 Inactivity = Annotated[float, typer.Option("--inactivity-days",
-                                           help="Quiet this long at the log's end = journey ended (the log "
-                                                "summary; the estimates only with --censoring window).")]
+                                           help="Interactions this recent wait for their outcome, and a journey "
+                                                "quiet this long at the log's end ended (with the default cure "
+                                                "model every interaction counts when the window would leave most "
+                                                "of a short log undecided).")]
 Censoring = Annotated[str, typer.Option(help="cure (default): a quiet journey counts as lost with the probability "
                                               "that it is over, from the calibrated gaps; window: quiet "
                                               "--inactivity-days = lost.")]
@@ -125,7 +132,8 @@ TouchOrder = Annotated[int, typer.Option("--touch-order", min=0, max=1,
                                           help="1: the next touchpoint depends on the last one in the stage "
                                                "(touch sequences, as first-order Markov attribution; one time to "
                                                "leave per stage); 0: drawn afresh by share each time.")]
-MappingOpt = Annotated[Path | None, typer.Option(help="TOML file mapping a foreign log onto the contract's columns.")]
+MappingOpt = Annotated[Path | None, typer.Option(readable=False,
+                                                 help="TOML file mapping a foreign log onto the contract's columns.")]
 Customers = Annotated[int | None, typer.Option(help="Cohort size per replication "
                                                           "(default: the scenario's, else 100000).")]
 Seed = Annotated[int | None, typer.Option(help="Random seed; the same seed gives identical JSON.")]
@@ -143,7 +151,7 @@ Draws = Annotated[int, typer.Option(min=0, help="Draws of the model's parameters
                     "journey calibrate events.csv.gz --out model.json --personas auto --assignments personas.csv")
 @handled
 def calibrate(
-    events: Annotated[Path, typer.Argument(metavar="EVENTS", help="Event log: CSV, CSV.gz or Parquet.")],
+    events: Annotated[Path, _path_arg(metavar="EVENTS", help="Event log: CSV, CSV.gz or Parquet.")],
     out: Annotated[Path, typer.Option(help="Model JSON to write.")],
     stages: Stages = None,
     conversion_stage: ConvStage = None,
@@ -184,7 +192,7 @@ def calibrate(
                     "journey simulate scenarios/examples/checkout_fix.toml --replications 10 --jobs 2")
 @handled
 def simulate(
-    target: Annotated[Path, typer.Argument(metavar="MODEL_OR_SCENARIO", help="Model JSON or scenario TOML.")],
+    target: Annotated[Path, _path_arg(metavar="MODEL_OR_SCENARIO", help="Model JSON or scenario TOML.")],
     customers: Customers = None,
     seed: Seed = None,
     replications: Replications = 1,
@@ -218,8 +226,8 @@ def simulate(
 @app.command(epilog="Example: journey compare model.json scenarios/examples/checkout_fix.toml --out results/cmp")
 @handled
 def compare(
-    base: Annotated[Path, typer.Argument(metavar="BASE", help="Baseline: model JSON or scenario TOML.")],
-    scenarios: Annotated[list[Path], typer.Argument(metavar="SCENARIO...", help="Scenario TOML files.")],
+    base: Annotated[Path, _path_arg(metavar="BASE", help="Baseline: model JSON or scenario TOML.")],
+    scenarios: Annotated[list[Path], _path_arg(metavar="SCENARIO...", help="Scenario TOML files.")],
     customers: Customers = None,
     seed: Seed = None,
     replications: Replications = 1,
@@ -231,9 +239,11 @@ def compare(
 ) -> None:
     """Compare scenarios with a baseline using common random numbers."""
     from sim.compare import run_compare
+    from sim.limits import run_size
     from sim.simulate import jobs_note
     from sim.terminal import render_comparison, render_note
 
+    run_size(customers or 1, replications)  # at once: a cohort of R = 1 runs in batches, not replications
     render_note(jobs_note(jobs, replications))
     path, comparison = run_compare(base, scenarios, customers=customers, seed=seed, replications=replications,
                                    engine=engine, jobs=jobs, out=out, quiet=quiet, draws=draws)
@@ -244,7 +254,7 @@ def compare(
 @app.command(epilog="Example: journey hotspots model.json --top 10")
 @handled
 def hotspots(
-    model: Annotated[Path, typer.Argument(metavar="MODEL_OR_SCENARIO", help="Model JSON or scenario TOML.")],
+    model: Annotated[Path, _path_arg(metavar="MODEL_OR_SCENARIO", help="Model JSON or scenario TOML.")],
     top: Annotated[int, typer.Option(help="How many points to show.")] = 10,
     out: Annotated[Path | None, typer.Option(help="Also write the ranking as JSON here.")] = None,
     draws: Draws = DEFAULT_DRAWS,
@@ -265,7 +275,7 @@ def hotspots(
                     "postgresql://user@host/db --study q3 --trials 400")
 @handled
 def optimize(
-    scenario: Annotated[Path, typer.Argument(metavar="SCENARIO",
+    scenario: Annotated[Path, _path_arg(metavar="SCENARIO",
                                              help="Scenario TOML with [[investment]] and [budget].")],
     trials: Annotated[int, typer.Option(help="Trials in the whole study (a resumed study counts "
                                                     "its earlier trials).")] = 100,
@@ -285,9 +295,11 @@ def optimize(
     quiet: Quiet = False,
 ) -> None:
     """Search the split of a budget over investments that converts the most customers."""
+    from sim.limits import run_size
     from sim.optimize import run_optimize
     from sim.terminal import render_best
 
+    run_size(customers or 1, 1)
     try:
         path, best = run_optimize(scenario, trials=trials, seed=seed, storage=storage, study=study, workers=workers,
                                   pareto=pareto, customers=customers, out=out, quiet=quiet, draws=draws,
@@ -303,7 +315,7 @@ def optimize(
 @app.command(epilog="Example: journey backtest events.csv --split 2024-05-01 --out results/bt")
 @handled
 def backtest(
-    events: Annotated[Path, typer.Argument(metavar="EVENTS", help="Event log: CSV, CSV.gz or Parquet.")],
+    events: Annotated[Path, _path_arg(metavar="EVENTS", help="Event log: CSV, CSV.gz or Parquet.")],
     split: Annotated[str, typer.Option(help="Fit on rows before this ISO 8601 date, e.g. 2024-05-01 "
                                             "(midnight UTC); predict the customers who start after it.")],
     stages: Stages = None,
@@ -330,8 +342,8 @@ def backtest(
 @app.command(epilog="Example: journey drift model-2024h1.json model-2024h2.json")
 @handled
 def drift(
-    old: Annotated[Path, typer.Argument(metavar="OLD_MODEL", help="Earlier model JSON.")],
-    new: Annotated[Path, typer.Argument(metavar="NEW_MODEL", help="Later model JSON.")],
+    old: Annotated[Path, _path_arg(metavar="OLD_MODEL", help="Earlier model JSON.")],
+    new: Annotated[Path, _path_arg(metavar="NEW_MODEL", help="Later model JSON.")],
     alpha: Annotated[float, typer.Option(help="Share of the flagged changes that may be chance (the false "
                                               "discovery rate).")] = 0.05,
     out: Out = None,
@@ -348,7 +360,7 @@ def drift(
 @app.command(epilog="Example: journey report results/demo/simulate results/demo/compare --out report.html")
 @handled
 def report(
-    dirs: Annotated[list[Path], typer.Argument(metavar="DIR...", help="Run directories.")],
+    dirs: Annotated[list[Path], _path_arg(metavar="DIR...", help="Run directories.")],
     out: Annotated[Path, typer.Option(help="HTML file to write.")] = Path("report.html"),
 ) -> None:
     """One self-contained HTML page from simulate, compare, optimize and backtest runs."""

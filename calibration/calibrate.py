@@ -9,6 +9,7 @@ from calibration.load import load_events
 from calibration.mapping import load_mapping
 from calibration.value import value_section
 from sim.errors import InputError
+from sim.limits import finite
 from sim.model import Model
 from sim.runs import check_output_file, provenance, utc_now, write_text_atomic
 
@@ -23,6 +24,8 @@ def calibrate(events: str | Path, *, stages: str | None = None, conversion_stage
     ``personas`` (auto or K): discover them from behaviour when the log has none (calibration/personas.py);
     ``assignments``: also write each customer's posterior per persona there (CSV)."""
     from calibration import personas as discovery
+
+    finite(inactivity_days, "--inactivity-days")  # nan and inf pass Typer's float parsing
 
     if assignments is not None:
         _check_assignments(assignments, events, personas)

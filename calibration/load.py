@@ -21,6 +21,7 @@ from pandas.tseries.api import guess_datetime_format
 
 from calibration.mapping import Mapping, TimestampRule, load_mapping
 from sim.errors import InputError, closest
+from sim.limits import MAX_STAGES, regular_file
 from sim.model import DEFAULT_STAGES
 from sim.runs import sha256_of
 
@@ -36,7 +37,7 @@ class EventLog:
     customer: np.ndarray  # [n] int64 customer code
     time: np.ndarray  # [n] float64 days since 1970-01-01 UTC
     touchpoint: np.ndarray  # [n] int32 touchpoint code
-    stage: np.ndarray  # [n] int8 customer's stage after the row (highest reached so far)
+    stage: np.ndarray  # [n] int16 customer's stage after the row (highest reached so far)
     row: np.ndarray  # [n] int64 data-row number in the file (1 = first row after the header)
     persona_of_customer: np.ndarray  # [c] int32
     customer_ids: np.ndarray  # [c] original ids (strings)
@@ -73,6 +74,8 @@ def parse_stages(stages: str | list[str] | None, conversion_stage: str | None) -
         names = [s.strip() for s in stages.split(",") if s.strip()]
     else:
         names = list(stages)
+    if len(names) > MAX_STAGES:
+        raise InputError(f"at most {MAX_STAGES:,} stages", where="--stages", value=len(names))
     if len(names) < 2 or len(set(names)) != len(names):
         raise InputError("need at least two distinct stage names", where="--stages", value=",".join(names),
                          hint="e.g. --stages awareness,consideration,decision")
@@ -96,10 +99,7 @@ def load_events(path: str | Path, *, stages: str | list[str] | None = None,
     # the mapping's stage list is the default; --stages / --conversion-stage override it
     stage_names, conv = parse_stages(stages if stages is not None else mp.stages,
                                      conversion_stage or mp.conversion_stage)
-    if not path.exists():
-        raise InputError("event log not found", file=path, hint="check the path")
-    if path.is_dir():
-        raise InputError("is a directory, expected an event log file", file=path)
+    regular_file(path, "event log")  # not found, a folder, a FIFO or device (would block), unreadable
     with ThreadPoolExecutor(max_workers=1) as pool:  # hashing overlaps the parsing
         digest = pool.submit(sha256_of, path)
         return _load(path, mp, stage_names, conv, before, digest)
@@ -267,7 +267,7 @@ def _load(path: Path, mp: Mapping, stage_names: list[str], conv: str, before: fl
     ended[cust_code[last]] &= running[last] < S - 1  # reaching the final stage completes the journey
 
     return EventLog(
-        customer=cust_code, time=time, touchpoint=tp_code.astype(np.int32), stage=running.astype(np.int8),
+        customer=cust_code, time=time, touchpoint=tp_code.astype(np.int32), stage=running.astype(np.int16),
         row=rows, persona_of_customer=persona_of_customer, customer_ids=customer_ids,
         touchpoints=touchpoints, stages=stage_names, personas=personas, conversion_stage=conv,
         source=str(path), sha256=digest.result(), end=float(time.max()), backward_rows=backward,
@@ -292,6 +292,10 @@ def _read_table(path: Path, mp: Mapping) -> pa.Table:
                   | ({mp.persona.column} if mp.persona else set()))
         parse = _sniff_delimiter(path)
         head = _csv_header(path, parse)
+        twice = sorted({c for c in head if c in wanted and head.count(c) > 1})
+        if twice:
+            raise InputError("the header names this column more than once", file=path, where=f"column {twice[0]!r}",
+                             hint="rename one of them (or map the right one with --mapping)")
         include = [c for c in head if c in wanted]
         sources = _column_sources(mp)
         # Low-cardinality columns are read dictionary-encoded and the timestamp parsed by the
@@ -324,13 +328,20 @@ def _read_table(path: Path, mp: Mapping) -> pa.Table:
         raise
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError, EOFError) as exc:
         msg = str(exc).splitlines()[0][:200]
+        bad = re.search(r"Row #(\d+): Expected (\d+) columns, got (\d+)", msg)
+        if bad:  # the reader counts the header as row 1; journey's rows are data rows
+            raise InputError(f"cannot read the event log: {bad[3]} fields where the header has {bad[2]}",
+                             file=path, where=f"row {int(bad[1]) - 1}",
+                             hint="quote a field that holds the delimiter, or remove the extra field") from None
         msg = re.sub(r"(Expected \d+ columns, got \d+):.*", r"\1 in a row", msg)  # not the raw row
         raise InputError(f"cannot read the event log: {msg}", file=path,
                          hint="expected CSV (optionally .gz) with a header row, or Parquet") from None
 
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
-_NULLS = ["", "NA", "NaN", "null", "None"]
+# only an empty field is missing: "NA" or "None" are ids, touchpoints or personas like any string (CONTRACT §1)
+_NULLS = [""]
+_NULL_WORDS = ("NA", "N/A", "NaN", "nan", "null", "None")  # read as missing only where a number belongs
 
 
 def _sniff_delimiter(path: Path) -> pacsv.ParseOptions:
@@ -347,22 +358,33 @@ def _sniff_delimiter(path: Path) -> pacsv.ParseOptions:
 
 
 def _read_csv(path: Path, include: list[str], types: dict, parse: pacsv.ParseOptions) -> pa.Table:
-    return pacsv.read_csv(
+    return _with_block(lambda block: pacsv.read_csv(
         path,
         parse_options=parse,
-        read_options=pacsv.ReadOptions(block_size=1 << 24),
+        read_options=pacsv.ReadOptions(block_size=block),
         convert_options=pacsv.ConvertOptions(include_columns=include, column_types=types,
                                              strings_can_be_null=True, null_values=_NULLS),
-    )
+    ), 1 << 24)
+
+
+def _with_block(read, block: int):
+    """``read(block_size)``, with larger blocks while a row is longer than a block (a 1 MiB field)."""
+    while True:
+        try:
+            return read(block)
+        except pa.ArrowInvalid as exc:
+            if "straddl" not in str(exc) or block >= 1 << 30:
+                raise
+            block *= 8
 
 
 def _sniff_time_type(path: Path, column: str, parse: pacsv.ParseOptions) -> pa.DataType | None:
     """Timestamp type for the reader from the first rows: zoned, naive, or None (mixed/unknown)."""
     try:
-        reader = pacsv.open_csv(path, parse_options=parse, read_options=pacsv.ReadOptions(block_size=1 << 16),
-                                convert_options=pacsv.ConvertOptions(include_columns=[column],
-                                                                     column_types={column: pa.string()}))
-        batch = reader.read_next_batch()
+        batch = _with_block(lambda block: pacsv.open_csv(
+            path, parse_options=parse, read_options=pacsv.ReadOptions(block_size=block),
+            convert_options=pacsv.ConvertOptions(include_columns=[column],
+                                                 column_types={column: pa.string()})).read_next_batch(), 1 << 16)
     except (pa.ArrowInvalid, StopIteration, OSError):
         return None
     values = [v for v in batch.column(0).to_pylist() if v]
@@ -385,9 +407,9 @@ def _header(table: pa.Table) -> list[str]:
 
 def _csv_header(path: Path, parse: pacsv.ParseOptions) -> list[str]:
     try:
-        reader = pacsv.open_csv(path, parse_options=parse, read_options=pacsv.ReadOptions(block_size=1 << 16),
-                                convert_options=pacsv.ConvertOptions(column_types={}))
-        names = reader.schema.names
+        names = _with_block(lambda block: pacsv.open_csv(
+            path, parse_options=parse, read_options=pacsv.ReadOptions(block_size=block),
+            convert_options=pacsv.ConvertOptions(column_types={})).schema.names, 1 << 16)
     except pa.ArrowInvalid as exc:
         if "Empty CSV file" in str(exc):
             raise InputError("the event log is empty", file=path) from None
@@ -628,7 +650,7 @@ def _stage_codes(arr: pa.ChunkedArray, stages: list[str], path: Path, column: st
                  rows: np.ndarray) -> np.ndarray:
     _no_nulls(arr, path, column, rows)
     lookup = {name: i for i, name in enumerate(stages)}
-    codes = _dictionary_codes(arr, lambda name: lookup.get(name, -1)).astype(np.int8)
+    codes = _dictionary_codes(arr, lambda name: lookup.get(name, -1)).astype(np.int16)
     if (codes < 0).any():
         i = int(np.flatnonzero(codes < 0)[0])
         bad = str(arr[i].as_py())
@@ -650,7 +672,7 @@ def _derive_stage(table: pa.Table, mp: Mapping, stages: list[str], path: Path, r
     enc = pc.dictionary_encode(s).combine_chunks()
     names = enc.dictionary.to_pylist()
     lookup = np.array([stages.index(rule.values[n]) if n in rule.values else -1 for n in names] + [-1],
-                      dtype=np.int8)
+                      dtype=np.int16)
     idx = enc.indices.fill_null(len(names)).to_numpy(zero_copy_only=False)
     return lookup[idx]
 
@@ -703,9 +725,11 @@ def _check_first_persona(codes: np.ndarray, rows: np.ndarray, table: pa.Table, t
 
 
 def _parse_satisfaction(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray) -> np.ndarray:
-    values = pd.to_numeric(pd.Series(pc.cast(arr, pa.string()).to_numpy(zero_copy_only=False)), errors="coerce")
+    text = pc.cast(arr, pa.string())
+    values = pd.to_numeric(pd.Series(text.to_numpy(zero_copy_only=False)), errors="coerce")
     out = values.to_numpy(dtype=float, na_value=np.nan)
-    raw_null = np.asarray(pc.is_null(arr).to_numpy(zero_copy_only=False))
+    missing = pc.or_(pc.is_null(text), pc.is_in(text, value_set=pa.array(_NULL_WORDS)))
+    raw_null = np.asarray(missing.to_numpy(zero_copy_only=False), dtype=bool)
     bad = np.isnan(out) & ~raw_null
     bad |= ~np.isnan(out) & ((out < 1) | (out > 5))
     if bad.any():

@@ -27,6 +27,7 @@ from calibration.estimate import DEFAULT_INACTIVITY_DAYS, estimate
 from calibration.load import NS_PER_DAY, EventLog, load_events
 from sim.errors import InputError
 from sim.exact import evaluate, generator
+from sim.limits import finite
 from sim.model import Model
 from sim.runs import check_run_out, run_directory
 
@@ -276,6 +277,7 @@ def run_backtest(events: str | Path, *, split: str, stages: str | list[str] | No
                  mapping: str | Path | None = None, out: str | Path | None = None,
                  censoring: str = "cure", dwell: str = "way_out", touch_order: int = 0) -> tuple[Path, dict[str, Any]]:
     """`journey backtest`: backtest.json, the fitted model.json and backtest.png in a run directory."""
+    finite(inactivity_days, "--inactivity-days")
     if out is not None:
         check_run_out(out, [events, mapping])  # before the work; run_directory checks again
     result, model = backtest(events, split=split, stages=stages, conversion_stage=conversion_stage,
@@ -522,6 +524,7 @@ def drift(old: Model, new: Model, *, alpha: float = 0.05) -> dict[str, Any]:
 def run_drift(old: str | Path, new: str | Path, *, alpha: float = 0.05,
               out: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
     """`journey drift`: drift.json in a run directory."""
+    finite(alpha, "--alpha", positive=True)
     old, new = Path(old), Path(new)
     if out is not None:
         check_run_out(out, [old, new])

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from sim.errors import InputError, ModelError, closest
+from sim.limits import loads_json, read_bytes
 
 SCHEMA_VERSION = 1
 MODEL_KIND = "journey.model"
@@ -355,6 +356,15 @@ class Model:
         if version != SCHEMA_VERSION:
             raise ModelError("unknown model schema version", file=file, where="schema_version", value=version,
                              hint=f"this journey reads version {SCHEMA_VERSION}; recalibrate the model")
+        # the containers' types first: a string where a list belongs would be read letter by letter
+        for key, kind, noun in (("stages", list, "a list of names"), ("touchpoints", list, "a list of names"),
+                                ("personas", dict, "an object"), ("journey", dict, "an object")):
+            value = data.get(key)
+            if key in data and not (isinstance(value, kind)
+                                    and (kind is dict or all(isinstance(x, str) for x in value))):
+                raise ModelError(f"must be {noun}", file=file, where=key,
+                                 value=value if isinstance(value, (str, int, float)) else type(value).__name__,
+                                 hint="recalibrate with `journey calibrate`")
         try:
             stages = [str(s) for s in data["stages"]]
             touchpoints = [str(t) for t in data["touchpoints"]]
@@ -413,19 +423,14 @@ class Model:
     @classmethod
     def load(cls, path: str | Path) -> Model:
         path = Path(path)
+        raw = read_bytes(path, "model file")  # a regular file of a sane size: a FIFO would block
         try:
-            text = path.read_text(encoding="utf-8-sig")  # -sig: tolerate a byte-order mark from an editor
-        except FileNotFoundError:
-            raise InputError("model file not found", file=path, hint="check the path") from None
-        except IsADirectoryError:
-            raise InputError("is a directory, expected a model JSON file", file=path) from None
+            text = raw.decode("utf-8-sig")  # -sig: tolerate a byte-order mark from an editor
         except UnicodeDecodeError:
             raise ModelError("not a text file (model JSON expected)", file=path,
                              hint="make one with `journey calibrate EVENTS --out model.json`") from None
-        except OSError as exc:
-            raise InputError(f"cannot read model file ({exc.__class__.__name__})", file=path) from None
         try:
-            data = json.loads(text)
+            data = loads_json(text, path)
         except json.JSONDecodeError as exc:
             raise ModelError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", file=path,
                              hint="the file is truncated or not JSON; recalibrate") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +53,9 @@ def figure(width: float, height: float) -> Figure:
 def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
     """PNG bytes; no software line in the metadata, and light compression (the page stays far below 5 MB)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None}, pil_kwargs={"compress_level": 3})
+    with warnings.catch_warnings():  # an emoji or CJK name the font lacks is drawn as a box, not a warning
+        warnings.filterwarnings("ignore", message=r"(?s).*[Gg]lyph .* missing from", category=UserWarning)
+        fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None}, pil_kwargs={"compress_level": 3})
     return buf.getvalue()
 
 
@@ -135,14 +138,16 @@ def draw_funnel(data: FunnelData, ax: Axes) -> None:
     sim = np.array(data.simulated)
     ci = np.array(data.simulated_ci)
     ax.plot(x, data.expected_overall, "--", color=OBSERVED_COLOUR, lw=1.2, label="all (expected)")
-    ax.errorbar(x, sim, yerr=[sim - ci[:, 0], ci[:, 1] - sim], fmt="s", color=OBSERVED_COLOUR, ms=7,
+    # never negative: an interval rounded just past its point (a stage nobody reaches) is still drawn
+    yerr = np.maximum([sim - ci[:, 0], ci[:, 1] - sim], 0.0)
+    ax.errorbar(x, sim, yerr=yerr, fmt="s", color=OBSERVED_COLOUR, ms=7,
                 capsize=4, label="all (simulated, 95% interval)")
     c = data.stages.index(data.conversion_stage)
     for k, name in enumerate(data.personas):
         rec = data.persona_conversion.get(name)
         if rec and not math.isnan(rec["ci"][0]):
-            ax.errorbar([c + 0.16 + 0.08 * k], [rec["rate"]], yerr=[[rec["rate"] - rec["ci"][0]],
-                                                               [rec["ci"][1] - rec["rate"]]],
+            ax.errorbar([c + 0.16 + 0.08 * k], [rec["rate"]], yerr=[[max(rec["rate"] - rec["ci"][0], 0.0)],
+                                                               [max(rec["ci"][1] - rec["rate"], 0.0)]],
                         fmt="D", color=data.colours[name], ms=5, capsize=3)
     for xi, y in zip(x, sim):
         at_conv = xi == data.stages.index(data.conversion_stage)  # persona diamonds sit to its right
@@ -431,7 +436,7 @@ def draw_uplift(data: UpliftData, ax: Axes) -> None:
     for yi, name, u, (lo, hi), e in zip(y, data.names, up, ci, data.expected_uplift):
         c = data.colours[name]
         ax.barh(yi, u, color=c, alpha=0.35, height=0.6)
-        ax.errorbar([u], [yi], xerr=[[u - lo], [hi - u]], fmt="o", color=c, ms=7, capsize=6, lw=2)
+        ax.errorbar([u], [yi], xerr=[[max(u - lo, 0.0)], [max(hi - u, 0.0)]], fmt="o", color=c, ms=7, capsize=6, lw=2)
         if not math.isnan(e):
             ax.plot([100 * e], [yi], marker="D", color=OBSERVED_COLOUR, ms=6, ls="none")
         ax.annotate(f"{u:+.2f} pts  [{lo:+.2f}, {hi:+.2f}]", (max(hi, 0), yi), textcoords="offset points",

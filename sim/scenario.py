@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from sim.errors import InputError, closest
+from sim.limits import MAX_CUSTOMERS
 from sim.model import Model
 from sim.tomlio import read_toml, validate
 
@@ -81,9 +82,9 @@ class Speed(_Strict):
 
 
 class Capacity(_Strict):
-    servers: int = Field(ge=1)
-    service_minutes: float = Field(gt=0)
-    patience_minutes: float = Field(gt=0)
+    servers: int = Field(ge=1, le=1_000_000)
+    service_minutes: float = Field(gt=0, allow_inf_nan=False)
+    patience_minutes: float = Field(gt=0, allow_inf_nan=False)
 
 
 Lever = Literal["drop_off", "advance", "exposure"]
@@ -92,11 +93,11 @@ Lever = Literal["drop_off", "advance", "exposure"]
 class Investment(Target):
     name: str
     lever: Lever
-    max_effect: float = Field(ge=0)
-    half_saturation: float = Field(gt=0)
-    min_spend: float = Field(default=0.0, ge=0)
-    max_spend: float = Field(ge=0)
-    spend: float | None = Field(default=None, ge=0)
+    max_effect: float = Field(ge=0, allow_inf_nan=False)
+    half_saturation: float = Field(gt=0, allow_inf_nan=False)
+    min_spend: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    max_spend: float = Field(ge=0, allow_inf_nan=False)
+    spend: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _bounds(self) -> Investment:
@@ -119,7 +120,7 @@ class Investment(Target):
 
 
 class Budget(_Strict):
-    total: float = Field(ge=0)
+    total: float = Field(ge=0, allow_inf_nan=False)
 
 
 Maximize = Literal["conversion", "revenue", "profit"]
@@ -168,9 +169,9 @@ def _value_table(value: dict[str, Any] | None) -> dict[str, Any] | None:
 class Scenario(_Strict):
     name: str | None = None
     model: str
-    customers: int | None = Field(default=None, ge=1)
-    horizon_days: float | None = Field(default=None, gt=0)
-    arrival_days: float | None = Field(default=None, gt=0)
+    customers: int | None = Field(default=None, ge=1, le=MAX_CUSTOMERS)
+    horizon_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    arrival_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     personas: dict[str, float] | None = None
     change: list[Change] = Field(default_factory=list)
     speed: list[Speed] = Field(default_factory=list)

@@ -12,6 +12,7 @@ import numpy as np
 from sim.engines.result import EngineResult
 from sim.errors import InputError
 from sim.exact import evaluate
+from sim.limits import finite, run_size
 from sim.model import Model
 from sim.runs import check_output_file, check_run_out, run_directory
 from sim.summary import add_data_intervals, no_evidence_note, summarize, weekly_csv
@@ -176,6 +177,7 @@ def run_replications(model: Model, customers: int, seed: int, replications: int,
         raise InputError("must be at least 1", where="--replications", value=replications)
     if jobs < 1:
         raise InputError("must be at least 1", where="--jobs", value=jobs)
+    run_size(customers, replications)  # before the seeds are spawned: 10^9 of them fill memory
     tasks = [(engine, model, customers, ss, horizon_days, arrival_days, capacity)
              for ss in replication_seeds(seed, replications)]
     if jobs == 1 or replications == 1:
@@ -198,8 +200,7 @@ def simulate_target(target: Target, *, customers: int | None = None, seed: int |
     sc = target.scenario
     n = customers if customers is not None else (getattr(sc, "customers", None) or 100_000)
     horizon = horizon_days if horizon_days is not None else getattr(sc, "horizon_days", None)
-    if horizon is not None and horizon <= 0:
-        raise InputError("must be positive", where="--horizon-days", value=horizon)
+    finite(horizon, "--horizon-days", positive=True)
     arrival = getattr(sc, "arrival_days", None)
     capacity = getattr(sc, "capacity", None) or None
     seed = resolve_seed(seed)

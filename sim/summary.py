@@ -27,7 +27,9 @@ def wilson(k: float, n: float, z: float = Z95) -> list[float]:
     den = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return [round_sig(max(0.0, centre - half)), round_sig(min(1.0, centre + half))]
+    lo = 0.0 if k <= 0 else max(0.0, centre - half)  # exact ends: rounding must not leave the point outside
+    hi = 1.0 if k >= n else min(1.0, centre + half)
+    return [round_sig(lo), round_sig(hi)]
 
 
 def mean_ci(values: np.ndarray, bounds: tuple[float, float] = (-1.0, 1.0)) -> list[float]:

@@ -8,20 +8,14 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from sim.errors import InputError, closest
+from sim.limits import loads_toml, read_bytes
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    raw = read_bytes(path, "TOML file")  # a regular file of a sane size: a FIFO would block
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError("file not found", file=path, hint="check the path") from None
-    except IsADirectoryError:
-        raise InputError("is a directory, expected a TOML file", file=path) from None
-    except OSError as exc:
-        raise InputError(f"cannot read file ({exc.__class__.__name__})", file=path) from None
-    try:
-        return tomllib.loads(raw.decode("utf-8-sig"))  # -sig: tolerate a byte-order mark
+        return loads_toml(raw.decode("utf-8-sig"), path)  # -sig: tolerate a byte-order mark
     except UnicodeDecodeError:
         raise InputError("not a text file (TOML expected)", file=path) from None
     except tomllib.TOMLDecodeError as exc:

@@ -29,6 +29,7 @@ import numpy as np
 
 from sim.engines.result import EngineResult
 from sim.exact import touchpoint_split
+from sim.limits import run_size
 from sim.model import Model
 
 CHUNK = 1 << 17  # small enough to stay in cache: 2^17 runs ~1.5x faster than 2^20
@@ -38,6 +39,7 @@ def run(model: Model, n_customers: int, seed: np.random.SeedSequence | int, *,
         horizon_days: float | None = None, arrival_days: float | None = None,
         chunk: int = CHUNK, progress: Callable[[int], None] | None = None) -> EngineResult:
     """Simulate ``n_customers`` journeys; the seed sequence fixes every random number."""
+    run_size(n_customers, 1)  # one seed per chunk: 10^12 customers would spawn millions of them
     if model.sequences:  # the next touchpoint depends on the last: stays cannot be drawn in one go
         from sim.engines import walk
 
@@ -110,8 +112,9 @@ def _run_chunk(model: Model, tb: _Tables, n: int, ss: np.random.SeedSequence,
 
     # the stage a customer is in (or ended in): stages are processed in order, so a customer moved
     # on to stage u is picked up when stage u's turn comes. Without a horizon it is also the highest.
-    cur = np.zeros(n, dtype=np.int8)
-    highest = np.zeros(n, dtype=np.int8) if timed else cur  # highest stage reached within the horizon
+    code = np.int8 if S + 1 < 127 else np.int16  # int8 while it holds every outcome code: the faster scans
+    cur = np.zeros(n, dtype=code)
+    highest = np.zeros(n, dtype=code) if timed else cur  # highest stage reached within the horizon
     age = np.zeros(n)  # days since arrival at the customer's latest timed interaction
     stay_total = np.zeros((P, S), dtype=np.int64)
     exits = np.zeros((P, S, 1 + S), dtype=np.int64)
@@ -141,7 +144,7 @@ def _run_chunk(model: Model, tb: _Tables, n: int, ss: np.random.SeedSequence,
                 m = idx.size
                 if m == 0:
                     continue
-            outcome = np.zeros(m, dtype=np.int8)  # 0 drop, 1 + u moved to u: thresholds passed
+            outcome = np.zeros(m, dtype=code)  # 0 drop, 1 + u moved to u: thresholds passed
             at_least = np.zeros(2 + S, dtype=np.int64)  # at_least[j]: customers with outcome >= j
             at_least[0] = m
             for j, c in enumerate(tb.exit_thr[p][s], start=1):
@@ -161,7 +164,7 @@ def _run_chunk(model: Model, tb: _Tables, n: int, ss: np.random.SeedSequence,
                 rate = tb.leave_rate[p, s] if plain else tb.way_rate[p, s][outcome]
                 tau = e / rate
                 stays = np.count_nonzero(tau > 0) if s == 0 else 0  # the try at arrival stayed
-                stay_total[p, s] += stays + crng.poisson(tb.stay_rate[p, s] * float(tau.sum(dtype=np.float64)))
+                stay_total[p, s] += stays + _poisson(crng, tb.stay_rate[p, s] * float(tau.sum(dtype=np.float64)))
                 t_at = tau if s == 0 else age[idx] + tau
                 age[idx] = t_at
                 if timed:
@@ -178,10 +181,10 @@ def _run_chunk(model: Model, tb: _Tables, n: int, ss: np.random.SeedSequence,
             else:  # untimed: the staying tries of m customers are negative binomial
                 dropped[p, s] += counts[0]
                 if plain:
-                    stay_total[p, s] += crng.negative_binomial(m, tb.leave[p, s])
+                    stay_total[p, s] += _negative_binomial(crng, m, tb.leave[p, s])
                 else:  # per way out: stays before leaving at rate mu_o are geometric
                     odds = tb.way_rate[p, s] / (tb.way_rate[p, s] + tb.stay_rate[p, s])
-                    stay_total[p, s] += sum(int(crng.negative_binomial(k, odds[o]))
+                    stay_total[p, s] += sum(_negative_binomial(crng, int(k), odds[o])
                                             for o, k in enumerate(counts) if k)
             cur[idx] = np.maximum(target, s)
 
@@ -210,6 +213,25 @@ def _run_chunk(model: Model, tb: _Tables, n: int, ss: np.random.SeedSequence,
     return EngineResult(customers=customers, reached=reached, dropped=dropped, interactions=interactions,
                         drop_offs=drop_offs, weekly_arrivals=np.bincount(week_arr, minlength=weeks),
                         weekly_conversions=np.bincount(week_conv, minlength=weeks), conversion_index=conv)
+
+
+# a stage almost nobody leaves: numpy refuses a negative binomial whose mean passes ~9e18; the count is
+# then capped here so that sums over chunks and replications stay within int64
+_MAX_STAYS = 1 << 53
+
+
+def _negative_binomial(rng: np.random.Generator, n: int, p: float) -> int:
+    """Staying tries of ``n`` customers who each leave with probability ``p`` per try."""
+    if n * (1.0 - p) / p < 1e15:
+        return int(rng.negative_binomial(n, p))
+    # gamma-Poisson mixture; at this size the Poisson adds nothing (relative sd below 1e-7)
+    return int(min(rng.gamma(n, (1.0 - p) / p), _MAX_STAYS))
+
+
+def _poisson(rng: np.random.Generator, lam: float) -> int:
+    if lam < 1e15:
+        return int(rng.poisson(lam))
+    return int(min(lam, _MAX_STAYS))  # relative sd below 1e-7: the mean itself
 
 
 def _pick(idx: slice | np.ndarray, mask: np.ndarray) -> np.ndarray:
