@@ -471,6 +471,7 @@ def _parse_time(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray,
         arr = pc.cast(arr, pa.timestamp("ns"))
     if pa.types.is_timestamp(arr.type):  # typed already (Parquet, or the CSV reader's ISO parser)
         _no_nulls(arr, path, column, rows)
+        _in_ns_range(arr, path, column, rows)
         ts = arr if arr.type.tz else _assume_zone(arr, zone)
         return _days(pc.cast(pc.cast(ts, pa.timestamp("ns", "UTC")), pa.int64()))
     if rule.unit is not None:
@@ -494,6 +495,19 @@ _EPOCH_FACTOR = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 _MAX_NS = 9.2e18  # int64 nanoseconds reach the years 1678 to 2261
 _EPOCH_HINT = ('if it is epoch time, set [timestamp] unit = "s" (or "ms") in a --mapping file; '
                "otherwise use ISO 8601, e.g. 2024-03-01T14:05:00Z")
+
+
+def _in_ns_range(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray) -> None:
+    """A typed timestamp in a coarser unit than ns may lie outside the years 1678 to 2261: refuse it
+    with its row, as the text path does, instead of letting the cast to ns fail."""
+    if arr.type.unit == "ns":
+        return
+    raw = pc.cast(arr, pa.int64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    bad = np.flatnonzero(np.abs(raw * _EPOCH_FACTOR[arr.type.unit]) > _MAX_NS)
+    if bad.size:
+        i = int(bad[0])
+        raise InputError("timestamp outside the years 1678 to 2261", file=path,
+                         where=f"row {rows[i]}, column {column!r}", value=str(arr[i].as_py()))
 
 
 def _days(ns) -> np.ndarray:

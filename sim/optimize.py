@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from sim.errors import InputError, JourneyError
 from sim.exact import evaluate
 from sim.model import Model
 from sim.money import has_values
-from sim.runs import check_run_out, default_run_dir, run_directory, sha256_of, utc_now
+from sim.runs import check_run_out, default_run_dir, run_directory, sha256_of, utc_now, write_text_atomic
 from sim.scenario import Scenario, apply, load_scenario
 from sim.summary import mean_ci
 from sim.summary import round_sig as _r
@@ -412,6 +412,8 @@ def parse_storage(storage: str | None, run_dir: Path) -> StorageSpec:
                 raise InputError("an SQLite URL needs a file", where="--storage", value=text, hint=hint)
             _parent_exists(path, text)
             return StorageSpec("rdb", text, text, path)
+        if scheme.startswith(("postgres", "mysql", "mariadb", "oracle", "mssql")):
+            _check_url(text, hint)
         if scheme.startswith("postgres"):
             url = text.replace("postgres://", "postgresql://", 1) if scheme == "postgres" else text
             url = _postgres_driver(url)
@@ -428,6 +430,21 @@ def parse_storage(storage: str | None, run_dir: Path) -> StorageSpec:
         _parent_exists(path, text)
         return StorageSpec("rdb", f"sqlite:///{path}", text, path)
     raise InputError("cannot tell what kind of storage this is", where="--storage", value=text, hint=hint)
+
+
+def _check_url(text: str, hint: str) -> None:
+    """A database URL whose host or port cannot be read (an unclosed IPv6 bracket, a port that is not a
+    number from 1 to 65535) is bad input, said before any connection is tried."""
+    from urllib.parse import urlsplit
+
+    try:
+        port = urlsplit(text).port
+    except ValueError as exc:
+        raise InputError(f"not a valid database URL ({exc})", where="--storage", value=_mask_password(text),
+                         hint=hint) from None
+    if port == 0:
+        raise InputError("not a valid database URL (port 0)", where="--storage", value=_mask_password(text),
+                         hint=hint)
 
 
 def _parent_exists(path: Path, text: str) -> None:
@@ -520,6 +537,7 @@ class Store:
     storage: Any
     backend: Any = None  # journal backend
     engine: Any = None  # SQLAlchemy engine of an RDB storage
+    notes: list[str] = field(default_factory=list)  # said to the user (a torn journal line recovered)
 
     def sync(self) -> None:
         """Make the trials told so far durable (journal: one fsync per trial)."""
@@ -532,6 +550,26 @@ class Store:
             self.engine.dispose()
 
 
+TORN = ".torn"  # the copy of a journal whose last line was cut, kept beside it
+
+
+def repair_journal(path: Path) -> str | None:
+    """A journal whose last line was cut (a power loss mid-write) keeps its complete trials: the
+    original is copied to ``<name>.torn``, the torn line dropped; returns a line saying so."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if not data or data.endswith(b"\n"):
+        return None
+    keep = data[:data.rfind(b"\n") + 1]
+    copy = path.with_name(path.name + TORN)
+    write_text_atomic(copy, data)
+    write_text_atomic(path, keep)
+    return (f"the study journal's last line was cut (a crash or power loss while writing): the complete "
+            f"entries before it were kept and the torn line dropped; the original is kept as {copy}")
+
+
 def open_storage(spec: StorageSpec) -> Store:
     """An Optuna storage for the spec; unreachable databases raise InputError (one line)."""
     import optuna
@@ -539,8 +577,9 @@ def open_storage(spec: StorageSpec) -> Store:
 
     if spec.kind == "journal":
         try:
+            note = repair_journal(Path(spec.target))
             backend = _TrialSyncedJournal.make(spec.target)
-            return Store(JournalStorage(backend), backend=backend)
+            return Store(JournalStorage(backend), backend=backend, notes=[note] if note else [])
         except OSError as exc:
             raise InputError(f"cannot open the journal file ({exc.strerror})", where="--storage",
                              value=spec.label) from None
@@ -1169,9 +1208,12 @@ def _keep_study_files(run: Any, spec: StorageSpec, store: Store) -> None:
     """Study files living in the final run directory (this run's, or a default one left by an earlier
     run with other options) are linked into the new directory before it replaces the old one."""
     final = run.final.resolve()
-    keep = {final / DEFAULT_JOURNAL} if (final / DEFAULT_JOURNAL).is_file() else set()
+    keep = {f for f in (final / DEFAULT_JOURNAL, final / (DEFAULT_JOURNAL + TORN)) if f.is_file()}
     if spec.file is not None and spec.file.resolve().is_relative_to(final):
         keep.add(spec.file.resolve())
+        torn = spec.file.resolve().with_name(spec.file.name + TORN)
+        if torn.is_file():
+            keep.add(torn)
     store.close()
     for path in sorted(keep):
         target = run.file(str(path.relative_to(final)))
@@ -1409,6 +1451,8 @@ def _finish(found: SearchResult, scenario_path: Path, scenario: Scenario, space:
                                       "spends above the minimums scaled down to the budget; rounded down "
                                       f"to {space.quantum:g}"},
     }
+    if found.store.notes:
+        best["notes"] = list(found.store.notes)
     if draws:
         best["objective"] = objective.spec.label
         best["objective_method"] = objective.spec.describe(draws)

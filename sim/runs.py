@@ -226,7 +226,7 @@ class RunDir:
 MANIFEST = "manifest.json"
 # optimize keeps its study journal (and Optuna's lock beside it) in the run directory before the
 # run's manifest exists: a folder holding only these is an optimize run whose search was cut short
-STUDY_FILES = ("study.log", "study.log.lock")
+STUDY_FILES = ("study.log", "study.log.lock", "study.log.torn")  # .torn: a journal kept after repair
 _HEAD = 8192  # bytes read to recognise a file journey wrote
 REPORT_GENERATOR = "journey"  # <meta name="generator" content="journey X.Y.Z"> in every report page
 EVENTS_METADATA_KEY = b"journey"  # Parquet schema metadata of a simulated event log

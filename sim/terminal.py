@@ -259,6 +259,8 @@ def render_best(best: dict[str, Any]) -> None:
     """A compact table of the split on stdout (the CLI's one place that prints)."""
 
     console = Console()
+    for note in best.get("notes", []):
+        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     for line in best_lines(best):
         console.print(line, highlight=False, markup=False)
     table = Table(title=f"{best['scenario']}: best split after {best['trials']} trials", title_justify="left")

@@ -253,3 +253,24 @@ def test_calibrate_with_a_mismatching_row_exits_2_and_writes_nothing(tmp_path):
     ok = runner.invoke(app, ["calibrate", str(write(log, DAY_FIRST)), "--mapping", str(mp), "--out", str(out)])
     assert ok.exit_code == 0, ok.output
     assert json.loads(out.read_text())["log"]["first_timestamp"] == "2024-04-01T10:00:00Z"
+
+
+def test_a_parquet_timestamp_past_2261_is_refused_with_its_row(tmp_path):
+    """Typed timestamps in microseconds reach beyond int64 nanoseconds: one line, not a crash."""
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    path = tmp_path / "far.parquet"
+    stamps = [datetime.datetime(2024, 1, 1), datetime.datetime(2300, 1, 2)]
+    pq.write_table(pa.table({"customer_id": ["c1", "c1"], "timestamp": pa.array(stamps, pa.timestamp("us")),
+                             "touchpoint": ["web", "web"], "stage": ["awareness", "consideration"]}), path)
+    res = CliRunner().invoke(app, ["calibrate", str(path), "--out", str(tmp_path / "m.json")])
+    assert res.exit_code == 2
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "row 2" in lines[0] and "2300" in lines[0] and "1678 to 2261" in lines[0]
+    assert not (tmp_path / "m.json").exists()

@@ -343,3 +343,35 @@ def test_reference_optimum_beats_every_trial(tmp_path):
     for _ in range(50):
         raw = [rng.uniform(*space.param_range(i)) for i in range(len(space.names))]
         assert obj(space.spends(raw)) <= value + 1e-12
+
+
+def test_a_journal_cut_mid_line_resumes_from_its_complete_trials(tmp_path):
+    """A power loss while a trial was written: resume keeps the complete trials, drops the torn line,
+    keeps a copy of the original and says so; later runs into the same folder work as usual."""
+    out = tmp_path / "opt"
+    args = ["optimize", str(BUDGET_TOML), "--seed", "1", "--draws", "0", "--out", str(out), "-q"]
+    assert runner.invoke(app, [*args, "--trials", "6"]).exit_code == 0
+    journal = out / "study.log"
+    whole = journal.read_bytes()
+    journal.write_bytes(whole[:-15])
+    res = runner.invoke(app, [*args, "--trials", "9"])
+    assert res.exit_code == 0, res.output
+    assert "last line was cut" in res.output
+    assert (out / "study.log.torn").read_bytes() == whole[:-15]
+    best = json.loads((out / "best.json").read_text())
+    assert best["trials"] == 9 and "last line was cut" in best["notes"][0]
+    again = runner.invoke(app, [*args, "--trials", "10"])
+    assert again.exit_code == 0, again.output
+    assert "last line was cut" not in again.output
+
+
+@pytest.mark.parametrize("url, words", [("postgresql://u@localhost:99999/db", "Port out of range"),
+                                        ("postgresql://u@[::1/db", "Invalid IPv6 URL"),
+                                        ("postgresql://u@localhost:abc/db", "Port could not be cast")])
+def test_a_database_url_that_cannot_be_read_is_one_line(tmp_path, url, words):
+    res = runner.invoke(app, ["optimize", str(BUDGET_TOML), "--trials", "2", "--storage", url, "--study", "x",
+                              "--draws", "0", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--storage" in lines[0] and words in lines[0]
+    assert not (tmp_path / "o").exists()
