@@ -618,9 +618,10 @@ def _fit_dwell(*, time: np.ndarray, first: np.ndarray, last: np.ndarray, before:
     refit = plain.copy()
     refit.drop, refit.advance = new_drop, new_adv
     new_q, _ = refit.way_out()
-    new_rate = np.where(new_q < 1.0 - 1e-9, stay_rate / np.maximum(1.0 - new_q, 1e-12),
+    # no staying interactions seen (a thin cell): the visit's one interaction comes at 1 / tau
+    new_rate = np.where((new_q < 1.0 - 1e-9) & (stay_rate > 0), stay_rate / np.maximum(1.0 - new_q, 1e-12),
                         1.0 / np.maximum(tau, 1e-300))
-    new_rate = np.where(tau > 0, new_rate, rate)
+    new_rate = np.where((tau > 0) & (new_rate > 0), new_rate, rate)
     new_rate[:, S - 1] = 0.0
     speed = np.where(valid, leave / np.maximum((new_rate * new_q)[..., None], 1e-300), 1.0)
     speed[:, S - 1] = 1.0

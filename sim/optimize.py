@@ -510,7 +510,8 @@ class _TrialSyncedJournal:
 
         class Backend(JournalFileBackend):
             def __init__(self, file_path: str) -> None:
-                self._journey_lock = JournalFileSymlinkLock(file_path)
+                # a writer holds the lock for milliseconds: one older than this was left by a killed process
+                self._journey_lock = JournalFileSymlinkLock(file_path, grace_period=STALE_LOCK_SECONDS)
                 self._journey_path = file_path
                 super().__init__(file_path, lock_obj=self._journey_lock)
 
@@ -553,6 +554,26 @@ class Store:
 TORN = ".torn"  # the copy of a journal whose last line was cut, kept beside it
 
 
+STALE_LOCK_SECONDS = 5
+
+
+def stale_lock(path: Path) -> str | None:
+    """Remove a journal lock left behind by a killed process (older than any write holds it), so a
+    resume does not wait Optuna's half minute for it; returns a line saying so."""
+    lock = Path(str(path) + ".lock")
+    try:
+        age = time.time() - lock.lstat().st_mtime
+    except FileNotFoundError:
+        return None
+    if age < STALE_LOCK_SECONDS:
+        return None
+    try:
+        lock.unlink()
+    except FileNotFoundError:  # another worker removed it first
+        return None
+    return f"removed the study journal's lock left by a process that stopped {age:.0f} s ago ({lock})"
+
+
 def repair_journal(path: Path) -> str | None:
     """A journal whose last line was cut (a power loss mid-write) keeps its complete trials: the
     original is copied to ``<name>.torn``, the torn line dropped; returns a line saying so."""
@@ -577,9 +598,9 @@ def open_storage(spec: StorageSpec) -> Store:
 
     if spec.kind == "journal":
         try:
-            note = repair_journal(Path(spec.target))
+            notes = [n for n in (stale_lock(Path(spec.target)), repair_journal(Path(spec.target))) if n]
             backend = _TrialSyncedJournal.make(spec.target)
-            return Store(JournalStorage(backend), backend=backend, notes=[note] if note else [])
+            return Store(JournalStorage(backend), backend=backend, notes=notes)
         except OSError as exc:
             raise InputError(f"cannot open the journal file ({exc.strerror})", where="--storage",
                              value=spec.label) from None

@@ -375,3 +375,21 @@ def test_a_database_url_that_cannot_be_read_is_one_line(tmp_path, url, words):
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "--storage" in lines[0] and words in lines[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_a_lock_left_by_a_killed_process_does_not_stall_the_resume(tmp_path):
+    import os
+    import time
+
+    out = tmp_path / "opt"
+    args = ["optimize", str(BUDGET_TOML), "--seed", "1", "--draws", "0", "--out", str(out), "-q"]
+    assert runner.invoke(app, [*args, "--trials", "4"]).exit_code == 0
+    lock = out / "study.log.lock"
+    os.symlink(out / "study.log", lock)  # as a kill -9 mid-write leaves it
+    old = time.time() - 60
+    os.utime(lock, (old, old), follow_symlinks=False)
+    started = time.monotonic()
+    res = runner.invoke(app, [*args, "--trials", "6"])
+    assert res.exit_code == 0, res.output
+    assert time.monotonic() - started < 20  # not Optuna's 30 s grace period
+    assert "lock left by a process" in res.output and not lock.exists()
