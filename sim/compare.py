@@ -274,7 +274,13 @@ def compare_targets(base: Target, scenarios: list[Target], *, customers: int | N
         uplift, ci = _uplift_ci(units[0], u, paired)
         record = _scenario_record(target, summary, exact, base, summaries[0], exacts[0], uplift, ci)
         add_revenue_uplift(record, target.model, exact, base.model, exacts[0], n)
-        if drawn is not None:
+        if drawn is not None and chosen == "simpy" and (target.scenario is not None and target.scenario.capacity
+                                                        or base.scenario is not None and base.scenario.capacity):
+            # the exact answer on each draw ignores queues: no data interval can speak for this uplift
+            record["data_note"] = ("no data interval: capacity limits (queues) are simulated only, and the "
+                                   "exact answer on each parameter draw ignores them; the interval is simulation "
+                                   "noise only")
+        elif drawn is not None:
             _add_uplift_intervals(record, target, drawn[0], drawn[1 + i], base)
             add_revenue_uplift_intervals(record, drawn[1 + i], drawn[0], n)
         records.append(record)

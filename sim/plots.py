@@ -452,7 +452,7 @@ def draw_uplift(data: UpliftData, ax: Axes) -> None:
     diamond = ("no exact expectation: it ignores capacity limits (queues), so only the simulation answers"
                if data.expected_note else "diamond: exact expectation")
     ax.set_xlabel(f"change in conversion ({data.conversion_stage or 'conversion'} reached), percentage points\n"
-                  f"bar + whisker: simulated, {what}; {diamond}")
+                  f"bar + whisker: simulated, {what}\n{diamond}")
     _style(ax, grid="x")
     ax.set_ylim(-0.6, len(data.names) - 0.4)
 

@@ -105,7 +105,12 @@ def comparison_table(comparison: dict[str, Any], narrow: int = 0) -> Table:
         ulo, uhi = sc.get("uplift_interval") or sc["uplift_ci"]
         cells = [sc["name"], _pct(sc["conversion_rate"]), _pp(sc["uplift"]), f"{_pp(ulo)} to{nl}{_pp(uhi)}",
                  *([] if narrow > 1 else [_pp(sc["expected_uplift"])])]
-        if with_data:
+        if with_data and "verdict" not in sc:  # queues: simulated only, no data interval (see data_note)
+            lo, hi = sc["uplift_ci"]
+            cells += ["-", "a gain (simulation only)" if lo > 0 else "a loss (simulation only)" if hi < 0 else
+                      "cannot tell (simulation only)"]
+            decided = sc["significant"]
+        elif with_data:
             verdict = {"gain": "a gain", "loss": "a loss"}.get(sc["verdict"], "the data cannot tell yet")
             if sc["verdict"] == "cannot tell" and sc.get("customers_to_tell") and not narrow:
                 verdict += f" (~{sc['customers_to_tell']:,} customers would tell)"
@@ -146,6 +151,8 @@ def render_comparison(comparison: dict[str, Any]) -> None:
                           + (f" (95 % interval {per_100k(band[0], cur).split(' revenue')[0]} to "
                              f"{per_100k(band[1], cur).split(' revenue')[0]})" if band else ""), highlight=False)
     for sc in comparison["scenarios"]:
+        if sc.get("data_note"):
+            console.print(f"note, {sc['name']}: {sc['data_note']}", soft_wrap=True)
         for note in sc.get("notes", []):
             console.print(f"note, {sc['name']}: {note}", soft_wrap=True)
         if sc.get("expected_note"):

@@ -238,3 +238,15 @@ def test_report_headline_on_a_small_log_does_not_claim_certainty(tmp_path):
     assert "simulation noise only" in heads[0]["text"]  # without draws it says what the interval is
     assert email["uplift_ci"][1] < 0 or email["uplift_ci"][0] > 0  # the cohort alone "decides" the sign ...
     assert email["verdict"] == "cannot tell" and email["uplift_interval"][0] < 0 < email["uplift_interval"][1]
+
+
+def test_capacity_scenarios_say_they_have_no_data_interval(tmp_path):
+    """Queues are simulated only: the exact answer on each draw ignores them, so no data interval is claimed."""
+    out = tmp_path / "staff"
+    files = [ROOT / "scenarios/examples" / f for f in ("sales_chat_6_agents.toml", "sales_chat_capacity.toml")]
+    res = runner.invoke(app, ["compare", *map(str, files), "--replications", "2", "--customers", "3000", "--seed", "1",
+                              "--out", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    (sc,) = json.loads((out / "comparison.json").read_text())["scenarios"]
+    assert "uplift_interval" not in sc and "probability_positive" not in sc and "queues" in sc["data_note"]
+    assert "simulation only" in res.stdout
