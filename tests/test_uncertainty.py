@@ -249,4 +249,4 @@ def test_capacity_scenarios_say_they_have_no_data_interval(tmp_path):
     assert res.exit_code == 0, res.output
     (sc,) = json.loads((out / "comparison.json").read_text())["scenarios"]
     assert "uplift_interval" not in sc and "probability_positive" not in sc and "queues" in sc["data_note"]
-    assert "simulation only" in res.stdout
+    assert "no data interval" in res.stdout  # said on the terminal too
