@@ -74,14 +74,7 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
 
     cust, time, tp, after = log.customer, log.time, log.touchpoint, log.stage.astype(np.int64)
     n = cust.size
-    first = np.ones(n, dtype=bool)
-    first[1:] = cust[1:] != cust[:-1]
-    last = np.ones(n, dtype=bool)
-    last[:-1] = cust[1:] != cust[:-1]
-    before = np.empty(n, dtype=np.int64)
-    before[0] = 0
-    before[1:] = after[:-1]
-    before[first] = 0
+    first, last, before = row_structure(cust, after)
     persona = log.persona_of_customer[cust].astype(np.int64)
 
     live = before < final  # rows after completion are ignored
@@ -413,6 +406,20 @@ def _accelerated_fixed_point(step, w: np.ndarray) -> np.ndarray:
         steps += 1
         w = w3 if np.abs(w3 - jump).max(initial=0.0) <= plain else w2
     return w
+
+
+def row_structure(cust: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of a log sorted by customer: its customer's first row, last row, and the stage before it."""
+    n = cust.size
+    first = np.ones(n, dtype=bool)
+    first[1:] = cust[1:] != cust[:-1]
+    last = np.ones(n, dtype=bool)
+    last[:-1] = cust[1:] != cust[:-1]
+    before = np.empty(n, dtype=np.int64)
+    before[0] = 0
+    before[1:] = after[:-1]
+    before[first] = 0
+    return first, last, before
 
 
 def _touch_sequences(share: np.ndarray, cell: np.ndarray, tp: np.ndarray, live: np.ndarray, advanced: np.ndarray,

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from calibration.estimate import ALL_ROWS_ABOVE, DEFAULT_INACTIVITY_DAYS
+from calibration.estimate import ALL_ROWS_ABOVE, DEFAULT_INACTIVITY_DAYS, row_structure
 from calibration.load import EventLog
 from sim.errors import InputError
 
@@ -82,14 +82,7 @@ def features(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
     final = S - 1
     cust, time, tp, after = log.customer, log.time, log.touchpoint.astype(np.int64), log.stage.astype(np.int64)
     n = cust.size
-    first = np.ones(n, dtype=bool)
-    first[1:] = cust[1:] != cust[:-1]
-    last = np.ones(n, dtype=bool)
-    last[:-1] = cust[1:] != cust[:-1]
-    before = np.empty(n, dtype=np.int64)
-    before[0] = 0
-    before[1:] = after[:-1]
-    before[first] = 0
+    first, last, before = row_structure(cust, after)
     live = before < final
     advanced = after > before
     certain = log.ended[cust] if log.ended is not None else np.zeros(n, dtype=bool)

@@ -214,6 +214,15 @@ class _Simulation:
             walker = self._customer_sequences if self.sequences else self._customer
             env.process(walker(env, i, rows[i % BLOCK]))
 
+    def _slots(self, u: list[float], i: int, j: int) -> tuple[list[float], list[float]]:
+        """The seven uniforms of customer i's j-th interaction (and the row they come from): the
+        predrawn row first, then, for a long journey, the customer's own overflow streams."""
+        r = j % PREDRAWN
+        if r == 0 and j:
+            u = [0.0] * HEAD + _stream(self.ss, _OVERFLOW, i, j // PREDRAWN).random(PREDRAWN * SLOTS).tolist()
+        k = HEAD + r * SLOTS
+        return u, u[k:k + SLOTS]
+
     def _customer(self, env: simpy.Environment, i: int, u: list[float]):
         S, T, conv, final = self.S, self.T, self.conv, self.final
         p = min(bisect_right(self.persona_cum, u[0]), self.P - 1)
@@ -229,11 +238,7 @@ class _Simulation:
         gap, e_next, scum, xcum = gap_mean[0][o], leave_p[0][o], stay_cum[0], exit_cum[0][o]
         j = 0
         while True:
-            r = j % PREDRAWN
-            if r == 0 and j:  # a long journey: the next uniforms come from the customer's own streams
-                u = [0.0] * HEAD + _stream(self.ss, _OVERFLOW, i, j // PREDRAWN).random(PREDRAWN * SLOTS).tolist()
-            k = HEAD + r * SLOTS
-            ut, uo, ug, ul, ud, up, us = u[k:k + SLOTS]
+            u, (ut, uo, ug, ul, ud, up, us) = self._slots(u, i, j)
             j += 1
             leave = uo < e
             t = min(bisect_right(xcum if leave else scum, ut), T - 1)
@@ -283,11 +288,7 @@ class _Simulation:
         last = -1  # the last staying touchpoint in the stage
         j = 0
         while True:
-            r = j % PREDRAWN
-            if r == 0 and j:
-                u = [0.0] * HEAD + _stream(self.ss, _OVERFLOW, i, j // PREDRAWN).random(PREDRAWN * SLOTS).tolist()
-            k = HEAD + r * SLOTS
-            ut, uo, ug, ul, _ud, up, us = u[k:k + SLOTS]
+            u, (ut, uo, ug, ul, _ud, up, us) = self._slots(u, i, j)
             j += 1
             t = min(bisect_right(entry_cum[s] if last < 0 else next_cum[s][last], ut), T - 1)
             cell = (p * S + s) * T + t
