@@ -171,8 +171,8 @@ def calibrate(
                                                       "(e.g. EUR; a mapping's `currency` key says the same).")] = None,
 ) -> None:
     """Estimate a journey model from an event log."""
+    from application.terminal import render_personas, render_warnings
     from calibration.calibrate import run_calibrate
-    from sim.terminal import render_personas, render_warnings
 
     model = run_calibrate(events, out, stages=stages, conversion_stage=conversion_stage,
                           inactivity_days=inactivity_days, mapping=mapping, censoring=censoring,
@@ -207,9 +207,9 @@ def simulate(
     quiet: Quiet = False,
 ) -> None:
     """Simulate customers through a calibrated journey."""
-    from sim.progress import progress_bar
+    from application.progress import progress_bar
+    from application.terminal import render_note
     from sim.simulate import jobs_note, run_simulate
-    from sim.terminal import render_note
 
     render_note(jobs_note(jobs, replications))
     total = (customers or 0) * replications
@@ -217,7 +217,7 @@ def simulate(
         path, summary = run_simulate(target, customers=customers, seed=seed, replications=replications,
                                      engine=engine, out=out, horizon_days=horizon_days, jobs=jobs,
                                      events_out=events_out, progress=advance, draws=draws)
-    from sim.terminal import render_summary
+    from application.terminal import render_summary
 
     render_summary(summary)
     typer.echo(f"-> {path / 'summary.json'}")
@@ -238,10 +238,10 @@ def compare(
     quiet: Quiet = False,
 ) -> None:
     """Compare scenarios with a baseline using common random numbers."""
+    from application.terminal import render_comparison, render_note
     from sim.compare import run_compare
     from sim.limits import run_size
     from sim.simulate import jobs_note
-    from sim.terminal import render_comparison, render_note
 
     run_size(customers or 1, replications)  # at once: a cohort of R = 1 runs in batches, not replications
     render_note(jobs_note(jobs, replications))
@@ -263,8 +263,8 @@ def hotspots(
                   ] = "journeys",
 ) -> None:
     """Rank the risk-of-leaving points: where customers are lost and what fixing them is worth."""
+    from application.terminal import render_hotspots
     from sim.hotspots import run_hotspots
-    from sim.terminal import render_hotspots
 
     ranking = run_hotspots(model, top=top, out=out, draws=draws, seed=seed, by=by)
     render_hotspots(ranking)
@@ -295,9 +295,9 @@ def optimize(
     quiet: Quiet = False,
 ) -> None:
     """Search the split of a budget over investments that converts the most customers."""
+    from application.terminal import render_best
     from sim.limits import run_size
     from sim.optimize import run_optimize
-    from sim.terminal import render_best
 
     run_size(customers or 1, 1)
     try:
@@ -328,8 +328,8 @@ def backtest(
     out: Out = None,
 ) -> None:
     """Fit on the early cohort, predict the later one, compare with what earlier customers did."""
+    from application.terminal import render_backtest, render_warnings
     from calibration.validate import run_backtest
-    from sim.terminal import render_backtest, render_warnings
 
     path, result = run_backtest(events, split=split, stages=stages, conversion_stage=conversion_stage,
                                 inactivity_days=inactivity_days, mapping=mapping, out=out,
@@ -349,8 +349,8 @@ def drift(
     out: Out = None,
 ) -> None:
     """Which probabilities changed beyond noise between two calibrations."""
+    from application.terminal import render_drift
     from calibration.validate import run_drift
-    from sim.terminal import render_drift
 
     path, result = run_drift(old, new, alpha=alpha, out=out)
     render_drift(result)
@@ -364,7 +364,7 @@ def report(
     out: Annotated[Path, typer.Option(help="HTML file to write.")] = Path("report.html"),
 ) -> None:
     """One self-contained HTML page from simulate, compare, optimize and backtest runs."""
-    from sim.report import build_report
+    from present.report import build_report
 
     path = build_report(dirs, out)
     typer.echo(f"report -> {path}")

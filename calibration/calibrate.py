@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from application.rundir import check_output_file, provenance, utc_now, write_text_atomic
 from calibration.estimate import DEFAULT_INACTIVITY_DAYS, estimate
 from calibration.experience import satisfaction_by_cell
 from calibration.load import load_events
@@ -11,7 +12,6 @@ from calibration.value import value_section
 from sim.errors import InputError
 from sim.limits import finite
 from sim.model import Model
-from sim.runs import check_output_file, provenance, utc_now, write_text_atomic
 
 
 def calibrate(events: str | Path, *, stages: str | None = None, conversion_stage: str | None = None,

@@ -21,9 +21,8 @@ from pandas.tseries.api import guess_datetime_format
 
 from calibration.mapping import Mapping, TimestampRule, load_mapping
 from sim.errors import InputError, closest
-from sim.limits import MAX_STAGES, regular_file
+from sim.limits import MAX_STAGES, regular_file, sha256_of
 from sim.model import DEFAULT_STAGES
-from sim.runs import sha256_of
 
 REQUIRED = ("customer_id", "timestamp", "touchpoint", "stage")
 OPTIONAL = ("persona", "satisfaction", "value")

@@ -23,13 +23,13 @@ import pandas as pd
 from scipy import stats
 from scipy.linalg import expm
 
+from application.rundir import check_run_out, run_directory
 from calibration.estimate import DEFAULT_INACTIVITY_DAYS, estimate
 from calibration.load import NS_PER_DAY, EventLog, load_events
 from sim.errors import InputError
 from sim.exact import evaluate, generator
 from sim.limits import finite
 from sim.model import Model
-from sim.runs import check_run_out, run_directory
 
 AGE_BINS = 8
 _BATCH = 4096  # ages per batched matrix exponential (bounds memory: BATCH x n x n floats)
@@ -298,7 +298,7 @@ def run_backtest(events: str | Path, *, split: str, stages: str | list[str] | No
 
 
 def backtest_png(result: dict[str, Any]) -> bytes:
-    from sim.plots import backtest_data, draw_backtest, figure, png_bytes
+    from present.plots import backtest_data, draw_backtest, figure, png_bytes
 
     fig = figure(11.0, 5.0)
     draw_backtest(backtest_data(result), fig.add_subplot())

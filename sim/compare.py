@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from application.progress import progress_bar
+from application.rundir import check_run_out, run_directory
 from sim.engines.result import EngineResult
 from sim.errors import InputError
 from sim.exact import Exact, evaluate
 from sim.money import add_revenue_uplift, add_revenue_uplift_intervals
-from sim.progress import progress_bar
-from sim.runs import check_run_out, run_directory
 from sim.simulate import ENGINES, Target, load_target, replication_seeds, resolve_seed, run_replications, target_draws
 from sim.summary import Z95, add_data_intervals, no_evidence_note, summarize
 from sim.summary import round_sig as _r
@@ -348,7 +348,7 @@ def run_compare(base: str | Path, scenarios: list[str | Path], *, customers: int
     with run_directory("compare", out, args, inputs, seed=seed) as run:
         run.json("comparison.json", comparison)
         run.text("comparison.csv", comparison_csv(comparison))
-        from sim import plots  # matplotlib only once the numbers are in
+        from present import plots  # matplotlib only once the numbers are in
 
         data = plots.uplift_data(comparison)
         run.text("uplift.png", plots.render_png(plots.draw_uplift, data, 12, 1.6 + 0.6 * len(data.names)))

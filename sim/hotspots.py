@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from application.rundir import write_json
 from sim.exact import evaluate
 from sim.model import Model
-from sim.runs import write_json
 from sim.scenario import lose_journeys, remove_touchpoint, scale_drop
 from sim.summary import round_sig as _r
 
@@ -251,7 +251,7 @@ def run_hotspots(path: str | Path, *, top: int = 10, out: str | Path | None = No
                              value=by, hint="calibrate from a log with a value column, give the scenario a "
                                             "[value] table, or drop --by revenue")
     if out is not None:
-        from sim.runs import check_output_file
+        from application.rundir import check_output_file
 
         check_output_file(out, "hotspots", target.inputs)
     horizon = target.scenario.horizon_days if target.scenario is not None else None

@@ -7,6 +7,7 @@ so that a typo (``--customers 1000000000000``) is refused at once instead of fil
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -105,3 +106,12 @@ def run_size(customers: int, replications: int, *, where: str = "--customers") -
         raise InputError(f"at most {MAX_SIMULATED:,} simulated customers in all (customers x replications; "
                          "about 15 minutes)", where="--customers x --replications",
                          value=customers * replications, hint="lower one of them")
+
+
+def sha256_of(path: str | Path) -> str:
+    """The file's SHA-256, read in 1 MiB blocks (a log may be gigabytes)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

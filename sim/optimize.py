@@ -34,11 +34,12 @@ from typing import Any
 
 import numpy as np
 
+from application.rundir import check_run_out, default_run_dir, run_directory, utc_now, write_text_atomic
 from sim.errors import InputError, JourneyError
 from sim.exact import evaluate
+from sim.limits import sha256_of
 from sim.model import Model
 from sim.money import has_values
-from sim.runs import check_run_out, default_run_dir, run_directory, sha256_of, utc_now, write_text_atomic
 from sim.scenario import Scenario, apply, load_scenario
 from sim.summary import mean_ci
 from sim.summary import round_sig as _r
@@ -1184,7 +1185,7 @@ def draw_pareto(data: ParetoData, ax: Any) -> None:
 
 
 def write_figures(run: Any, best: dict[str, Any], trials_text: str) -> None:
-    from sim import plots
+    from present import plots
 
     rows = list(csv.DictReader(io.StringIO(trials_text)))
     figs = []
@@ -1344,7 +1345,7 @@ def run_optimize(scenario_path: str | Path, *, trials: int, seed: int | None, st
     even split and the baseline on the same parameter draws)."""
     import warnings
 
-    from sim.progress import progress_bar
+    from application.progress import progress_bar
     from sim.simulate import resolve_seed
 
     if trials < 1:
@@ -1416,7 +1417,7 @@ def _finish(found: SearchResult, scenario_path: Path, scenario: Scenario, space:
     """After the search: the Pareto front if asked, the best split simulated, every file written."""
     import warnings
 
-    from sim.progress import progress_bar
+    from application.progress import progress_bar
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", module="optuna")

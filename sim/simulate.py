@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from application.rundir import check_output_file, check_run_out, run_directory
 from sim.engines.result import EngineResult
 from sim.errors import InputError
 from sim.exact import evaluate
 from sim.limits import finite, run_size
 from sim.model import Model
-from sim.runs import check_output_file, check_run_out, run_directory
 from sim.summary import add_data_intervals, no_evidence_note, summarize, weekly_csv
 
 ENGINES = ("auto", "fast", "simpy")
@@ -96,7 +96,7 @@ def target_draws(base: Target, targets: list[Target], draws: int, seed: int, hor
 
 def _same_file(a: Path, b: Path) -> bool:
     """The same model by content (two paths to one file, or two copies of it)."""
-    from sim.runs import sha256_of
+    from sim.limits import sha256_of
 
     try:
         return a.resolve() == b.resolve() or sha256_of(a) == sha256_of(b)
@@ -249,7 +249,7 @@ def run_simulate(path: str | Path, *, customers: int | None, seed: int | None, r
     with run_directory("simulate", out, args, target.inputs, seed=seed) as run:
         run.json("summary.json", summary)
         run.text("weekly.csv", weekly_csv(results))
-        from sim import plots  # matplotlib only once the numbers are in
+        from present import plots  # matplotlib only once the numbers are in
 
         run.text("funnel.png", plots.render_png(plots.draw_funnel, plots.funnel_data(summary, target.model), 9, 5))
         if events_out is not None:

@@ -12,13 +12,13 @@ import pandas
 import pytest
 from typer.testing import CliRunner
 
-import sim.runs
+import application.rundir
 import sim.simulate
+from application.rundir import run_directory, write_text_atomic
 from cli import app
 from conftest import DEMO_EVENTS, DEMO_MODEL
 from sim._version import __version__
 from sim.errors import InputError
-from sim.runs import run_directory, write_text_atomic
 
 runner = CliRunner()
 EXAMPLES = Path(__file__).resolve().parents[1] / "scenarios" / "examples"
@@ -120,7 +120,7 @@ def test_write_text_atomic_never_leaves_a_partial_target(tmp_path, monkeypatch):
     target = tmp_path / "summary.json"
     target.write_text('{"old": true}\n')
     real_fdopen = os.fdopen
-    monkeypatch.setattr(sim.runs.os, "fdopen", lambda fd, mode: _HalfWriter(real_fdopen(fd, mode)))
+    monkeypatch.setattr(application.rundir.os, "fdopen", lambda fd, mode: _HalfWriter(real_fdopen(fd, mode)))
     with pytest.raises(InputError, match="(?i)no space left"):
         write_text_atomic(target, '{"new": "x"}\n' * 1000)
     assert target.read_text() == '{"old": true}\n'
@@ -137,7 +137,7 @@ def test_write_text_atomic_interrupted_before_the_rename(tmp_path, monkeypatch):
     def interrupted(src, dst):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sim.runs.os, "replace", interrupted)
+    monkeypatch.setattr(application.rundir.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_text_atomic(target, "{}\n")
     assert list(tmp_path.iterdir()) == []
@@ -145,7 +145,7 @@ def test_write_text_atomic_interrupted_before_the_rename(tmp_path, monkeypatch):
 
 def test_calibrate_failing_mid_write_leaves_no_model(tmp_path, monkeypatch):
     real_fdopen = os.fdopen
-    monkeypatch.setattr(sim.runs.os, "fdopen", lambda fd, mode: _HalfWriter(real_fdopen(fd, mode)))
+    monkeypatch.setattr(application.rundir.os, "fdopen", lambda fd, mode: _HalfWriter(real_fdopen(fd, mode)))
     out = tmp_path / "model.json"
     result = invoke("calibrate", DEMO_EVENTS, "--out", out)
     assert result.exit_code == 2 and "no space left" in result.stderr.lower()

@@ -15,13 +15,13 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
+from application.rundir import write_text_atomic
 from cli import app
 from conftest import DEMO_MODEL, ROOT
 from sim.compare import compare_targets
 from sim.engines import fast
 from sim.exact import evaluate
 from sim.hotspots import hotspot_cells, run_hotspots
-from sim.runs import write_text_atomic
 from sim.scenario import Scenario, apply, load_scenario
 from sim.simulate import load_target, run_replications
 from worlds import make_world, simulate_log

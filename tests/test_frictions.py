@@ -81,7 +81,7 @@ def rendered(monkeypatch, render, record, width=80) -> str:
 
     from rich.console import Console
 
-    import sim.terminal as terminal
+    import application.terminal as terminal
 
     buf = io.StringIO()
     monkeypatch.setattr(terminal, "table_console", lambda: Console(width=width, file=buf))
@@ -94,7 +94,7 @@ def rendered(monkeypatch, render, record, width=80) -> str:
 @pytest.mark.parametrize("with_data", [True, False])
 @pytest.mark.parametrize("long_name", [False, True])
 def test_comparison_table_folds_at_80_columns_and_keeps_every_number(monkeypatch, with_data, long_name):
-    from sim.terminal import render_comparison
+    from application.terminal import render_comparison
 
     record = comparison_record(with_data, long_name)
     out = rendered(monkeypatch, render_comparison, record)
@@ -124,7 +124,7 @@ def backtest_record(stage_names=("awareness", "consideration", "decision", "rete
 @pytest.mark.parametrize("names", [None, ("A_SUBMITTED", "W_Complete_application_offer_long", "O_ACCEPTED_BY_CUSTOMER",
                                           "A_PENDING_AND_THEN_SOME", "Z")])
 def test_backtest_table_fits_80_columns_in_plain_words(monkeypatch, names):
-    from sim.terminal import render_backtest
+    from application.terminal import render_backtest
 
     record = backtest_record(names) if names else backtest_record()
     out = rendered(monkeypatch, render_backtest, record)
@@ -139,7 +139,7 @@ def test_backtest_table_fits_80_columns_in_plain_words(monkeypatch, names):
 
 # ---- plain words on screen ------------------------------------------------------------------------------
 def test_drift_headline_says_false_alarms_not_fdr(monkeypatch):
-    from sim.terminal import render_drift
+    from application.terminal import render_drift
 
     out = rendered(monkeypatch, render_drift, {"significant": 0, "tests": 12, "alpha": 0.05, "changes": [],
                                                "old_expected_conversion_rate": 0.4,
@@ -148,7 +148,7 @@ def test_drift_headline_says_false_alarms_not_fdr(monkeypatch):
 
 
 def test_hotspots_header_says_rank_by_gain(monkeypatch):
-    from sim.terminal import render_hotspots
+    from application.terminal import render_hotspots
 
     out = rendered(monkeypatch, render_hotspots, {"name": "m", "expected_conversion_rate": 0.4, "hotspots": [],
                                                   "lapsed_per_1000": {}, "lost_per_1000_total": 0.0}, width=200)
@@ -156,7 +156,7 @@ def test_hotspots_header_says_rank_by_gain(monkeypatch):
 
 
 def test_funnel_caption_and_backtest_figure_in_plain_words():
-    from sim import plots
+    from present import plots
 
     summary = {"stages": {"a": {"reached": 100, "reached_rate": 1.0}, "b": {"reached": 40, "reached_rate": 0.4}},
                "conversion_stage": "b", "customers": 100, "replications": 1, "conversion_rate_ci": [0.3, 0.5],
@@ -243,7 +243,7 @@ def test_simulate_prints_the_jobs_note_once_on_stderr_and_not_in_the_json(tmp_pa
 
 # ---- report and figures ---------------------------------------------------------------------------------
 def test_staffing_uplift_figure_draws_no_expected_zero_and_says_why():
-    from sim import plots
+    from present import plots
 
     record = comparison_record()
     for sc in record["scenarios"]:
@@ -258,7 +258,7 @@ def test_staffing_uplift_figure_draws_no_expected_zero_and_says_why():
 
 
 def test_provenance_says_not_used_for_a_missing_seed():
-    from sim.report import _seed_text
+    from present.report import _seed_text
 
     assert _seed_text(None) == "not used" and _seed_text("") == "not used" and _seed_text(7) == "7"
 
@@ -272,7 +272,7 @@ def test_demo_report_includes_the_staffing_comparison(tmp_path, monkeypatch):
         seen["dirs"] = [p.name for p in dirs]
         raise KeyboardInterrupt  # stop here: the runs before the report are what the demo does anyway
 
-    monkeypatch.setattr("sim.report.build_report", fake_report)
+    monkeypatch.setattr("present.report.build_report", fake_report)
     with pytest.raises(KeyboardInterrupt):
         list(sim.demo.run_demo(tmp_path / "demo", customers=1000, quiet=True))
     assert "capacity" in seen["dirs"] and (tmp_path / "demo" / "capacity" / "comparison.json").exists()

@@ -15,13 +15,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import application.rundir
 import cli
-import sim.runs
-import sim.simulate
+from application.rundir import check_output_file, check_run_out, clean_stale, run_directory
 from cli import app
 from conftest import DEMO_EVENTS, DEMO_MODEL
 from sim.errors import InputError
-from sim.runs import check_output_file, check_run_out, clean_stale, run_directory
 from sim.summary import mean_ci, rate_ci
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -409,7 +408,7 @@ class _FullDisk:
 class TestWriteErrors:
     def test_a_full_disk_names_out_not_the_hidden_folder(self, tmp_path, monkeypatch):
         real = os.fdopen
-        monkeypatch.setattr(sim.runs.os, "fdopen", lambda fd, mode: _FullDisk(real(fd, mode)))
+        monkeypatch.setattr(application.rundir.os, "fdopen", lambda fd, mode: _FullDisk(real(fd, mode)))
         out = tmp_path / "run"
         line = refused(invoke("simulate", DEMO_MODEL, "--customers", 200, "--out", out), "no space left on device",
                        str(out))
@@ -424,7 +423,7 @@ class TestWriteErrors:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src))
             return real(src, dst)
 
-        monkeypatch.setattr(sim.runs.os, "replace", replace)
+        monkeypatch.setattr(application.rundir.os, "replace", replace)
         out = tmp_path / "run"
         line = refused(invoke("simulate", DEMO_MODEL, "--customers", 200, "--out", out), "--out",
                        "no space left on device")
@@ -442,7 +441,7 @@ class TestWriteErrors:
                 raise OSError(errno.EIO, os.strerror(errno.EIO), str(src))
             return real(src, dst)
 
-        monkeypatch.setattr(sim.runs.os, "replace", replace)
+        monkeypatch.setattr(application.rundir.os, "replace", replace)
         refused(invoke("simulate", DEMO_MODEL, "--customers", 700, "--out", earlier_run), "input/output error")
         assert tree(earlier_run) == before
         assert not any(".old-" in p.name or ".partial-" in p.name for p in earlier_run.parent.iterdir())

@@ -213,7 +213,7 @@ def _best(interval: list[float], **extra) -> dict:
 
 
 def test_terminal_lines_lead_with_the_interval_in_plain_words():
-    from sim.terminal import best_lines
+    from application.terminal import best_lines
 
     unsure = best_lines(_best([-0.01, 0.07]))
     assert "+3.00 points" in unsure[0] and "-1.00 to +7.00" in unsure[0] and "6,000 real customers" in unsure[0]
@@ -230,7 +230,7 @@ def test_terminal_lines_lead_with_the_interval_in_plain_words():
 
 
 def test_report_says_the_interval_and_when_the_data_cannot_tell(tmp_path):
-    from sim.report import build_report, headline_data, load_runs
+    from present.report import build_report, headline_data, load_runs
 
     for name, interval in (("unsure", [-0.01, 0.07]), ("sure", [0.01, 0.05])):
         d = tmp_path / name

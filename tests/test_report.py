@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 from calibration.experience import satisfaction_by_cell
 from calibration.load import load_events
 from cli import app
-from sim import plots
+from present import plots
+from present.report import build_report, headline_data, load_runs
 from sim.exact import evaluate
 from sim.model import Model
-from sim.report import build_report, headline_data, load_runs
 
 runner = CliRunner()
 
@@ -154,7 +154,7 @@ def test_funnel_data_matches_the_summary_and_the_model(runs, model):
 
 
 def test_funnel_of_a_scenario_run_uses_the_changed_model(runs):
-    from sim.report import resolve_model
+    from present.report import resolve_model
 
     run = [r for r in load_runs([runs["simulate_fix"]])][0]
     ref = resolve_model(run)

@@ -11,8 +11,8 @@ from calibration.estimate import estimate
 from calibration.load import load_events
 from calibration.validate import backtest
 from cli import app
+from present.report import build_report
 from sim.errors import InputError
-from sim.report import build_report
 from worlds import make_world, simulate_log
 
 runner = CliRunner()

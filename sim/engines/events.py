@@ -18,7 +18,9 @@ from sim._version import __version__
 from sim.errors import InputError
 from sim.exact import touchpoint_split
 from sim.model import Model
-from sim.runs import EVENTS_METADATA_KEY
+
+EVENTS_METADATA_KEY = b"journey"  # Parquet schema metadata of a simulated event log: journey wrote it
+
 
 START = np.datetime64("2024-01-01T00:00:00", "ns")  # timestamp of day 0 of the cohort, UTC
 NS_PER_DAY = 86_400 * 10**9

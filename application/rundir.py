@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import glob
-import hashlib
 import json
 import os
 import platform
@@ -25,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from sim._version import __version__
+from sim.engines.events import EVENTS_METADATA_KEY
 from sim.errors import InputError
+from sim.limits import sha256_of
 
 RESULTS = Path("results")
 _UMASK = os.umask(0o022)
@@ -159,14 +160,6 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return write_text_atomic(path, dumps(obj))
 
 
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def provenance(command: str, arguments: dict[str, Any], inputs: list[str | Path], *,
                seed: int | None = None, started: str | None = None,
                known_hashes: dict[str, str] | None = None) -> dict[str, Any]:
@@ -229,7 +222,6 @@ MANIFEST = "manifest.json"
 STUDY_FILES = ("study.log", "study.log.lock", "study.log.torn")  # .torn: a journal kept after repair
 _HEAD = 8192  # bytes read to recognise a file journey wrote
 REPORT_GENERATOR = "journey"  # <meta name="generator" content="journey X.Y.Z"> in every report page
-EVENTS_METADATA_KEY = b"journey"  # Parquet schema metadata of a simulated event log
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:

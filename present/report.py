@@ -23,22 +23,21 @@ from typing import Any
 
 import numpy as np
 
-from sim import plots
-from sim._version import __version__
-from sim.errors import InputError
-from sim.hotspots import attribution
-from sim.limits import loads_json, read_bytes
-from sim.model import MODEL_KIND, Model
-from sim.runs import (
+from application.rundir import (
     REPORT_GENERATOR,
     check_output_file,
     check_run_out,
     dumps,
     run_directory,
-    sha256_of,
     utc_now,
     write_text_atomic,
 )
+from present import plots
+from sim._version import __version__
+from sim.errors import InputError
+from sim.hotspots import attribution
+from sim.limits import loads_json, read_bytes, sha256_of
+from sim.model import MODEL_KIND, Model
 
 RESULT_FILES = {"summary.json": "simulate", "comparison.json": "compare", "best.json": "optimize",
                 "backtest.json": "backtest"}
