@@ -364,7 +364,7 @@ def report(
     out: Annotated[Path, typer.Option(help="HTML file to write.")] = Path("report.html"),
 ) -> None:
     """One self-contained HTML page from simulate, compare, optimize and backtest runs."""
-    from present.report import build_report
+    from application.report import build_report
 
     path = build_report(dirs, out)
     typer.echo(f"report -> {path}")

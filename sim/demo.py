@@ -19,8 +19,8 @@ def demo_file(name: str) -> Path:
 
 def run_demo(out: Path, *, customers: int = 200_000, trials: int = 60, quiet: bool = False) -> Iterator[str]:
     """Run each step, yielding one line per step for the terminal."""
+    from application.report import build_report
     from calibration.validate import run_backtest
-    from present.report import build_report
     from sim.compare import run_compare
     from sim.hotspots import run_hotspots
     from sim.optimize import run_optimize

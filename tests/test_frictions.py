@@ -258,9 +258,9 @@ def test_staffing_uplift_figure_draws_no_expected_zero_and_says_why():
 
 
 def test_provenance_says_not_used_for_a_missing_seed():
-    from present.report import _seed_text
+    from present.report_sections import seed_text
 
-    assert _seed_text(None) == "not used" and _seed_text("") == "not used" and _seed_text(7) == "7"
+    assert seed_text(None) == "not used" and seed_text("") == "not used" and seed_text(7) == "7"
 
 
 def test_demo_report_includes_the_staffing_comparison(tmp_path, monkeypatch):
@@ -272,7 +272,7 @@ def test_demo_report_includes_the_staffing_comparison(tmp_path, monkeypatch):
         seen["dirs"] = [p.name for p in dirs]
         raise KeyboardInterrupt  # stop here: the runs before the report are what the demo does anyway
 
-    monkeypatch.setattr("present.report.build_report", fake_report)
+    monkeypatch.setattr("application.report.build_report", fake_report)
     with pytest.raises(KeyboardInterrupt):
         list(sim.demo.run_demo(tmp_path / "demo", customers=1000, quiet=True))
     assert "capacity" in seen["dirs"] and (tmp_path / "demo" / "capacity" / "comparison.json").exists()

@@ -313,7 +313,7 @@ def test_value_draws_leave_the_other_draws_alone(world):
 
 
 def test_report_draws_each_investments_return_with_its_marginal_return(world, tmp_path):
-    from present.report import build_report
+    from application.report import build_report
 
     folder, _ = world
     result = runner.invoke(app, ["optimize", str(folder / "profit.toml"), "--trials", "20", "--seed", "5",

@@ -230,7 +230,9 @@ def test_terminal_lines_lead_with_the_interval_in_plain_words():
 
 
 def test_report_says_the_interval_and_when_the_data_cannot_tell(tmp_path):
-    from present.report import build_report, headline_data, load_runs
+    from application.report import build_report
+    from present.report_headline import headline_data
+    from present.report_runs import load_runs
 
     for name, interval in (("unsure", [-0.01, 0.07]), ("sure", [0.01, 0.05])):
         d = tmp_path / name

@@ -14,11 +14,26 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
+from application.report import build_report
 from calibration.experience import satisfaction_by_cell
 from calibration.load import load_events
 from cli import app
-from present import plots
-from present.report import build_report, headline_data, load_runs
+from present.figures.backtest import backtest_data, draw_backtest
+from present.figures.common import PERSONA_COLOURS, figure, palette, pct
+from present.figures.evidence import draw_evidence, dwell_rows, evidence_data
+from present.figures.funnel import draw_funnel, funnel_data
+from present.figures.journey_map import draw_emotion_curve, draw_journey_map, journey_map_data
+from present.figures.optimization import (
+    allocation_data,
+    draw_allocation,
+    draw_history,
+    draw_response,
+    history_data,
+    response_data,
+)
+from present.figures.uplift import draw_uplift, persona_uplift_data, uplift_data
+from present.report_headline import headline_data
+from present.report_runs import load_runs
 from sim.exact import evaluate
 from sim.model import Model
 
@@ -94,7 +109,7 @@ def report(runs, tmp_path_factory):
 def test_journey_map_of_one_persona_is_its_parameters(model):
     S1 = model.n_stages - 1
     for p, name in enumerate(model.personas):
-        d = plots.journey_map_data(model, name)
+        d = journey_map_data(model, name)
         assert d.stages == model.stages[:S1] and d.touchpoints == model.touchpoints
         np.testing.assert_allclose(np.array(d.share).T, model.share[p, :S1], atol=1e-12)
         np.testing.assert_allclose(np.array(d.drop_off).T, model.drop[p, :S1], atol=1e-12)
@@ -110,7 +125,7 @@ def test_mixed_journey_map_adds_up_to_the_expected_drop_offs(model):
     model = model.copy()
     model.leave_speed[:] = 1.0
     S1 = model.n_stages - 1
-    d = plots.journey_map_data(model)
+    d = journey_map_data(model)
     ex = evaluate(model)
     lost = np.einsum("p,pst->st", model.persona_share, ex.drop_offs)[:S1]
     inter = np.einsum("p,pst->st", model.persona_share, ex.interactions)[:S1]
@@ -125,7 +140,7 @@ def test_mixed_journey_map_adds_up_to_the_expected_drop_offs(model):
 
 
 def test_top_risk_points_are_the_largest_expected_drop_off_cells(model):
-    d = plots.journey_map_data(model, top=3)
+    d = journey_map_data(model, top=3)
     lost = np.einsum("p,pst->st", model.persona_share, evaluate(model).drop_offs)[:-1]
     want = np.argsort(-lost, axis=None)[:3]
     got = [(model.stages.index(r["stage"]), model.touchpoints.index(r["touchpoint"])) for r in d.risk]
@@ -136,7 +151,7 @@ def test_top_risk_points_are_the_largest_expected_drop_off_cells(model):
 
 def test_funnel_data_matches_the_summary_and_the_model(runs, model):
     summary = json.loads((runs["simulate"] / "summary.json").read_text())
-    d = plots.funnel_data(summary, model)
+    d = funnel_data(summary, model)
     ex = evaluate(model)
     for p, name in enumerate(model.personas):
         np.testing.assert_allclose(d.expected[name], ex.reach[p], rtol=1e-12)
@@ -154,24 +169,24 @@ def test_funnel_data_matches_the_summary_and_the_model(runs, model):
 
 
 def test_funnel_of_a_scenario_run_uses_the_changed_model(runs):
-    from present.report import resolve_model
+    from present.report_runs import resolve_model
 
     run = [r for r in load_runs([runs["simulate_fix"]])][0]
     ref = resolve_model(run)
     assert ref is not None and ref.applied is not None
-    d = plots.funnel_data(run.data, ref.applied)
+    d = funnel_data(run.data, ref.applied)
     conv = run.data["conversion_stage"]
     assert d.expected_overall[d.stages.index(conv)] == pytest.approx(run.data["expected_conversion_rate"], abs=1e-9)
 
 
 def test_uplift_and_persona_uplift_data_follow_the_comparison(runs):
     comparison = json.loads((runs["compare"] / "comparison.json").read_text())
-    d = plots.uplift_data(comparison)
+    d = uplift_data(comparison)
     assert d.names == [s["name"] for s in comparison["scenarios"]] == list(SCENARIOS)
     assert d.uplift == [s["uplift"] for s in comparison["scenarios"]]
     assert d.ci == [s["uplift_ci"] for s in comparison["scenarios"]]
     assert set(d.colours) == set(d.names) and len(set(d.colours.values())) == len(d.names)
-    pu = plots.persona_uplift_data(comparison)
+    pu = persona_uplift_data(comparison)
     if "personas" in comparison["scenarios"][0]:  # an extra of compare, used only when present
         assert pu is not None and pu.personas == sorted(comparison["scenarios"][0]["personas"])
 
@@ -191,34 +206,34 @@ def test_headline_names_the_best_scenario_with_its_interval(runs):
 
 
 def test_palette_is_fixed_by_sorted_names():
-    a = plots.palette(["loyalist", "deal_seeker", "researcher"])
-    b = plots.palette(["researcher", "loyalist", "deal_seeker", "loyalist"])
-    assert a == b and a["deal_seeker"] == plots.PERSONA_COLOURS[0]
+    a = palette(["loyalist", "deal_seeker", "researcher"])
+    b = palette(["researcher", "loyalist", "deal_seeker", "loyalist"])
+    assert a == b and a["deal_seeker"] == PERSONA_COLOURS[0]
 
 
 def test_history_keeps_completed_trials_and_the_best_so_far():
     rows = [{"number": "0", "value": "0.45", "state": "COMPLETE"}, {"number": "1", "value": "", "state": "PRUNED"},
             {"number": "2", "value": "0.44", "state": "COMPLETE"},
             {"number": "3", "value": "0.47", "state": "COMPLETE"}, {"number": "4", "value": "0.5", "state": "FAIL"}]
-    h = plots.history_data(rows)
+    h = history_data(rows)
     assert h.number == [0, 2, 3] and h.best_so_far == [0.45, 0.45, 0.47] and h.skipped == 2
-    assert plots.history_data([{"number": "0", "value": "", "state": "RUNNING"}]) is None
-    assert plots.history_data(rows, maximize=False).best_so_far == [0.45, 0.44, 0.44]
+    assert history_data([{"number": "0", "value": "", "state": "RUNNING"}]) is None
+    assert history_data(rows, maximize=False).best_so_far == [0.45, 0.44, 0.44]
 
 
 def test_response_curves_follow_the_saturating_effect():
     inv = [{"name": "a", "max_effect": 0.6, "half_saturation": 40.0, "max_spend": 150.0, "lever": "drop_off"},
            {"name": "no curve"}]
-    d = plots.response_data(inv, {"a": 40.0})
+    d = response_data(inv, {"a": 40.0})
     assert d.names == ["a"] and d.chosen_effect == [pytest.approx(0.3)]
     x, y = np.array(d.spend_grid[0]), np.array(d.effect[0])
     assert x[0] == 0 and x[-1] == 150 and np.all(np.diff(y) > 0)
     np.testing.assert_allclose(y, 0.6 * x / (x + 40.0))
-    assert plots.response_data([{"name": "x"}]) is None
+    assert response_data([{"name": "x"}]) is None
 
 
 def test_evidence_flags_the_sparse_cells(model):
-    d = plots.evidence_data(model)
+    d = evidence_data(model)
     S1 = model.n_stages - 1
     sparse = model.estimator["sparse_below"]
     for p, name in enumerate(model.personas):
@@ -231,7 +246,7 @@ def test_dwell_rows_mix_personas_by_who_leaves_each_way(model):
     """Per stage: shares of leavers sum to 1; mean days are the leave rates mixed by leavers."""
     m = model.copy()
     m.leave_speed[:, 1, 0] = 0.5  # drop-offs leave consideration at half the plain speed
-    rows = plots.dwell_rows(m)
+    rows = dwell_rows(m)
     for stage in m.stages[:-1]:
         assert sum(r[2] for r in rows if r[0] == stage) == pytest.approx(1.0, abs=1e-9)
     ex, days = evaluate(m), 1.0 / m.leave_rates()[:, 1, 0]
@@ -244,7 +259,7 @@ def test_dwell_rows_mix_personas_by_who_leaves_each_way(model):
 
 def test_backtest_data_reads_the_contract_keys(runs):
     bt = json.loads((runs["backtest"] / "backtest.json").read_text())
-    d = plots.backtest_data(bt)
+    d = backtest_data(bt)
     assert d.stages == list(bt["observed"]) and d.error == [bt["error"][s] for s in d.stages]
 
 
@@ -281,7 +296,7 @@ def test_calibrated_experience_round_trips_and_draws_the_emotion_curve(tmp_path)
     n_scores = int(df["satisfaction"].notna().sum())
     exp = again.extras["experience"]
     assert sum(c["n"] for row in exp.values() for c in row.values()) == n_scores
-    d = plots.journey_map_data(again)
+    d = journey_map_data(again)
     S1 = again.n_stages - 1
     for s in range(S1):
         cells = exp[again.stages[s]].values()
@@ -290,7 +305,7 @@ def test_calibrated_experience_round_trips_and_draws_the_emotion_curve(tmp_path)
     fig = Figure()
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    plots.draw_emotion_curve(d, ax)
+    draw_emotion_curve(d, ax)
     assert len(ax.lines) >= 1
     # a log without scores leaves no experience section in the model file
     assert "experience" not in json.loads(Path(DEMO_EVENTS.parent / "model.json").read_text())
@@ -303,17 +318,17 @@ def test_every_drawing_lays_out_its_data(runs, model):
     best = json.loads((runs["optimize"] / "best.json").read_text())
     bt = json.loads((runs["backtest"] / "backtest.json").read_text())
     cases = [
-        (plots.draw_funnel, plots.funnel_data(summary, model)),
-        (plots.draw_journey_map, plots.journey_map_data(model)),
-        (plots.draw_evidence, plots.evidence_data(model)),
-        (plots.draw_uplift, plots.uplift_data(comparison)),
-        (plots.draw_allocation, plots.allocation_data(best)),
-        (plots.draw_history, plots.history_data([{"number": "0", "value": "0.4", "state": "COMPLETE"}])),
-        (plots.draw_response, plots.response_data(best["investments"], best["allocation"])),
-        (plots.draw_backtest, plots.backtest_data(bt)),
+        (draw_funnel, funnel_data(summary, model)),
+        (draw_journey_map, journey_map_data(model)),
+        (draw_evidence, evidence_data(model)),
+        (draw_uplift, uplift_data(comparison)),
+        (draw_allocation, allocation_data(best)),
+        (draw_history, history_data([{"number": "0", "value": "0.4", "state": "COMPLETE"}])),
+        (draw_response, response_data(best["investments"], best["allocation"])),
+        (draw_backtest, backtest_data(bt)),
     ]
     for draw, data in cases:
-        fig = plots.figure(6, 4)
+        fig = figure(6, 4)
         ax = fig.add_subplot()
         draw(data, ax)
         assert ax.has_data() or ax.images, draw.__name__
@@ -426,7 +441,7 @@ def test_report_shows_what_each_touchpoint_is_credited(report, model):
     assert "Removal effect (as in Markov attribution)" in text
     credit = attribution(model)
     assert len(credit) == model.n_touchpoints
-    cells = [f'<td>{a["touchpoint"]}</td><td class="n">{plots.pct(a["removal_effect"])}</td>'
-             f'<td class="n">{plots.pct(a["attributed_share"])}</td>' for a in credit]
+    cells = [f'<td>{a["touchpoint"]}</td><td class="n">{pct(a["removal_effect"])}</td>'
+             f'<td class="n">{pct(a["attributed_share"])}</td>' for a in credit]
     at = [text.find(c) for c in cells]
     assert all(i > 0 for i in at) and at == sorted(at)

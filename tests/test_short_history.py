@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from application.report import build_report
 from calibration.estimate import estimate
 from calibration.load import load_events
 from calibration.validate import backtest
 from cli import app
-from present.report import build_report
 from sim.errors import InputError
 from worlds import make_world, simulate_log
 

@@ -208,7 +208,8 @@ def test_a_model_without_counts_says_its_intervals_are_simulation_only(tmp_path)
 def test_report_headline_on_a_small_log_does_not_claim_certainty(tmp_path):
     """400 real customers: the headline's interval is the data's, several times the simulated cohort's, and
     a change whose sign the data cannot settle is said to be undecided."""
-    from present.report import headline_data, load_runs
+    from present.report_headline import headline_data
+    from present.report_runs import load_runs
 
     world = make_world(WORLD)
     path = tmp_path / "small.csv"
