@@ -30,6 +30,7 @@ from sim.errors import InputError
 from sim.exact import evaluate, generator
 from sim.limits import finite
 from sim.model import Model
+from sim.scenario import with_advance, with_drop, with_persona_share, with_share
 
 AGE_BINS = 8
 _BATCH = 4096  # ages per batched matrix exponential (bounds memory: BATCH x n x n floats)
@@ -405,33 +406,18 @@ def _cells(model: Model) -> list[dict[str, Any]]:
 
 
 def _swap(model: Model, new: Model, cell: dict[str, Any]) -> Model:
-    """The old model with one estimate replaced by the new model's (kept feasible)."""
-    m = model.copy()
+    """The old model with one estimate replaced by the new model's (kept feasible by sim.scenario's rules)."""
     p, s, t, kind = cell["p"], cell["s"], cell["t"], cell["kind"]
     if kind == "persona_share":  # the other personas keep their proportions
-        others = 1.0 - m.persona_share[p]
-        target = new.persona_share[p]
-        if others > 0:
-            m.persona_share = m.persona_share * ((1.0 - target) / others)
-            m.persona_share[p] = target
-        else:
-            m.persona_share = new.persona_share.copy()
-        return m
+        return with_persona_share(model, p, new.persona_share[p], new.persona_share)
     if kind == "drop_off":
-        m.drop[p, s, t] = min(new.drop[p, s, t], 1.0 - m.advance[p, s, t].sum())
-    elif kind == "advance":
-        adv, room = new.advance[p, s, t], 1.0 - m.drop[p, s, t]
-        m.advance[p, s, t] = adv * min(1.0, room / adv.sum()) if adv.sum() > 0 else adv
-    elif kind == "share":  # the other touchpoints keep their proportions
-        row, target = m.share[p, s].copy(), new.share[p, s, t]
-        others = row.sum() - row[t]
-        if others > 0:
-            row *= (1.0 - target) / others
-            row[t] = target
-        else:
-            row = new.share[p, s].copy()
-        m.share[p, s] = row
-    elif kind == "lapse":
+        return with_drop(model, (p, s, t), new.drop[p, s, t])
+    if kind == "advance":
+        return with_advance(model, (p, s, t), new.advance[p, s, t])
+    if kind == "share":  # the other touchpoints keep their proportions
+        return with_share(model, p, s, t, new.share[p, s, t], new.share[p, s])
+    m = model.copy()
+    if kind == "lapse":
         m.lapse[p, s] = new.lapse[p, s]
     elif kind == "leave_speed":
         m.leave_speed[p, s, cell["o"]] = new.leave_speed[p, s, cell["o"]]

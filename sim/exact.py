@@ -31,14 +31,17 @@ class Exact:
 
     @property
     def conversion_by_persona(self) -> np.ndarray:
+        """P(reaching the conversion stage) per persona."""
         return self.reach[:, self.conversion_index]
 
     @property
     def conversion_rate(self) -> float:
+        """P(reaching the conversion stage), personas weighted by their shares."""
         return float(self.persona_share @ self.conversion_by_persona)
 
     @property
     def reach_overall(self) -> np.ndarray:
+        """P(reaching stage s) [S], personas weighted by their shares."""
         return self.persona_share @ self.reach
 
 

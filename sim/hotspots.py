@@ -33,7 +33,7 @@ import numpy as np
 from application.rundir import write_json
 from sim.exact import evaluate
 from sim.model import Model
-from sim.scenario import lose_journeys, remove_touchpoint, scale_drop
+from sim.scenario import can_remove, with_drop_scaled, with_journeys_lost, with_touchpoint_removed
 from sim.summary import round_sig as _r
 
 CUT = 0.9  # "cut the drop-off 10 %"
@@ -66,8 +66,7 @@ def _cell_mask(model: Model, s: int | slice, t: int) -> np.ndarray:
 
 def gain_if_cut(model: Model, s: int, t: int, base: float, horizon_days: float | None) -> float:
     """Exact conversion gained by cutting the drop-off of touchpoint t in stage s by 10 %."""
-    cut = model.copy()
-    scale_drop(cut, _cell_mask(model, s, t), CUT)
+    cut = with_drop_scaled(model, _cell_mask(model, s, t), CUT)
     return _conversion(cut, horizon_days) - base
 
 
@@ -75,17 +74,15 @@ def revenue_gain(model: Model, s: int, t: int, factor: float, base: float) -> fl
     """Exact revenue per customer gained by scaling the drop-off of touchpoint t in stage s by ``factor``."""
     from sim.money import revenue_per_customer
 
-    cut = model.copy()
-    scale_drop(cut, _cell_mask(model, s, t), factor)
+    cut = with_drop_scaled(model, _cell_mask(model, s, t), factor)
     return revenue_per_customer(cut) - base
 
 
 def uplift_if_removed(model: Model, s: int, t: int, base: float, horizon_days: float | None) -> float | None:
     """Exact conversion change if touchpoint t left stage s (remove = true); None where it is all there is."""
-    if not np.all(model.share[:, s, t] < 1.0 - 1e-12):
+    if not can_remove(model, _cell_mask(model, s, t)):
         return None
-    gone = model.copy()
-    remove_touchpoint(gone, _cell_mask(model, s, t), None, "hotspots")
+    gone = with_touchpoint_removed(model, _cell_mask(model, s, t), where="hotspots")
     return _conversion(gone, horizon_days) - base
 
 
@@ -94,8 +91,7 @@ def removal_effect(model: Model, t: int, base: float, horizon_days: float | None
     journey that meets it ended there."""
     if base <= 0:
         return None
-    lost = model.copy()
-    lose_journeys(lost, _cell_mask(model, slice(0, model.n_stages - 1), t))
+    lost = with_journeys_lost(model, _cell_mask(model, slice(0, model.n_stages - 1), t))
     return max(1.0 - _conversion(lost, horizon_days) / base, 0.0)  # clip the round-off below 0
 
 

@@ -55,6 +55,8 @@ DEFAULT_STAGES = ("awareness", "consideration", "decision", "retention", "advoca
 
 @dataclass
 class Model:
+    """The journey model: stages, touchpoints, personas and the per-cell probabilities and rates."""
+
     stages: list[str]
     touchpoints: list[str]
     personas: list[str]
@@ -82,27 +84,34 @@ class Model:
     # ---- shape and names -------------------------------------------------------------
     @property
     def n_personas(self) -> int:
+        """How many personas."""
         return len(self.personas)
 
     @property
     def n_stages(self) -> int:
+        """How many stages."""
         return len(self.stages)
 
     @property
     def n_touchpoints(self) -> int:
+        """How many touchpoints."""
         return len(self.touchpoints)
 
     @property
     def conversion_index(self) -> int:
+        """The conversion stage's index."""
         return self.stages.index(self.conversion_stage)
 
     def stage_index(self, name: str, *, file: object = None, where: str = "stage") -> int:
+        """The index of stage ``name``; InputError (with a did-you-mean) if unknown."""
         return _index(self.stages, name, file, where, "stage")
 
     def touchpoint_index(self, name: str, *, file: object = None, where: str = "touchpoint") -> int:
+        """The index of touchpoint ``name``; InputError (with a did-you-mean) if unknown."""
         return _index(self.touchpoints, name, file, where, "touchpoint")
 
     def persona_index(self, name: str, *, file: object = None, where: str = "persona") -> int:
+        """The index of persona ``name``; InputError (with a did-you-mean) if unknown."""
         return _index(self.personas, name, file, where, "persona")
 
     # ---- derived quantities ----------------------------------------------------------
@@ -142,6 +151,7 @@ class Model:
         return bool(np.all(self.leave_speed == 1.0))
 
     def copy(self) -> Model:
+        """A deep copy: arrays and sections copied, nothing shared."""
         return Model(
             stages=list(self.stages), touchpoints=list(self.touchpoints),
             personas=list(self.personas), conversion_stage=self.conversion_stage,
@@ -258,10 +268,12 @@ class Model:
         return ways_out(self.n_stages, s)
 
     def way_name(self, o: int) -> str:
+        """The name of way out ``o``: drop_off or the stage moved to."""
         return way_label(self.stages, o)
 
     # ---- JSON ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """The model file's JSON as a dict (keys in the file's order)."""
         S = self.n_stages
         journey: dict[str, Any] = {}
         cnt = self.counts
@@ -344,10 +356,12 @@ class Model:
         return out
 
     def to_json(self) -> str:
+        """The model file's text."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
     @classmethod
     def from_dict(cls, data: Any, *, file: object = None) -> Model:
+        """A model from its JSON dict; ModelError says what is wrong."""
         if not isinstance(data, dict) or data.get("kind") != MODEL_KIND:
             raise ModelError("not a journey model file", file=file, where="kind",
                              value=data.get("kind") if isinstance(data, dict) else type(data).__name__,
@@ -422,6 +436,7 @@ class Model:
 
     @classmethod
     def load(cls, path: str | Path) -> Model:
+        """Read a model file."""
         path = Path(path)
         raw = read_bytes(path, "model file")  # a regular file of a sane size: a FIFO would block
         try:

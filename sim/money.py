@@ -21,6 +21,7 @@ after every other parameter, from the same stream. A scenario's ``[value] per_co
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,7 @@ def has_values(model: Model) -> bool:
 
 
 def currency(model: Model) -> str | None:
+    """The currency the model's values are in, if it says."""
     return (model.extras.get(SECTION) or {}).get("currency")
 
 
@@ -84,6 +86,7 @@ def revenue_by_persona(model: Model, exact: Exact | None = None) -> np.ndarray:
 
 
 def revenue_per_customer(model: Model, exact: Exact | None = None) -> float:
+    """Expected revenue per arriving customer (exact), personas weighted by their shares."""
     return float(model.persona_share @ revenue_by_persona(model, exact))
 
 
@@ -189,3 +192,42 @@ def per_100k(uplift_per_customer: float, cur: str | None) -> str:
     amount = uplift_per_customer * 100_000
     sign = "+" if amount >= 0 else "-"
     return f"{sign}{money_label(abs(amount), cur)} revenue per 100 k customers"
+
+
+# ---- a scenario's [value] table --------------------------------------------------------------
+def _money(amount: Any, where: str) -> float:
+    """A value in the model's currency: a finite number >= 0 (not true, not "120")."""
+    if isinstance(amount, bool) or not isinstance(amount, int | float) or not math.isfinite(amount) or amount < 0:
+        raise ValueError(f"{where} must be a finite number >= 0 (got {amount!r})")
+    return float(amount)
+
+
+def value_table(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A scenario's [value]: per_conversion, and [value.PERSONA] tables with per_conversion (personas checked
+    by apply_value); ValueError says what is wrong."""
+    if value is None:
+        return None
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, dict):
+            unknown = [k for k in item if k != "per_conversion"]
+            if unknown or "per_conversion" not in item:
+                raise ValueError(f"[value.{key}] takes per_conversion only" +
+                                 (f" (unknown key {unknown[0]!r})" if unknown else ""))
+            out[key] = {"per_conversion": _money(item["per_conversion"], f"value.{key}.per_conversion")}
+        elif key == "per_conversion":
+            out[key] = _money(item, "value.per_conversion")
+        else:
+            raise ValueError(f"unknown key {key!r} in [value]: it takes per_conversion and [value.PERSONA] tables")
+    return out
+
+
+def apply_value(model: Model, value: dict[str, Any], file: object) -> None:
+    """A scenario's [value] applied to ``model`` in place: the value of a conversion, for every persona or one
+    (a persona's table wins)."""
+    amounts = {name: value["per_conversion"] for name in model.personas} if "per_conversion" in value else {}
+    for key, item in value.items():
+        if isinstance(item, dict):
+            model.persona_index(key, file=file, where=f"value.{key}")
+            amounts[key] = item["per_conversion"]
+    set_conversion_value(model, amounts)

@@ -5,7 +5,6 @@ file, key and value). `apply(model, scenario)` is pure: it returns a changed cop
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -15,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from sim.errors import InputError, closest
 from sim.limits import MAX_CUSTOMERS
 from sim.model import Model
+from sim.money import apply_value, value_table
 from sim.tomlio import read_toml, validate
 
 Positive = Field(gt=0)
@@ -82,6 +82,8 @@ class Speed(_Strict):
 
 
 class Capacity(_Strict):
+    """A touchpoint with limited staff (``[capacity.<touchpoint>]``): the SimPy engine queues it."""
+
     servers: int = Field(ge=1, le=1_000_000)
     service_minutes: float = Field(gt=0, allow_inf_nan=False)
     patience_minutes: float = Field(gt=0, allow_inf_nan=False)
@@ -91,6 +93,8 @@ Lever = Literal["drop_off", "advance", "exposure"]
 
 
 class Investment(Target):
+    """Spend on one lever of a touchpoint, with a saturating effect (`journey optimize`)."""
+
     name: str
     lever: Lever
     max_effect: float = Field(ge=0, allow_inf_nan=False)
@@ -115,11 +119,14 @@ class Investment(Target):
         return self.max_effect * spend / (spend + self.half_saturation)
 
     def factor(self, spend: float) -> float:
+        """The lever's multiplier at ``spend``: 1 - effect for drop_off, 1 + effect otherwise."""
         e = self.effect(spend)
         return 1.0 - e if self.lever == "drop_off" else 1.0 + e
 
 
 class Budget(_Strict):
+    """The total the optimizer may spend over the investments."""
+
     total: float = Field(ge=0, allow_inf_nan=False)
 
 
@@ -140,33 +147,9 @@ class ObjectiveTable(_Strict):
         return self
 
 
-def _money(amount: Any, where: str) -> float:
-    """A value in the model's currency: a finite number >= 0 (not true, not "120")."""
-    if isinstance(amount, bool) or not isinstance(amount, int | float) or not math.isfinite(amount) or amount < 0:
-        raise ValueError(f"{where} must be a finite number >= 0 (got {amount!r})")
-    return float(amount)
-
-
-def _value_table(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    """[value]: per_conversion, and [value.PERSONA] tables with per_conversion (personas checked by apply)."""
-    if value is None:
-        return None
-    out: dict[str, Any] = {}
-    for key, item in value.items():
-        if isinstance(item, dict):
-            unknown = [k for k in item if k != "per_conversion"]
-            if unknown or "per_conversion" not in item:
-                raise ValueError(f"[value.{key}] takes per_conversion only" +
-                                 (f" (unknown key {unknown[0]!r})" if unknown else ""))
-            out[key] = {"per_conversion": _money(item["per_conversion"], f"value.{key}.per_conversion")}
-        elif key == "per_conversion":
-            out[key] = _money(item, "value.per_conversion")
-        else:
-            raise ValueError(f"unknown key {key!r} in [value]: it takes per_conversion and [value.PERSONA] tables")
-    return out
-
-
 class Scenario(_Strict):
+    """A scenario file (CONTRACT §2): the model it changes, and how."""
+
     name: str | None = None
     model: str
     customers: int | None = Field(default=None, ge=1, le=MAX_CUSTOMERS)
@@ -178,14 +161,14 @@ class Scenario(_Strict):
     capacity: dict[str, Capacity] = Field(default_factory=dict)
     investment: list[Investment] = Field(default_factory=list)
     budget: Budget | None = None
-    value: dict[str, Any] | None = None  # [value]: see _value_table
+    value: dict[str, Any] | None = None  # [value]: see sim.money.value_table
     objective: ObjectiveTable | None = None
     _source: Path | None = PrivateAttr(default=None)
 
     @field_validator("value")
     @classmethod
     def _value(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return _value_table(value)
+        return value_table(value)
 
     @field_validator("personas")
     @classmethod
@@ -218,29 +201,50 @@ class Scenario(_Strict):
 
     @property
     def maximize(self) -> str:
+        """What `journey optimize` maximises: conversion unless ``[objective]`` says otherwise."""
         return self.objective.maximize if self.objective is not None else "conversion"
 
     @property
     def source(self) -> Path | None:
+        """The file the scenario was read from (None when built in code)."""
         return self._source
 
     @property
     def model_path(self) -> Path:
+        """The model file, relative paths taken from the scenario file's folder."""
         base = self._source.parent if self._source is not None else Path(".")
         path = Path(self.model)
         return path if path.is_absolute() else base / path
 
     @property
     def capacity_dict(self) -> dict[str, dict[str, float]]:
+        """The ``[capacity]`` tables as plain dicts."""
         return {name: cap.model_dump() for name, cap in self.capacity.items()}
 
     @property
     def is_baseline(self) -> bool:
+        """True when the scenario changes nothing in the model."""
         return (not self.change and not self.speed and self.personas is None and self.value is None
                 and all(inv.spend is None for inv in self.investment))
 
 
+class _CapacityTables(_Strict):
+    capacity: dict[str, Capacity] = Field(default_factory=dict)
+
+
+def check_capacity(model: Model, capacity: Any, *, file: object = None) -> dict[str, Capacity]:
+    """``[capacity.<touchpoint>]`` tables checked by the scenario file's rule (patience required), their
+    touchpoints by the model's; InputError names the bad key."""
+    if not capacity:
+        return {}
+    tables: dict[str, Capacity] = validate(_CapacityTables, {"capacity": capacity}, file=file).capacity
+    for name in tables:
+        model.touchpoint_index(name, file=file, where=f"capacity.{name}")
+    return tables
+
+
 def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario TOML; InputError names file, key and value."""
     path = Path(path)
     data = read_toml(path)
     scenario: Scenario = validate(Scenario, data, file=path)
@@ -275,27 +279,43 @@ def _mask(model: Model, target: Target, file: object, where: str) -> np.ndarray:
     return mask
 
 
-def scale_drop(model: Model, mask: np.ndarray, factor: float) -> int:
+# ---- edit feasibility: drop-off + advance <= 1 in every cell, the one owner of the rule -------------
+def _drop_room(model: Model, cells: Any) -> Any:
+    """The most drop-off the cells can take: 1 - their advance."""
+    return 1.0 - model.advance[cells].sum(axis=-1)
+
+
+def _advance_room(model: Model, cells: Any) -> Any:
+    """The most advance (summed over later stages) the cells can take: 1 - their drop-off."""
+    return 1.0 - model.drop[cells]
+
+
+def _sole_touchpoint(model: Model, p: int, s: int, ts: np.ndarray) -> bool:
+    """Touchpoints ``ts`` are all persona p meets in stage s: they cannot be removed there."""
+    return bool(1.0 - model.share[p, s, ts].sum() <= 1e-12)
+
+
+def _scale_drop(model: Model, mask: np.ndarray, factor: float) -> int:
     """drop x factor, capped so that advancing and dropping stay <= 1 together; returns the cells capped."""
     if factor == 1.0:  # exactly the identity (no rounding from the cap below)
         return 0
     drop = model.drop[mask] * factor
     capped = 0
     if factor > 1.0:  # never cap below the old value (a calibrated cell may sit at the limit)
-        room = np.maximum(1.0 - model.advance.sum(axis=-1)[mask], model.drop[mask])
+        room = np.maximum(_drop_room(model, mask), model.drop[mask])
         capped = int(((drop > room) & (model.drop[mask] > 0)).sum())
         drop = np.minimum(drop, room)
     model.drop[mask] = drop
     return capped
 
 
-def scale_advance(model: Model, mask: np.ndarray, factor: float) -> int:
+def _scale_advance(model: Model, mask: np.ndarray, factor: float) -> int:
     """advance x factor (every later stage alike), capped at 1 - drop; returns the cells capped."""
     if factor == 1.0:
         return 0
     adv = model.advance[mask] * factor
     total = adv.sum(axis=-1)
-    room = np.maximum(1.0 - model.drop[mask], model.advance[mask].sum(axis=-1))
+    room = np.maximum(_advance_room(model, mask), model.advance[mask].sum(axis=-1))
     over = (total > room) & (factor > 1.0)
     adv[over] *= (room[over] / total[over])[:, None]
     model.advance[mask] = adv
@@ -313,7 +333,7 @@ def _met_rows(model: Model, mask: np.ndarray):
             yield p, s, ts
 
 
-def scale_exposure(model: Model, mask: np.ndarray, factor: float) -> int:
+def _scale_exposure(model: Model, mask: np.ndarray, factor: float) -> int:
     """The touchpoint's own interaction rate x factor; every other touchpoint's rate stays.
 
     Interactions are a Poisson process per touchpoint (rate x share), so with its share w the
@@ -365,7 +385,7 @@ def _substitute(row: np.ndarray, ts: np.ndarray, factor: float) -> tuple[np.ndar
     return unit * mass, capped
 
 
-def scale_share(model: Model, mask: np.ndarray, factor: float) -> int:
+def _scale_share(model: Model, mask: np.ndarray, factor: float) -> int:
     """The touchpoint's share x factor (capped at 1), the others renormalised, the stage's total rate
     unchanged: the same number of interactions, more of them with this touchpoint (with touch
     sequences, in every row of ``follow`` too). Returns rows capped."""
@@ -381,11 +401,11 @@ def scale_share(model: Model, mask: np.ndarray, factor: float) -> int:
     return capped
 
 
-def remove_touchpoint(model: Model, mask: np.ndarray, file: object, where: str) -> None:
+def _remove_touchpoint(model: Model, mask: np.ndarray, file: object, where: str) -> None:
     """The touchpoint is gone and customers go on meeting their other touchpoints: its rate drops to 0,
     the others keep theirs (the limit of exposure -> 0: the shares renormalise, the stage's rate falls)."""
     for p, s, ts in _met_rows(model, mask):
-        if 1.0 - model.share[p, s, ts].sum() <= 1e-12:
+        if _sole_touchpoint(model, p, s, ts):
             raise InputError("cannot remove the only touchpoint met in a stage", file=file, where=where,
                              value=f"{model.touchpoints[ts[0]]} in {model.stages[s]} for {model.personas[p]}",
                              hint="remove it for other stages only, use lose_journeys = true, or change its "
@@ -394,7 +414,7 @@ def remove_touchpoint(model: Model, mask: np.ndarray, file: object, where: str) 
         model.share[p, s, ts] = 0.0  # exactly: no round-off left behind
 
 
-def lose_journeys(model: Model, mask: np.ndarray) -> None:
+def _lose_journeys(model: Model, mask: np.ndarray) -> None:
     """Attribution's removal: every interaction with the touchpoint ends the journey there.
 
     Markov attribution's removal effect (journeys that would meet the channel are lost); customers
@@ -404,7 +424,7 @@ def lose_journeys(model: Model, mask: np.ndarray) -> None:
     model.advance[mask] = 0.0
 
 
-def scale_speed(model: Model, speed: Speed, file: object, where: str) -> None:
+def _scale_speed(model: Model, speed: Speed, file: object, where: str) -> None:
     """leave_speed x factor for one stage's way out (or all of them), one persona or all."""
     if model.sequences:
         raise InputError("leave speeds are not available with touch sequences", file=file, where=where,
@@ -427,7 +447,75 @@ def scale_speed(model: Model, speed: Speed, file: object, where: str) -> None:
         model.leave_speed[p, s, outs] *= speed.factor
 
 
-_SCALERS = {"drop_off": scale_drop, "advance": scale_advance, "exposure": scale_exposure, "share": scale_share}
+# ---- pure edits for callers outside the scenario: a changed copy, the model untouched ----------
+def with_drop_scaled(model: Model, mask: Any, factor: float) -> Model:
+    """The model with drop-off x factor in ``mask``'s cells, capped as a `drop_off` change is."""
+    out = model.copy()
+    _scale_drop(out, mask, factor)
+    return out
+
+
+def can_remove(model: Model, mask: np.ndarray) -> bool:
+    """Whether `remove = true` can take the touchpoint out of ``mask``'s cells (not the only one met)."""
+    return not any(_sole_touchpoint(model, p, s, ts) for p, s, ts in _met_rows(model, mask))
+
+
+def with_touchpoint_removed(model: Model, mask: np.ndarray, *, file: object = None,
+                            where: str = "remove") -> Model:
+    """The model with the touchpoint gone from ``mask``'s cells, as `remove = true`."""
+    out = model.copy()
+    _remove_touchpoint(out, mask, file, where)
+    return out
+
+
+def with_journeys_lost(model: Model, mask: np.ndarray) -> Model:
+    """The model where every interaction in ``mask``'s cells ends the journey, as `lose_journeys = true`."""
+    out = model.copy()
+    _lose_journeys(out, mask)
+    return out
+
+
+def with_drop(model: Model, cell: tuple[int, int, int], drop: float) -> Model:
+    """The model with one cell's drop-off set to ``drop``, capped at 1 - its advance."""
+    out = model.copy()
+    out.drop[cell] = min(drop, _drop_room(out, cell))
+    return out
+
+
+def with_advance(model: Model, cell: tuple[int, int, int], advance: np.ndarray) -> Model:
+    """The model with one cell's advance set to ``advance``, scaled down to fit 1 - its drop-off."""
+    out = model.copy()
+    total = advance.sum()
+    out.advance[cell] = advance * min(1.0, _advance_room(out, cell) / total) if total > 0 else advance
+    return out
+
+
+def _rescaled(row: np.ndarray, i: int, value: float, others: float, fallback: np.ndarray) -> np.ndarray:
+    """``row`` with entry i set to ``value``, the other entries (summing to ``others``) keeping their
+    proportions; ``fallback`` where there are no others."""
+    if others <= 0:
+        return fallback.copy()
+    row = row * ((1.0 - value) / others)
+    row[i] = value
+    return row
+
+
+def with_share(model: Model, p: int, s: int, t: int, share: float, fallback: np.ndarray) -> Model:
+    """The model with touchpoint t's share of (p, s) set to ``share``, the others keeping their proportions."""
+    out = model.copy()
+    row = out.share[p, s]
+    out.share[p, s] = _rescaled(row, t, share, row.sum() - row[t], fallback)
+    return out
+
+
+def with_persona_share(model: Model, p: int, share: float, fallback: np.ndarray) -> Model:
+    """The model with persona p's share set to ``share``, the other personas keeping their proportions."""
+    out = model.copy()
+    out.persona_share = _rescaled(out.persona_share, p, share, 1.0 - out.persona_share[p], fallback)
+    return out
+
+
+_SCALERS = {"drop_off": _scale_drop, "advance": _scale_advance, "exposure": _scale_exposure, "share": _scale_share}
 _MEANING = {
     "drop_off": ("it multiplies P(an interaction there ends the journey): 0.7 = 30 % fewer drop-offs; "
                  "drop-off + advance cannot exceed 1"),
@@ -437,7 +525,7 @@ _MEANING = {
 }
 
 
-def apply_factor(model: Model, mask: np.ndarray, lever: str, factor: float) -> int:
+def _apply_factor(model: Model, mask: np.ndarray, lever: str, factor: float) -> int:
     """Scale one lever of the cells in ``mask``; returns how many cells the factor's cap reached."""
     try:
         scaler = _SCALERS[lever]
@@ -470,23 +558,22 @@ def apply(model: Model, scenario: Scenario, *, file: object = None,
         where = f"change[{i}]"
         mask = _mask(out, change, file, where)
         if change.remove:
-            remove_touchpoint(out, mask, file, where)
+            _remove_touchpoint(out, mask, file, where)
             continue
         if change.lose_journeys:
-            lose_journeys(out, mask)
+            _lose_journeys(out, mask)
             continue
         for lever in FACTOR_KEYS:
             factor = getattr(change, lever)
             if factor is None:
                 continue
             cells = int((mask & (out.share > 0)).sum())
-            capped = apply_factor(out, mask, lever, factor)
+            capped = _apply_factor(out, mask, lever, factor)
             if capped and notes is not None:
                 notes.append(cap_note(f"{where} ({change.touchpoint})", lever, factor, capped, cells))
     for i, speed in enumerate(scenario.speed):
-        scale_speed(out, speed, file, f"speed[{i}]")
-    for name in scenario.capacity:
-        out.touchpoint_index(name, file=file, where=f"capacity.{name}")
+        _scale_speed(out, speed, file, f"speed[{i}]")
+    check_capacity(out, scenario.capacity, file=file)
     spends = dict(spends or {})
     known = {inv.name for inv in scenario.investment}
     for name in spends:
@@ -497,20 +584,8 @@ def apply(model: Model, scenario: Scenario, *, file: object = None,
         spend = spends.get(inv.name, inv.spend)
         if spend is None or spend <= 0:
             continue
-        apply_factor(out, mask, inv.lever, inv.factor(spend))
+        _apply_factor(out, mask, inv.lever, inv.factor(spend))
     if scenario.value is not None:
-        _apply_value(out, scenario.value, file)
+        apply_value(out, scenario.value, file)
     out.check(file=file)
     return out
-
-
-def _apply_value(model: Model, value: dict[str, Any], file: object) -> None:
-    """[value]: the value of a conversion, for every persona or one (a persona's table wins)."""
-    from sim.money import set_conversion_value
-
-    amounts = {name: value["per_conversion"] for name in model.personas} if "per_conversion" in value else {}
-    for key, item in value.items():
-        if isinstance(item, dict):
-            model.persona_index(key, file=file, where=f"value.{key}")
-            amounts[key] = item["per_conversion"]
-    set_conversion_value(model, amounts)

@@ -233,7 +233,7 @@ def run_simulate(path: str | Path, *, customers: int | None, seed: int | None, r
     if out is not None:  # fail before the work, not after it
         check_run_out(out, target.inputs)
     if events_out is not None:
-        from sim.engines.events import check_events_path
+        from application.events_out import check_events_path
 
         check_events_path(events_out)
         check_output_file(events_out, "events", target.inputs, where="--events-out")
@@ -253,7 +253,7 @@ def run_simulate(path: str | Path, *, customers: int | None, seed: int | None, r
 
         run.text("funnel.png", plots.render_png(plots.draw_funnel, plots.funnel_data(summary, target.model), 9, 5))
         if events_out is not None:
-            from sim.engines.events import write_event_log
+            from application.events_out import write_event_log
 
             write_event_log(target.model, summary["customers"], seed, events_out,
                             horizon_days=summary["horizon_days"],

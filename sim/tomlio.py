@@ -12,6 +12,7 @@ from sim.limits import loads_toml, read_bytes
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file; InputError for an unreadable file or a syntax error."""
     path = Path(path)
     raw = read_bytes(path, "TOML file")  # a regular file of a sane size: a FIFO would block
     try:

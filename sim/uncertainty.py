@@ -208,15 +208,18 @@ class Interval:
 
     @property
     def bounds(self) -> list[float]:
+        """The central interval's lower and upper bounds."""
         lo, hi = np.quantile(self.values, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
         return [float(lo), float(hi)]
 
     @property
     def probability_positive(self) -> float:
+        """The share of draws above zero."""
         return float(np.mean(self.values > 0))
 
     @property
     def sd(self) -> float:
+        """The standard deviation over the draws."""
         return float(self.values.std(ddof=1)) if self.values.size > 1 else 0.0
 
 

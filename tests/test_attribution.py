@@ -25,7 +25,7 @@ from cli import app
 from sim.exact import evaluate
 from sim.hotspots import attribution, hotspots_record
 from sim.model import Model
-from sim.scenario import remove_touchpoint
+from sim.scenario import with_touchpoint_removed
 
 CHANNELS = ("search", "social", "email", "display", "affiliate", "direct")
 W = np.array([0.23, 0.20, 0.10, 0.11, 0.07, 0.29])  # share of interactions
@@ -207,10 +207,9 @@ def test_remove_is_a_different_counterfactual():
     effect, _ = markov_attribution(*true_matrix(), CHANNELS)
     base = evaluate(model).conversion_rate
     for t, c in enumerate(CHANNELS):
-        gone = model.copy()
         mask = np.zeros(model.share.shape, dtype=bool)
         mask[:, 0, t] = True
-        remove_touchpoint(gone, mask, None, "test")
+        gone = with_touchpoint_removed(model, mask, where="test")
         redirected = 1.0 - evaluate(gone).conversion_rate / base
         assert abs(redirected - effect[c]) > 0.1, c
     hot = hotspots_record(model, name="true", top=20)

@@ -19,10 +19,11 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
+from application.events_out import write_event_log
 from calibration.calibrate import calibrate
 from cli import app
 from sim.engines import agents, fast
-from sim.engines.events import simulate_rows, write_event_log
+from sim.engines.events import simulate_rows
 from sim.errors import InputError
 from sim.exact import evaluate
 from sim.simulate import run_replications
@@ -173,7 +174,9 @@ def test_tight_capacity_lowers_conversion_and_records_abandonment():
     ({"chat": {"servers": 1, "service_minutes": 1.0, "patience_minutes": 1.0}}, "capacity.chat"),
     ({"ad": {"servers": 0, "service_minutes": 1.0, "patience_minutes": 1.0}}, "capacity.ad.servers"),
     ({"ad": {"servers": 2, "service_minutes": -1.0, "patience_minutes": 1.0}}, "capacity.ad.service_minutes"),
-    ({"ad": {"servers": 2, "service_minutes": 1.0, "patience": 1.0}}, "capacity.ad.patience"),
+    ({"ad": {"servers": 2, "service_minutes": 1.0, "patience_minutes": 1.0, "patience": 1.0}}, "capacity.ad.patience"),
+    # the scenario file's rule: patience is required
+    ({"ad": {"servers": 2, "service_minutes": 1.0}}, "capacity.ad.patience_minutes"),
 ])
 def test_bad_capacity_is_input_error(capacity, where):
     with pytest.raises(InputError) as err:

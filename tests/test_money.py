@@ -359,7 +359,7 @@ def test_hotspots_by_revenue_follow_the_value_of_a_conversion(tmp_path):
     columns are the conversion gains in money."""
     from conftest import DEMO_MODEL
     from sim.hotspots import hotspot_cells
-    from sim.scenario import scale_drop
+    from sim.scenario import with_drop_scaled
 
     model = Model.load(DEMO_MODEL)
     plain = hotspot_cells(model)
@@ -373,8 +373,7 @@ def test_hotspots_by_revenue_follow_the_value_of_a_conversion(tmp_path):
         assert c["revenue_gain_if_drop_cut_10pct"] == pytest.approx(80.0 * c["gain_if_drop_cut_10pct"],
                                                                     rel=1e-6, abs=1e-9)
         s, t = model.stages.index(c["stage"]), model.touchpoints.index(c["touchpoint"])
-        none_there = model.copy()
-        scale_drop(none_there, np.s_[:, s, t], 0.0)
+        none_there = with_drop_scaled(model, np.s_[:, s, t], 0.0)
         gained = evaluate(none_there).conversion_rate - evaluate(model).conversion_rate
         assert c["revenue_lost_per_1000"] == pytest.approx(80_000 * gained, rel=1e-6, abs=1e-9)
         if c["after_conversion"]:

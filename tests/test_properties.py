@@ -21,7 +21,7 @@ from sim.engines import fast
 from sim.errors import InputError
 from sim.exact import evaluate
 from sim.model import Model
-from sim.scenario import Scenario, apply, scale_drop
+from sim.scenario import Scenario, apply, with_drop_scaled
 from worlds import simulate_log
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -222,8 +222,7 @@ def test_a_factor_of_one_is_the_identity(data):
         for k, v in arrays(model).items():
             assert np.array_equal(getattr(out, k), v), k
     mask = np.ones(model.share.shape, dtype=bool)
-    same = model.copy()
-    scale_drop(same, mask, 1.0)
+    same = with_drop_scaled(model, mask, 1.0)
     assert np.array_equal(same.drop, model.drop)
 
 

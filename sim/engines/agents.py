@@ -30,10 +30,8 @@ from typing import Any
 import numpy as np
 import simpy
 
-from sim.engines.events import cumulative
 from sim.engines.result import EngineResult
-from sim.errors import InputError, closest
-from sim.exact import touchpoint_split
+from sim.engines.tables import sequence_tables, way_out_tables
 from sim.model import Model
 
 MINUTES_PER_DAY = 1440.0
@@ -41,7 +39,6 @@ BLOCK = 4096  # customers whose uniforms are drawn together
 HEAD = 2  # uniforms at the start of a row: persona, way out of the first stage
 SLOTS = 7  # uniforms per interaction: touchpoint, outcome, gap, lapse, way out, patience, service
 PREDRAWN = 20  # interactions per customer drawn in bulk; later ones come from the customer's own stream
-CAPACITY_KEYS = ("servers", "service_minutes", "patience_minutes")
 
 # spawn keys of the streams below the run's seed sequence
 _ARRIVALS, _BLOCKS, _OVERFLOW = 0, 1, 2
@@ -55,48 +52,19 @@ class Desk:
     name: str
     servers: int
     service_minutes: float
-    patience_minutes: float | None  # None: customers wait as long as it takes
+    patience_minutes: float
 
 
 def parse_capacity(model: Model, capacity: Mapping[str, Any] | None, *, file: object = None) -> dict[int, Desk]:
-    """Check ``{touchpoint: {servers, service_minutes, patience_minutes}}``; InputError names the bad key."""
-    if not capacity:
-        return {}
-    if not isinstance(capacity, Mapping):
-        raise InputError("must be a table of touchpoints", file=file, where="capacity",
-                         value=type(capacity).__name__, hint="e.g. [capacity.sales_chat] servers = 3")
+    """The desks of ``{touchpoint: {servers, service_minutes, patience_minutes}}``, checked by the
+    scenario file's rule (sim.scenario.check_capacity); InputError names the bad key."""
+    from sim.scenario import check_capacity
+
     desks: dict[int, Desk] = {}
-    for name, spec in capacity.items():
-        where = f"capacity.{name}"
-        if name not in model.touchpoints:
-            raise InputError("unknown touchpoint", file=file, where=where, value=name,
-                             hint=closest(name, model.touchpoints))
-        if hasattr(spec, "model_dump"):  # a pydantic record from the scenario loader
-            spec = spec.model_dump(exclude_none=True)
-        if not isinstance(spec, Mapping):
-            raise InputError("must be a table", file=file, where=where, value=spec,
-                             hint="give servers, service_minutes and patience_minutes")
-        for key in spec:
-            if key not in CAPACITY_KEYS:
-                raise InputError("unknown key", file=file, where=f"{where}.{key}", value=key,
-                                 hint=closest(key, CAPACITY_KEYS))
-        servers = spec.get("servers")
-        if isinstance(servers, bool) or not isinstance(servers, int) or servers < 1:
-            raise InputError("must be a whole number of servers, at least 1", file=file,
-                             where=f"{where}.servers", value=servers)
-        service = _minutes(spec.get("service_minutes"), f"{where}.service_minutes", file, required=True)
-        patience = _minutes(spec.get("patience_minutes"), f"{where}.patience_minutes", file, required=False)
+    for name, spec in check_capacity(model, capacity, file=file).items():
         t = model.touchpoints.index(name)
-        desks[t] = Desk(t, name, servers, service, patience)
+        desks[t] = Desk(t, name, int(spec.servers), float(spec.service_minutes), float(spec.patience_minutes))
     return desks
-
-
-def _minutes(value: Any, where: str, file: object, *, required: bool) -> float | None:
-    if value is None and not required:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise InputError("must be a positive number of minutes", file=file, where=where, value=value)
-    return float(value)
 
 
 def run(model: Model, n_customers: int, seed: np.random.SeedSequence | int, *,
@@ -128,29 +96,22 @@ class _Simulation:
         pc = np.cumsum(model.persona_share)
         pc[-1] = 1.0
         self.persona_cum = pc.tolist()
-        # a stay in stage s bound for way out o: interactions at rate lam = rate * (1 - q) + mu[o],
-        # each the leaving one with probability mu[o] / lam; touchpoints given staying or leaving by o
-        q, way = model.way_out()
-        mu = model.leave_rates()
-        lam = (model.rate * (1.0 - q))[..., None] + mu
-        live = lam > 0  # the final stage has no interactions
-        self.gap_mean = np.where(live, 1.0 / np.where(live, lam, 1.0), 0.0).tolist()  # [P][S][1 + S]
-        self.leave_p = np.where(live, mu / np.where(live, lam, 1.0), 0.0).tolist()
-        self.q_first = q[:, 0].tolist()  # the interaction at arrival leaves with probability q
-        q_stay, q_exit = touchpoint_split(model)
-        self.way_cum = cumulative(way).tolist()
-        self.stay_cum = cumulative(q_stay).tolist()  # [P][S][T]
-        self.exit_cum = cumulative(np.moveaxis(q_exit, 3, 2)).tolist()  # [P][S][1 + S][T]
+        # a stay in stage s bound for way out o: see sim.engines.tables.way_out_tables
+        way = way_out_tables(model)
+        self.gap_mean = way.gap_mean.tolist()  # [P][S][1 + S]
+        self.leave_p = way.leave_p.tolist()
+        self.q_first = way.q[:, 0].tolist()  # the interaction at arrival leaves with probability q
+        self.way_cum = way.way_cum.tolist()
+        self.stay_cum = way.stay_cum.tolist()  # [P][S][T]
+        self.exit_cum = way.exit_cum.tolist()  # [P][S][1 + S][T]
         self.lapse = model.lapse.tolist()
         self.sequences = model.sequences
         if self.sequences:  # touch sequences: the touchpoint first (from the last one), then its outcome
-            from sim.exact import next_touchpoint
-
-            probs, total = next_touchpoint(model)
-            self.entry_cum = cumulative(model.share).tolist()  # [P][S][T]
-            self.next_cum = cumulative(probs).tolist()  # [P][S][T][T]
-            outcome = np.concatenate([model.drop[..., None], model.advance, model.stay[..., None]], -1)
-            self.outcome_cum = cumulative(outcome).tolist()  # [P][S][T][2 + S]: drop, move to u, stay
+            seq = sequence_tables(model)
+            total = seq.next_total
+            self.entry_cum = seq.entry_cum.tolist()  # [P][S][T]
+            self.next_cum = seq.next_cum.tolist()  # [P][S][T][T]
+            self.outcome_cum = seq.outcome_cum.tolist()  # [P][S][T][2 + S]: drop, move to u, stay
             with np.errstate(divide="ignore"):
                 entry_gap = np.where(model.rate > 0, 1.0 / model.rate, 0.0)
                 next_gap = np.where(model.rate[..., None] * total > 0, 1.0 / (model.rate[..., None] * total), 0.0)
@@ -334,10 +295,7 @@ class _Simulation:
             st["max_queue"] = len(res.queue) + 1
         asked = env.now
         req = res.request()
-        if desk.patience_minutes is None:
-            yield req
-        else:
-            yield req | env.timeout(-math.log1p(-up) * desk.patience_minutes / MINUTES_PER_DAY)
+        yield req | env.timeout(-math.log1p(-up) * desk.patience_minutes / MINUTES_PER_DAY)
         wait = env.now - asked
         if not req.triggered:
             req.cancel()

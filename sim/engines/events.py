@@ -1,23 +1,25 @@
-"""Simulated journeys written as an event log (the contract's shape), for `simulate --events-out`.
+"""Simulated journeys as an event log's rows (the contract's shape), for `simulate --events-out`.
 
 Unlike the engines, which keep only aggregates, this walks every journey one interaction at a time
 (vectorised over the customers still active) and keeps one row per interaction: customer_id,
 timestamp, touchpoint, stage after the interaction, persona. The journeys are drawn from the same
 model and seed as the run but are their own draw, not the engines' customers one by one. As in the
 SimPy engine, a customer entering a stage is bound for one way out, which sets how soon it leaves.
+Pure: application/events_out.py writes the tables to Parquet.
 """
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sim._version import __version__
-from sim.errors import InputError
-from sim.exact import touchpoint_split
+from sim.engines.tables import way_out_tables
 from sim.model import Model
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 EVENTS_METADATA_KEY = b"journey"  # Parquet schema metadata of a simulated event log: journey wrote it
 
@@ -28,75 +30,49 @@ CHUNK = 1 << 17  # customers per row group
 _EVENTS = 2**31 + 5  # spawn key of the event log's stream
 
 
-def check_events_path(path: str | Path) -> Path:
-    """InputError unless ``path`` names a Parquet file that can be written."""
-    path = Path(path)
-    if path.suffix.lower() != ".parquet":
-        raise InputError("the simulated event log is written as Parquet", where="--events-out", value=str(path),
-                         hint="give a file name ending in .parquet")
-    if path.is_dir():
-        raise InputError("is a directory", where="--events-out", value=str(path), hint="give a file name")
-    return path
-
-
-def write_event_log(model: Model, n_customers: int, seed: np.random.SeedSequence | int, path: str | Path, *,
-                    horizon_days: float | None = None, arrival_days: float | None = None) -> Path:
-    """Simulate ``n_customers`` journeys and write their interactions to ``path`` (Parquet, atomically).
-
-    Customers arrive uniformly over ``arrival_days`` from 2024-01-01T00:00Z. With ``horizon_days``
-    a journey's rows later than that many days after its arrival are left out.
-    """
+def event_schema(model: Model) -> pa.Schema:
+    """The event log's Parquet schema, with the metadata that says journey wrote it."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    path = check_events_path(path)
-    # an int seed gets a stream of its own, apart from the replications' SeedSequence(seed).spawn(R)
-    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed, spawn_key=(_EVENTS,))
-    arrival = float(arrival_days if arrival_days is not None else model.arrival_days)
-    horizon = np.inf if horizon_days is None else float(horizon_days)
-    schema = pa.schema([
+    return pa.schema([
         ("customer_id", pa.int64()),
         ("timestamp", pa.timestamp("ns", tz="UTC")),
         ("touchpoint", pa.dictionary(pa.int32(), pa.string())),
         ("stage", pa.dictionary(pa.int32(), pa.string())),
         ("persona", pa.dictionary(pa.int32(), pa.string())),
     ], metadata={EVENTS_METADATA_KEY: f"simulated event log, journey {__version__}".encode()})
+
+
+def event_tables(model: Model, n_customers: int, seed: np.random.SeedSequence | int, schema: pa.Schema, *,
+                 horizon_days: float | None = None, arrival_days: float | None = None) -> Iterator[pa.Table]:
+    """The simulated event log of ``n_customers`` journeys, one table (a row group) per chunk of customers.
+
+    Customers arrive uniformly over ``arrival_days`` from 2024-01-01T00:00Z. With ``horizon_days``
+    a journey's rows later than that many days after its arrival are left out. Lazy: each chunk is
+    simulated when its table is asked for.
+    """
+    import pyarrow as pa
+
+    # an int seed gets a stream of its own, apart from the replications' SeedSequence(seed).spawn(R)
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed, spawn_key=(_EVENTS,))
+    arrival = float(arrival_days if arrival_days is not None else model.arrival_days)
+    horizon = np.inf if horizon_days is None else float(horizon_days)
     names = {k: pa.array(v, pa.string()) for k, v in
              (("touchpoint", model.touchpoints), ("stage", model.stages), ("persona", model.personas))}
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-        os.close(fd)
-    except OSError as exc:
-        raise InputError(f"cannot write the event log here ({exc.strerror})", where="--events-out",
-                         value=str(path)) from None
     n_chunks = max(1, -(-n_customers // CHUNK))
-    try:
-        with pq.ParquetWriter(tmp, schema) as writer:
-            for i, child in enumerate(ss.spawn(n_chunks)):
-                first = i * CHUNK
-                size = min(CHUNK, n_customers - first)
-                cols = simulate_rows(model, size, child, horizon=horizon, arrival_days=arrival)
-                writer.write_table(pa.table({
-                    "customer_id": pa.array(cols["customer"] + first, pa.int64()),
-                    "timestamp": pa.array(START + (cols["time"] * NS_PER_DAY).astype("timedelta64[ns]"),
-                                          pa.timestamp("ns", tz="UTC")),
-                    "touchpoint": pa.DictionaryArray.from_arrays(pa.array(cols["touchpoint"], pa.int32()),
-                                                                 names["touchpoint"]),
-                    "stage": pa.DictionaryArray.from_arrays(pa.array(cols["stage"], pa.int32()), names["stage"]),
-                    "persona": pa.DictionaryArray.from_arrays(pa.array(cols["persona"], pa.int32()),
-                                                              names["persona"]),
-                }, schema=schema))
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise InputError(f"cannot write the event log ({exc.strerror or exc})", where="--events-out",
-                         value=str(path)) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    for i, child in enumerate(ss.spawn(n_chunks)):
+        first = i * CHUNK
+        size = min(CHUNK, n_customers - first)
+        cols = simulate_rows(model, size, child, horizon=horizon, arrival_days=arrival)
+        yield pa.table({
+            "customer_id": pa.array(cols["customer"] + first, pa.int64()),
+            "timestamp": pa.array(START + (cols["time"] * NS_PER_DAY).astype("timedelta64[ns]"),
+                                  pa.timestamp("ns", tz="UTC")),
+            "touchpoint": pa.DictionaryArray.from_arrays(pa.array(cols["touchpoint"], pa.int32()),
+                                                         names["touchpoint"]),
+            "stage": pa.DictionaryArray.from_arrays(pa.array(cols["stage"], pa.int32()), names["stage"]),
+            "persona": pa.DictionaryArray.from_arrays(pa.array(cols["persona"], pa.int32()), names["persona"]),
+        }, schema=schema)
 
 
 def simulate_rows(model: Model, n: int, ss: np.random.SeedSequence, *, horizon: float = np.inf,
@@ -122,18 +98,10 @@ def simulate_rows(model: Model, n: int, ss: np.random.SeedSequence, *, horizon: 
     persona_cum = np.cumsum(model.persona_share)
     persona = np.minimum(np.searchsorted(persona_cum, rng.random(n), side="right"), P - 1)
     arrive = rng.random(n) * arrival
-    # a customer in stage s bound for way out o (0 drop, 1 + u move to u; drawn on entering s):
-    # interactions at rate lam = rate * (1 - q) + mu[o], each the leaving one with probability mu[o] / lam
-    q, way = model.way_out()
-    mu = model.leave_rates()
-    lam = (model.rate * (1.0 - q))[..., None] + mu  # [P, S, 1 + S]
-    live = lam > 0  # the final stage has no interactions
-    gap_mean = np.where(live, 1.0 / np.where(live, lam, 1.0), 0.0)
-    leave_p = np.where(live, mu / np.where(live, lam, 1.0), 0.0)
-    way_cum = cumulative(way)  # [P, S, 1 + S]
-    q_stay, q_exit = touchpoint_split(model)
-    stay_cum = cumulative(q_stay)  # [P, S, T]
-    exit_cum = cumulative(np.moveaxis(q_exit, 3, 2))  # [P, S, 1 + S, T]
+    # a customer in stage s bound for way out o (drawn on entering s): see sim.engines.tables.way_out_tables
+    way = way_out_tables(model)
+    q, gap_mean, leave_p = way.q, way.gap_mean, way.leave_p
+    way_cum, stay_cum, exit_cum = way.way_cum, way.stay_cum, way.exit_cum
     final = S - 1
 
     stage = np.zeros(n, dtype=np.int64)
@@ -180,14 +148,3 @@ def _draw(cum: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Index drawn from each row of cumulative probabilities ``cum`` [m, K] with uniforms ``u`` [m]."""
     return (u[:, None] >= cum).sum(axis=1)
 
-
-def cumulative(w: np.ndarray) -> np.ndarray:
-    """Cumulative probabilities along the last axis, 1.0 from the last positive weight on.
-
-    So a uniform below 1 never lands on a weight-0 tail entry through rounding (all-zero rows: 0).
-    """
-    c = np.cumsum(w, axis=-1)
-    c = c / np.where(c[..., -1:] > 0, c[..., -1:], 1.0)
-    on = w > 0
-    c[np.cumsum(on, axis=-1) == on.sum(axis=-1, keepdims=True)] = 1.0
-    return c

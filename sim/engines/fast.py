@@ -91,108 +91,154 @@ class _Tables:
 
 def _run_chunk(model: Model, tb: _Tables, n: int, ss: np.random.SeedSequence,
                horizon: float | None, arrival_days: float) -> EngineResult:
-    P, S, T = model.n_personas, model.n_stages, model.n_touchpoints
-    conv = model.conversion_index
-    timed = horizon is not None  # with a horizon every stay is timed; without, only the way to conversion
-    H = np.inf if horizon is None else float(horizon)
+    """One chunk of ``n`` customers: draws, the stage walk, then the touchpoint counts."""
     main_ss, count_ss, agg_ss = ss.spawn(3)
-    rng = np.random.default_rng(main_ss)
-    crng = np.random.default_rng(count_ss)
-    arng = np.random.default_rng(agg_ss)
+    chunk = _Chunk(model, tb, n, np.random.default_rng(main_ss), np.random.default_rng(count_ss),
+                   horizon, arrival_days)
+    for p in range(model.n_personas):
+        chunk.walk_persona(p)
+    interactions, drop_offs = _touchpoint_counts(np.random.default_rng(agg_ss), tb, chunk.stay_total,
+                                                 chunk.exits, model.n_touchpoints)
+    return chunk.result(interactions, drop_offs)
 
-    # Personas as contiguous blocks of customers: the count below each cumulative share, from the
-    # same uniforms in every scenario, so a changed mix moves only the customers at the borders.
-    u_persona = rng.random(n, dtype=np.float32)
-    bounds = np.zeros(P + 1, dtype=np.int64)
-    bounds[1:] = [np.count_nonzero(u_persona < c) for c in tb.persona_cum[:-1]] + [n]
-    arrive = rng.random(n) * arrival_days
-    # the same uniforms for every scenario: [stage, customer] for the lapse or way out, and the time
-    u_exit = rng.random((S - 1, n), dtype=np.float32)
-    u_time = rng.random((S - 1, n), dtype=np.float32)
 
-    # the stage a customer is in (or ended in): stages are processed in order, so a customer moved
-    # on to stage u is picked up when stage u's turn comes. Without a horizon it is also the highest.
-    code = np.int8 if S + 1 < 127 else np.int16  # int8 while it holds every outcome code: the faster scans
-    cur = np.zeros(n, dtype=code)
-    highest = np.zeros(n, dtype=code) if timed else cur  # highest stage reached within the horizon
-    age = np.zeros(n)  # days since arrival at the customer's latest timed interaction
-    stay_total = np.zeros((P, S), dtype=np.int64)
-    exits = np.zeros((P, S, 1 + S), dtype=np.int64)
-    dropped = np.zeros((P, S), dtype=np.int64)
-    conv_times = []
-    for p in range(P):
-        lo, hi = int(bounds[p]), int(bounds[p + 1])
+class _Chunk:
+    """One chunk's uniforms and the tallies of its customers' walk through the stages."""
+
+    def __init__(self, model: Model, tb: _Tables, n: int, rng: np.random.Generator, crng: np.random.Generator,
+                 horizon: float | None, arrival_days: float) -> None:
+        P, S = model.n_personas, model.n_stages
+        self.model, self.tb, self.crng = model, tb, crng  # crng: the stays' counts, in walk order
+        self.timed = horizon is not None  # with a horizon every stay is timed; without, only the way to conversion
+        self.H = np.inf if horizon is None else float(horizon)
+        # Personas as contiguous blocks of customers: the count below each cumulative share, from the
+        # same uniforms in every scenario, so a changed mix moves only the customers at the borders.
+        u_persona = rng.random(n, dtype=np.float32)
+        self.bounds = np.zeros(P + 1, dtype=np.int64)
+        self.bounds[1:] = [np.count_nonzero(u_persona < c) for c in tb.persona_cum[:-1]] + [n]
+        self.arrive = rng.random(n) * arrival_days
+        # the same uniforms for every scenario: [stage, customer] for the lapse or way out, and the time
+        self.u_exit = rng.random((S - 1, n), dtype=np.float32)
+        self.u_time = rng.random((S - 1, n), dtype=np.float32)
+        # the stage a customer is in (or ended in): stages are processed in order, so a customer moved
+        # on to stage u is picked up when stage u's turn comes. Without a horizon it is also the highest.
+        self.code = np.int8 if S + 1 < 127 else np.int16  # int8 while it holds every outcome code: faster scans
+        self.cur = np.zeros(n, dtype=self.code)
+        self.highest = np.zeros(n, dtype=self.code) if self.timed else self.cur  # highest stage within the horizon
+        self.age = np.zeros(n)  # days since arrival at the customer's latest timed interaction
+        self.stay_total = np.zeros((P, S), dtype=np.int64)
+        self.exits = np.zeros((P, S, 1 + S), dtype=np.int64)
+        self.dropped = np.zeros((P, S), dtype=np.int64)
+        self.conv_times: list[np.ndarray] = []
+
+    def walk_persona(self, p: int) -> None:
+        """Persona p's block of customers through the stages, in order."""
+        lo, hi = int(self.bounds[p]), int(self.bounds[p + 1])
         if hi <= lo:
-            continue
-        block = cur[lo:hi]
-        for s in range(S - 1):
-            # the customers in stage s: everyone at first (a slice: cheaper than an index), then an index
-            if s == 0:
-                idx: slice | np.ndarray = slice(lo, hi)
-                m = hi - lo
+            return
+        model, tb = self.model, self.tb
+        block = self.cur[lo:hi]
+        for s in range(model.n_stages - 1):
+            entered = self._entered(p, s, lo, hi, block)
+            if entered is None:
+                continue
+            idx, u, m = entered
+            outcome, counts = self._ways_out(p, s, u, m)
+            self.exits[p, s] += counts
+            if self.timed or s < model.conversion_index or (s == 0 and not tb.plain[p, s]):
+                self._timed_stay(p, s, idx, outcome, counts)
             else:
-                idx = np.flatnonzero(block == s) + lo
-                if idx.size == 0:
-                    continue
-            u = u_exit[s, idx]
-            if s > 0:  # lapse: left on entering the stage, with no interaction there
-                lapsed = u < model.lapse[p, s]
-                if lapsed.any():
-                    dropped[p, s] += np.count_nonzero(age[idx[lapsed]] <= H) if timed else np.count_nonzero(lapsed)
-                    kept = ~lapsed
-                    idx, u = idx[kept], u[kept]
-                m = idx.size
-                if m == 0:
-                    continue
-            outcome = np.zeros(m, dtype=code)  # 0 drop, 1 + u moved to u: thresholds passed
-            at_least = np.zeros(2 + S, dtype=np.int64)  # at_least[j]: customers with outcome >= j
-            at_least[0] = m
-            for j, c in enumerate(tb.exit_thr[p][s], start=1):
-                passed = u >= c
-                outcome += passed
-                at_least[j] = np.count_nonzero(passed)
-            counts = at_least[:-1] - at_least[1:]
-            exits[p, s] += counts
-            moved = outcome > 0
-            target = outcome - 1
-            plain = tb.plain[p, s]
-            if timed or s < conv or (s == 0 and not plain):
-                # time to the leaving try: exponential; in the first stage zero with probability q
-                e = -np.log1p(-u_time[s, idx])
-                if s == 0:
-                    e = np.maximum(e + tb.log_stay[p, s], 0.0)
-                rate = tb.leave_rate[p, s] if plain else tb.way_rate[p, s][outcome]
-                tau = e / rate
-                stays = np.count_nonzero(tau > 0) if s == 0 else 0  # the try at arrival stayed
-                stay_total[p, s] += stays + _poisson(crng, tb.stay_rate[p, s] * float(tau.sum(dtype=np.float64)))
-                t_at = tau if s == 0 else age[idx] + tau
-                age[idx] = t_at
-                if timed:
-                    within = t_at <= H
-                    dropped[p, s] += np.count_nonzero(within & ~moved)
-                    ok = moved & within
-                    highest[_pick(idx, ok)] = target[ok]
-                else:
-                    dropped[p, s] += counts[0]
-                    ok = moved
-                if s < conv:
-                    c = ok & (target >= conv)
-                    conv_times.append(arrive[_pick(idx, c)] + t_at[c])
-            else:  # untimed: the staying tries of m customers are negative binomial
-                dropped[p, s] += counts[0]
-                if plain:
-                    stay_total[p, s] += _negative_binomial(crng, m, tb.leave[p, s])
-                else:  # per way out: stays before leaving at rate mu_o are geometric
-                    odds = tb.way_rate[p, s] / (tb.way_rate[p, s] + tb.stay_rate[p, s])
-                    stay_total[p, s] += sum(_negative_binomial(crng, int(k), odds[o])
-                                            for o, k in enumerate(counts) if k)
-            cur[idx] = np.maximum(target, s)
+                self._untimed_stay(p, s, m, counts)
+            self.cur[idx] = np.maximum(outcome - 1, s)
 
-    at_highest = np.stack([np.bincount(highest[bounds[p]:bounds[p + 1]], minlength=S) for p in range(P)])
-    reached = np.cumsum(at_highest[:, ::-1], axis=1)[:, ::-1]  # highest >= s
-    customers = np.diff(bounds)
+    def _entered(self, p: int, s: int, lo: int, hi: int, block: np.ndarray
+                 ) -> tuple[slice | np.ndarray, np.ndarray, int] | None:
+        """The customers in stage s who did not lapse on entering it, their way-out uniforms, and how many."""
+        if s == 0:  # everyone at first (a slice: cheaper than an index)
+            return slice(lo, hi), self.u_exit[s, lo:hi], hi - lo
+        idx = np.flatnonzero(block == s) + lo
+        if idx.size == 0:
+            return None
+        u = self.u_exit[s, idx]
+        lapsed = u < self.model.lapse[p, s]  # left on entering the stage, with no interaction there
+        if lapsed.any():
+            self.dropped[p, s] += (np.count_nonzero(self.age[idx[lapsed]] <= self.H) if self.timed
+                                   else np.count_nonzero(lapsed))
+            kept = ~lapsed
+            idx, u = idx[kept], u[kept]
+        if idx.size == 0:
+            return None
+        return idx, u, idx.size
 
-    # touchpoint totals, drawn in aggregate (same distribution as per interaction)
+    def _ways_out(self, p: int, s: int, u: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each customer's way out (0 drop, 1 + u moved to u: thresholds passed) and the count per way."""
+        outcome = np.zeros(m, dtype=self.code)
+        at_least = np.zeros(2 + self.model.n_stages, dtype=np.int64)  # at_least[j]: customers with outcome >= j
+        at_least[0] = m
+        for j, c in enumerate(self.tb.exit_thr[p][s], start=1):
+            passed = u >= c
+            outcome += passed
+            at_least[j] = np.count_nonzero(passed)
+        return outcome, at_least[:-1] - at_least[1:]
+
+    def _timed_stay(self, p: int, s: int, idx: slice | np.ndarray, outcome: np.ndarray, counts: np.ndarray) -> None:
+        """A timed stay: the time to the leaving try, the staying tries before it, the horizon, conversions."""
+        tb, conv = self.tb, self.model.conversion_index
+        moved = outcome > 0
+        target = outcome - 1
+        # time to the leaving try: exponential; in the first stage zero with probability q
+        e = -np.log1p(-self.u_time[s, idx])
+        if s == 0:
+            e = np.maximum(e + tb.log_stay[p, s], 0.0)
+        rate = tb.leave_rate[p, s] if tb.plain[p, s] else tb.way_rate[p, s][outcome]
+        tau = e / rate
+        stays = np.count_nonzero(tau > 0) if s == 0 else 0  # the try at arrival stayed
+        self.stay_total[p, s] += stays + _poisson(self.crng, tb.stay_rate[p, s] * float(tau.sum(dtype=np.float64)))
+        t_at = tau if s == 0 else self.age[idx] + tau
+        self.age[idx] = t_at
+        if self.timed:
+            within = t_at <= self.H
+            self.dropped[p, s] += np.count_nonzero(within & ~moved)
+            ok = moved & within
+            self.highest[_pick(idx, ok)] = target[ok]
+        else:
+            self.dropped[p, s] += counts[0]
+            ok = moved
+        if s < conv:
+            c = ok & (target >= conv)
+            self.conv_times.append(self.arrive[_pick(idx, c)] + t_at[c])
+
+    def _untimed_stay(self, p: int, s: int, m: int, counts: np.ndarray) -> None:
+        """An untimed stay (past conversion, no horizon): the staying tries of m customers are negative binomial."""
+        tb = self.tb
+        self.dropped[p, s] += counts[0]
+        if tb.plain[p, s]:
+            self.stay_total[p, s] += _negative_binomial(self.crng, m, tb.leave[p, s])
+        else:  # per way out: stays before leaving at rate mu_o are geometric
+            odds = tb.way_rate[p, s] / (tb.way_rate[p, s] + tb.stay_rate[p, s])
+            self.stay_total[p, s] += sum(_negative_binomial(self.crng, int(k), odds[o])
+                                         for o, k in enumerate(counts) if k)
+
+    def result(self, interactions: np.ndarray, drop_offs: np.ndarray) -> EngineResult:
+        """The chunk's counts: reach from the highest stages, weekly arrivals and conversions."""
+        P, S, bounds = self.model.n_personas, self.model.n_stages, self.bounds
+        at_highest = np.stack([np.bincount(self.highest[bounds[p]:bounds[p + 1]], minlength=S) for p in range(P)])
+        reached = np.cumsum(at_highest[:, ::-1], axis=1)[:, ::-1]  # highest >= s
+        conv_time = np.concatenate(self.conv_times) if self.conv_times else np.zeros(0)
+        week_arr = (self.arrive * (1 / 7.0)).astype(np.int64)  # truncation = floor: times are >= 0
+        week_conv = (conv_time * (1 / 7.0)).astype(np.int64)
+        weeks = int(max(week_arr.max(initial=0), week_conv.max(initial=0))) + 1
+        return EngineResult(customers=np.diff(bounds), reached=reached, dropped=self.dropped,
+                            interactions=interactions, drop_offs=drop_offs,
+                            weekly_arrivals=np.bincount(week_arr, minlength=weeks),
+                            weekly_conversions=np.bincount(week_conv, minlength=weeks),
+                            conversion_index=self.model.conversion_index)
+
+
+def _touchpoint_counts(arng: np.random.Generator, tb: _Tables, stay_total: np.ndarray, exits: np.ndarray,
+                       T: int) -> tuple[np.ndarray, np.ndarray]:
+    """Touchpoint totals (interactions, drop-offs), drawn in aggregate (same distribution as per interaction)."""
+    P, S = stay_total.shape
     interactions = np.zeros((P, S, T), dtype=np.int64)
     drop_offs = np.zeros((P, S, T), dtype=np.int64)
     for pp in range(P):
@@ -205,14 +251,7 @@ def _run_chunk(model: Model, tb: _Tables, n: int, ss: np.random.SeedSequence,
                     interactions[pp, s] += counts
                     if o == 0:
                         drop_offs[pp, s] += counts
-
-    conv_time = np.concatenate(conv_times) if conv_times else np.zeros(0)
-    week_arr = (arrive * (1 / 7.0)).astype(np.int64)  # truncation = floor: times are >= 0
-    week_conv = (conv_time * (1 / 7.0)).astype(np.int64)
-    weeks = int(max(week_arr.max(initial=0), week_conv.max(initial=0))) + 1
-    return EngineResult(customers=customers, reached=reached, dropped=dropped, interactions=interactions,
-                        drop_offs=drop_offs, weekly_arrivals=np.bincount(week_arr, minlength=weeks),
-                        weekly_conversions=np.bincount(week_conv, minlength=weeks), conversion_index=conv)
+    return interactions, drop_offs
 
 
 # a stage almost nobody leaves: numpy refuses a negative binomial whose mean passes ~9e18; the count is
@@ -229,6 +268,7 @@ def _negative_binomial(rng: np.random.Generator, n: int, p: float) -> int:
 
 
 def _poisson(rng: np.random.Generator, lam: float) -> int:
+    """A Poisson count, its mean itself where numpy cannot draw it."""
     if lam < 1e15:
         return int(rng.poisson(lam))
     return int(min(lam, _MAX_STAYS))  # relative sd below 1e-7: the mean itself

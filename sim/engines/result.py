@@ -9,6 +9,8 @@ import numpy as np
 
 @dataclass
 class EngineResult:
+    """Aggregate counts of one engine run; runs add up with ``+``."""
+
     customers: np.ndarray  # [P] customers per persona
     reached: np.ndarray  # [P, S] customers whose highest stage (within the horizon) is >= s
     dropped: np.ndarray  # [P, S] journeys that ended (within the horizon) in stage s, incomplete
@@ -22,14 +24,17 @@ class EngineResult:
 
     @property
     def n(self) -> int:
+        """Customers simulated."""
         return int(self.customers.sum())
 
     @property
     def conversions(self) -> int:
+        """Customers who reached the conversion stage (within the horizon)."""
         return int(self.reached[:, self.conversion_index].sum())
 
     @property
     def conversion_rate(self) -> float:
+        """Conversions per customer."""
         return self.conversions / max(self.n, 1)
 
     def __add__(self, other: EngineResult) -> EngineResult:
@@ -49,6 +54,7 @@ class EngineResult:
 
     @classmethod
     def empty(cls, P: int, S: int, T: int, conversion_index: int) -> EngineResult:
+        """A result with no customers: the start of a sum."""
         z = np.zeros
         return cls(customers=z(P, np.int64), reached=z((P, S), np.int64), dropped=z((P, S), np.int64),
                    interactions=z((P, S, T), np.int64), drop_offs=z((P, S, T), np.int64),

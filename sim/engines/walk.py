@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from sim.engines.result import EngineResult
-from sim.exact import next_touchpoint
+from sim.engines.tables import sequence_tables
 from sim.model import Model
 
 CHUNK = 1 << 17
@@ -46,15 +46,13 @@ class Tables:
     """Cumulative tables for the draws, computed once per model."""
 
     def __init__(self, model: Model) -> None:
-        S = model.n_stages
-        probs, total = next_touchpoint(model)
-        self.entry_cum = _cumulative(model.share)  # [P, S, T]
-        self.next_cum = _cumulative(probs)  # [P, S, T, T]
-        self.next_total = total  # [P, S, T]
-        outcome = np.concatenate([model.drop[..., None], model.advance, model.stay[..., None]], -1)  # 0, 1+u, 1+S
-        self.outcome_cum = _cumulative(outcome)
+        seq = sequence_tables(model)
+        self.entry_cum = seq.entry_cum  # [P, S, T]
+        self.next_cum = seq.next_cum  # [P, S, T, T]
+        self.next_total = seq.next_total  # [P, S, T]
+        self.outcome_cum = seq.outcome_cum  # [P, S, T, 2 + S]: drop, move to u, stay
         self.persona_cum = np.cumsum(model.persona_share)
-        self.final = S - 1
+        self.final = model.n_stages - 1
 
 
 def walk(model: Model, tb: Tables, n: int, rng: np.random.Generator, horizon: float, arrival_days: float,
@@ -126,6 +124,7 @@ def walk(model: Model, tb: Tables, n: int, rng: np.random.Generator, horizon: fl
 
 
 def _aggregate(model: Model, w: dict) -> EngineResult:
+    """One chunk's walked journeys as engine counts."""
     P, S = model.n_personas, model.n_stages
     persona, highest, ended_in = w["persona"], w["highest"], w["ended_in"]
     at_highest = np.zeros((P, S), dtype=np.int64)
@@ -144,8 +143,3 @@ def _aggregate(model: Model, w: dict) -> EngineResult:
                         weekly_conversions=np.bincount(week_conv, minlength=weeks),
                         conversion_index=model.conversion_index)
 
-
-def _cumulative(w: np.ndarray) -> np.ndarray:
-    from sim.engines.events import cumulative
-
-    return cumulative(w)
