@@ -1,0 +1,1 @@
+"""Figures, one module per subject: `*_data(...)` returns a record, `draw_*(data, ax)` draws it."""
