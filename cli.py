@@ -295,11 +295,9 @@ def optimize(
     quiet: Quiet = False,
 ) -> None:
     """Search the split of a budget over investments that converts the most customers."""
+    from application.optimize import run_optimize
     from application.terminal import render_best
-    from sim.limits import run_size
-    from sim.optimize import run_optimize
 
-    run_size(customers or 1, 1)
     try:
         path, best = run_optimize(scenario, trials=trials, seed=seed, storage=storage, study=study, workers=workers,
                                   pareto=pareto, customers=customers, out=out, quiet=quiet, draws=draws,

@@ -46,11 +46,11 @@ from sim.optimize import (  # noqa: E402
     StorageSpec,
     make_sampler,
     open_storage,
-    reference_optimum,
     run_trials,
 )
 from sim.scenario import Budget, Investment, Scenario, load_scenario  # noqa: E402
 from tests.pgserver import PostgresUnavailable, temporary_postgres  # noqa: E402
+from tests.reference_optimizer import reference_optimum  # noqa: E402
 from tests.worlds import make_world  # noqa: E402
 
 BUDGET_TOML = ROOT / "scenarios" / "examples" / "budget.toml"
@@ -76,6 +76,7 @@ def postgres_server():
 
 
 def timed_study(opened, objective: Objective, space: SpendSpace, trials: int, name: str) -> float:
+    """Seconds for ``trials`` persisted trials on one opened storage."""
     storage, sync = opened
     start = time.perf_counter()
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=make_sampler(1))
@@ -104,6 +105,7 @@ def file_storages(tmp: Path):
 
 
 def bench_storages(trials: int, repeats: int) -> list[tuple[str, int, list[float]]]:
+    """(a) per-trial cost of each storage."""
     sc = load_scenario(BUDGET_TOML)
     space, objective = SpendSpace.from_scenario(sc), Objective(Model.load(sc.model_path), sc)
     tmp = Path(tempfile.mkdtemp(prefix="bench-opt-"))
@@ -129,6 +131,7 @@ def bench_storages(trials: int, repeats: int) -> list[tuple[str, int, list[float
 
 # ---- (b) wall time of 200 persisted trials -----------------------------------------------------
 def bench_wall(repeats: int) -> tuple[list[float], list[float]]:
+    """(b) wall time of 200 persisted trials: in process and as a whole `journey optimize` process."""
     sc = load_scenario(BUDGET_TOML)
     space, objective = SpendSpace.from_scenario(sc), Objective(Model.load(sc.model_path), sc)
     tmp = Path(tempfile.mkdtemp(prefix="bench-wall-"))
@@ -190,6 +193,7 @@ def random_problem(seed: int) -> tuple[Model, Scenario]:
 
 
 def regret_curve(model: Model, sc: Scenario, seeds: int) -> tuple[np.ndarray, float]:
+    """Each seed's regret at each checkpoint against the reference optimum, and that optimum's uplift."""
     space, objective = SpendSpace.from_scenario(sc), Objective(model, sc)
     base = objective.baseline
     runs = []
@@ -207,6 +211,7 @@ def regret_curve(model: Model, sc: Scenario, seeds: int) -> tuple[np.ndarray, fl
 
 
 def main() -> None:
+    """Run the benchmarks and print the tables."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()

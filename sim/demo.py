@@ -19,11 +19,11 @@ def demo_file(name: str) -> Path:
 
 def run_demo(out: Path, *, customers: int = 200_000, trials: int = 60, quiet: bool = False) -> Iterator[str]:
     """Run each step, yielding one line per step for the terminal."""
+    from application.optimize import run_optimize
     from application.report import build_report
     from calibration.validate import run_backtest
     from sim.compare import run_compare
     from sim.hotspots import run_hotspots
-    from sim.optimize import run_optimize
     from sim.simulate import run_simulate
 
     out = Path(out)

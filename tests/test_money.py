@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from reference_optimizer import reference_optimum
 from typer.testing import CliRunner
 
 from cli import app
 from sim.exact import evaluate
 from sim.model import Model
-from sim.optimize import Objective, SpendSpace, reference_optimum
+from sim.optimize import Objective, SpendSpace
 from sim.scenario import apply, load_scenario
 
 runner = CliRunner()

@@ -16,13 +16,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pgserver import PostgresUnavailable, temporary_postgres
+from reference_optimizer import reference_optimum
 from typer.testing import CliRunner
 
 from cli import app
 from conftest import ROOT
 from sim.exact import evaluate
 from sim.model import Model
-from sim.optimize import Objective, SpendSpace, fingerprint, parse_storage, reference_optimum
+from sim.optimize import Objective, SpendSpace, fingerprint, parse_storage
 from sim.scenario import Budget, Investment, Scenario, apply, load_scenario
 
 runner = CliRunner()
