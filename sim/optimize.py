@@ -1345,8 +1345,8 @@ def run_optimize(scenario_path: str | Path, *, trials: int, seed: int | None, st
     even split and the baseline on the same parameter draws)."""
     import warnings
 
+    from application.context import resolve_seed
     from application.progress import progress_bar
-    from sim.simulate import resolve_seed
 
     if trials < 1:
         raise InputError("must be at least 1", where="--trials", value=trials)
