@@ -26,7 +26,7 @@ sum to 1. Compare ``uplift_if_removed``, where customers meet their other touchp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from sim.exact import evaluate
 from sim.model import Model
 from sim.scenario import lose_journeys, remove_touchpoint, scale_drop
 from sim.summary import round_sig as _r
+
+if TYPE_CHECKING:
+    from sim.simulate import Streams, Target
 
 CUT = 0.9  # "cut the drop-off 10 %"
 ATTRIBUTION_NOTE = (
@@ -275,10 +278,10 @@ def add_intervals(record: Hotspots, models: list[Model], horizon_days: float | N
     record.drawn = True
 
 
-def rank_target(target: Any, *, top: int, draws: int, streams: Any | None, by: str = "journeys") -> Hotspots:
-    """The hotspots record of a loaded target (sim.simulate.Target); with ``draws``, data intervals on the
-    parameter draws of ``streams``' "hotspots" stream (a sim.simulate.Streams). Options checked first by
-    ``check_options`` and ``check_ranking``."""
+def rank_target(target: Target, *, top: int, draws: int, streams: Streams | None, by: str = "journeys"
+                ) -> Hotspots:
+    """The hotspots record of a loaded target; with ``draws``, data intervals on the parameter draws of the
+    run's "hotspots" stream. Options are checked first, by ``check_options`` and ``check_ranking``."""
     horizon = target.scenario.horizon_days if target.scenario is not None else None
     record = hotspots_record(target.model, name=target.name, top=top, horizon_days=horizon, by=by)
     if draws:
@@ -306,7 +309,7 @@ def check_options(top: int, draws: int, by: str) -> None:
         raise InputError("unknown ranking", where="--by", value=by, hint="use journeys or revenue")
 
 
-def check_ranking(by: str, target: Any, file: Any) -> None:
+def check_ranking(by: str, target: Target, file: Any) -> None:
     """InputError unless the target's model can be ranked ``by`` (revenue needs values); ``file`` as given."""
     from sim.errors import InputError
 

@@ -351,3 +351,26 @@ def test_hotspots_cli_and_json(tmp_path):
     after = next(c for c in changed if (c["stage"], c["touchpoint"]) == ("consideration", "checkout"))
     assert after["lost_per_1000"] < before["lost_per_1000"]  # the scenario's fix shows
     assert invoke("hotspots", tmp_path / "missing.json").exit_code == 2
+
+
+def test_the_run_context_gives_todays_streams():
+    """The named streams are the derivations every output was made with (byte-identical runs)."""
+    from sim.engines import events
+    from sim.simulate import children
+    from sim.uncertainty import draw_seed
+
+    ctx = RunContext(7)
+
+    def state(ss):
+        return ss.generate_state(4).tolist()
+
+    assert state(ctx.stream("draws")) == state(ctx.stream("hotspots")) == state(draw_seed(7))
+    assert state(ctx.stream("events")) == state(np.random.SeedSequence(7, spawn_key=(events._EVENTS,)))
+    assert [state(s) for s in ctx.replications(3)] == [state(s) for s in np.random.SeedSequence(7).spawn(3)]
+    assert [state(s) for s in ctx.batches(4)] == [
+        state(s) for s in np.random.SeedSequence(7).spawn(1)[0].spawn(4)]
+    root = ctx.root
+    assert [state(s) for s in children(root, 3)] == [state(s) for s in ctx.replications(3)]
+    assert root.n_children_spawned == 0  # children() leaves the root as it was
+    assert ctx.sampler_seed(5, 1) == int(np.random.SeedSequence([7, 5, 1]).generate_state(1)[0])
+    assert RunContext.from_option(None).seed >= 0 and RunContext.from_option(3) == RunContext(3)
