@@ -59,6 +59,7 @@ class Terminated(KeyboardInterrupt):
 
 
 def on_signal(signum: int, frame: object) -> None:
+    """Raise Terminated: the signal unwinds like Ctrl-C."""
     raise Terminated(signum)
 
 
@@ -74,6 +75,7 @@ def catch_signals() -> None:
 
 
 def interrupt_code(exc: KeyboardInterrupt) -> int:
+    """The exit status of an interruption: 128 + signal, 130 for Ctrl-C."""
     return 128 + exc.signum if isinstance(exc, Terminated) else 130
 
 
@@ -207,20 +209,10 @@ def simulate(
     quiet: Quiet = False,
 ) -> None:
     """Simulate customers through a calibrated journey."""
-    from application.progress import progress_bar
-    from application.terminal import render_note
-    from sim.simulate import jobs_note, run_simulate
+    from application.simulate import simulate_command
 
-    render_note(jobs_note(jobs, replications))
-    total = (customers or 0) * replications
-    with progress_bar("simulating", total or None, quiet=quiet) as advance:
-        path, summary = run_simulate(target, customers=customers, seed=seed, replications=replications,
-                                     engine=engine, out=out, horizon_days=horizon_days, jobs=jobs,
-                                     events_out=events_out, progress=advance, draws=draws)
-    from application.terminal import render_summary
-
-    render_summary(summary)
-    typer.echo(f"-> {path / 'summary.json'}")
+    simulate_command(target, customers=customers, seed=seed, replications=replications, engine=engine,
+                     horizon_days=horizon_days, jobs=jobs, events_out=events_out, draws=draws, out=out, quiet=quiet)
 
 
 @app.command(epilog="Example: journey compare model.json scenarios/examples/checkout_fix.toml --out results/cmp")
@@ -238,17 +230,10 @@ def compare(
     quiet: Quiet = False,
 ) -> None:
     """Compare scenarios with a baseline using common random numbers."""
-    from application.terminal import render_comparison, render_note
-    from sim.compare import run_compare
-    from sim.limits import run_size
-    from sim.simulate import jobs_note
+    from application.compare import compare_command
 
-    run_size(customers or 1, replications)  # at once: a cohort of R = 1 runs in batches, not replications
-    render_note(jobs_note(jobs, replications))
-    path, comparison = run_compare(base, scenarios, customers=customers, seed=seed, replications=replications,
-                                   engine=engine, jobs=jobs, out=out, quiet=quiet, draws=draws)
-    render_comparison(comparison)
-    typer.echo(f"-> {path / 'comparison.json'}")
+    compare_command(base, scenarios, customers=customers, seed=seed, replications=replications, engine=engine,
+                    jobs=jobs, draws=draws, out=out, quiet=quiet)
 
 
 @app.command(epilog="Example: journey hotspots model.json --top 10")
@@ -263,11 +248,9 @@ def hotspots(
                   ] = "journeys",
 ) -> None:
     """Rank the risk-of-leaving points: where customers are lost and what fixing them is worth."""
-    from application.terminal import render_hotspots
-    from sim.hotspots import run_hotspots
+    from application.hotspots import hotspots_command
 
-    ranking = run_hotspots(model, top=top, out=out, draws=draws, seed=seed, by=by)
-    render_hotspots(ranking)
+    hotspots_command(model, top=top, out=out, draws=draws, seed=seed, by=by)
 
 
 @app.command(epilog="Example: journey optimize scenarios/examples/budget.toml --trials 200 --seed 1\n\n"
@@ -376,10 +359,9 @@ def demo(
     quiet: Quiet = False,
 ) -> None:
     """Run the whole pipeline on the bundled example."""
-    from sim.demo import run_demo
+    from application.demo import demo_command
 
-    for line in run_demo(out, customers=customers, quiet=quiet):
-        typer.echo(line)
+    demo_command(out, customers=customers, quiet=quiet)
 
 
 class Command(typer.core.TyperCommand):
@@ -392,6 +374,7 @@ class Command(typer.core.TyperCommand):
         return name if param.nargs == 1 or name.endswith("...") else f"{name}..."
 
     def collect_usage_pieces(self, ctx) -> list[str]:
+        """The usage line's pieces, arguments by their plain names."""
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
             if isinstance(param, typer.core.TyperArgument):
@@ -400,6 +383,7 @@ class Command(typer.core.TyperCommand):
         return pieces
 
     def format_options(self, ctx, formatter) -> None:
+        """The Arguments and Options sections of the help."""
         args, opts = [], []
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx)
@@ -421,6 +405,7 @@ for _info in app.registered_commands:  # every command, without touching each de
 
 
 def main() -> None:
+    """The `journey` entry point."""
     catch_signals()
     app(prog_name="journey")
 

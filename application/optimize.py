@@ -108,7 +108,7 @@ def prepare(scenario_path: str | Path, *, trials: int, seed: int | None, storage
             workers: int, pareto: bool, customers: int | None, out: str | Path | None, quiet: bool, draws: int,
             objective: str) -> OptimizeRun:
     """Check the options and inputs before anything is written; the study's folder made if it is --out."""
-    from sim.simulate import resolve_seed
+    from application.context import resolve_seed
 
     if trials < 1:
         raise InputError("must be at least 1", where="--trials", value=trials)

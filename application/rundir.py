@@ -34,10 +34,12 @@ os.umask(_UMASK)  # read once: the umask can only be read by setting it
 
 
 def utc_now() -> str:
+    """The time now, UTC, to the second (ISO 8601, Z)."""
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def default_run_dir(command: str) -> Path:
+    """results/<command>-<UTC time>/: a run without --out."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     return RESULTS / f"{command}-{stamp}"
 
@@ -157,6 +159,7 @@ def _make_folder(folder: Path, shown: Path | None = None) -> None:
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as canonical JSON, atomically."""
     return write_text_atomic(path, dumps(obj))
 
 
@@ -201,9 +204,11 @@ class RunDir:
         self.files: list[str] = []
 
     def json(self, name: str, obj: Any) -> Path:
+        """Write ``obj`` as canonical JSON into the run directory."""
         return self.text(name, dumps(obj))
 
     def text(self, name: str, text: str | bytes) -> Path:
+        """Write a text (or bytes) file into the run directory."""
         self.files.append(name)
         return write_text_atomic(self.path / name, text, shown=self.final / name)
 

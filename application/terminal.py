@@ -9,9 +9,15 @@ import os
 import sys
 from typing import Any
 
+import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+
+
+def echo(line: str) -> None:
+    """One plain line on stdout (a run's path, a demo step), as the CLI's own lines are written."""
+    typer.echo(line)
 
 
 def _pct(x: float | None, digits: int = 2) -> str:

@@ -60,13 +60,13 @@ def main() -> None:
             model = calibrate(log, stages="visit,buy", conversion_stage="buy")
             paths = read_paths(log)
         record = hotspots_record(model, name="seq", top=1)
-        ours = {r["touchpoint"]: r for r in record["attribution"]}
+        ours = {r["touchpoint"]: r for r in record.attribution}
         effect, share = markov_attribution(*transition_matrix(paths, CHANNELS), CHANNELS)
         states, M = true_matrix()
         M[1:len(W) + 1, 1:len(W) + 1] = M[1:len(W) + 1, 1:len(W) + 1].sum(1, keepdims=True) * nxt
         true_effect, _ = markov_attribution(states, M, CHANNELS)
         assert states[0] == START
-        print(f"self-loop {loop}: {args.paths} paths, conversion {record['expected_conversion_rate']:.4f}")
+        print(f"self-loop {loop}: {args.paths} paths, conversion {record.expected_conversion_rate:.4f}")
         print(f"{'channel':10s} {'journey RE':>10s} {'Markov RE':>10s} {'diff':>7s} {'true RE':>8s} "
               f"{'journey AS':>10s} {'Markov AS':>10s} {'diff':>7s}")
         rows = []

@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from application.context import RunContext  # noqa: E402
 from sim.compare import compare_targets  # noqa: E402
 from sim.simulate import load_target  # noqa: E402
 from sim.uncertainty import draw_seed, evaluate_draws, parameter_draws, scenario_draws  # noqa: E402
@@ -36,7 +37,7 @@ def main() -> None:
         times = {}
         for draws in (0, args.draws):
             t = time.perf_counter()
-            compare_targets(base, scenarios, customers=args.customers, seed=1, draws=draws)
+            compare_targets(base, scenarios, customers=args.customers, streams=RunContext(1), draws=draws)
             times[draws] = time.perf_counter() - t
         added.append(times[args.draws] - times[0])
     print(f"compare, demo model, base + 3 scenarios, {args.customers:,} customers: {args.draws} draws add "

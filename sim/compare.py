@@ -20,20 +20,26 @@ import csv
 import io
 import math
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
-from application.progress import progress_bar
-from application.rundir import check_run_out, run_directory
 from sim.engines.result import EngineResult
 from sim.errors import InputError
 from sim.exact import Exact, evaluate
 from sim.money import add_revenue_uplift, add_revenue_uplift_intervals
-from sim.simulate import ENGINES, Target, load_target, replication_seeds, resolve_seed, run_replications, target_draws
-from sim.summary import Z95, add_data_intervals, no_evidence_note, summarize
+from sim.simulate import (
+    EXPECTED_NOTE_CAPACITY,
+    Streams,
+    Target,
+    children,
+    choose_engine,
+    run_replications,
+    target_draws,
+)
+from sim.summary import Z95, Summary, add_data_intervals, no_evidence_note, summarize
 from sim.summary import round_sig as _r
 from sim.uncertainty import Drawn, Interval, combined, customers_to_tell, describe, real_customers
 
@@ -50,10 +56,74 @@ MONEY_CSV_COLUMNS = ("expected_revenue_per_customer", "expected_revenue_uplift_p
 MONEY_INTERVAL_CSV_COLUMNS = ("expected_revenue_uplift_interval_lo", "expected_revenue_uplift_interval_hi")
 
 
+@dataclass
+class ScenarioComparison:
+    """One scenario of comparison.json: its conversion and its uplift over the base.
+
+    ``extra`` keeps the keys added after the per-persona uplifts (notes, money, data intervals, verdict)
+    in the order comparison.json lists them.
+    """
+
+    name: str
+    file: str | None
+    conversion_rate: float
+    conversion_rate_ci: list[float]
+    expected_conversion_rate: float
+    uplift: float
+    uplift_ci: list[float]
+    expected_uplift: float
+    relative_uplift: float | None
+    expected_relative_uplift: float | None
+    significant: bool
+    stages: dict[str, dict[str, Any]]
+    personas: dict[str, dict[str, Any]]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> ScenarioComparison:
+        """The record of a scenario's dict as ``compare_targets`` builds it."""
+        names = [f.name for f in fields(cls) if f.name != "extra"]
+        return cls(**{k: record[k] for k in names}, extra={k: v for k, v in record.items() if k not in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The scenario's object in comparison.json, keys in today's order."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out.update(self.extra)
+        return out
+
+
+@dataclass
+class Comparison:
+    """comparison.json: the base and each scenario, simulated with common random numbers."""
+
+    customers: int
+    replications: int
+    seed: int
+    engine: str
+    horizon_days: float | None
+    conversion_stage: str
+    crn: bool
+    uplift_ci_method: str
+    batches: int | None
+    base: Summary
+    scenarios: list[ScenarioComparison]
+    data_uncertainty: dict[str, Any] | None = None  # only with --draws
+
+    def to_dict(self) -> dict[str, Any]:
+        """comparison.json's object, keys in today's order."""
+        out: dict[str, Any] = {
+            "customers": self.customers, "replications": self.replications, "seed": self.seed,
+            "engine": self.engine, "horizon_days": self.horizon_days, "conversion_stage": self.conversion_stage,
+            "crn": self.crn, "uplift_ci_method": self.uplift_ci_method, "batches": self.batches,
+            "base": self.base.to_dict(), "scenarios": [sc.to_dict() for sc in self.scenarios],
+        }
+        if self.data_uncertainty is not None:
+            out["data_uncertainty"] = self.data_uncertainty
+        return out
 
 
 # ---- the shared settings ------------------------------------------------------------------
-def _customers(explicit: int | None, base: Target, scenarios: list[Target]) -> int:
+def cohort_size(explicit: int | None, base: Target, scenarios: list[Target]) -> int:
     """--customers, else the base scenario's, else the largest the scenarios ask for, else 100000."""
     if explicit is not None:
         if explicit < 1:
@@ -80,16 +150,6 @@ def _horizon(base: Target, scenarios: list[Target]) -> float | None:
     return float(first)
 
 
-def _engine(engine: str, targets: list[Target]) -> str:
-    """One engine for all (pairing across engines means nothing): simpy if any file has [capacity]."""
-    if engine not in ENGINES:
-        raise InputError("unknown engine", where="--engine", value=engine, hint="use auto, fast or simpy")
-    if engine != "auto":
-        return engine
-    has_capacity = any(t.scenario is not None and t.scenario.capacity for t in targets)
-    return "simpy" if has_capacity else "fast"
-
-
 def _check_same_journey(base: Target, target: Target) -> None:
     a, b = base.model, target.model
     if a.stages != b.stages or a.conversion_stage != b.conversion_stage:
@@ -104,7 +164,7 @@ def _batch_sizes(n: int, k: int) -> list[int]:
     return [n // k + (1 if i < n % k else 0) for i in range(k)]
 
 
-def _simulate(target: Target, n: int, seed: int, replications: int, engine: str, horizon: float | None,
+def _simulate(target: Target, n: int, streams: Streams, replications: int, engine: str, horizon: float | None,
               batches: int, jobs: int, advance: Callable[[float], None]) -> list[EngineResult]:
     """The pairing units of one target: its replications, or its batches when R = 1."""
     sc = target.scenario
@@ -113,13 +173,13 @@ def _simulate(target: Target, n: int, seed: int, replications: int, engine: str,
     if batches > 1:
         from sim.engines import fast
 
-        children = replication_seeds(seed, 1)[0].spawn(batches)
         out = []
-        for size, child in zip(_batch_sizes(n, batches), children):
+        for size, child in zip(_batch_sizes(n, batches), children(streams.stream("batches"), batches)):
             out.append(fast.run(target.model, size, child, horizon_days=horizon, arrival_days=arrival))
             advance(size)
         return out
-    return run_replications(target.model, n, seed, replications, engine=engine, horizon_days=horizon,
+    return run_replications(target.model, n, streams.stream("replications"), replications, engine=engine,
+                            horizon_days=horizon,
                             arrival_days=arrival, capacity=capacity, jobs=jobs, progress=advance)
 
 
@@ -210,17 +270,19 @@ def _scenario_record(target: Target, summary: dict[str, Any], exact: Exact, base
     return record
 
 
-def comparison_csv(comparison: dict[str, Any]) -> str:
+def comparison_csv(comparison: Comparison) -> str:
+    """comparison.csv: one row per scenario (money columns only where the comparison has money)."""
+    data = comparison.to_dict()
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    scenarios = comparison["scenarios"]
+    scenarios = data["scenarios"]
     columns = CSV_COLUMNS
     if any("expected_revenue_uplift_per_customer" in sc for sc in scenarios):
         columns += MONEY_CSV_COLUMNS
     if any("expected_revenue_uplift_interval" in sc for sc in scenarios):
         columns += MONEY_INTERVAL_CSV_COLUMNS
     writer.writerow(columns)
-    base = comparison["base"]
+    base = data["base"]
     for sc in scenarios:
         row = {**sc, "conversion_rate_ci_lo": sc["conversion_rate_ci"][0],
                "conversion_rate_ci_hi": sc["conversion_rate_ci"][1], "uplift_ci_lo": sc["uplift_ci"][0],
@@ -232,9 +294,9 @@ def comparison_csv(comparison: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def compare_targets(base: Target, scenarios: list[Target], *, customers: int | None, seed: int,
+def compare_targets(base: Target, scenarios: list[Target], *, customers: int | None, streams: Streams,
                     replications: int = 1, engine: str = "auto", jobs: int = 1,
-                    progress: Callable[[float], None] | None = None, draws: int = 0) -> dict[str, Any]:
+                    progress: Callable[[float], None] | None = None, draws: int = 0) -> Comparison:
     """The comparison record (no files written)."""
     if not scenarios:
         raise InputError("give at least one scenario to compare with the base", where="SCENARIO")
@@ -243,13 +305,14 @@ def compare_targets(base: Target, scenarios: list[Target], *, customers: int | N
     for target in scenarios:
         _check_same_journey(base, target)
     targets = [base, *scenarios]
-    n = _customers(customers, base, scenarios)
+    n = cohort_size(customers, base, scenarios)
     horizon = _horizon(base, scenarios)
-    chosen = _engine(engine, targets)
+    chosen = choose_engine(engine, targets)
     batches = BATCHES if (replications == 1 and chosen == "fast" and n >= 2 * BATCHES) else 1
     advance = progress or (lambda amount: None)
 
-    units = [_simulate(t, n, seed, replications, chosen, horizon, batches, jobs, advance) for t in targets]
+    seed = streams.seed
+    units = [_simulate(t, n, streams, replications, chosen, horizon, batches, jobs, advance) for t in targets]
     exacts = [evaluate(t.model, horizon_days=horizon) for t in targets]
     summaries = []
     for target, u, exact in zip(targets, units, exacts):
@@ -257,14 +320,13 @@ def compare_targets(base: Target, scenarios: list[Target], *, customers: int | N
                             horizon_days=horizon)
         summary["name"] = target.name
         if chosen == "simpy" and target.scenario is not None and target.scenario.capacity:
-            summary["expected_note"] = ("expected_conversion_rate ignores capacity limits (queues and patience); "
-                                        "it is the unlimited-capacity answer")
+            summary["expected_note"] = EXPECTED_NOTE_CAPACITY
         if horizon is None and target.scenario is not None and target.scenario.speed:
             summary["expected_note"] = ("[[speed]] changes only how soon customers leave a stage; without "
                                         "horizon_days the conversion cannot change: set horizon_days")
         summaries.append(summary)
 
-    drawn = target_draws(base, targets, draws, seed, horizon) if draws else None
+    drawn = target_draws(base, targets, draws, streams, horizon) if draws else None
     if drawn is not None:
         for target, summary, d in zip(targets, summaries, drawn):
             add_data_intervals(summary, target.model, d, draws)
@@ -283,24 +345,15 @@ def compare_targets(base: Target, scenarios: list[Target], *, customers: int | N
         elif drawn is not None:
             _add_uplift_intervals(record, target, drawn[0], drawn[1 + i], base)
             add_revenue_uplift_intervals(record, drawn[1 + i], drawn[0], n)
-        records.append(record)
-    result: dict[str, Any] = {
-        "customers": n,
-        "replications": replications,
-        "seed": seed,
-        "engine": chosen,
-        "horizon_days": horizon,
-        "conversion_stage": base.model.conversion_stage,
-        "crn": True,
-        "uplift_ci_method": _ci_method(replications, batches),
-        "batches": batches if batches > 1 else None,
-        "base": summaries[0],
-        "scenarios": records,
-    }
+        records.append(ScenarioComparison.of(record))
+    data_uncertainty = None
     if draws:
-        result["data_uncertainty"] = (describe(base.base_model, draws) if drawn is not None
-                                      else no_evidence_note(draws))
-    return result
+        data_uncertainty = describe(base.base_model, draws) if drawn is not None else no_evidence_note(draws)
+    return Comparison(customers=n, replications=replications, seed=seed, engine=chosen, horizon_days=horizon,
+                      conversion_stage=base.model.conversion_stage, crn=True,
+                      uplift_ci_method=_ci_method(replications, batches),
+                      batches=batches if batches > 1 else None, base=Summary.of(summaries[0]), scenarios=records,
+                      data_uncertainty=data_uncertainty)
 
 
 def _add_uplift_intervals(record: dict[str, Any], target: Target, base_drawn: Drawn, drawn: Drawn,
@@ -323,36 +376,3 @@ def _add_uplift_intervals(record: dict[str, Any], target: Target, base_drawn: Dr
             q = base.model.personas.index(name)
             record["personas"][name]["expected_uplift_interval"] = [
                 _r(x) for x in Interval(drawn.persona_conversion[:, p] - base_drawn.persona_conversion[:, q]).bounds]
-
-
-def run_compare(base: str | Path, scenarios: list[str | Path], *, customers: int | None = None,
-                seed: int | None = None, replications: int = 1, engine: str = "auto", jobs: int = 1,
-                out: str | Path | None = None, quiet: bool = False, draws: int = 0) -> tuple[Path, dict[str, Any]]:
-    """Load, simulate with common random numbers, write comparison.json and comparison.csv."""
-    base_target = load_target(base)
-    targets = [load_target(path, on=base_target) for path in scenarios]
-    seed = resolve_seed(seed)
-    if out is not None:  # before the work; run_directory checks again
-        check_run_out(out, [p for t in (base_target, *targets) for p in t.inputs])
-    n = _customers(customers, base_target, targets)
-    total = n * replications * (1 + len(targets))
-    with progress_bar("comparing", total, quiet=quiet) as advance:
-        comparison = compare_targets(base_target, targets, customers=customers, seed=seed,
-                                     replications=replications, engine=engine, jobs=jobs, progress=advance,
-                                     draws=draws)
-    inputs: list[Path] = []
-    for target in [base_target, *targets]:
-        inputs.extend(p for p in target.inputs if p not in inputs)
-    args = {"base": str(base), "scenarios": [str(s) for s in scenarios], "customers": customers, "seed": seed,
-            "replications": replications, "engine": engine, "jobs": jobs, "draws": draws}
-    with run_directory("compare", out, args, inputs, seed=seed) as run:
-        run.json("comparison.json", comparison)
-        run.text("comparison.csv", comparison_csv(comparison))
-        from present import plots  # matplotlib only once the numbers are in
-
-        data = plots.uplift_data(comparison)
-        run.text("uplift.png", plots.render_png(plots.draw_uplift, data, 12, 1.6 + 0.6 * len(data.names)))
-    return run.final, comparison
-
-
-# ---- terminal -------------------------------------------------------------------------------

@@ -25,16 +25,18 @@ sum to 1. Compare ``uplift_if_removed``, where customers meet their other touchp
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from application.rundir import write_json
 from sim.exact import evaluate
 from sim.model import Model
 from sim.scenario import can_remove, with_drop_scaled, with_journeys_lost, with_touchpoint_removed
 from sim.summary import round_sig as _r
+
+if TYPE_CHECKING:
+    from sim.simulate import Streams, Target
 
 CUT = 0.9  # "cut the drop-off 10 %"
 ATTRIBUTION_NOTE = (
@@ -171,8 +173,56 @@ def attribution(model: Model, horizon_days: float | None = None) -> list[dict[st
     return rows
 
 
+@dataclass
+class Hotspots:
+    """hotspots.json: a model's risk-of-leaving points ranked, and each touchpoint's attribution."""
+
+    name: str
+    conversion_stage: str
+    horizon_days: float | None
+    expected_conversion_rate: float
+    lost_per_1000_total: float
+    lapsed_per_1000: dict[str, float]
+    hotspots: list[dict[str, Any]]
+    attribution: list[dict[str, Any]]
+    ranked_by: str | None = None  # "revenue lost" with --by revenue
+    money: bool = False  # the model has values: the record names their currency
+    currency: str | None = None
+    attribution_warning: str | None = None
+    expected_conversion_rate_interval: list[float] | None = None  # with draws (None where a draw has none)
+    data_uncertainty: dict[str, Any] | None = None  # with draws
+    drawn: bool = False  # the data intervals were drawn (their conversion interval may be None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """hotspots.json's object, keys in today's order."""
+        return {
+            "kind": "journey.hotspots",  # lets a later run recognise the file as its own output
+            "name": self.name,
+            "conversion_stage": self.conversion_stage,
+            "horizon_days": self.horizon_days,
+            "expected_conversion_rate": self.expected_conversion_rate,
+            "lost_per_1000_total": self.lost_per_1000_total,
+            "lapsed_per_1000": self.lapsed_per_1000,
+            **({"ranked_by": self.ranked_by} if self.ranked_by is not None else {}),
+            **({"currency": self.currency} if self.money else {}),
+            "hotspots": self.hotspots,
+            "attribution": self.attribution,
+            "attribution_note": ATTRIBUTION_NOTE,
+            **({"attribution_warning": self.attribution_warning} if self.attribution_warning is not None else {}),
+            "note": HOTSPOTS_NOTE,
+            **({"expected_conversion_rate_interval": self.expected_conversion_rate_interval} if self.drawn else {}),
+            **({"data_uncertainty": self.data_uncertainty} if self.data_uncertainty is not None else {}),
+        }
+
+
+HOTSPOTS_NOTE = ("lost_per_1000: journeys ended by an interaction there, per 1000 customers, over the whole "
+                 "journey; lapsed_per_1000: customers who left on entering a stage, before any interaction; "
+                 "gains and uplifts: exact conversion-rate changes (absolute)")
+
+
 def hotspots_record(model: Model, *, name: str, top: int, horizon_days: float | None = None,
-                    by: str = "journeys") -> dict[str, Any]:
+                    by: str = "journeys") -> Hotspots:
+    """The ranking of ``model``'s cells and its attribution, exact (no draws)."""
     from sim.money import currency, has_values
 
     full = evaluate(model)
@@ -180,27 +230,24 @@ def hotspots_record(model: Model, *, name: str, top: int, horizon_days: float | 
     mix = model.persona_share
     lapse = np.einsum("p,ps->s", mix, full.dropped) - np.einsum("p,pst->s", mix, full.drop_offs)
     conv = _conversion(model, horizon_days) if horizon_days is not None else full.conversion_rate
-    return {
-        "kind": "journey.hotspots",  # lets a later run recognise the file as its own output
-        "name": name,
-        "conversion_stage": model.conversion_stage,
-        "horizon_days": horizon_days,
-        "expected_conversion_rate": _r(conv),
-        "lost_per_1000_total": _r(1000 * float(mix @ full.dropped[:, :S - 1].sum(axis=1))),
-        "lapsed_per_1000": {model.stages[s]: _r(1000 * max(lapse[s], 0.0)) for s in range(1, S - 1)},
-        **({"ranked_by": "revenue lost"} if by == "revenue" else {}),
-        **({"currency": currency(model)} if has_values(model) else {}),
-        "hotspots": hotspot_table(model, top, horizon_days, by),
-        "attribution": attribution(model, horizon_days),
-        "attribution_note": ATTRIBUTION_NOTE,
-        **({"attribution_warning": SEQUENCE_WARNING} if _sequences_ignored(model) else {}),
-        "note": ("lost_per_1000: journeys ended by an interaction there, per 1000 customers, over the whole "
-                 "journey; lapsed_per_1000: customers who left on entering a stage, before any interaction; "
-                 "gains and uplifts: exact conversion-rate changes (absolute)"),
-    }
+    money = has_values(model)
+    return Hotspots(
+        name=name,
+        conversion_stage=model.conversion_stage,
+        horizon_days=horizon_days,
+        expected_conversion_rate=_r(conv),
+        lost_per_1000_total=_r(1000 * float(mix @ full.dropped[:, :S - 1].sum(axis=1))),
+        lapsed_per_1000={model.stages[s]: _r(1000 * max(lapse[s], 0.0)) for s in range(1, S - 1)},
+        ranked_by="revenue lost" if by == "revenue" else None,
+        money=money,
+        currency=currency(model) if money else None,
+        hotspots=hotspot_table(model, top, horizon_days, by),
+        attribution=attribution(model, horizon_days),
+        attribution_warning=SEQUENCE_WARNING if _sequences_ignored(model) else None,
+    )
 
 
-def add_intervals(record: dict[str, Any], models: list[Model], horizon_days: float | None) -> None:
+def add_intervals(record: Hotspots, models: list[Model], horizon_days: float | None) -> None:
     """95 % data intervals of the listed cells' gains and of the removal effects, over parameter draws
     (the same draws for every number)."""
     from sim.uncertainty import Interval
@@ -213,24 +260,42 @@ def add_intervals(record: dict[str, Any], models: list[Model], horizon_days: flo
     model = models[0]
     bases = [_conversion(m, horizon_days) for m in models]
     stage, tp = model.stages.index, model.touchpoints.index
-    for cell in record["hotspots"]:
+    for cell in record.hotspots:
         s, t = stage(cell["stage"]), tp(cell["touchpoint"])
         cell["gain_if_drop_cut_10pct_interval"] = bounds([gain_if_cut(m, s, t, b, horizon_days)
                                                           for m, b in zip(models, bases)])
         if cell["uplift_if_removed"] is not None:
             cell["uplift_if_removed_interval"] = bounds([uplift_if_removed(m, s, t, b, horizon_days)
                                                          for m, b in zip(models, bases)])
-    for row in record["attribution"]:
+    for row in record.attribution:
         t = tp(row["touchpoint"])
         row["removal_effect_interval"] = bounds([removal_effect(m, t, b, horizon_days) for m, b in zip(models, bases)])
-    record["expected_conversion_rate_interval"] = bounds(bases)
+    record.expected_conversion_rate_interval = bounds(bases)
+    record.drawn = True
 
 
-def run_hotspots(path: str | Path, *, top: int = 10, out: str | Path | None = None, draws: int = 0,
-                 seed: int | None = None, by: str = "journeys") -> dict[str, Any]:
-    """Rank the risk-of-leaving points of a model (or of a scenario's changed model)."""
+def rank_target(target: Target, *, top: int, draws: int, streams: Streams | None, by: str = "journeys"
+                ) -> Hotspots:
+    """The hotspots record of a loaded target; with ``draws``, data intervals on the parameter draws of the
+    run's "hotspots" stream. Options are checked first, by ``check_options`` and ``check_ranking``."""
+    horizon = target.scenario.horizon_days if target.scenario is not None else None
+    record = hotspots_record(target.model, name=target.name, top=top, horizon_days=horizon, by=by)
+    if draws:
+        from sim.summary import no_evidence_note
+        from sim.uncertainty import describe, has_evidence, parameter_draws, scenario_draws
+
+        if has_evidence(target.base_model):
+            drawn = parameter_draws(target.base_model, draws, streams.stream("hotspots"))
+            add_intervals(record, scenario_draws(drawn, target.scenario), horizon)
+            record.data_uncertainty = {**describe(target.base_model, draws), "seed": streams.seed}
+        else:
+            record.data_uncertainty = no_evidence_note(draws)
+    return record
+
+
+def check_options(top: int, draws: int, by: str) -> None:
+    """InputError unless --top, --draws and --by are usable (before any file is read)."""
     from sim.errors import InputError
-    from sim.simulate import load_target, resolve_seed
 
     if top < 1:
         raise InputError("must be at least 1", where="--top", value=top)
@@ -238,33 +303,16 @@ def run_hotspots(path: str | Path, *, top: int = 10, out: str | Path | None = No
         raise InputError("must not be negative", where="--draws", value=draws)
     if by not in BY:
         raise InputError("unknown ranking", where="--by", value=by, hint="use journeys or revenue")
-    target = load_target(path)
+
+
+def check_ranking(by: str, target: Target, file: Any) -> None:
+    """InputError unless the target's model can be ranked ``by`` (revenue needs values); ``file`` as given."""
+    from sim.errors import InputError
+
     if by == "revenue":
         from sim.money import has_values
 
         if not has_values(target.model):
-            raise InputError("the model says nothing about money: no revenue to rank by", file=path, where="--by",
-                             value=by, hint="calibrate from a log with a value column, give the scenario a "
-                                            "[value] table, or drop --by revenue")
-    if out is not None:
-        from application.rundir import check_output_file
-
-        check_output_file(out, "hotspots", target.inputs)
-    horizon = target.scenario.horizon_days if target.scenario is not None else None
-    record = hotspots_record(target.model, name=target.name, top=top, horizon_days=horizon, by=by)
-    if draws:
-        from sim.summary import no_evidence_note
-        from sim.uncertainty import describe, draw_seed, has_evidence, parameter_draws, scenario_draws
-
-        seed = resolve_seed(seed)
-        if has_evidence(target.base_model):
-            models = scenario_draws(parameter_draws(target.base_model, draws, draw_seed(seed)), target.scenario)
-            add_intervals(record, models, horizon)
-            record["data_uncertainty"] = {**describe(target.base_model, draws), "seed": seed}
-        else:
-            record["data_uncertainty"] = no_evidence_note(draws)
-    if out is not None:
-        write_json(out, record)
-    return record
-
-
+            raise InputError("the model says nothing about money: no revenue to rank by", file=file,
+                             where="--by", value=by, hint="calibrate from a log with a value column, give the "
+                                                          "scenario a [value] table, or drop --by revenue")

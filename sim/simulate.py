@@ -1,23 +1,33 @@
-"""`journey simulate`: a model or scenario in, replications run, summary.json out."""
+"""Simulation of a model or scenario: targets loaded, replications run, the summary record built (nothing written)."""
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from application.rundir import check_output_file, check_run_out, run_directory
 from sim.engines.result import EngineResult
 from sim.errors import InputError
 from sim.exact import evaluate
 from sim.limits import finite, run_size
 from sim.model import Model
-from sim.summary import add_data_intervals, no_evidence_note, summarize, weekly_csv
+from sim.summary import Summary, add_data_intervals, no_evidence_note, summarize
 
 ENGINES = ("auto", "fast", "simpy")
+
+
+class Streams(Protocol):
+    """A run's random streams by name, as application.context.RunContext gives them."""
+
+    @property
+    def seed(self) -> int:
+        """The root seed, recorded in the outputs."""
+
+    def stream(self, name: str) -> np.random.SeedSequence:
+        """A fresh SeedSequence of the named stream."""
 
 
 @dataclass
@@ -33,12 +43,14 @@ class Target:
 
     @property
     def name(self) -> str:
+        """baseline, or the scenario's name."""
         if self.scenario is not None:
             return self.scenario.name
         return "baseline"
 
     @property
     def inputs(self) -> list[Path]:
+        """The files the target was read from (scenario, model)."""
         return [p for p in (self.source, self.model_path) if p is not None]
 
 
@@ -69,25 +81,25 @@ def load_target(path: str | Path, *, on: Target | None = None) -> Target:
     return Target(model=model, base_model=model, model_path=path, scenario=None, source=path)
 
 
-def target_draws(base: Target, targets: list[Target], draws: int, seed: int, horizon_days: float | None):
+def target_draws(base: Target, targets: list[Target], draws: int, streams: Streams, horizon_days: float | None):
     """Every target's exact outcomes on the same parameter draws of ``base``'s model (None without counts).
 
     A scenario is applied to each draw; a target that is another model JSON gets draws of its own
-    from the same stream.
+    from the same stream (the run's "draws").
     """
-    from sim.uncertainty import draw_seed, evaluate_draws, has_evidence, parameter_draws, scenario_draws
+    from sim.uncertainty import evaluate_draws, has_evidence, parameter_draws, scenario_draws
 
     if draws < 0:
         raise InputError("must not be negative", where="--draws", value=draws)
     if not has_evidence(base.base_model):
         return None
-    common = parameter_draws(base.base_model, draws, draw_seed(seed))
+    common = parameter_draws(base.base_model, draws, streams.stream("draws"))
     out = []
     for target in targets:
         if target.base_model is base.base_model:
             models = common
         elif has_evidence(target.base_model):
-            models = parameter_draws(target.base_model, draws, draw_seed(seed))
+            models = parameter_draws(target.base_model, draws, streams.stream("draws"))
         else:
             return None
         out.append(evaluate_draws(scenario_draws(models, target.scenario), horizon_days))
@@ -104,26 +116,14 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def resolve_seed(seed: int | None) -> int:
-    """A missing seed becomes a fresh one that is recorded, so every run can be repeated."""
-    if seed is None:
-        return int(np.random.SeedSequence().entropy % (2**63))
-    if seed < 0:
-        raise InputError("must not be negative", where="--seed", value=seed)
-    return int(seed)
-
-
-def replication_seeds(seed: int, replications: int) -> list[np.random.SeedSequence]:
-    return np.random.SeedSequence(seed).spawn(replications)
-
-
-def choose_engine(engine: str, target: Target) -> str:
+def choose_engine(engine: str, targets: list[Target]) -> str:
+    """One engine for all the targets of a run: auto is simpy when any file has [capacity], else fast."""
     if engine not in ENGINES:
         raise InputError("unknown engine", where="--engine", value=engine, hint="use auto, fast or simpy")
-    capacity = getattr(target.scenario, "capacity", None) if target.scenario is not None else None
-    if engine == "auto":
-        return "simpy" if capacity else "fast"
-    return engine
+    if engine != "auto":
+        return engine
+    has_capacity = any(t.scenario is not None and t.scenario.capacity for t in targets)
+    return "simpy" if has_capacity else "fast"
 
 
 def _run_one(args: tuple, progress: Callable[[int], None] | None = None) -> EngineResult:
@@ -166,11 +166,13 @@ def jobs_note(jobs: int, replications: int, cores: int | None = None) -> str | N
     return None
 
 
-def run_replications(model: Model, customers: int, seed: int, replications: int, *, engine: str = "fast",
-                     horizon_days: float | None = None, arrival_days: float | None = None,
+def run_replications(model: Model, customers: int, seed: np.random.SeedSequence | int, replications: int, *,
+                     engine: str = "fast", horizon_days: float | None = None, arrival_days: float | None = None,
                      capacity: dict | None = None, jobs: int = 1,
                      progress: Callable[[int], None] | None = None) -> list[EngineResult]:
-    """R independent replications (SeedSequence.spawn); identical results for any ``jobs``."""
+    """R independent replications, the spawn children of ``seed`` (an int: of SeedSequence(seed)).
+
+    The results are the same for any ``jobs``."""
     if customers < 1:
         raise InputError("must be at least 1", where="--customers", value=customers)
     if replications < 1:
@@ -178,8 +180,9 @@ def run_replications(model: Model, customers: int, seed: int, replications: int,
     if jobs < 1:
         raise InputError("must be at least 1", where="--jobs", value=jobs)
     run_size(customers, replications)  # before the seeds are spawned: 10^9 of them fill memory
+    root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     tasks = [(engine, model, customers, ss, horizon_days, arrival_days, capacity)
-             for ss in replication_seeds(seed, replications)]
+             for ss in children(root, replications)]
     if jobs == 1 or replications == 1:
         return [_run_one(task, progress) for task in tasks]
     from concurrent.futures import ProcessPoolExecutor  # lazy: most runs are single-process
@@ -193,69 +196,43 @@ def run_replications(model: Model, customers: int, seed: int, replications: int,
         return out
 
 
-def simulate_target(target: Target, *, customers: int | None = None, seed: int | None = None,
-                    replications: int = 1, engine: str = "auto", horizon_days: float | None = None,
-                    jobs: int = 1, progress: Callable[[int], None] | None = None, draws: int = 0
-                    ) -> tuple[dict[str, Any], list[EngineResult]]:
+def children(root: np.random.SeedSequence, n: int) -> list[np.random.SeedSequence]:
+    """The first ``n`` spawn children of ``root``, without spawning (``root`` is left as it was)."""
+    return [np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, i), pool_size=root.pool_size)
+            for i in range(n)]
+
+
+EXPECTED_NOTE_CAPACITY = ("expected_conversion_rate ignores capacity limits (queues and patience); "
+                          "it is the unlimited-capacity answer")
+
+
+def simulate_target(target: Target, *, customers: int | None = None, streams: Streams, replications: int = 1,
+                    engine: str = "auto", horizon_days: float | None = None, jobs: int = 1,
+                    progress: Callable[[int], None] | None = None, draws: int = 0
+                    ) -> tuple[Summary, list[EngineResult]]:
+    """Simulate one target: its summary.json record and the replications' results (nothing written)."""
     sc = target.scenario
     n = customers if customers is not None else (getattr(sc, "customers", None) or 100_000)
     horizon = horizon_days if horizon_days is not None else getattr(sc, "horizon_days", None)
     finite(horizon, "--horizon-days", positive=True)
     arrival = getattr(sc, "arrival_days", None)
     capacity = getattr(sc, "capacity", None) or None
-    seed = resolve_seed(seed)
-    chosen = choose_engine(engine, target)
-    results = run_replications(target.model, n, seed, replications, engine=chosen, horizon_days=horizon,
-                               arrival_days=arrival, capacity=capacity, jobs=jobs, progress=progress)
+    chosen = choose_engine(engine, [target])
+    results = run_replications(target.model, n, streams.stream("replications"), replications, engine=chosen,
+                               horizon_days=horizon, arrival_days=arrival, capacity=capacity, jobs=jobs,
+                               progress=progress)
     exact = evaluate(target.model, horizon_days=horizon)
-    summary = summarize(target.model, results, exact, customers=n, seed=seed, engine=chosen, horizon_days=horizon)
+    summary = summarize(target.model, results, exact, customers=n, seed=streams.seed, engine=chosen,
+                        horizon_days=horizon)
     summary["name"] = target.name
     if target.notes:
         summary["notes"] = list(target.notes)
     if draws:
-        drawn = target_draws(target, [target], draws, seed, horizon)
+        drawn = target_draws(target, [target], draws, streams, horizon)
         if drawn is None:
             summary["data_uncertainty"] = no_evidence_note(draws)
         else:
             add_data_intervals(summary, target.model, drawn[0], draws)
     if chosen == "simpy" and capacity:
-        summary["expected_note"] = ("expected_conversion_rate ignores capacity limits (queues and patience); "
-                                    "it is the unlimited-capacity answer")
-    return summary, results
-
-
-def run_simulate(path: str | Path, *, customers: int | None, seed: int | None, replications: int,
-                 engine: str, out: str | Path | None, horizon_days: float | None = None, jobs: int = 1,
-                 events_out: str | Path | None = None, progress: Callable[[int], None] | None = None,
-                 draws: int = 0) -> tuple[Path, dict[str, Any]]:
-    target = load_target(path)
-    seed = resolve_seed(seed)
-    if out is not None:  # fail before the work, not after it
-        check_run_out(out, target.inputs)
-    if events_out is not None:
-        from application.events_out import check_events_path
-
-        check_events_path(events_out)
-        check_output_file(events_out, "events", target.inputs, where="--events-out")
-        if out is not None and Path(events_out).resolve().is_relative_to(Path(out).resolve()):
-            raise InputError("is inside --out, which is replaced whole when the run is complete",
-                             where="--events-out", value=str(events_out), hint="write it beside --out")
-    args = {"target": str(path), "customers": customers, "seed": seed, "replications": replications,
-            "engine": engine, "horizon_days": horizon_days, "jobs": jobs,
-            "events_out": str(events_out) if events_out else None, "draws": draws}
-    summary, results = simulate_target(target, customers=customers, seed=seed, replications=replications,
-                                       engine=engine, horizon_days=horizon_days, jobs=jobs, progress=progress,
-                                       draws=draws)
-    with run_directory("simulate", out, args, target.inputs, seed=seed) as run:
-        run.json("summary.json", summary)
-        run.text("weekly.csv", weekly_csv(results))
-        from present import plots  # matplotlib only once the numbers are in
-
-        run.text("funnel.png", plots.render_png(plots.draw_funnel, plots.funnel_data(summary, target.model), 9, 5))
-        if events_out is not None:
-            from application.events_out import write_event_log
-
-            write_event_log(target.model, summary["customers"], seed, events_out,
-                            horizon_days=summary["horizon_days"],
-                            arrival_days=getattr(target.scenario, "arrival_days", None))
-    return run.final, summary
+        summary["expected_note"] = EXPECTED_NOTE_CAPACITY
+    return Summary.of(summary), results

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,6 @@ Z95 = 1.959963984540054
 def round_sig(x: float | None) -> float | None:
     """10 significant digits: stable JSON without float noise; None stays None."""
     return None if x is None else float(f"{float(x):.10g}")
-
 
 
 def wilson(k: float, n: float, z: float = Z95) -> list[float]:
@@ -58,8 +58,54 @@ def rate_ci(successes: np.ndarray, trials: np.ndarray) -> list[float]:
     return wilson(float(successes.sum()), float(trials.sum()))
 
 
+@dataclass
+class Summary:
+    """summary.json: one target simulated (counts over all replications) beside its exact expectation.
+
+    ``extra`` keeps the keys a run adds after the counts (queues, money, name, notes, data intervals,
+    notes on the expectation) in the order they were added, as summary.json lists them.
+    """
+
+    customers: int
+    seed: int | None
+    replications: int
+    simulated_customers: int
+    engine: str
+    horizon_days: float | None
+    conversion_stage: str
+    conversion_rate: float
+    conversion_rate_ci: list[float]
+    ci_method: str
+    expected_conversion_rate: float
+    replication_conversion_rates: list[float]
+    stages: dict[str, dict[str, Any]]
+    personas: dict[str, dict[str, Any]]
+    touchpoints: dict[str, dict[str, Any]]
+    counts_note: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> Summary:
+        """The record of a summary dict as ``summarize`` and the data intervals build it."""
+        names = [f.name for f in fields(cls) if f.name != "extra"]
+        return cls(**{k: record[k] for k in names}, extra={k: v for k, v in record.items() if k not in names})
+
+    @property
+    def name(self) -> str:
+        """The target's name (baseline, or the scenario's)."""
+        return self.extra["name"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """summary.json's object, keys in today's order."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out.update(self.extra)
+        return out
+
+
 def summarize(model: Model, results: list[EngineResult], exact: Exact, *, customers: int, seed: int | None,
               engine: str, horizon_days: float | None = None) -> dict[str, Any]:
+    """summary.json's keys from the replications and the exact answer (a dict: the money and interval
+    helpers add keys to it; ``Summary.of`` makes the record)."""
     total = results[0]
     for r in results[1:]:
         total = total + r
@@ -145,6 +191,7 @@ def capacity_summary(counters: dict[str, Any]) -> dict[str, Any]:
 
 
 def weekly_csv(results: list[EngineResult]) -> str:
+    """weekly.csv: arrivals and conversions per week, over all replications."""
     total = results[0]
     for r in results[1:]:
         total = total + r

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 import application.rundir
-import sim.simulate
+import application.simulate
 from application.rundir import run_directory, write_text_atomic
 from cli import app
 from conftest import DEMO_EVENTS, DEMO_MODEL
@@ -48,7 +48,7 @@ def test_a_run_interrupted_after_summary_json_leaves_nothing(tmp_path, monkeypat
         seen["summary"] = [p / "summary.json" for p in partial if (p / "summary.json").is_file()]
         raise exc()
 
-    monkeypatch.setattr(sim.simulate, "weekly_csv", fail_after_summary)
+    monkeypatch.setattr(application.simulate, "weekly_csv", fail_after_summary)
     out = tmp_path / "run"
     result = invoke("simulate", DEMO_MODEL, "--customers", 2000, "--seed", 1, "--out", out)
     assert result.exit_code == code, result.output
@@ -65,7 +65,7 @@ def test_a_failed_rerun_keeps_the_previous_complete_run(tmp_path, monkeypatch):
     def boom(results):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(sim.simulate, "weekly_csv", boom)
+    monkeypatch.setattr(application.simulate, "weekly_csv", boom)
     assert invoke("simulate", DEMO_MODEL, "--customers", 3000, "--seed", 2, "--out", out).exit_code == 1
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert leftovers(tmp_path) == []

@@ -213,8 +213,8 @@ def test_remove_is_a_different_counterfactual():
         redirected = 1.0 - evaluate(gone).conversion_rate / base
         assert abs(redirected - effect[c]) > 0.1, c
     hot = hotspots_record(model, name="true", top=20)
-    uplift = {h["touchpoint"]: h["uplift_if_removed"] for h in hot["hotspots"]}
-    for r in hot["attribution"]:
+    uplift = {h["touchpoint"]: h["uplift_if_removed"] for h in hot.hotspots}
+    for r in hot.attribution:
         assert abs(-uplift[r["touchpoint"]] / base - r["removal_effect"]) > 0.1
 
 

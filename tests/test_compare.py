@@ -15,13 +15,15 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
+from application.context import RunContext
+from application.hotspots import run_hotspots
 from application.rundir import write_text_atomic
 from cli import app
 from conftest import DEMO_MODEL, ROOT
 from sim.compare import compare_targets
 from sim.engines import fast
 from sim.exact import evaluate
-from sim.hotspots import hotspot_cells, run_hotspots
+from sim.hotspots import hotspot_cells
 from sim.scenario import Scenario, apply, load_scenario
 from sim.simulate import load_target, run_replications
 from worlds import make_world, simulate_log
@@ -191,7 +193,7 @@ def test_crn_interval_is_much_narrower_than_independent_streams(world, name):
     _, folder = world
     base, scen = load_target(folder / "model.json"), load_target(folder / f"{name}.toml")
     n, r = 30_000, 10
-    comp = compare_targets(base, [scen], customers=n, seed=11, replications=r)
+    comp = compare_targets(base, [scen], customers=n, streams=RunContext(11), replications=r).to_dict()
     lo, hi = comp["scenarios"][0]["uplift_ci"]
     # the same scenario with its own streams (another seed): the differences carry both runs' noise
     b = run_replications(base.model, n, 11, r)
@@ -199,7 +201,8 @@ def test_crn_interval_is_much_narrower_than_independent_streams(world, name):
     independent = _t_width(np.array([x.conversion_rate for x in s]) - np.array([x.conversion_rate for x in b]))
     assert hi - lo < 0.5 * independent, (hi - lo, independent)
     # one replication: the batch interval against two independent binomials of the same size
-    one = compare_targets(base, [scen], customers=300_000, seed=11, replications=1)["scenarios"][0]
+    one = compare_targets(base, [scen], customers=300_000, streams=RunContext(11), replications=1)
+    one = one.to_dict()["scenarios"][0]
     p0, p1 = one["conversion_rate"] - one["uplift"], one["conversion_rate"]
     binomial = 2 * 1.96 * math.sqrt((p0 * (1 - p0) + p1 * (1 - p1)) / 300_000)
     assert one["uplift_ci"][1] - one["uplift_ci"][0] < 0.5 * binomial
@@ -212,8 +215,8 @@ def test_uplift_interval_covers_the_expected_uplift_95_percent_of_the_time(repli
     scen = load_target(ROOT / "scenarios/examples/checkout_fix.toml")
     hits = 0
     for seed in range(40):
-        sc = compare_targets(base, [scen], customers=customers, seed=500 + seed, replications=replications)
-        sc = sc["scenarios"][0]
+        sc = compare_targets(base, [scen], customers=customers, streams=RunContext(500 + seed),
+                             replications=replications).to_dict()["scenarios"][0]
         hits += sc["uplift_ci"][0] <= sc["expected_uplift"] <= sc["uplift_ci"][1]
     assert hits >= 34
 
@@ -222,7 +225,8 @@ def test_a_factor_of_one_has_exactly_zero_uplift(tmp_path):
     path = tmp_path / "same.toml"
     path.write_text(f'model = "{DEMO_MODEL}"\n[[change]]\ntouchpoint = "checkout"\ndrop_off = 1.0\n'
                     '[[change]]\ntouchpoint = "email"\nexposure = 1.0\n')
-    comp = compare_targets(load_target(DEMO_MODEL), [load_target(path)], customers=50_000, seed=3)
+    comp = compare_targets(load_target(DEMO_MODEL), [load_target(path)], customers=50_000,
+                           streams=RunContext(3)).to_dict()
     sc = comp["scenarios"][0]
     assert sc["uplift"] == 0.0 and sc["uplift_ci"] == [0.0, 0.0] and sc["expected_uplift"] == 0.0
     assert all(v == {"uplift": 0.0, "expected_uplift": 0.0} for v in sc["stages"].values())
@@ -239,12 +243,12 @@ def test_one_cohort_size_and_one_horizon_for_all(tmp_path):
     base = load_target(DEMO_MODEL)
     a = load_target(_scenario(tmp_path, "a", "customers = 3000\nhorizon_days = 60\n"))
     b = load_target(_scenario(tmp_path, "b", "customers = 5000\n"))
-    comp = compare_targets(base, [a, b], customers=None, seed=1)
+    comp = compare_targets(base, [a, b], customers=None, streams=RunContext(1)).to_dict()
     assert comp["customers"] == 5000 and comp["base"]["simulated_customers"] == 5000  # the largest asked
     assert comp["horizon_days"] == 60.0  # the one stated applies to all
     assert comp["base"]["expected_conversion_rate"] == pytest.approx(
         evaluate(base.model, horizon_days=60.0).conversion_rate, abs=1e-9)
-    assert compare_targets(base, [a, b], customers=700, seed=1)["customers"] == 700  # --customers wins
+    assert compare_targets(base, [a, b], customers=700, streams=RunContext(1)).customers == 700  # --customers wins
 
 
 def test_disagreeing_horizons_exit_2_and_write_nothing(tmp_path):
@@ -330,12 +334,13 @@ def test_hotspots_cli_and_json(tmp_path):
     assert result.exit_code == 0, result.output
     assert "checkout" in result.stdout
     data = json.loads(out.read_text())
-    assert data == run_hotspots(ROOT / "scenarios/examples/checkout_fix.toml", top=5, draws=200, seed=3)
+    again = run_hotspots(ROOT / "scenarios/examples/checkout_fix.toml", top=5, draws=200, seed=3)
+    assert data == again.to_dict() and list(data) == list(again.to_dict())  # keys in the file's order
     # data intervals around every listed gain, on the same draws
     for cell in data["hotspots"]:
         lo, hi = cell["gain_if_drop_cut_10pct_interval"]
         assert lo <= cell["gain_if_drop_cut_10pct"] <= hi
-    plain = run_hotspots(ROOT / "scenarios/examples/checkout_fix.toml", top=5, draws=0)
+    plain = run_hotspots(ROOT / "scenarios/examples/checkout_fix.toml", top=5, draws=0).to_dict()
     assert "data_uncertainty" not in plain and "gain_if_drop_cut_10pct_interval" not in plain["hotspots"][0]
     assert data["name"] == "checkout fix" and len(data["hotspots"]) == 5
     every = hotspot_cells(load_target(DEMO_MODEL).model)
@@ -346,3 +351,26 @@ def test_hotspots_cli_and_json(tmp_path):
     after = next(c for c in changed if (c["stage"], c["touchpoint"]) == ("consideration", "checkout"))
     assert after["lost_per_1000"] < before["lost_per_1000"]  # the scenario's fix shows
     assert invoke("hotspots", tmp_path / "missing.json").exit_code == 2
+
+
+def test_the_run_context_gives_todays_streams():
+    """The named streams are the derivations every output was made with (byte-identical runs)."""
+    from sim.engines import events
+    from sim.simulate import children
+    from sim.uncertainty import draw_seed
+
+    ctx = RunContext(7)
+
+    def state(ss):
+        return ss.generate_state(4).tolist()
+
+    assert state(ctx.stream("draws")) == state(ctx.stream("hotspots")) == state(draw_seed(7))
+    assert state(ctx.stream("events")) == state(np.random.SeedSequence(7, spawn_key=(events._EVENTS,)))
+    assert [state(s) for s in ctx.replications(3)] == [state(s) for s in np.random.SeedSequence(7).spawn(3)]
+    assert [state(s) for s in ctx.batches(4)] == [
+        state(s) for s in np.random.SeedSequence(7).spawn(1)[0].spawn(4)]
+    root = ctx.root
+    assert [state(s) for s in children(root, 3)] == [state(s) for s in ctx.replications(3)]
+    assert root.n_children_spawned == 0  # children() leaves the root as it was
+    assert ctx.sampler_seed(5, 1) == int(np.random.SeedSequence([7, 5, 1]).generate_state(1)[0])
+    assert RunContext.from_option(None).seed >= 0 and RunContext.from_option(3) == RunContext(3)

@@ -264,7 +264,7 @@ def test_provenance_says_not_used_for_a_missing_seed():
 
 
 def test_demo_report_includes_the_staffing_comparison(tmp_path, monkeypatch):
-    import sim.demo
+    import application.demo
 
     seen = {}
 
@@ -274,7 +274,7 @@ def test_demo_report_includes_the_staffing_comparison(tmp_path, monkeypatch):
 
     monkeypatch.setattr("application.report.build_report", fake_report)
     with pytest.raises(KeyboardInterrupt):
-        list(sim.demo.run_demo(tmp_path / "demo", customers=1000, quiet=True))
+        list(application.demo.run_demo(tmp_path / "demo", customers=1000, quiet=True))
     assert "capacity" in seen["dirs"] and (tmp_path / "demo" / "capacity" / "comparison.json").exists()
 
 

@@ -317,13 +317,13 @@ class TestIntervals:
 # ---- signals, stale partials ------------------------------------------------------------------
 SLOW_WRITE = textwrap.dedent("""
     import sys, time
-    import sim.simulate
-    real = sim.simulate.weekly_csv
+    import application.simulate
+    real = application.simulate.weekly_csv
     def slow(results):  # summary.json is in the partial folder by now
         print("writing", flush=True)
         time.sleep(60)
         return real(results)
-    sim.simulate.weekly_csv = slow
+    application.simulate.weekly_csv = slow
     import cli
     sys.argv = ["journey", *sys.argv[1:]]
     cli.main()

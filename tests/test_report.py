@@ -48,7 +48,7 @@ SCENARIOS = {
 # ---- fixtures: real simulate / compare runs, contract-shaped optimize / backtest results -----------
 @pytest.fixture(scope="module")
 def runs(demo_model_path, tmp_path_factory):
-    from sim.simulate import run_simulate
+    from application.simulate import run_simulate
 
     root = tmp_path_factory.mktemp("runs")
     tomls = []
@@ -60,7 +60,7 @@ def runs(demo_model_path, tmp_path_factory):
                               out=root / "simulate")
     scen_dir, _ = run_simulate(tomls[0], customers=5_000, seed=1, replications=1, engine="fast",
                                out=root / "simulate_fix")
-    from sim.compare import run_compare
+    from application.compare import run_compare
 
     cmp_dir, _ = run_compare(demo_model_path, tomls, customers=5_000, seed=1, replications=2, out=root / "compare",
                              quiet=True)

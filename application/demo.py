@@ -5,6 +5,9 @@ from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
+from application.compare import run_compare
+from application.hotspots import run_hotspots
+from application.simulate import run_simulate
 from calibration.calibrate import run_calibrate
 from sim.defaults import DEFAULT_DRAWS
 
@@ -17,14 +20,19 @@ def demo_file(name: str) -> Path:
     return Path(str(resources.files("scenarios").joinpath(name)))
 
 
+def demo_command(out: Path, *, customers: int, quiet: bool) -> None:
+    """The command: each step's line on the terminal as the step ends."""
+    from application.terminal import echo
+
+    for line in run_demo(out, customers=customers, quiet=quiet):
+        echo(line)
+
+
 def run_demo(out: Path, *, customers: int = 200_000, trials: int = 60, quiet: bool = False) -> Iterator[str]:
     """Run each step, yielding one line per step for the terminal."""
     from application.optimize import run_optimize
     from application.report import build_report
     from calibration.validate import run_backtest
-    from sim.compare import run_compare
-    from sim.hotspots import run_hotspots
-    from sim.simulate import run_simulate
 
     out = Path(out)
     events = demo_file("demo/events.csv.gz")
@@ -35,21 +43,22 @@ def run_demo(out: Path, *, customers: int = 200_000, trials: int = 60, quiet: bo
 
     # the example scenarios point at the bundled copy of this model (identical numbers)
     bundled = demo_file("demo/model.json")
-    path, summary = run_simulate(bundled, customers=customers, seed=1, replications=5, engine="fast",
-                                 out=out / "simulate", progress=None, draws=DEFAULT_DRAWS)
+    path, record = run_simulate(bundled, customers=customers, seed=1, replications=5, engine="fast",
+                                out=out / "simulate", progress=None, draws=DEFAULT_DRAWS)
+    summary = record.to_dict()
     lo, hi = summary["expected_conversion_rate_interval"]
     yield (f"2 simulate   {customers:,} customers x 5: conversion {100 * summary['conversion_rate']:.2f} %, "
            f"expected {100 * summary['expected_conversion_rate']:.2f} % (95 % interval {100 * lo:.1f} to "
            f"{100 * hi:.1f} % from the {model.log_summary['customers']:,} customers of the log) -> {path}")
 
     ranking = run_hotspots(bundled, top=3, out=out / "hotspots.json")
-    worst = ranking["hotspots"][0]
+    worst = ranking.hotspots[0]
     yield (f"3 hotspots   worst point: {worst['touchpoint']} in {worst['stage']} -> {out / 'hotspots.json'}")
 
     scenarios = [demo_file(f"examples/{name}") for name in DEMO_SCENARIOS]
     path, comparison = run_compare(bundled, scenarios, customers=customers, seed=1, replications=5,
                                    engine="fast", jobs=1, out=out / "compare", quiet=quiet, draws=DEFAULT_DRAWS)
-    best_sc = max(comparison["scenarios"], key=lambda s: s["uplift"])
+    best_sc = max(comparison.to_dict()["scenarios"], key=lambda s: s["uplift"])
     ulo, uhi = best_sc["uplift_interval"]
     yield (f"4 compare    best: {best_sc['name']} {100 * best_sc['uplift']:+.2f} points [{100 * ulo:+.2f}, "
            f"{100 * uhi:+.2f}] (data and simulation) -> {path}")
@@ -58,7 +67,7 @@ def run_demo(out: Path, *, customers: int = 200_000, trials: int = 60, quiet: bo
                                  [demo_file("examples/sales_chat_capacity.toml")], customers=None, seed=1,
                                  replications=3, engine="auto", jobs=1, out=out / "capacity", quiet=quiet,
                                  draws=DEFAULT_DRAWS)
-    short = staffing["scenarios"][0]
+    short = staffing.to_dict()["scenarios"][0]
     slo, shi = short.get("uplift_interval") or short["uplift_ci"]
     yield (f"5 capacity   SimPy queues: {short['name']} instead of 6: {100 * short['uplift']:+.2f} points "
            f"[{100 * slo:+.2f}, {100 * shi:+.2f}] -> {path}")
