@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
-from calibration.calibrate import run_calibrate
+from application.calibrate import run_calibrate
 from sim.defaults import DEFAULT_DRAWS
 
 DEMO_SCENARIOS = ("checkout_fix.toml", "double_email.toml", "drop_ads.toml")
@@ -19,7 +19,7 @@ def demo_file(name: str) -> Path:
 
 def run_demo(out: Path, *, customers: int = 200_000, trials: int = 60, quiet: bool = False) -> Iterator[str]:
     """Run each step, yielding one line per step for the terminal."""
-    from calibration.validate import run_backtest
+    from application.backtest import run_backtest
     from present.report import build_report
     from sim.compare import run_compare
     from sim.hotspots import run_hotspots
