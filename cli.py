@@ -173,21 +173,11 @@ def calibrate(
                                                       "(e.g. EUR; a mapping's `currency` key says the same).")] = None,
 ) -> None:
     """Estimate a journey model from an event log."""
-    from application.terminal import render_personas, render_warnings
-    from calibration.calibrate import run_calibrate
+    from application.calibrate import run_calibrate
 
-    model = run_calibrate(events, out, stages=stages, conversion_stage=conversion_stage,
-                          inactivity_days=inactivity_days, mapping=mapping, censoring=censoring,
-                          dwell=dwell, personas=personas, seed=seed, assignments=assignments,
-                          currency=currency, touch_order=touch_order)
-    log = model.log_summary
-    if "personas_discovered" in model.extras:
-        render_personas(model.extras["personas_discovered"])
-    typer.echo(f"calibrated {log['customers']} customers, {log['rows']} rows, {len(model.personas)} personas, "
-               f"{len(model.touchpoints)} touchpoints -> {out}")
-    if assignments is not None:
-        typer.echo(f"-> {assignments}")
-    render_warnings(model.estimator.get("fallbacks", []))
+    run_calibrate(events, out, stages=stages, conversion_stage=conversion_stage, inactivity_days=inactivity_days,
+                  mapping=mapping, censoring=censoring, dwell=dwell, personas=personas, seed=seed,
+                  assignments=assignments, currency=currency, touch_order=touch_order, terminal=True)
 
 
 @app.command(epilog="Examples: journey simulate model.json --customers 1000000 --seed 7\n\n"
@@ -309,15 +299,11 @@ def backtest(
     out: Out = None,
 ) -> None:
     """Fit on the early cohort, predict the later one, compare with what earlier customers did."""
-    from application.terminal import render_backtest, render_warnings
-    from calibration.validate import run_backtest
+    from application.backtest import run_backtest
 
-    path, result = run_backtest(events, split=split, stages=stages, conversion_stage=conversion_stage,
-                                inactivity_days=inactivity_days, mapping=mapping, out=out,
-                                censoring=censoring, dwell=dwell, touch_order=touch_order)
-    render_backtest(result)
-    render_warnings(result.get("fallbacks", []))
-    typer.echo(f"-> {path / 'backtest.json'}")
+    run_backtest(events, split=split, stages=stages, conversion_stage=conversion_stage,
+                 inactivity_days=inactivity_days, mapping=mapping, out=out, censoring=censoring, dwell=dwell,
+                 touch_order=touch_order, terminal=True)
 
 
 @app.command(epilog="Example: journey drift model-2024h1.json model-2024h2.json")
@@ -330,12 +316,9 @@ def drift(
     out: Out = None,
 ) -> None:
     """Which probabilities changed beyond noise between two calibrations."""
-    from application.terminal import render_drift
-    from calibration.validate import run_drift
+    from application.drift import run_drift
 
-    path, result = run_drift(old, new, alpha=alpha, out=out)
-    render_drift(result)
-    typer.echo(f"-> {path / 'drift.json'}")
+    run_drift(old, new, alpha=alpha, out=out, terminal=True)
 
 
 @app.command(epilog="Example: journey report results/demo/simulate results/demo/compare --out report.html")

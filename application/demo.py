@@ -5,10 +5,10 @@ from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
+from application.calibrate import run_calibrate
 from application.compare import run_compare
 from application.hotspots import run_hotspots
 from application.simulate import run_simulate
-from calibration.calibrate import run_calibrate
 from sim.defaults import DEFAULT_DRAWS
 
 DEMO_SCENARIOS = ("checkout_fix.toml", "double_email.toml", "drop_ads.toml")
@@ -30,9 +30,9 @@ def demo_command(out: Path, *, customers: int, quiet: bool) -> None:
 
 def run_demo(out: Path, *, customers: int = 200_000, trials: int = 60, quiet: bool = False) -> Iterator[str]:
     """Run each step, yielding one line per step for the terminal."""
+    from application.backtest import run_backtest
     from application.optimize import run_optimize
     from application.report import build_report
-    from calibration.validate import run_backtest
 
     out = Path(out)
     events = demo_file("demo/events.csv.gz")

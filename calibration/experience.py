@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from calibration.load import EventLog
+from calibration.eventlog import EventLog
 
 
 def satisfaction_by_cell(log: EventLog) -> dict[str, dict[str, dict[str, Any]]]:

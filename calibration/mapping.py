@@ -23,6 +23,8 @@ Scalar = str | int | float | bool
 
 
 class Columns(BaseModel):
+    """The log's column behind each contract column (None: the contract's own name)."""
+
     model_config = ConfigDict(extra="forbid")
     customer_id: str | None = None
     timestamp: str | None = None
@@ -118,11 +120,15 @@ class TimestampRule(BaseModel):
 
 
 class Options(BaseModel):
+    """Loader options."""
+
     model_config = ConfigDict(extra="forbid")
     drop_duplicates: bool = False
 
 
 class Mapping(BaseModel):
+    """A mapping file: how a foreign log maps onto the contract's columns."""
+
     model_config = ConfigDict(extra="forbid")
     stages: list[str] | None = None  # default stage order when --stages is not given
     conversion_stage: str | None = None  # default when --conversion-stage is not given
@@ -161,4 +167,5 @@ def _texts(value: Scalar) -> list[str]:
 
 
 def load_mapping(path: str | Path) -> Mapping:
+    """Read and check a mapping TOML file."""
     return validate(Mapping, read_toml(path), file=path)

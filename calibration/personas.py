@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from calibration.estimate import ALL_ROWS_ABOVE, DEFAULT_INACTIVITY_DAYS, row_structure
-from calibration.load import EventLog
+from calibration.counting import ALL_ROWS_ABOVE, row_structure
+from calibration.estimate import DEFAULT_INACTIVITY_DAYS
+from calibration.eventlog import EventLog
 from sim.errors import InputError
 
 MAX_K = 6
@@ -60,11 +61,13 @@ class Features:
 
     @property
     def n_customers(self) -> int:
+        """Customers (rows of X)."""
         return self.X.shape[0]
 
     # feature blocks: share [S*T], outcome [S*T*(S+2)], answered / lapsed [S] each, gaps [S], gap days [S]
     @property
     def offsets(self) -> tuple[int, int, int, int, int, int]:
+        """Where each feature block starts in a row of X."""
         S, T = self.S, self.T
         o_out = S * T
         o_ans = o_out + S * T * (S + 2)
@@ -72,6 +75,7 @@ class Features:
 
     @property
     def n_features(self) -> int:
+        """Columns of X."""
         return self.offsets[-1] + self.S
 
 
@@ -143,6 +147,8 @@ def _valid(S: int) -> np.ndarray:
 
 @dataclasses.dataclass
 class Params:
+    """One set of mixture parameters, per component."""
+
     weight: np.ndarray  # [K]
     share: np.ndarray  # [K, S, T]
     outcome: np.ndarray  # [K, S, T, S + 2] stay, drop, advance to u

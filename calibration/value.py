@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from calibration.load import EventLog
+from calibration.eventlog import EventLog
+from sim.rounding import round_sig
 
 NOTE = ("per persona: conversion = mean value of the interaction that converts; entry = mean value of any other "
         "interaction that moves the customer into the stage; interaction = mean value of an interaction in the "
@@ -52,7 +53,7 @@ def value_section(log: EventLog, currency: str | None = None) -> dict[str, Any]:
         return n, np.where(n > 0, mean, top[None]), np.sqrt(np.maximum(var, 0.0))
 
     def cell(n: float, mean: float, sd: float) -> dict[str, Any]:
-        rec: dict[str, Any] = {"mean": _r(mean), "sd": _r(sd), "n": int(n)}
+        rec: dict[str, Any] = {"mean": round_sig(mean), "sd": round_sig(sd), "n": int(n)}
         if n == 0:
             rec["pooled"] = True
         return rec
@@ -72,11 +73,8 @@ def value_section(log: EventLog, currency: str | None = None) -> dict[str, Any]:
         "currency": currency,
         "model": NOTE,
         "personas": personas,
-        "log": {"rows_with_value": int((value > 0).sum()), "total": _r(value.sum()),
+        "log": {"rows_with_value": int((value > 0).sum()), "total": round_sig(value.sum()),
                 "after_final_stage": {"rows_with_value": int((value[~live] > 0).sum()),
-                                      "total": _r(value[~live].sum())}},
+                                      "total": round_sig(value[~live].sum())}},
     }
 
-
-def _r(x: float) -> float:
-    return float(f"{float(x):.10g}")

@@ -10,13 +10,9 @@ import numpy as np
 from sim.engines.result import EngineResult
 from sim.exact import Exact
 from sim.model import Model
+from sim.rounding import round_sig
 
 Z95 = 1.959963984540054
-
-
-def round_sig(x: float | None) -> float | None:
-    """10 significant digits: stable JSON without float noise; None stays None."""
-    return None if x is None else float(f"{float(x):.10g}")
 
 
 def wilson(k: float, n: float, z: float = Z95) -> list[float]:

@@ -44,7 +44,7 @@ def world_model(world_log):
 @pytest.fixture(scope="session")
 def demo_model_path(tmp_path_factory):
     """A calibrated copy of the bundled demo model in a temporary folder."""
-    from calibration.calibrate import run_calibrate
+    from application.calibrate import run_calibrate
 
     path = tmp_path_factory.mktemp("demo") / "model.json"
     run_calibrate(DEMO_EVENTS, path)

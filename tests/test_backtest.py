@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from calibration.backtest import backtest, naive_reach, parse_split, reach_at_ages
+from calibration.drift import benjamini_hochberg, drift
 from calibration.estimate import estimate
 from calibration.load import load_events
-from calibration.validate import backtest, benjamini_hochberg, drift, naive_reach, parse_split, reach_at_ages
 from cli import app
 from sim.errors import InputError
 from sim.exact import evaluate
@@ -41,7 +42,7 @@ def censored_world(tmp_path_factory):
 
 def test_backtest_predicts_the_later_cohort_on_a_censored_world(censored_world):
     _, path = censored_world
-    result, _ = backtest(path, split=SPLIT)
+    result = backtest(path, split=SPLIT)[0].to_dict()
     assert BACKTEST_KEYS <= set(result)
     n_later = result["customers"]["later"]
     assert n_later > 10_000
@@ -71,7 +72,8 @@ def test_only_rows_before_the_split_are_fitted(tmp_path):
     runs = {}
     for name, frame in (("clean", events), ("after", corrupt_after), ("before", corrupt_before)):
         frame.to_csv(tmp_path / f"{name}.csv", index=False)
-        runs[name] = backtest(tmp_path / f"{name}.csv", split=SPLIT)
+        record, model = backtest(tmp_path / f"{name}.csv", split=SPLIT)
+        runs[name] = record.to_dict(), model
     (r_clean, m_clean), (r_after, m_after), (_, m_before) = runs["clean"], runs["after"], runs["before"]
     for name in ("share", "advance", "drop", "lapse", "rate", "persona_share"):
         assert np.array_equal(getattr(m_clean, name), getattr(m_after, name)), name
@@ -194,7 +196,7 @@ def drift_models(tmp_path_factory):
 
 def test_drift_finds_the_planted_change_first(drift_models):
     old, _, new = drift_models
-    result = drift(old, new, alpha=0.05)
+    result = drift(old, new, alpha=0.05).to_dict()
     planted = [c for c in result["changes"]
                if (c["kind"], c["stage"], c["touchpoint"]) == ("drop_off", "consideration", "checkout")]
     assert {c["persona"] for c in planted} == set(old.personas)  # found in every persona
@@ -206,7 +208,7 @@ def test_drift_finds_the_planted_change_first(drift_models):
 
 def test_drift_finds_nothing_in_two_samples_of_one_world(drift_models):
     old, same, _ = drift_models
-    result = drift(old, same, alpha=0.05)
+    result = drift(old, same, alpha=0.05).to_dict()
     assert result["tests"] > 200
     assert result["significant"] <= 1
 

@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from calibration.backtest import parse_split
 from calibration.calibrate import calibrate
-from calibration.load import NS_PER_DAY, load_events
+from calibration.load import load_events
 from calibration.mapping import load_mapping
-from calibration.validate import parse_split
+from calibration.timestamps import NS_PER_DAY
 from cli import app
 from conftest import DEMO_EVENTS, DEMO_MODEL
 from sim.errors import InputError

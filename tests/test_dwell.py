@@ -11,9 +11,9 @@ import json
 import numpy as np
 import pytest
 
+from calibration.backtest import backtest
 from calibration.estimate import DEFAULT_POOLING, estimate
 from calibration.load import load_events
-from calibration.validate import backtest
 from sim.errors import ModelError
 from sim.exact import evaluate
 from sim.model import Model
@@ -295,12 +295,12 @@ def test_backtest_predicts_the_later_cohort_of_a_semi_markov_world(tmp_path):
     simulate_log(world, 30_000, seed=404, arrival_days=240.0, observe_days=240.0).events.to_csv(path, index=False)
     result, model = backtest(path, split=SPLIT)
     assert not model.plain_dwell
-    n_later = result["customers"]["later"]
-    obs = result["observed"]["decision"]
+    n_later = result.customers["later"]
+    obs = result.observed["decision"]
     assert 0.015 > 3 * np.sqrt(obs * (1 - obs) / n_later)  # the bound is over 3 standard errors
-    assert abs(result["predicted"]["decision"] - obs) < 0.015, result["error"]
+    assert abs(result.predicted["decision"] - obs) < 0.015, result.error
     # the test can fail: ignoring how long each later customer was observable misses by far more
-    assert abs(result["fitted_expected_conversion_rate"] - obs) > 0.03
+    assert abs(result.fitted_expected_conversion_rate - obs) > 0.03
 
 
 # ---- model files --------------------------------------------------------------------------------------
@@ -337,7 +337,7 @@ def test_negative_leave_speed_is_a_model_error(tmp_path, persona, stage, way):
 # ---- drift of a leave speed ----------------------------------------------------------------------
 def test_drift_finds_a_planted_leave_speed_change_and_nothing_in_two_samples(tmp_path):
     """Approval-bound customers leave consideration twice as fast in the new log; conversion is the same."""
-    from calibration.validate import drift
+    from calibration.drift import drift
 
     world = with_leave_speeds(make_world(306), seed=306)
     changed = world.copy()
@@ -350,7 +350,7 @@ def test_drift_finds_a_planted_leave_speed_change_and_nothing_in_two_samples(tmp
         return estimate(load_events(path))
 
     old, same, new = fit(world, 1), fit(world, 2), fit(changed, 3)
-    found = drift(old, new)
+    found = drift(old, new).to_dict()
     speed = sorted((c for c in found["changes"] if c["kind"] == "leave_speed"), key=lambda c: c["p_value"])
     planted = [c for c in speed if (c["stage"], c["way_out"]) == ("consideration", "decision")]
     assert {c["persona"] for c in planted} == set(world.personas), speed
@@ -359,4 +359,4 @@ def test_drift_finds_a_planted_leave_speed_change_and_nothing_in_two_samples(tmp
     # which the faster approvals raise too (other per-interaction estimates shift with it)
     assert all(c["new_estimate"] / c["old_estimate"] > 1.3 for c in planted), planted
     assert abs(found["conversion_change"]) < 0.02  # timing only: the same conversion without a horizon
-    assert drift(old, same)["significant"] <= 1
+    assert drift(old, same).significant <= 1

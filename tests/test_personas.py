@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from calibration.calibrate import calibrate
+from calibration.calibrate import calibrate, calibration
 from cli import app
 from sim.exact import evaluate
 from sim.model import Model
@@ -40,7 +40,9 @@ def three(tmp_path_factory):
     labelled, plain = folder / "labelled.csv", folder / "events.csv"
     events.to_csv(labelled, index=False)
     events.drop(columns="persona").to_csv(plain, index=False)
-    found = calibrate(plain, personas="auto", assignments=folder / "assignments.csv")
+    result = calibration(plain, personas="auto", assignments=folder / "assignments.csv")
+    (folder / "assignments.csv").write_text(result.assignments_csv)
+    found = result.model
     return {"world": world, "folder": folder, "labelled": labelled, "plain": plain, "found": found}
 
 

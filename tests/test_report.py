@@ -282,7 +282,7 @@ def test_satisfaction_is_averaged_per_stage_before_the_interaction(tmp_path):
 def test_calibrated_experience_round_trips_and_draws_the_emotion_curve(tmp_path):
     import pandas as pd
 
-    from calibration.calibrate import run_calibrate
+    from application.calibrate import run_calibrate
     from conftest import DEMO_EVENTS
 
     df = pd.read_csv(DEMO_EVENTS)

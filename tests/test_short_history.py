@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from application.report import build_report
+from calibration.backtest import backtest
 from calibration.estimate import estimate
 from calibration.load import load_events
-from calibration.validate import backtest
 from cli import app
 from sim.errors import InputError
 from worlds import make_world, simulate_log
@@ -32,8 +32,8 @@ def week_log(tmp_path_factory):
 def test_one_week_of_history_predicts_later_conversion(week_log, inactivity):
     """The done-when: within 0.03 of the later customers' conversion, window 3 or 10 days."""
     result, model = backtest(week_log, split=WEEK, inactivity_days=inactivity)
-    obs, pred = result["observed"]["decision"], result["predicted"]["decision"]
-    assert 0.03 > 5 * np.sqrt(obs * (1 - obs) / result["customers"]["later"])  # the bound is not noise
+    obs, pred = result.observed["decision"], result.predicted["decision"]
+    assert 0.03 > 5 * np.sqrt(obs * (1 - obs) / result.customers["later"])  # the bound is not noise
     assert abs(pred - obs) < 0.03, (pred, obs)
     assert model.estimator["inactivity_days"] == inactivity
     # every row before the split entered the estimates, whatever the window
@@ -44,7 +44,7 @@ def test_one_week_of_history_predicts_later_conversion(week_log, inactivity):
 def test_cure_estimates_do_not_depend_on_the_window(week_log):
     a, m3 = backtest(week_log, split=WEEK, inactivity_days=3.0)
     b, m10 = backtest(week_log, split=WEEK, inactivity_days=10.0)
-    assert a["predicted"] == b["predicted"]
+    assert a.predicted == b.predicted
     for name in ("share", "advance", "drop", "lapse", "rate", "leave_speed"):
         assert np.array_equal(getattr(m3, name), getattr(m10, name)), name
 

@@ -1,0 +1,184 @@
+"""Checking and coding the columns of an event log table: ids, touchpoints, stages, personas, numbers.
+
+Every problem is one `InputError` naming the file, row, column and value.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from calibration.mapping import Mapping
+from calibration.readers import header_names, sniff_delimiter
+from sim.errors import InputError, closest
+
+_NULL_WORDS = ("NA", "N/A", "NaN", "nan", "null", "None")  # read as missing only where a number belongs
+
+
+def no_nulls(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray) -> None:
+    """Refuse an empty value in a column that needs one."""
+    if arr.null_count:
+        i = int(np.flatnonzero(np.asarray(pc.is_null(arr).to_numpy(zero_copy_only=False)))[0])
+        raise InputError("empty value", file=path, where=f"row {rows[i]}, column {column!r}",
+                         hint="every row needs a value here")
+
+
+def _dictionary_codes(arr: pa.ChunkedArray, code_of) -> np.ndarray:
+    """Codes of a (possibly dictionary-typed) column via ``code_of(name) -> int``, chunk by chunk.
+
+    Each chunk of a dictionary column has its own small dictionary: remap it instead of decoding
+    millions of strings. Nulls get code -1.
+    """
+    if not pa.types.is_dictionary(arr.type):
+        arr = pc.dictionary_encode(arr)
+    out = np.empty(len(arr), dtype=np.int32)
+    pos = 0
+    for chunk in arr.chunks:
+        remap = np.array([code_of(str(x)) for x in chunk.dictionary.to_pylist()] + [-1], dtype=np.int32)
+        idx = chunk.indices.fill_null(len(chunk.dictionary)).to_numpy(zero_copy_only=False)
+        out[pos:pos + len(chunk)] = remap[idx]
+        pos += len(chunk)
+    return out
+
+
+def _distinct(arr: pa.ChunkedArray) -> list[str]:
+    """The distinct values, sorted."""
+    if pa.types.is_dictionary(arr.type):
+        names = {str(x) for chunk in arr.chunks for x in chunk.dictionary.to_pylist()}
+    else:
+        names = {str(x) for x in pc.unique(arr).to_pylist() if x is not None}
+    return sorted(names)
+
+
+def encode_sorted(arr: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+    """Codes in sorted-name order (stable names in the model whatever the file's row order)."""
+    names = _distinct(arr)
+    lookup = {name: i for i, name in enumerate(names)}
+    return _dictionary_codes(arr, lookup.__getitem__), names
+
+
+def recode(codes: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes renumbered over the ids still used, and those ids."""
+    used, new = np.unique(codes, return_inverse=True)
+    return new.astype(np.int64), ids[used]
+
+
+
+def stage_codes(arr: pa.ChunkedArray, stages: list[str], path: Path, column: str,
+                 rows: np.ndarray) -> np.ndarray:
+    """Stage index of each row from the stage column."""
+    no_nulls(arr, path, column, rows)
+    lookup = {name: i for i, name in enumerate(stages)}
+    codes = _dictionary_codes(arr, lambda name: lookup.get(name, -1)).astype(np.int16)
+    if (codes < 0).any():
+        i = int(np.flatnonzero(codes < 0)[0])
+        bad = str(arr[i].as_py())
+        raise InputError("unknown stage", file=path, where=f"row {rows[i]}, column {column!r}",
+                         value=bad, hint=closest(bad, stages) + "; or list the stages with --stages")
+    return codes
+
+
+def derive_stage(table: pa.Table, mp: Mapping, stages: list[str], path: Path, rows: np.ndarray) -> np.ndarray:
+    """Stage index of each row (-1: no stage) from a [stage] rule of the mapping."""
+    rule = mp.stage
+    if rule.column not in table.column_names:
+        raise InputError("[stage] column is not in the log", file=path, where="[stage] column",
+                         value=rule.column, hint=closest(rule.column, header_names(table)))
+    for value, stage in rule.values.items():
+        if stage not in stages:
+            raise InputError("unknown stage in [stage] values", file=path, where=f"[stage] values.{value}",
+                             value=stage, hint=closest(stage, stages))
+    s = pc.cast(table[rule.column], pa.string())
+    enc = pc.dictionary_encode(s).combine_chunks()
+    names = enc.dictionary.to_pylist()
+    lookup = np.array([stages.index(rule.values[n]) if n in rule.values else -1 for n in names] + [-1],
+                      dtype=np.int16)
+    idx = enc.indices.fill_null(len(names)).to_numpy(zero_copy_only=False)
+    return lookup[idx]
+
+
+def end_rows(table: pa.Table, mp: Mapping) -> np.ndarray:
+    """Rows whose [stage] column holds one of the mapping's end_values."""
+    if mp.stage is None or not mp.stage.end_values or mp.stage.column not in table.column_names:
+        return np.zeros(table.num_rows, dtype=bool)
+    s = pc.cast(table[mp.stage.column], pa.string())
+    hit = pc.is_in(s, value_set=pa.array(mp.stage.end_values, type=pa.string()))
+    return np.asarray(hit.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def derive_persona(table: pa.Table, mp: Mapping, path: Path) -> tuple[np.ndarray, list[str]]:
+    """Per-row persona codes (-1 where the value is unusable) from a [persona] rule."""
+    rule = mp.persona
+    if rule.column not in table.column_names:
+        raise InputError("[persona] column is not in the log", file=path, where="[persona] column",
+                         value=rule.column, hint=closest(rule.column, header_names(table)))
+    s = pc.cast(table[rule.column], pa.string())
+    if rule.bands is None:
+        enc = pc.dictionary_encode(s).combine_chunks()
+        names = [str(x) for x in enc.dictionary.to_pylist()]
+        order = np.argsort(np.array(names, dtype=object), kind="stable")
+        remap = np.full(len(names) + 1, -1, dtype=np.int32)
+        remap[order] = np.arange(len(names), dtype=np.int32)
+        codes = remap[enc.indices.fill_null(len(names)).to_numpy(zero_copy_only=False)]
+        return codes, [names[i] for i in order]
+    values = pd.to_numeric(pd.Series(s.to_numpy(zero_copy_only=False)), errors="coerce").to_numpy(dtype=float)
+    codes = np.searchsorted(np.asarray(rule.bands, dtype=float), values, side="right").astype(np.int32) - 1
+    codes[np.isnan(values)] = -1
+    used = np.unique(codes[codes >= 0])  # labels nobody has are left out of the model
+    if used.size == 0:
+        used = np.arange(len(rule.labels))
+    remap = np.full(len(rule.labels) + 1, -1, dtype=np.int32)
+    remap[used] = np.arange(used.size, dtype=np.int32)
+    return remap[codes], [rule.labels[i] for i in used]
+
+
+def check_first_persona(codes: np.ndarray, rows: np.ndarray, table: pa.Table, table_rows: np.ndarray,
+                         path: Path, rule) -> None:
+    """Refuse a customer whose first row has no usable [persona] value."""
+    bad = codes < 0
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        value = table[rule.column][int(np.searchsorted(table_rows, rows[i]))].as_py()
+        what = (f"a number of at least {rule.bands[0]:g}" if rule.bands is not None else "a value")
+        raise InputError(f"[persona] column needs {what} on each customer's first row", file=path,
+                         where=f"row {rows[i]}, column {rule.column!r}", value=value if value is not None else "",
+                         hint="fill it in, or lower the first band" if rule.bands is not None else "fill it in")
+
+
+def parse_satisfaction(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray) -> np.ndarray:
+    """Satisfaction per row, 1 to 5, NaN where missing."""
+    text = pc.cast(arr, pa.string())
+    values = pd.to_numeric(pd.Series(text.to_numpy(zero_copy_only=False)), errors="coerce")
+    out = values.to_numpy(dtype=float, na_value=np.nan)
+    missing = pc.or_(pc.is_null(text), pc.is_in(text, value_set=pa.array(_NULL_WORDS)))
+    raw_null = np.asarray(missing.to_numpy(zero_copy_only=False), dtype=bool)
+    bad = np.isnan(out) & ~raw_null
+    bad |= ~np.isnan(out) & ((out < 1) | (out > 5))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError("satisfaction must be a number from 1 to 5 (or empty)", file=path,
+                         where=f"row {rows[i]}, column {column!r}", value=str(arr[i]))
+    return out
+
+
+def parse_value(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray) -> np.ndarray:
+    """Money realised by each row: a finite number >= 0; an empty cell is 0 (nothing realised)."""
+    text = pc.cast(arr, pa.string()).to_numpy(zero_copy_only=False)
+    if arr.null_count and not path.name.lower().endswith((".parquet", ".pq")):
+        # the reader turns "NaN" and "NA" into empty cells: read the column as written to tell them apart
+        raw = pacsv.read_csv(path, parse_options=sniff_delimiter(path), convert_options=pacsv.ConvertOptions(
+            include_columns=[column], column_types={column: pa.string()}, strings_can_be_null=False,
+            quoted_strings_can_be_null=False))[column].to_numpy(zero_copy_only=False)
+        text = raw[rows - 1]
+    empty = np.array([t is None or (isinstance(t, str) and not t.strip()) for t in text], dtype=bool)
+    out = pd.to_numeric(pd.Series(np.where(empty, "0", text)), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    bad = ~np.isfinite(out) | (out < 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError("value must be a finite number >= 0 (money the interaction realised; empty = 0)",
+                         file=path, where=f"row {rows[i]}, column {column!r}", value=str(text[i]))
+    return out

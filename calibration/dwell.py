@@ -1,0 +1,232 @@
+"""Way-out-specific dwell (``--dwell way_out``): a visit's way out and its time in the stage fitted together.
+
+A visit to a stage runs from the interaction that moved the customer in (arrival for the first
+stage) to the interaction that moved them on or ended the journey. Its way out and its time are
+fitted together by EM for a mixture of exponentials: the way out probabilities and each way's
+leave rate. Per-interaction counts cannot give the way out probabilities here: the visits still
+going when the log ends are mostly the slow ways out, so counting only finished ones would
+favour the fast ways. Visits are followed to ``cut`` (the log's end with the cure model, else
+the start of the outcome window; moves after it are censored, so moves and drop-offs are
+treated alike): a visit still going then, and the "stayed" part of a quiet last interaction
+(1 - its cure weight) or of an unanswered move (1 - its lapse weight), is censored at the cut
+with way out o weighted by way_o * exp(-rate_o * time in stage).
+Way probabilities are shrunk toward the per-interaction estimate and leave rates toward the
+plain rate * q with ``m`` pseudo-visits, so thin cells keep the plain model. The result is
+written back in per-interaction terms: staying interactions keep their rate r_s, the mean stay
+tau = sum_o way_o / leave_o gives q = 1 / (1 + r_s tau) (one leaving interaction per visit) and
+rate = r_s + 1 / tau; per touchpoint, drop-off and advance are rescaled to the refitted way
+probabilities and that q; speeds are leave_o * tau, so sum_o way_o / speed_o = 1 and the model's
+share, drop-off and advance are what it implies per interaction (as in the first stage, where
+the interaction at arrival leaves with q like any other).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.model import Model
+
+EM_ITERATIONS = 200
+
+
+@dataclass
+class DwellInputs:
+    """What the dwell fit reads: the rows, where visits are cut, the quiet rows' weights, the plain estimates."""
+
+    time: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+    before: np.ndarray
+    after: np.ndarray
+    live: np.ndarray
+    advanced: np.ndarray
+    persona: np.ndarray
+    cut: float  # visits are followed to this day
+    quiet_drop: np.ndarray  # quiet last rows (drop-off or stay) and their P(over)
+    w_drop: np.ndarray
+    quiet_lapse: np.ndarray  # unanswered moves and their P(lapsed)
+    w_lapse: np.ndarray
+    share: np.ndarray  # the plain (per-interaction) estimates
+    advance: np.ndarray
+    drop: np.ndarray
+    lapse: np.ndarray
+    rate: np.ndarray
+    m: float  # pseudo-visits of the shrinkage
+
+
+@dataclass
+class DwellFit:
+    """The refitted per-interaction estimates, the leave speeds, and the counts behind the speeds."""
+
+    advance: np.ndarray
+    drop: np.ndarray
+    rate: np.ndarray
+    leave_speed: np.ndarray  # [P, S, 1 + S]
+    leave_events: np.ndarray  # [P, S, 1 + S] timed exits
+    leave_days: np.ndarray  # [P, S, 1 + S] days at risk, censored visits included
+
+    def counts(self) -> dict[str, np.ndarray]:
+        """The counts the model stores (and drift tests)."""
+        return {"leave_events": self.leave_events, "leave_days": self.leave_days}
+
+
+@dataclass
+class _Visits:
+    """Finished visits (way out known, with weight and days) and visits still going at the cut."""
+
+    ev_idx: np.ndarray  # flat [P, S, K] of a finished visit's way out
+    ev_w: np.ndarray
+    ev_d: np.ndarray  # days in the stage
+    ev_timed: np.ndarray  # False: the interaction at arrival left at once (no time in the stage)
+    c_idx: np.ndarray  # flat [P, S] of an unfinished visit
+    c_w: np.ndarray
+    c_t: np.ndarray  # days in the stage at the cut
+
+
+def fit_dwell(x: DwellInputs) -> DwellFit:
+    """Way-out-specific dwell refitted per visit (see the module docstring)."""
+    P, S, T = x.share.shape
+    plain = _plain_model(x.share, x.advance, x.drop, x.lapse, x.rate)
+    q, way0 = plain.way_out()
+    v = _visits(x, _entry_rows(x.first, x.before))
+    way, leave, timed_exits, exposure = _em(v, P, S, q, way0, x.rate, x.m)
+    adv, drop, rate, speed = _per_interaction(plain, x, q, way0, way, leave)
+    return DwellFit(advance=adv, drop=drop, rate=rate, leave_speed=speed, leave_events=timed_exits,
+                    leave_days=exposure)
+
+
+def _plain_model(share: np.ndarray, advance: np.ndarray, drop: np.ndarray, lapse: np.ndarray,
+                 rate: np.ndarray) -> Model:
+    """A nameless model of the plain estimates: its stage kernel gives q and the way-out probabilities."""
+    P, S, T = share.shape
+    return Model(stages=[str(i) for i in range(S)], touchpoints=[str(i) for i in range(T)],
+                 personas=[str(i) for i in range(P)], conversion_stage="1", persona_share=np.full(P, 1.0 / P),
+                 share=share, advance=advance, drop=drop, lapse=lapse, rate=rate)
+
+
+def _entry_rows(first: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """Per row, the row that moved the customer into the row's stage (itself for the first stage):
+    int32 and per-subset lookups keep a 10 M-row log's peak memory down."""
+    n = first.size
+    rows = np.arange(n, dtype=np.int32)
+    run_start = first.copy()
+    run_start[1:] |= before[1:] != before[:-1]
+    entry_row = np.where(run_start, np.where(first, rows, rows - 1), 0).astype(np.int32)
+    del rows
+    np.maximum.accumulate(entry_row, out=entry_row)
+    return entry_row
+
+
+def _visits(x: DwellInputs, entry_row: np.ndarray) -> _Visits:
+    """The visits' ways out and times; moves after the cut are censored there."""
+    S = x.share.shape[1]
+    K = 1 + S
+    time, first, before, after, persona, cut = x.time, x.first, x.before, x.after, x.persona, x.cut
+    quiet_drop, quiet_lapse = x.quiet_drop, x.quiet_lapse
+
+    def ps(idx: np.ndarray) -> np.ndarray:  # flat [P, S] of the rows' stage
+        return persona[idx] * S + before[idx]
+
+    def in_stage(idx: np.ndarray) -> np.ndarray:  # days from entering the stage to the row
+        return time[idx] - time[entry_row[idx]]
+
+    def to_cut(idx: np.ndarray) -> np.ndarray:  # days from entering the stage to the cut
+        return cut - time[entry_row[idx]]
+
+    # finished visits: way out known (a drop-off with its cure weight); moves after the cut are censored
+    moves = np.flatnonzero(x.live & x.advanced)
+    early = moves[time[moves] <= cut]
+    moves = moves[time[moves] > cut]
+    late = moves[~(first[moves] & (before[moves] == 0))]  # a move at arrival took no time in the stage
+    ev_idx = np.concatenate([ps(early) * K + 1 + after[early], ps(quiet_drop) * K])
+    ev_w = np.concatenate([np.ones(early.size), x.w_drop])
+    ev_d = np.concatenate([in_stage(early), in_stage(quiet_drop)])
+    # the interaction at arrival leaving at once: a way out without time in the stage
+    ev_timed = ~np.concatenate([first[early] & (before[early] == 0), first[quiet_drop] & (before[quiet_drop] == 0)])
+    # unfinished visits at the cut: in-progress customers, the stayed part of quiet rows and of moves
+    open_rows = np.flatnonzero(x.live & ~x.advanced & x.last & (time > cut))
+    c_idx = np.concatenate([ps(late), ps(quiet_drop), ps(open_rows), persona[quiet_lapse] * S + after[quiet_lapse]])
+    c_w = np.concatenate([np.ones(late.size), 1.0 - x.w_drop, np.ones(open_rows.size), 1.0 - x.w_lapse])
+    c_t = np.concatenate([to_cut(late), to_cut(quiet_drop), to_cut(open_rows), cut - time[quiet_lapse]])
+    keep = (c_t >= 0) & (c_w > 0)
+    return _Visits(ev_idx=ev_idx, ev_w=ev_w, ev_d=ev_d, ev_timed=ev_timed, c_idx=c_idx[keep], c_w=c_w[keep],
+                   c_t=c_t[keep])
+
+
+def _em(v: _Visits, P: int, S: int, q: np.ndarray, way0: np.ndarray, rate: np.ndarray,
+        m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(way, leave rate, timed exits, exposure) of the mixture of exponentials, by EM over the censored visits."""
+    K = 1 + S
+    c_idx, c_w, c_t = v.c_idx, v.c_w, v.c_t
+    size = P * S * K
+    exits = np.bincount(v.ev_idx, weights=v.ev_w, minlength=size).reshape(P, S, K)
+    timed_exits = np.bincount(v.ev_idx[v.ev_timed], weights=v.ev_w[v.ev_timed], minlength=size).reshape(P, S, K)
+    days = np.bincount(v.ev_idx[v.ev_timed], weights=(v.ev_w * v.ev_d)[v.ev_timed], minlength=size).reshape(P, S, K)
+    prior_rate = (rate * q)[..., None] * np.ones(K)
+    valid = way0 > 0
+    way, leave = way0.copy(), prior_rate.copy()
+    flat = (c_idx[:, None] * K + np.arange(K)).ravel()
+    censored_visits = np.zeros_like(days)
+    censored_days = np.zeros_like(days)
+    for _ in range(EM_ITERATIONS):
+        logit = (np.log(np.maximum(way.reshape(P * S, K)[c_idx], 1e-300))
+                 - leave.reshape(P * S, K)[c_idx] * c_t[:, None])
+        resp = np.exp(logit - logit.max(axis=1, keepdims=True))
+        resp /= resp.sum(axis=1, keepdims=True)
+        censored_visits = np.bincount(flat, weights=(resp * c_w[:, None]).ravel(), minlength=size).reshape(P, S, K)
+        censored_days = np.bincount(flat, weights=(resp * (c_w * c_t)[:, None]).ravel(),
+                                    minlength=size).reshape(P, S, K)
+        visits = exits + censored_visits
+        new_way = (visits + m * way0) / np.maximum(visits.sum(-1, keepdims=True) + m, 1e-300)
+        new_way = np.where(valid, new_way, 0.0)
+        new_way /= np.maximum(new_way.sum(-1, keepdims=True), 1e-300)
+        exposure = days + censored_days
+        if m > 0:
+            new_leave = (timed_exits + m) / (exposure + m / np.maximum(prior_rate, 1e-300))
+        else:  # no pooling: the plain rate where a way out has no exits to go by
+            new_leave = np.where((timed_exits > 0) & (exposure > 0),
+                                 timed_exits / np.maximum(exposure, 1e-300), prior_rate)
+        change = max(np.abs(new_leave / np.maximum(leave, 1e-300) - 1.0).max(initial=0.0),
+                     np.abs(new_way - way).max(initial=0.0))
+        way, leave = new_way, new_leave
+        if change < 1e-7:
+            break
+    return way, leave, timed_exits, days + censored_days
+
+
+def _per_interaction(plain: Model, x: DwellInputs, q: np.ndarray, way0: np.ndarray, way: np.ndarray,
+                     leave: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(advance, drop, rate, leave_speed) that say per interaction what the fitted visits say.
+
+    The model's shares, drop-offs and advances stay what they say (P(an interaction ends the journey /
+    moves the customer on)) when the mean stay is the plain model's 1 / (rate * q), i.e.
+    sum_o way_o / speed_o = 1. Staying interactions keep their rate r_s, the fitted ways and leave rates
+    fix the mean stay tau, so q = 1 / (1 + r_s tau) (one leaving interaction per visit among
+    1 + r_s tau) and rate = r_s + 1 / tau.
+    """
+    S = x.share.shape[1]
+    rate = x.rate
+    valid = way0 > 0
+    stay_rate = rate * np.clip(1.0 - q, 0.0, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tau = np.where(valid, way / np.maximum(leave, 1e-300), 0.0).sum(-1)
+    target_q = np.where(tau > 0, 1.0 / (1.0 + stay_rate * tau), q)
+    ratio = np.where(valid, way * target_q[..., None] / np.maximum(way0 * q[..., None], 1e-300), 1.0)
+    new_drop = x.drop * ratio[:, :, None, 0]
+    new_adv = x.advance * ratio[:, :, None, 1:]
+    leaving = new_drop + new_adv.sum(-1)
+    over = np.maximum(leaving, 1.0)  # a touchpoint cannot leave more than always
+    new_drop /= over
+    new_adv /= over[..., None]
+    refit = plain.copy()
+    refit.drop, refit.advance = new_drop, new_adv
+    new_q, _ = refit.way_out()
+    # no staying interactions seen (a thin cell): the visit's one interaction comes at 1 / tau
+    new_rate = np.where((new_q < 1.0 - 1e-9) & (stay_rate > 0), stay_rate / np.maximum(1.0 - new_q, 1e-12),
+                        1.0 / np.maximum(tau, 1e-300))
+    new_rate = np.where((tau > 0) & (new_rate > 0), new_rate, rate)
+    new_rate[:, S - 1] = 0.0
+    speed = np.where(valid, leave / np.maximum((new_rate * new_q)[..., None], 1e-300), 1.0)
+    speed[:, S - 1] = 1.0
+    return new_adv, new_drop, new_rate, speed

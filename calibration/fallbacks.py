@@ -1,0 +1,104 @@
+"""Where the data cannot tell and an estimate is the pooled prior: fallback records with a plain message."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from calibration.counting import Counts, RowFlags
+from calibration.cure import OutcomeFit
+from calibration.eventlog import EventLog
+from calibration.pooling import DEFAULT_GAP_DAYS
+
+SEQUENCE_NOTE_NATS = 0.05  # below this the next touchpoint says too little about the last to matter
+
+
+def fallbacks(log: EventLog, f: RowFlags, c: Counts, fit: OutcomeFit, *, censoring: str,
+              inactivity_days: float) -> list[dict[str, Any]]:
+    """Where the data cannot tell and an estimate is the pooled prior: records with a plain message.
+
+    Evidence about a row's outcome: 1 if known (moved on, followed by another interaction, closed by
+    end_values; under the window estimator, every decided row); for a quiet last row under the cure
+    model, 1 - exp(-rate * quiet time), how far its quiet time tells "over" from "still to return".
+    A cell with less than one interaction's worth of evidence is left to the pooled estimate.
+    """
+    live, decided, known, cell, size, history = f.live, f.decided, f.known, f.cell, f.size, f.history
+    interactions, gaps, entered = c.interactions, c.gaps, c.entered
+    quiet_rows, quiet_time, sure = fit.quiet.drop, fit.quiet.quiet_d, fit.quiet.sure_d
+    quiet_rate = fit.rate.ravel()[fit.quiet.stage_d]
+    P, S, T = interactions.shape
+    final = S - 1
+    stages = log.stages
+    out: list[dict[str, Any]] = []
+    if censoring == "window":
+        evidence = np.bincount(cell[decided], minlength=size).astype(float)
+        left = int((live & ~decided).sum())
+        if left * 2 > live.sum():
+            out.append({"kind": "window", "count": left, "of": int(live.sum()),
+                        "message": f"{left:,} of {int(live.sum()):,} interactions are in the last "
+                                   f"{inactivity_days:g} days (history {history:.3g} days) and left out of the "
+                                   "outcome, lapse and gap estimates; --censoring cure uses them"})
+    else:
+        row_ev = known.astype(float)
+        quiet_ev = np.where(sure, 1.0, 1.0 - np.exp(-quiet_rate * quiet_time))
+        row_ev[quiet_rows] = quiet_ev
+        row_ev[~decided] = 0.0  # in the outcome window (when it applies): not used
+        evidence = np.bincount(cell[live], weights=row_ev[live], minlength=size)
+    evidence = evidence.reshape(P, S, T)[:, :final]
+    seen = interactions[:, :final] > 0
+    blind = seen & (evidence < 1.0)
+    stage_seen = seen.any(axis=(0, 2))
+    stage_ev = evidence.sum(axis=(0, 2))
+    for s in range(final):
+        what = []
+        if not stage_seen[s]:
+            what.append("no interaction in the log: its drop-off, advance and interaction rate are the prior")
+        else:
+            if stage_ev[s] < 1.0:
+                what.append("no interaction with a known outcome: its drop-off and advance are an even guess")
+            if gaps[:, s].sum() == 0:
+                what.append("no gap between two interactions: its interaction rate is "
+                            + ("the other stages' average" if gaps.sum() > 0 else
+                               f"the default of one per {DEFAULT_GAP_DAYS:g} days"))
+        if 0 < s and stage_seen[s] and entered[:, s].sum() == 0:
+            what.append("no move into it: its lapse is 0")
+        if what:
+            out.append({"kind": "stage", "stage": stages[s], "message": f"stage {stages[s]!r}: " + "; ".join(what)})
+    informed_stage = stage_ev >= 1.0
+    tp_seen = seen.any(axis=0)
+    tp_blind = tp_seen & (evidence.sum(axis=0) < 1.0) & informed_stage[:, None]
+    if tp_blind.any():
+        k, n_ = int(tp_blind.sum()), int(tp_seen.sum())
+        out.append({"kind": "touchpoints", "count": k, "of": n_,
+                    "message": f"{k} of {n_} stage x touchpoint pairs had no interaction with a known outcome "
+                               "and use their stage's average drop-off and advance"})
+    cells = blind & ~tp_blind[None] & informed_stage[None, :, None]
+    if cells.any():
+        k, n_ = int(cells.sum()), int(seen.sum())
+        out.append({"kind": "cells", "count": k, "of": n_,
+                    "message": f"{k} of {n_} persona x stage x touchpoint cells had no interaction with a known "
+                               "outcome and use the all-persona estimate"})
+    return out
+
+
+def all_rows_note(f: RowFlags, inactivity_days: float) -> dict[str, Any]:
+    """The record saying every interaction entered (the window would have left most undecided)."""
+    k, n_live = int(f.in_window.sum()), int(f.live.sum())
+    return {"kind": "all_rows", "count": k, "of": n_live,
+            "message": f"{k:,} of {n_live:,} interactions are in the last {inactivity_days:g} days "
+                       f"(history {f.history:.3g} days): too many to leave out, so every interaction "
+                       "enters with the cure model, which leans on exponential gaps between "
+                       "interactions"}
+
+
+def touch_order_note(dependence: dict[str, Any]) -> dict[str, Any] | None:
+    """The record saying the touchpoints depend on each other though drawn afresh; None if they hardly do."""
+    if not (dependence["bic_favours_sequences"] and dependence["nats_per_interaction"] >= SEQUENCE_NOTE_NATS):
+        return None
+    return {"kind": "touch_order", "count": dependence["pairs"],
+            "message": "consecutive touchpoints depend on each other (the next one tells "
+                       f"{dependence['nats_per_interaction']:.2f} nats about the last, over "
+                       f"{dependence['pairs']:,} pairs), but every touchpoint was drawn afresh: for "
+                       "attribution and removals that follow the sequences, as first-order Markov "
+                       "attribution does, calibrate with --touch-order 1 (it keeps one time to "
+                       "leave per stage, without leave speeds)"}

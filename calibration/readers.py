@@ -1,0 +1,157 @@
+"""Reading an event log file into an Arrow table: CSV (any delimiter, optionally gzipped) or Parquet.
+
+Only the columns the mapping names are read; the whole header is kept for "did you mean" hints.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from calibration.eventlog import OPTIONAL, REQUIRED
+from calibration.mapping import Mapping
+from sim.errors import InputError
+
+
+def column_sources(mp: Mapping) -> dict[str, str]:
+    """The file column behind each contract column."""
+    return {name: mp.source_of(name) for name in REQUIRED + OPTIONAL}
+
+
+
+def read_table(path: Path, mp: Mapping) -> pa.Table:
+    """The columns of the log the mapping needs (CSV or Parquet), as a table."""
+    name = path.name.lower()
+    try:
+        if name.endswith(".parquet") or name.endswith(".pq"):
+            return pq.read_table(path)
+        wanted = (set(column_sources(mp).values()) | set(mp.filter) | ({mp.stage.column} if mp.stage else set())
+                  | ({mp.persona.column} if mp.persona else set()))
+        parse = sniff_delimiter(path)
+        head = _csv_header(path, parse)
+        twice = sorted({c for c in head if c in wanted and head.count(c) > 1})
+        if twice:
+            raise InputError("the header names this column more than once", file=path, where=f"column {twice[0]!r}",
+                             hint="rename one of them (or map the right one with --mapping)")
+        include = [c for c in head if c in wanted]
+        sources = column_sources(mp)
+        # Low-cardinality columns are read dictionary-encoded and the timestamp parsed by the
+        # reader itself (multi-threaded): far cheaper than materialising millions of strings.
+        types = {c: _DICT for c in include}
+        types[sources["customer_id"]] = pa.string()
+        for name in ("satisfaction", "value"):  # numbers checked by their own parsers
+            if sources[name] in types:
+                types[sources[name]] = pa.string()
+        time_col = sources["timestamp"]
+        rule = mp.timestamp
+        as_text = rule is not None and (rule.format is not None or rule.unit is not None or rule.dayfirst is not None)
+        time_type = None
+        if time_col in types and as_text:
+            types[time_col] = pa.string()  # read as the mapping says, not by the reader's ISO parser
+        elif time_col in types:
+            time_type = _sniff_time_type(path, time_col, parse)
+        if time_type is not None:
+            types[time_col] = time_type
+        try:
+            table = _read_csv(path, include, types, parse)
+        except pa.ArrowInvalid:
+            if time_type is None:
+                raise
+            types[time_col] = pa.string()  # mixed or odd timestamps: parse them the slow, exact way
+            table = _read_csv(path, include, types, parse)
+        # only the wanted columns are read; keep the whole header for "did you mean" hints
+        return table.replace_schema_metadata({"journey_header": "\x1f".join(head)})
+    except InputError:
+        raise
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError, EOFError) as exc:
+        msg = str(exc).splitlines()[0][:200]
+        bad = re.search(r"Row #(\d+): Expected (\d+) columns, got (\d+)", msg)
+        if bad:  # the reader counts the header as row 1; journey's rows are data rows
+            raise InputError(f"cannot read the event log: {bad[3]} fields where the header has {bad[2]}",
+                             file=path, where=f"row {int(bad[1]) - 1}",
+                             hint="quote a field that holds the delimiter, or remove the extra field") from None
+        msg = re.sub(r"(Expected \d+ columns, got \d+):.*", r"\1 in a row", msg)  # not the raw row
+        raise InputError(f"cannot read the event log: {msg}", file=path,
+                         hint="expected CSV (optionally .gz) with a header row, or Parquet") from None
+
+
+_DICT = pa.dictionary(pa.int32(), pa.string())
+# only an empty field is missing: "NA" or "None" are ids, touchpoints or personas like any string (CONTRACT §1)
+_NULLS = [""]
+
+
+def sniff_delimiter(path: Path) -> pacsv.ParseOptions:
+    """Comma, semicolon (spreadsheet exports in many locales), tab or pipe, from the header line."""
+    try:
+        with pa.input_stream(str(path), compression="detect") as stream:
+            head = stream.read(1 << 16).decode("utf-8", errors="replace").lstrip("\ufeff")
+    except (pa.ArrowInvalid, OSError, EOFError):
+        return pacsv.ParseOptions()
+    first = head.splitlines()[0] if head else ""
+    counts = {d: first.count(d) for d in (",", ";", "\t", "|")}
+    best = max(counts, key=counts.get)
+    return pacsv.ParseOptions(delimiter=best if counts[best] > counts[","] else ",")
+
+
+def _read_csv(path: Path, include: list[str], types: dict, parse: pacsv.ParseOptions) -> pa.Table:
+    return _with_block(lambda block: pacsv.read_csv(
+        path,
+        parse_options=parse,
+        read_options=pacsv.ReadOptions(block_size=block),
+        convert_options=pacsv.ConvertOptions(include_columns=include, column_types=types,
+                                             strings_can_be_null=True, null_values=_NULLS),
+    ), 1 << 24)
+
+
+def _with_block(read, block: int):
+    """``read(block_size)``, with larger blocks while a row is longer than a block (a 1 MiB field)."""
+    while True:
+        try:
+            return read(block)
+        except pa.ArrowInvalid as exc:
+            if "straddl" not in str(exc) or block >= 1 << 30:
+                raise
+            block *= 8
+
+
+def _sniff_time_type(path: Path, column: str, parse: pacsv.ParseOptions) -> pa.DataType | None:
+    """Timestamp type for the reader from the first rows: zoned, naive, or None (mixed/unknown)."""
+    try:
+        batch = _with_block(lambda block: pacsv.open_csv(
+            path, parse_options=parse, read_options=pacsv.ReadOptions(block_size=block),
+            convert_options=pacsv.ConvertOptions(include_columns=[column],
+                                                 column_types={column: pa.string()})).read_next_batch(), 1 << 16)
+    except (pa.ArrowInvalid, StopIteration, OSError):
+        return None
+    values = [v for v in batch.column(0).to_pylist() if v]
+    if not values:
+        return None
+    zoned = [bool(re.search(r"(Z|[+-]\d\d:?\d\d)$", v.strip())) for v in values]
+    if all(zoned):
+        return pa.timestamp("ns", "UTC")
+    if not any(zoned):
+        return pa.timestamp("ns")
+    return None
+
+
+def header_names(table: pa.Table) -> list[str]:
+    """Every column of the file, including those not read."""
+    meta = table.schema.metadata or {}
+    raw = meta.get(b"journey_header")
+    return raw.decode("utf-8").split("\x1f") if raw else list(table.column_names)
+
+
+def _csv_header(path: Path, parse: pacsv.ParseOptions) -> list[str]:
+    """The CSV's header row."""
+    try:
+        names = _with_block(lambda block: pacsv.open_csv(
+            path, parse_options=parse, read_options=pacsv.ReadOptions(block_size=block),
+            convert_options=pacsv.ConvertOptions(column_types={})).schema.names, 1 << 16)
+    except pa.ArrowInvalid as exc:
+        if "Empty CSV file" in str(exc):
+            raise InputError("the event log is empty", file=path) from None
+        raise
+    return names
