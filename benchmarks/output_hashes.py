@@ -3,7 +3,7 @@
 Usage: python benchmarks/output_hashes.py OUT_DIR [--bpi EVENTS.csv.gz]
 
 Runs `journey demo`, a compare of the example scenarios, an optimize and (with --bpi) a BPI 2012
-calibration and backtest, all seeded, then prints one `sha256  path` line per output file. Wall-clock
+calibration, backtest and drift, all seeded, then prints one `sha256  path` line per output file. Wall-clock
 stamps (`started`, `finished`, `calibrated`) and the command line in manifests are blanked first:
 they differ between any two runs; so do the checkout's and the output's paths, replaced by
 placeholders. Figures (PNG) are not compared: their bytes depend on the
@@ -64,6 +64,7 @@ def main() -> None:
         journey("calibrate", str(args.bpi), "--mapping", mapping, "--out", str(out / "bpi_model.json"))
         journey("backtest", str(args.bpi), "--mapping", mapping, "--split", "2011-12-01",
                 "--out", str(out / "bpi_backtest"))
+        journey("drift", str(out / "bpi_backtest" / "model.json"), str(out / "bpi_model.json"), "--out", str(out / "drift"))
     for path in sorted(out.rglob("*")):
         if path.is_file() and path.suffix in {".json", ".csv", ".toml"}:
             print(digest(path, out), path.relative_to(out))
