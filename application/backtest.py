@@ -29,6 +29,8 @@ def run_backtest(events: str | Path, *, split: str, stages: str | list[str] | No
             "dwell": dwell, "mapping": str(mapping) if mapping else None}
     if touch_order:  # only when asked: earlier runs' manifests stay as they were
         args["touch_order"] = touch_order
+    from present.figures.backtest import backtest_png  # matplotlib only once the numbers are in
+
     png = backtest_png(result)
     with run_directory("backtest", out, args, [events, mapping],
                        known_hashes={str(events): model.log_summary["sha256"]}) as run:
@@ -44,12 +46,3 @@ def run_backtest(events: str | Path, *, split: str, stages: str | list[str] | No
         render_warnings(result.get("fallbacks", []))
         typer.echo(f"-> {run.final / 'backtest.json'}")
     return run.final, result
-
-
-def backtest_png(result: dict[str, Any]) -> bytes:
-    """The backtest figure (PNG bytes) of a backtest.json record."""
-    from present.plots import backtest_data, draw_backtest, figure, png_bytes
-
-    fig = figure(11.0, 5.0)
-    draw_backtest(backtest_data(result), fig.add_subplot())
-    return png_bytes(fig)

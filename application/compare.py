@@ -50,8 +50,9 @@ def run_compare(base: str | Path, scenarios: list[str | Path], *, customers: int
     with run_directory("compare", out, args, inputs, seed=ctx.seed) as run:
         run.json("comparison.json", record)
         run.text("comparison.csv", comparison_csv(comparison))
-        from present import plots  # matplotlib only once the numbers are in
+        from present.figures.common import render_png  # matplotlib only once the numbers are in
+        from present.figures.uplift import draw_uplift, uplift_data
 
-        data = plots.uplift_data(record)
-        run.text("uplift.png", plots.render_png(plots.draw_uplift, data, 12, 1.6 + 0.6 * len(data.names)))
+        data = uplift_data(record)
+        run.text("uplift.png", render_png(draw_uplift, data, 12, 1.6 + 0.6 * len(data.names)))
     return run.final, comparison

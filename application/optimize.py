@@ -244,46 +244,10 @@ def best_toml(scenario: Scenario, allocation: dict[str, float], run_dir: Path, *
 
 def write_figures(run: Any, best: dict[str, Any], trials_text: str) -> None:
     """history.png, allocation.png, response_curves.png, response_money.png and pareto.png, as they apply."""
-    from present import plots
-    from present.figures.pareto import draw_pareto, pareto_data
+    from present.figures.optimization import optimize_figures  # matplotlib only once the numbers are in
 
-    rows = list(csv.DictReader(io.StringIO(trials_text)))
-    figs = []
-    hist = plots.history_data(rows)
-    if hist is not None:
-        fig = plots.figure(8, 3.6)
-        ax = fig.add_subplot()
-        plots.draw_history(hist, ax)
-        # the trials' values are the objective's: its own value of spending nothing
-        ax.axhline(best.get("objective_baseline", best["baseline_expected_conversion_rate"]), color="#7F7F7F",
-                   lw=1, ls="--", label="nothing spent")
-        if str(best.get("objective", "")).startswith("q"):
-            ax.set_ylabel(f"uplift, {best['objective'][1:]}th percentile")
-        elif best.get("objective") == "mean":
-            ax.set_ylabel("expected conversion, mean over the data")
-        ax.legend(frameon=False, fontsize=9, loc="lower right")
-        figs.append(("history.png", fig))
-    alloc = plots.allocation_data(best)
-    fig = plots.figure(8, 1.0 + 0.55 * len(alloc.names))
-    plots.draw_allocation(alloc, fig.add_subplot())
-    figs.append(("allocation.png", fig))
-    resp = plots.response_data(best["investments"], best["allocation"])
-    if resp is not None:
-        fig = plots.figure(8, 3.8)
-        plots.draw_response(resp, fig.add_subplot())
-        figs.append(("response_curves.png", fig))
-    money = plots.money_response_data(best)
-    if money is not None:
-        fig = plots.figure(max(5.5, 3.6 * len(money.names)), 3.6)
-        plots.draw_money_response(money, fig)
-        figs.append(("response_money.png", fig))
-    par = pareto_data(best)
-    if par is not None:
-        fig = plots.figure(8, 3.8)
-        draw_pareto(par, fig.add_subplot())
-        figs.append(("pareto.png", fig))
-    for name, fig in figs:
-        run.text(name, plots.png_bytes(fig))
+    for name, png in optimize_figures(best, list(csv.DictReader(io.StringIO(trials_text)))):
+        run.text(name, png)
 
 
 def keep_study_files(run: Any, spec: StorageSpec, store: Store) -> None:

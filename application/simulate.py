@@ -59,10 +59,11 @@ def run_simulate(path: str | Path, *, customers: int | None, seed: int | None, r
     with run_directory("simulate", out, args, target.inputs, seed=ctx.seed) as run:
         run.json("summary.json", summary.to_dict())
         run.text("weekly.csv", weekly_csv(results))
-        from present import plots  # matplotlib only once the numbers are in
+        from present.figures.common import render_png  # matplotlib only once the numbers are in
+        from present.figures.funnel import draw_funnel, funnel_data
 
-        data = plots.funnel_data(summary.to_dict(), target.model)
-        run.text("funnel.png", plots.render_png(plots.draw_funnel, data, 9, 5))
+        data = funnel_data(summary.to_dict(), target.model)
+        run.text("funnel.png", render_png(draw_funnel, data, 9, 5))
         if events_out is not None:
             from application.events_out import write_event_log
 

@@ -64,7 +64,8 @@ def main() -> None:
         journey("calibrate", str(args.bpi), "--mapping", mapping, "--out", str(out / "bpi_model.json"))
         journey("backtest", str(args.bpi), "--mapping", mapping, "--split", "2011-12-01",
                 "--out", str(out / "bpi_backtest"))
-        journey("drift", str(out / "bpi_backtest" / "model.json"), str(out / "bpi_model.json"), "--out", str(out / "drift"))
+        journey("drift", str(out / "bpi_backtest" / "model.json"), str(out / "bpi_model.json"),
+                "--out", str(out / "drift"))
     for path in sorted(out.rglob("*")):
         if path.is_file() and path.suffix in {".json", ".csv", ".toml"}:
             print(digest(path, out), path.relative_to(out))

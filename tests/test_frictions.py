@@ -156,16 +156,18 @@ def test_hotspots_header_says_rank_by_gain(monkeypatch):
 
 
 def test_funnel_caption_and_backtest_figure_in_plain_words():
-    from present import plots
+    from present.figures.backtest import backtest_data, draw_backtest
+    from present.figures.common import figure
+    from present.figures.funnel import funnel_data
 
     summary = {"stages": {"a": {"reached": 100, "reached_rate": 1.0}, "b": {"reached": 40, "reached_rate": 0.4}},
                "conversion_stage": "b", "customers": 100, "replications": 1, "conversion_rate_ci": [0.3, 0.5],
                "ci_method": "Wilson binomial"}
-    note = plots.funnel_data(summary).ci_note
+    note = funnel_data(summary).ci_note
     assert "Wilson" not in note and "binomial" not in note and "95 %" in note
-    fig = plots.figure(11, 4.0)
+    fig = figure(11, 4.0)
     ax = fig.add_subplot()
-    plots.draw_backtest(plots.backtest_data(backtest_record()), ax)
+    draw_backtest(backtest_data(backtest_record()), ax)
     texts = [t.get_text() for t in ax.texts] + [t.get_text() for t in ax.get_legend().get_texts()]
     assert texts and not any("naive" in t for t in texts), texts
     # labels of neighbouring stages stand apart: a clear gap, a quarter of the distance between stages
@@ -243,16 +245,17 @@ def test_simulate_prints_the_jobs_note_once_on_stderr_and_not_in_the_json(tmp_pa
 
 # ---- report and figures ---------------------------------------------------------------------------------
 def test_staffing_uplift_figure_draws_no_expected_zero_and_says_why():
-    from present import plots
+    from present.figures.common import figure
+    from present.figures.uplift import draw_uplift, uplift_data
 
     record = comparison_record()
     for sc in record["scenarios"]:
         sc["expected_uplift"] = 0.0
         sc["expected_note"] = "expected_conversion_rate ignores capacity limits (queues and patience)"
-    data = plots.uplift_data(record)
-    fig = plots.figure(9, 3.0)
+    data = uplift_data(record)
+    fig = figure(9, 3.0)
     ax = fig.add_subplot()
-    plots.draw_uplift(data, ax)
+    draw_uplift(data, ax)
     assert not [line for line in ax.get_lines() if line.get_marker() == "D"]  # no diamond at a made-up 0
     assert "capacity" in ax.get_xlabel() and "diamond" not in ax.get_xlabel()
 

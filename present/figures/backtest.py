@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from matplotlib.axes import Axes
 
-from present.figures.common import OBSERVED_COLOUR, Record, style
+from present.figures.common import OBSERVED_COLOUR, Record, figure, png_bytes, style
 
 
 @dataclass
@@ -57,3 +57,10 @@ def draw_backtest(data: BacktestData, ax: Axes) -> None:
     ax.set_ylabel(f"reach rate, customers starting after {data.split}")
     ax.legend(frameon=False, fontsize=9, loc="upper right", bbox_to_anchor=(1.0, 0.94))
     style(ax)
+
+
+def backtest_png(result: dict[str, Any]) -> bytes:
+    """The backtest figure (PNG bytes) of a backtest.json record."""
+    fig = figure(11.0, 5.0)
+    draw_backtest(backtest_data(result), fig.add_subplot())
+    return png_bytes(fig)

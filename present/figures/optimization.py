@@ -9,7 +9,16 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from present.figures.common import BASELINE_COLOUR, OBSERVED_COLOUR, SCENARIO_COLOURS, Record, palette, style
+from present.figures.common import (
+    BASELINE_COLOUR,
+    OBSERVED_COLOUR,
+    SCENARIO_COLOURS,
+    Record,
+    figure,
+    palette,
+    png_bytes,
+    style,
+)
 
 
 @dataclass
@@ -235,3 +244,45 @@ def draw_money_response(data: MoneyResponseData, fig: Figure) -> None:
         style(ax)
     axes[0].set_ylabel(f"revenue back, {data.customers:,} customers")
     axes[0].legend(frameon=False, fontsize=8, loc="upper left")
+
+
+def optimize_figures(best: dict[str, Any], rows: list[dict[str, str]]) -> list[tuple[str, bytes]]:
+    """An optimize run's figures as (file name, PNG bytes): history, allocation, response curves, money
+    response and Pareto front, as they apply to ``best`` (best.json) and ``rows`` (trials.csv)."""
+    from present.figures.pareto import draw_pareto, pareto_data
+
+    figs = []
+    hist = history_data(rows)
+    if hist is not None:
+        fig = figure(8, 3.6)
+        ax = fig.add_subplot()
+        draw_history(hist, ax)
+        # the trials' values are the objective's: its own value of spending nothing
+        ax.axhline(best.get("objective_baseline", best["baseline_expected_conversion_rate"]), color="#7F7F7F",
+                   lw=1, ls="--", label="nothing spent")
+        if str(best.get("objective", "")).startswith("q"):
+            ax.set_ylabel(f"uplift, {best['objective'][1:]}th percentile")
+        elif best.get("objective") == "mean":
+            ax.set_ylabel("expected conversion, mean over the data")
+        ax.legend(frameon=False, fontsize=9, loc="lower right")
+        figs.append(("history.png", fig))
+    alloc = allocation_data(best)
+    fig = figure(8, 1.0 + 0.55 * len(alloc.names))
+    draw_allocation(alloc, fig.add_subplot())
+    figs.append(("allocation.png", fig))
+    resp = response_data(best["investments"], best["allocation"])
+    if resp is not None:
+        fig = figure(8, 3.8)
+        draw_response(resp, fig.add_subplot())
+        figs.append(("response_curves.png", fig))
+    money = money_response_data(best)
+    if money is not None:
+        fig = figure(max(5.5, 3.6 * len(money.names)), 3.6)
+        draw_money_response(money, fig)
+        figs.append(("response_money.png", fig))
+    par = pareto_data(best)
+    if par is not None:
+        fig = figure(8, 3.8)
+        draw_pareto(par, fig.add_subplot())
+        figs.append(("pareto.png", fig))
+    return [(name, png_bytes(fig)) for name, fig in figs]
