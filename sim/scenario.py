@@ -17,8 +17,6 @@ from sim.model import Model
 from sim.money import apply_value, value_table
 from sim.tomlio import read_toml, validate
 
-Positive = Field(gt=0)
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -555,37 +553,45 @@ def apply(model: Model, scenario: Scenario, *, file: object = None,
             mix[out.persona_index(name, file=file, where=f"personas.{name}")] = share
         out.persona_share = mix / mix.sum()
     for i, change in enumerate(scenario.change):
-        where = f"change[{i}]"
-        mask = _mask(out, change, file, where)
-        if change.remove:
-            _remove_touchpoint(out, mask, file, where)
-            continue
-        if change.lose_journeys:
-            _lose_journeys(out, mask)
-            continue
-        for lever in FACTOR_KEYS:
-            factor = getattr(change, lever)
-            if factor is None:
-                continue
-            cells = int((mask & (out.share > 0)).sum())
-            capped = _apply_factor(out, mask, lever, factor)
-            if capped and notes is not None:
-                notes.append(cap_note(f"{where} ({change.touchpoint})", lever, factor, capped, cells))
+        _apply_change(out, change, file, f"change[{i}]", notes)
     for i, speed in enumerate(scenario.speed):
         _scale_speed(out, speed, file, f"speed[{i}]")
     check_capacity(out, scenario.capacity, file=file)
-    spends = dict(spends or {})
-    known = {inv.name for inv in scenario.investment}
+    _apply_spends(out, scenario.investment, dict(spends or {}), file)
+    if scenario.value is not None:
+        apply_value(out, scenario.value, file)
+    out.check(file=file)
+    return out
+
+
+def _apply_change(out: Model, change: Change, file: object, where: str, notes: list[str] | None) -> None:
+    """One ``[[change]]`` applied to ``out`` in place; a factor that reached its cap adds a note."""
+    mask = _mask(out, change, file, where)
+    if change.remove:
+        _remove_touchpoint(out, mask, file, where)
+        return
+    if change.lose_journeys:
+        _lose_journeys(out, mask)
+        return
+    for lever in FACTOR_KEYS:
+        factor = getattr(change, lever)
+        if factor is None:
+            continue
+        cells = int((mask & (out.share > 0)).sum())
+        capped = _apply_factor(out, mask, lever, factor)
+        if capped and notes is not None:
+            notes.append(cap_note(f"{where} ({change.touchpoint})", lever, factor, capped, cells))
+
+
+def _apply_spends(out: Model, investments: list[Investment], spends: dict[str, float], file: object) -> None:
+    """The investments' spends (``spends`` over the fixed ones) applied to ``out`` in place."""
+    known = {inv.name for inv in investments}
     for name in spends:
         if name not in known:
             raise InputError("unknown investment", file=file, where="spends", value=name)
-    for i, inv in enumerate(scenario.investment):
+    for i, inv in enumerate(investments):
         mask = _mask(out, inv, file, f"investment[{i}]")
         spend = spends.get(inv.name, inv.spend)
         if spend is None or spend <= 0:
             continue
         _apply_factor(out, mask, inv.lever, inv.factor(spend))
-    if scenario.value is not None:
-        apply_value(out, scenario.value, file)
-    out.check(file=file)
-    return out
