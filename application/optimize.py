@@ -1,8 +1,8 @@
 """`journey optimize`: search the split, simulate the best one, and write the run directory.
 
-    scenario ─▶ checks ─▶ sim.optimize.search (study in --out or --storage; trials bar)
-             ─▶ best split (Pareto front, simulation, intervals, money) ─▶ BestSplit
-             ─▶ best.json, best.toml, trials.csv, PNGs (+ the study files kept) in one run directory
+scenario ─▶ checks ─▶ sim.optimize.search (study in --out or --storage; trials bar)
+─▶ best split (Pareto front, simulation, intervals, money) ─▶ BestSplit
+─▶ best.json, best.toml, trials.csv, PNGs (+ the study files kept) in one run directory
 """
 from __future__ import annotations
 

@@ -30,8 +30,6 @@ def _pp(x: float | None, digits: int = 2) -> str:
 
 def table_console():
     """A console for tables on stdout."""
-
-
     # a pipe or file gets a wide table rather than rich's 80-column default, unless COLUMNS says otherwise
     return Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=140)
 
@@ -132,7 +130,6 @@ def comparison_table(comparison: dict[str, Any], narrow: int = 0) -> Table:
 
 def render_comparison(comparison: dict[str, Any]) -> None:
     """The comparison as a table on stdout (uplift in percentage points)."""
-
     console = table_console()
     for narrow in (0, 1, 2):  # the first layout rich draws without cutting a word
         table = comparison_table(comparison, narrow)
@@ -167,8 +164,6 @@ def render_comparison(comparison: dict[str, Any]) -> None:
 
 def render_hotspots(ranking: dict[str, Any]) -> None:
     """The ranking as a table on stdout."""
-
-
     horizon = ranking.get("horizon_days")
     table = Table(title=f"Risk-of-leaving points: {ranking['name']} ("
                         + ("by revenue lost; " if ranking.get("ranked_by") == "revenue lost" else "")
@@ -270,7 +265,6 @@ def best_lines(best: dict[str, Any]) -> list[str]:
 
 def render_best(best: dict[str, Any]) -> None:
     """A compact table of the split on stdout (the CLI's one place that prints)."""
-
     console = Console()
     for note in best.get("notes", []):
         console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
@@ -313,7 +307,6 @@ def render_best(best: dict[str, Any]) -> None:
 
 def render_backtest(result: dict[str, Any]) -> None:
     """The backtest as a table on the terminal."""
-
     c = result["customers"]
     table = Table(title=f"backtest at {result['split']}: fit on {c['fit']:,} customers, "
                         f"predict {c['later']:,} later ones", title_justify="left")
@@ -333,7 +326,6 @@ def render_backtest(result: dict[str, Any]) -> None:
 
 def render_personas(record: dict[str, Any]) -> None:
     """Discovered personas: the K table (log-likelihood, BIC) and each persona's profile in words."""
-
     console = table_console()
     table = Table(title=f"personas discovered: K = {record['chosen_k']} by {record['criterion']}",
                   title_justify="left", box=box.SIMPLE)
@@ -356,7 +348,6 @@ def render_note(note: str | None) -> None:
 
 def render_warnings(fallbacks: list[dict[str, Any]]) -> None:
     """One warning line on stderr per place where the data could not tell (an estimator fallback)."""
-
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     for rec in fallbacks:
         console.print(f"warning: {rec['message']}", style="yellow", markup=False)
@@ -364,7 +355,6 @@ def render_warnings(fallbacks: list[dict[str, Any]]) -> None:
 
 def render_drift(result: dict[str, Any], top: int = 15) -> None:
     """The ranked changes as a table on the terminal."""
-
     console = Console()
     head = (f"{result['significant']} of {result['tests']} estimates changed beyond noise "
             f"(at most {100 * result['alpha']:g} % of those flagged may be chance); "

@@ -47,7 +47,7 @@ def pool_shares(counts: np.ndarray, m: float) -> np.ndarray:
 
 
 def pool_binomial(k: np.ndarray, n: np.ndarray, m: float) -> np.ndarray:
-    """k of n per persona x stage, pooled toward all personas."""
+    """K of n per persona x stage, pooled toward all personas."""
     top_n = n.sum(axis=0)
     top = np.where(top_n > 0, k.sum(axis=0) / np.maximum(top_n, 1), 0.0)
     if m > 0:

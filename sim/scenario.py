@@ -294,7 +294,7 @@ def _sole_touchpoint(model: Model, p: int, s: int, ts: np.ndarray) -> bool:
 
 
 def _scale_drop(model: Model, mask: np.ndarray, factor: float) -> int:
-    """drop x factor, capped so that advancing and dropping stay <= 1 together; returns the cells capped."""
+    """Drop x factor, capped so that advancing and dropping stay <= 1 together; returns the cells capped."""
     if factor == 1.0:  # exactly the identity (no rounding from the cap below)
         return 0
     drop = model.drop[mask] * factor
@@ -308,7 +308,7 @@ def _scale_drop(model: Model, mask: np.ndarray, factor: float) -> int:
 
 
 def _scale_advance(model: Model, mask: np.ndarray, factor: float) -> int:
-    """advance x factor (every later stage alike), capped at 1 - drop; returns the cells capped."""
+    """Advance x factor (every later stage alike), capped at 1 - drop; returns the cells capped."""
     if factor == 1.0:
         return 0
     adv = model.advance[mask] * factor

@@ -179,6 +179,7 @@ def draw_response(data: ResponseData, ax: Axes) -> None:
 class MoneyResponseData(Record):
     """Each investment's revenue contribution over its spend (exact, from best.json's response_curves),
     with the chosen spend and the marginal return there."""
+
     names: list[str]
     spend: list[list[float]]
     revenue_uplift: list[list[float]]  # customers x (revenue with that spend - revenue with none there)

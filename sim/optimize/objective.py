@@ -206,7 +206,7 @@ def make_objective(model: Model, scenario: Scenario, spec: ObjectiveSpec, draws:
 def fingerprint(scenario: Scenario, model_sha: str, objective: ObjectiveSpec = POINT, draws: int = 0,
                 seed: int | None = None) -> str:
     """What the objective depends on: a study made for another scenario, model or objective must not be
-    resumed. (A draws-based objective also depends on the draws: their number and the run's seed.)"""
+    resumed; a draws-based objective also depends on the draws (their number and the run's seed)."""
     keys = ("personas", "change", "investment", "budget", "horizon_days")
     data = {k: scenario.model_dump(mode="json")[k] for k in keys}
     data["model_sha256"] = model_sha

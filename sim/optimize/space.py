@@ -104,7 +104,7 @@ class SpendSpace:
         return out
 
     def _down(self, x: float, i: int) -> float:
-        """x rounded down to the quantum grid, kept within [min, max] of investment i."""
+        """X rounded down to the quantum grid, kept within [min, max] of investment i."""
         q = self.quantum
         digits = max(0, -math.floor(math.log10(q)))
         k = math.floor(x / q + 1e-9)  # 0.3 / 1e-4 is 2999.99..., not one quantum less
