@@ -21,10 +21,11 @@ the interaction at arrival leaves with q like any other).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from calibration.phases import Quiet, fit_phases
 from sim.model import Model
 
 EM_ITERATIONS = 200
@@ -65,6 +66,8 @@ class DwellFit:
     leave_speed: np.ndarray  # [P, S, 1 + S]
     leave_events: np.ndarray  # [P, S, 1 + S] timed exits
     leave_days: np.ndarray  # [P, S, 1 + S] days at risk, censored visits included
+    phases: np.ndarray | None = None  # [P, S, 1 + S, K] phase weights (--dwell phases)
+    chosen: dict[str, int] | None = None  # "stage/way" -> phases chosen by BIC
 
     def counts(self) -> dict[str, np.ndarray]:
         """The counts the model stores (and drift tests)."""
@@ -84,16 +87,40 @@ class _Visits:
     c_t: np.ndarray  # days in the stage at the cut
 
 
-def fit_dwell(x: DwellInputs) -> DwellFit:
-    """Way-out-specific dwell refitted per visit (see the module docstring)."""
+def fit_dwell(x: DwellInputs, *, phases: bool = False) -> DwellFit:
+    """Way-out-specific dwell refitted per visit (see the module docstring); ``phases``: phase-type
+    stays (calibration/phases.py), started from the exponential fit."""
     P, S, T = x.share.shape
     plain = _plain_model(x.share, x.advance, x.drop, x.lapse, x.rate)
     q, way0 = plain.way_out()
     v = _visits(x, _entry_rows(x.first, x.before))
     way, leave, timed_exits, exposure = _em(v, P, S, q, way0, x.rate, x.m)
+    shape = chosen = None
+    if phases:
+        entry_row = _entry_rows(x.first, x.before)
+        bare = _visits(replace(x, quiet_drop=x.quiet_drop[:0], w_drop=x.w_drop[:0]), entry_row)
+        pf = fit_phases(bare.ev_idx, bare.ev_w, bare.ev_d, bare.ev_timed, bare.c_idx, bare.c_w, bare.c_t,
+                        _quiet(x, entry_row), way=way, leave=leave, way0=way0, q=q, rate=x.rate, m=x.m)
+        way, leave, exposure, shape, chosen = pf.way, pf.leave, pf.exposure, pf.phases, pf.chosen
     adv, drop, rate, speed = _per_interaction(plain, x, q, way0, way, leave)
     return DwellFit(advance=adv, drop=drop, rate=rate, leave_speed=speed, leave_events=timed_exits,
-                    leave_days=exposure)
+                    leave_days=exposure, phases=shape, chosen=chosen)
+
+
+def _quiet(x: DwellInputs, entry_row: np.ndarray) -> Quiet:
+    """The quiet last rows with what their cure weights are made of (calibration.phases.Quiet)."""
+    rows, w = x.quiet_drop, x.w_drop
+    S = x.share.shape[1]
+    quiet = x.cut - x.time[rows]
+    keep = quiet >= 0
+    rows, w, quiet = rows[keep], w[keep], quiet[keep]
+    ps = x.persona[rows] * S + x.before[rows]
+    fixed = (w >= 1.0) | (w <= 0.0)
+    with np.errstate(divide="ignore"):
+        odds = np.log(np.where(fixed, 1.0, w)) - np.log(np.where(fixed, 1.0, 1.0 - w))
+    return Quiet(ps=ps, t_row=x.time[rows] - x.time[entry_row[rows]], quiet=quiet,
+                 timed=~(x.first[rows] & (x.before[rows] == 0)), log_odds=odds - x.rate.ravel()[ps] * quiet,
+                 fixed=fixed, w=w)
 
 
 def _plain_model(share: np.ndarray, advance: np.ndarray, drop: np.ndarray, lapse: np.ndarray,

@@ -47,7 +47,7 @@ DEFAULT_INACTIVITY_DAYS = 30.0
 DEFAULT_POOLING = 10.0
 SPARSE_BELOW = 30
 CENSORING = ("cure", "window")
-DWELL = ("way_out", "plain")
+DWELL = ("way_out", "plain", "phases")
 
 
 def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
@@ -81,10 +81,13 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
     fit.lapse[:, 0] = 0.0
     fit.lapse[:, f.S - 1] = 0.0
     advance, drop, rate = fit.advance, fit.drop, fit.rate
-    if dwell == "way_out":
-        refit = _fit_dwell(log, f, fit, share, m, censoring=censoring, inactivity_days=inactivity_days)
+    phases = None
+    if dwell in ("way_out", "phases"):
+        refit = _fit_dwell(log, f, fit, share, m, censoring=censoring, inactivity_days=inactivity_days,
+                           phases=dwell == "phases")
         advance, drop, rate, speed, dwell_counts = refit.advance, refit.drop, refit.rate, refit.leave_speed, \
             refit.counts()
+        phases = refit.phases
     else:
         speed, dwell_counts = np.ones((f.P, f.S, 1 + f.S)), {}
 
@@ -94,6 +97,7 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
         stages=list(log.stages), touchpoints=list(log.touchpoints), personas=list(log.personas),
         conversion_stage=log.conversion_stage, persona_share=customers / customers.sum(),
         share=share, advance=advance, drop=drop, lapse=fit.lapse, rate=rate, leave_speed=speed, follow=follow,
+        phases=phases,
         arrival_days=arrival_days,
         counts={
             "interactions": c.interactions, "decided": c.decided, "advanced": c.advanced, "dropped": fit.dropped,
@@ -129,7 +133,7 @@ def _check_options(*, inactivity_days: float, pooling: float, censoring: str, dw
 
 
 def _fit_dwell(log: EventLog, f: RowFlags, fit: OutcomeFit, share: np.ndarray, m: float, *, censoring: str,
-               inactivity_days: float) -> DwellFit:
+               inactivity_days: float, phases: bool = False) -> DwellFit:
     """The way-out dwell fit, visits cut at the outcome window (window) or followed to the log's end (cure)."""
     cut = log.end - inactivity_days
     q_rows, q_w, l_rows, l_w = fit.quiet.drop, fit.w_drop, fit.quiet.lapse, fit.w_lapse
@@ -146,7 +150,7 @@ def _fit_dwell(log: EventLog, f: RowFlags, fit: OutcomeFit, share: np.ndarray, m
     return fit_dwell(DwellInputs(
         time=f.time, first=f.first, last=f.last, before=f.before, after=f.after, live=f.live, advanced=f.advanced,
         persona=f.persona, cut=cut, quiet_drop=q_rows, w_drop=q_w, quiet_lapse=l_rows, w_lapse=l_w, share=share,
-        advance=fit.advance, drop=fit.drop, lapse=fit.lapse, rate=fit.rate, m=m))
+        advance=fit.advance, drop=fit.drop, lapse=fit.lapse, rate=fit.rate, m=m), phases=phases)
 
 
 def _arrivals(start: np.ndarray) -> tuple[dict[str, Any], float]:

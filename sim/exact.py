@@ -3,8 +3,9 @@
 Without a horizon the stage chain only moves forward, so one pass over the stages gives every
 reach probability. With a horizon the journey is a continuous-time Markov chain (exponential gaps)
 and the reach rates within the horizon come from the matrix exponential. Its states are (stage, way
-out): a customer's way out of a stage is drawn on entering it, so a way-out-specific leave speed
-stays Markov.
+out, phase): a customer's way out of a stage is drawn on entering it, so a way-out-specific leave
+speed stays Markov, and a phase-type stay is its chain of phases (sim/phases.py). The phases change
+only when a customer leaves, never where to: answers without a horizon are the same.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.model import Model
+from sim.phases import exit_probs, n_phases
 
 _EPS = 1e-12
 
@@ -107,7 +109,9 @@ def touchpoint_split(model: Model) -> tuple[np.ndarray, np.ndarray]:
 class Chain:
     """Continuous-time chain of one persona's journey; time only moves through leaving a stage.
 
-    States: (live stage s, way out o) for s < S - 1 and o in 0..S, then ended-in-s, then final.
+    States: per live stage s < S - 1 and way out o, one per phase of the stay (one if exponential;
+    ways out a stage does not have keep one idle state), then ended-in-s, then final. ``stage_of``
+    gives each state's stage.
     """
 
     Q: np.ndarray  # generator
@@ -117,24 +121,30 @@ class Chain:
 
 
 def _generator(model: Model, p: int) -> Chain:
+    """States: per live stage s and way out o, one state per phase of the stay (one if exponential)."""
     S = model.n_stages
     K = 1 + S
     q, way = model.way_out()
-    rates = model.leave_rates()
+    lam = model.phase_rates()
     live = S - 1
-    n = live * K + live + 1
-    ended = np.arange(live * K, live * K + live)
+    weights = model.phases[p] if model.phases is not None else np.ones((S, K, 1))
+    count = np.where(way[p] > 0, n_phases(weights), 1)  # [S, K] phases of each (stage, way out)
+    count[live:] = 0
+    first = np.concatenate([[0], np.cumsum(count.ravel())])[:-1].reshape(S, K)  # first phase's state
+    n_live = int(count.sum())
+    n = n_live + live + 1
+    ended = np.arange(n_live, n_live + live)
     final = n - 1
-    stage_of = np.concatenate([np.repeat(np.arange(live), K), np.arange(live), [S - 1]])
+    stage_of = np.concatenate([np.repeat(np.arange(S), count.sum(1)), np.arange(live), [S - 1]])
 
     def enter(u: int) -> np.ndarray:
-        """Distribution over states right after moving into stage u."""
+        """Distribution over states right after moving into stage u (the first phase of its way out)."""
         vec = np.zeros(n)
         if u == S - 1:
             vec[final] = 1.0
             return vec
         vec[ended[u]] = model.lapse[p, u]
-        vec[u * K:(u + 1) * K] = (1.0 - model.lapse[p, u]) * way[p, u]
+        vec[first[u]] += (1.0 - model.lapse[p, u]) * way[p, u]
         return vec
 
     def leave(s: int, o: int) -> np.ndarray:
@@ -149,12 +159,16 @@ def _generator(model: Model, p: int) -> Chain:
         for o in range(K):
             if way[p, s, o] <= 0:
                 continue
-            i = s * K + o
-            Q[i] += rates[p, s, o] * leave(s, o)
-            Q[i, i] -= rates[p, s, o]
+            done = exit_probs(weights[s, o])
+            for j in range(int(count[s, o])):
+                i = first[s, o] + j
+                Q[i] += lam[p, s, o] * done[j] * leave(s, o)
+                if j + 1 < count[s, o]:
+                    Q[i, i + 1] += lam[p, s, o] * (1.0 - done[j])
+                Q[i, i] -= lam[p, s, o]
     # the interaction at arrival leaves the first stage at once with probability q
     start = np.zeros(n)
-    start[:K] = (1.0 - q[p, 0]) * way[p, 0]
+    start[first[0]] = (1.0 - q[p, 0]) * way[p, 0]
     for o in range(K):
         if way[p, 0, o] > 0:
             start += q[p, 0] * way[p, 0, o] * leave(0, o)

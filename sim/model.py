@@ -26,6 +26,15 @@ so that sum_o way_o / speed_o = 1 in every stage (the mean stay is the plain mod
 then ``share``, ``drop`` and ``advance`` are exactly the per-interaction probabilities the model
 implies (expected drop-offs / expected interactions at a touchpoint, and so on), whatever the speeds.
 
+Phase-type stays (``phases[p, s, o, k - 1]``, optional, ``--dwell phases``): a stay bound for way
+out o is not exponential but takes k phases with probability ``phases[p, s, o, k - 1]``, each phase
+an exponential time of rate ``lam = kbar * mu_o`` (kbar = sum_k k * phases[..., k - 1], mu_o the leave
+rate above), so the stay is a mixture of Erlangs with the same mean 1 / mu_o as the way-out model
+(sim/phases.py). Only the shape of the time changes: ways out, their probabilities, staying
+interactions (rate * (1 - q) while in the stage) and every eventual answer are as above, and a
+speed or a what-if that changes ``mu_o`` scales all its phase rates. ``phases = None`` (or one phase
+everywhere) is the way-out model.
+
 Touch sequences (``follow[p, s, l, t]``, optional, with plain dwell only): the next touchpoint
 depends on the last one in the stage, as in first-order Markov attribution. The first interaction
 in a stage meets ``t`` with ``share[p, s, t]``; after a staying interaction at ``l`` the next one
@@ -46,6 +55,7 @@ import numpy as np
 
 from sim.errors import InputError, ModelError, closest
 from sim.limits import loads_json, read_bytes
+from sim.phases import kbar, phases_from, shape_record
 
 SCHEMA_VERSION = 1
 MODEL_KIND = "journey.model"
@@ -69,6 +79,7 @@ class Model:
     rate: np.ndarray  # [P, S] interactions per day
     leave_speed: np.ndarray | None = None  # [P, S, 1 + S] relative speed per way out; None -> all 1
     follow: np.ndarray | None = None  # [P, S, T, T] next touchpoint's relative rate given the last; None: share
+    phases: np.ndarray | None = None  # [P, S, 1 + S, K] P(a stay takes k phases); None: exponential stays
     arrival_days: float = 180.0
     counts: dict[str, np.ndarray] = field(default_factory=dict)
     estimator: dict[str, Any] = field(default_factory=dict)
@@ -147,8 +158,19 @@ class Model:
 
     @property
     def plain_dwell(self) -> bool:
-        """True when every leave speed is 1 (the interaction-by-interaction model)."""
-        return bool(np.all(self.leave_speed == 1.0))
+        """True when every leave speed is 1 and every stay exponential (the interaction-by-interaction model)."""
+        return bool(np.all(self.leave_speed == 1.0)) and not self.shaped
+
+    @property
+    def shaped(self) -> bool:
+        """True when some stay has more than one phase (phase-type stays, ``--dwell phases``)."""
+        return self.phases is not None and bool(self.phases[..., 1:].sum() > 0)
+
+    def phase_rates(self) -> np.ndarray:
+        """Rate of each phase of a stay bound for each way out, per day [P, S, 1 + S] (exponential: mu)."""
+        if self.phases is None:
+            return self.leave_rates()
+        return kbar(self.phases) * self.leave_rates()
 
     def copy(self) -> Model:
         """A deep copy: arrays and sections copied, nothing shared."""
@@ -159,6 +181,7 @@ class Model:
             advance=self.advance.copy(), drop=self.drop.copy(), lapse=self.lapse.copy(),
             rate=self.rate.copy(), leave_speed=self.leave_speed.copy(), arrival_days=self.arrival_days,
             follow=None if self.follow is None else self.follow.copy(),
+            phases=None if self.phases is None else self.phases.copy(),
             counts={k: v.copy() for k, v in self.counts.items()},
             estimator=json.loads(json.dumps(self.estimator)),
             log_summary=json.loads(json.dumps(self.log_summary)),
@@ -213,6 +236,8 @@ class Model:
         if bad.any():
             raise ModelError("leave speeds must be > 0", file=file, where=self._where("leave_speed", bad),
                              value=float(self.leave_speed[:, :-1][bad][0]))
+        if self.phases is not None:
+            self._check_phases(file)
         if self.follow is not None:
             if self.follow.shape != (P, S, T, T):
                 raise ModelError(f"array has shape {self.follow.shape}, expected {(P, S, T, T)}", file=file,
@@ -228,8 +253,23 @@ class Model:
                 raise ModelError("a touchpoint customers stay after needs a next touchpoint", file=file,
                                  where=self._follow_where(np.repeat(empty[..., None], T, axis=-1)), value=0.0)
             if not self.plain_dwell:
-                raise ModelError("touch sequences need one time to leave per stage (leave speeds of 1)", file=file,
-                                 where="next_touchpoint", hint="calibrate with --dwell plain --touch-order 1")
+                raise ModelError("touch sequences need one time to leave per stage (leave speeds of 1, one phase)",
+                                 file=file, where="next_touchpoint",
+                                 hint="calibrate with --dwell plain --touch-order 1")
+
+    def _check_phases(self, file: object) -> None:
+        P, S = self.n_personas, self.n_stages
+        ph = self.phases
+        if ph.ndim != 4 or ph.shape[:3] != (P, S, 1 + S) or ph.shape[3] < 1:
+            raise ModelError(f"array has shape {ph.shape}, expected {(P, S, 1 + S, 'K')}", file=file,
+                             where="dwell_shape")
+        bad = ~np.isfinite(ph) | (ph < 0)
+        bad |= (np.abs(ph.sum(-1) - 1.0) > 1e-6)[..., None]
+        if bad.any():
+            p, s, o, _ = (int(i) for i in np.argwhere(bad)[0])
+            raise ModelError("phase weights must be non-negative and sum to 1", file=file,
+                             where=f"journey.{self.personas[p]}.{self.stages[s]}.dwell_shape.{self.way_name(o)}.weights",
+                             value=[float(x) for x in ph[p, s, o]])
 
     def _where(self, name: str, bad: np.ndarray) -> str:
         """Where in the model JSON the first True cell of ``bad`` (indexed like array ``name``) lives."""
@@ -318,6 +358,10 @@ class Model:
                     "mean_days_to_leave": {self.way_name(o): _r(1.0 / leave_rates[p, s, o]) for o in ways},
                     "touchpoints": tps,
                 }
+                if self.phases is not None:  # readable: phases, their weights, mean and percentiles in days
+                    stage_rec["dwell_shape"] = {self.way_name(o): shape_record(self.phases[p, s, o],
+                                                                                1.0 / leave_rates[p, s, o])
+                                                for o in ways}
                 if cnt:
                     stage_rec["counts"] = {
                         "entered": int(cnt["entered"][p, s]), "lapsed": _count(cnt["lapsed"][p, s]),
@@ -393,6 +437,7 @@ class Model:
             rate = np.zeros((P, S))
             leave_speed = np.ones((P, S, 1 + S))
             follow = None
+            shapes: dict[tuple[int, int, int], list[float]] = {}
             for p, persona in enumerate(personas):
                 for s in range(S - 1):
                     st = data["journey"][persona][stages[s]]
@@ -405,6 +450,13 @@ class Model:
                                              where=f"journey.{persona}.{stages[s]}.leave_speed.{name}",
                                              hint=closest(name, ways))
                         leave_speed[p, s, way_index(stages, name)] = float(value)
+                    for name, rec in st.get("dwell_shape", {}).items():  # optional: phase-type stays
+                        ways = [way_label(stages, o) for o in ways_out(S, s)]
+                        if name not in ways:
+                            raise ModelError("unknown way out of the stage", file=file, value=name,
+                                             where=f"journey.{persona}.{stages[s]}.dwell_shape.{name}",
+                                             hint=closest(name, ways))
+                        shapes[(p, s, way_index(stages, name))] = [float(x) for x in rec["weights"]]
                     for t, tp in enumerate(touchpoints):
                         cell = st["touchpoints"][tp]
                         share[p, s, t] = float(cell["share"])
@@ -416,11 +468,12 @@ class Model:
                         drop[p, s, t] = float(cell["drop_off"])
                         for name, value in cell["advance"].items():
                             advance[p, s, t, stages.index(name)] = float(value)
+            phases = phases_from(shapes, P, S)
             model = cls(
                 stages=stages, touchpoints=touchpoints, personas=personas,
                 conversion_stage=str(data["conversion_stage"]), persona_share=persona_share,
                 share=share, advance=advance, drop=drop, lapse=lapse, rate=rate, leave_speed=leave_speed,
-                follow=follow, arrival_days=float(data.get("arrival_days", 180.0)),
+                follow=follow, phases=phases, arrival_days=float(data.get("arrival_days", 180.0)),
                 counts=_counts_from_dict(data, personas, stages, touchpoints),
                 estimator=dict(data.get("estimator", {})), log_summary=dict(data.get("log", {})),
                 arrivals=dict(data.get("arrivals", {})), provenance=dict(data.get("provenance", {})),

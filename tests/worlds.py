@@ -7,6 +7,11 @@ Way-out-specific dwell (``Model.leave_speed`` != 1) is walked interaction by int
 arrays alone (not ``Model.way_out`` / ``sim.exact``): on entering a stage the way out is drawn, then each
 gap is exponential with rate ``stay_rate + mu_o`` and the next interaction is the leaving one with
 probability ``mu_o / (stay_rate + mu_o)``. Plain models keep the original code path (same logs).
+
+Non-exponential stays (a model with ``phases``, see ``with_phases``, or ``lognormal_sigma``) are walked
+by deadline: on entering a stage the way out and the whole stay D are drawn (k phases with
+probability phases[k - 1], then gamma(k) of mean 1 / mu_o; or lognormal of mean 1 / mu_o), staying
+interactions come at ``stay_rate`` until D and the leaving one is at D. Again from the arrays alone.
 """
 from __future__ import annotations
 
@@ -93,14 +98,27 @@ def with_leave_speeds(model: Model, seed: int = 0, *, move=(1.2, 2.5), drop=(0.4
     return out
 
 
+def with_phases(model: Model, k: int | list[float] = 3) -> Model:
+    """A copy of ``model`` whose every stay is Erlang-k (or takes j phases with probability k[j - 1])."""
+    out = model.copy()
+    w = np.zeros(k) if isinstance(k, int) else np.asarray(k, dtype=float)
+    if isinstance(k, int):
+        w[k - 1] = 1.0
+    out.phases = np.broadcast_to(w, (model.n_personas, model.n_stages, 1 + model.n_stages, w.size)).copy()
+    out.check()
+    return out
+
+
 def simulate_log(model: Model, n_customers: int, seed: int = 1, *, arrival_days: float = 180.0,
                  observe_days: float | None = None, backward_noise: float = 0.0,
-                 start: str = "2024-01-01", after_final: float = 0.0) -> Journeys:
+                 start: str = "2024-01-01", after_final: float = 0.0,
+                 lognormal_sigma: float | None = None) -> Journeys:
     """Simulate journeys interaction by interaction; rows after the log's end are cut (censoring).
 
     ``observe_days`` is the log's end after the start (default: ``arrival_days``).
     ``backward_noise``: share of non-advancing rows logged with an earlier stage name.
     ``after_final``: P(one extra row after reaching the final stage).
+    ``lognormal_sigma``: every stay lognormal of that sigma (mean as the model's), not phase-type.
     """
     rng = np.random.default_rng(seed)
     P, S, T = model.n_personas, model.n_stages, model.n_touchpoints
@@ -109,6 +127,9 @@ def simulate_log(model: Model, n_customers: int, seed: int = 1, *, arrival_days:
     clock = rng.uniform(0.0, arrival_days, n_customers)
     reach_days = np.full((n_customers, S), np.inf)
     reach_days[:, 0] = 0.0
+    if model.shaped or lognormal_sigma is not None:
+        cols, highest = _walk_deadline(model, rng, persona, clock, reach_days, lognormal_sigma)
+        return _journeys(model, cols, persona, highest, reach_days, end, start)
     if not model.plain_dwell:
         cols, highest = _walk_way_out(model, rng, persona, clock, reach_days, backward_noise, after_final)
         return _journeys(model, cols, persona, highest, reach_days, end, start)
@@ -255,5 +276,62 @@ def _walk_way_out(model: Model, rng: np.random.Generator, persona: np.ndarray, c
             total = stay_rate[p, s] + mu[p, s, o]
             clock[idx] += rng.exponential(1.0 / total)
             leaving[idx] = rng.random(idx.size) * total < mu[p, s, o]
+        step += 1
+    return cols, highest
+
+
+def _walk_deadline(model: Model, rng: np.random.Generator, persona: np.ndarray, clock: np.ndarray,
+                   reach_days: np.ndarray, sigma: float | None) -> tuple[dict[str, list], np.ndarray]:
+    """Journeys whose stays are drawn whole on entering a stage (phase-type or lognormal), see the module."""
+    n = persona.size
+    w_exit = np.concatenate([(model.share * model.drop)[..., None], model.share[..., None] * model.advance], -1)
+    out = w_exit.sum(axis=2)
+    q = out.sum(-1)
+    way = out / np.where(q > 0, q, 1.0)[..., None]
+    q_exit = w_exit / np.where(out > 0, out, 1.0)[:, :, None, :]
+    w_stay = model.share * (1.0 - model.drop - model.advance.sum(-1))
+    q_stay = w_stay / np.where(w_stay.sum(-1) > 0, w_stay.sum(-1), 1.0)[..., None]
+    stay_rate = model.rate * (1.0 - q)
+    mu = (model.rate * q)[..., None] * model.leave_speed
+    weights = model.phases if model.phases is not None else np.ones(mu.shape + (1,))
+
+    def stay(p: np.ndarray, s: np.ndarray, o: np.ndarray) -> np.ndarray:
+        mean = 1.0 / mu[p, s, o]
+        if sigma is not None:
+            return mean * rng.lognormal(-0.5 * sigma**2, sigma, p.size)
+        k = 1 + _pick(rng, weights[p, s, o])
+        kb = (weights * np.arange(1, weights.shape[-1] + 1)).sum(-1)[p, s, o]
+        return rng.gamma(k.astype(float), mean / kb)
+
+    arrival = clock.copy()
+    stage = np.zeros(n, dtype=np.int64)
+    highest = np.zeros(n, dtype=np.int64)
+    way_out = _pick(rng, way[persona, 0])
+    at_once = rng.random(n) < q[persona, 0]  # the interaction at arrival leaves with probability q
+    deadline = clock + np.where(at_once, 0.0, stay(persona, stage, way_out))
+    cols: dict[str, list] = {"cid": [], "time": [], "tp": [], "stage": [], "order": []}
+    idx = np.arange(n)
+    lv = at_once.copy()
+    step = 0
+    while idx.size:
+        p, s, o, leaving = persona[idx], stage[idx], way_out[idx], lv[idx]
+        t = np.empty(idx.size, dtype=np.int64)
+        if leaving.any():
+            t[leaving] = _pick(rng, q_exit[p[leaving], s[leaving], :, o[leaving]])
+        if (~leaving).any():
+            t[~leaving] = _pick(rng, q_stay[p[~leaving], s[~leaving]])
+        dropped = leaving & (o == 0)
+        moved = leaving & (o > 0)
+        done = _log_step(model, rng, cols, idx, step, p, s, t, moved, dropped, np.where(moved, o - 1, s), stage,
+                         clock, arrival, reach_days, highest, 0.0, 0.0)
+        entered = idx[moved & ~done]
+        if entered.size:
+            way_out[entered] = _pick(rng, way[persona[entered], stage[entered]])
+            deadline[entered] = clock[entered] + stay(persona[entered], stage[entered], way_out[entered])
+        idx = idx[~done]
+        if idx.size:
+            nxt = clock[idx] + rng.exponential(1.0, idx.size) / np.maximum(stay_rate[persona[idx], stage[idx]], 1e-300)
+            lv[idx] = nxt >= deadline[idx]
+            clock[idx] = np.minimum(nxt, deadline[idx])
         step += 1
     return cols, highest

@@ -1,0 +1,140 @@
+"""Phase-type stays: a mixture of Erlang distributions with one phase rate (a Coxian of equal rates).
+
+A stay bound for one way out has ``weights[k - 1]`` = P(it takes k phases), k = 1..K; every phase
+lasts an exponential time of the same rate ``lam``. So the stay is Erlang(k, lam) with probability
+``weights[k - 1]``: the Coxian chain of K phases where, after phase j, the stay ends with
+probability ``exit_j = w_j / (w_j + ... + w_K)`` and otherwise goes on to phase j + 1. Mean
+``kbar / lam`` with ``kbar = sum_k k w_k``. K = 1 is the exponential stay. Weights are stored per
+way out with the mean fixed elsewhere (the model's leave rate ``mu``): ``lam = kbar * mu``, so the
+shape is unit-free and a what-if that changes the leave rate scales every phase rate alike.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+E_MAX = 17.5  # -log(1 - u) of the largest float32 uniform below 1 is 16.6
+_GRID = np.concatenate([[0.0], np.geomspace(1e-9, E_MAX, 3000)])  # exponential quantiles e of the tables
+
+
+def kbar(weights: np.ndarray) -> np.ndarray:
+    """Mean number of phases, over the last axis."""
+    return (weights * np.arange(1, weights.shape[-1] + 1)).sum(-1)
+
+
+def is_exponential(weights: np.ndarray) -> np.ndarray:
+    """True where the stay is one phase (over the last axis)."""
+    return weights[..., 1:].sum(-1) <= 0
+
+
+def n_phases(weights: np.ndarray) -> np.ndarray:
+    """The largest phase count with a positive weight (at least 1), over the last axis."""
+    on = weights > 0
+    last = weights.shape[-1] - np.argmax(on[..., ::-1], axis=-1)
+    return np.where(on.any(-1), last, 1)
+
+
+def exit_probs(weights: np.ndarray) -> np.ndarray:
+    """P(the stay ends after phase j | it reached phase j), over the last axis (1 where nothing is left)."""
+    tail = np.cumsum(weights[..., ::-1], axis=-1)[..., ::-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(tail > 1e-300, weights / np.where(tail > 1e-300, tail, 1.0), 1.0)
+
+
+def cdf(weights: np.ndarray, t: np.ndarray | float, mean: float = 1.0) -> np.ndarray:
+    """P(stay <= t) of one shape (weights [K]) with the given mean, at times ``t``."""
+    from scipy import special  # lazy: a plain simulate run does not pay for scipy
+    lam = float(kbar(weights)) / mean
+    t = np.asarray(t, dtype=float)
+    ks = np.arange(1, weights.size + 1)
+    return (weights * special.gammainc(ks, lam * t[..., None])).sum(-1)
+
+
+def quantile(weights: np.ndarray, prob: float, mean: float = 1.0) -> float:
+    """The stay's ``prob`` quantile (days) for the given mean."""
+    return float(np.interp(-np.log1p(-prob), _GRID, unit_table(weights))) * mean
+
+
+def unit_table(weights: np.ndarray) -> np.ndarray:
+    """Stay of unit mean at the exponential quantiles of ``_GRID``: t(e) with P(stay > t) = exp(-e).
+
+    The fast engine maps one exponential draw e (the plain model's) to t(e) by interpolation; for
+    one phase t(e) = e exactly.
+    """
+    if is_exponential(weights):
+        return _GRID.copy()
+    t = np.geomspace(1e-12, 1.0, 4000)
+    while True:  # the table must reach past E_MAX
+        e = -np.log(np.maximum(1.0 - cdf(weights, t), 1e-300))
+        if e[-1] > E_MAX + 1.0:
+            break
+        t = np.concatenate([t, np.geomspace(t[-1] * 1.01, t[-1] * 4, 800)])
+    e[0] = 0.0
+    e = np.maximum.accumulate(e)  # rounding flats: keep it non-decreasing for interp
+    out = np.interp(_GRID, e, t)
+    out[0] = 0.0
+    return out
+
+
+def grid() -> np.ndarray:
+    """The exponential quantiles the unit tables are tabulated at."""
+    return _GRID
+
+
+def log_density(ks: np.ndarray, lam: np.ndarray | float, t: np.ndarray) -> np.ndarray:
+    """The log Erlang(k, lam) density at t, [n, K] for times t [n] and phase counts ks [K]: lam P(N = k - 1)."""
+    return np.log(lam) + log_poisson(ks.size, lam * np.maximum(t, 1e-12))
+
+
+def censored_completions(ks: np.ndarray, lam: float, t: np.ndarray, survival: np.ndarray) -> np.ndarray:
+    """E[phases completed by t | the stay of k phases still going at t], [n, K].
+
+    ``survival`` [n, K] is P(Erlang(k, lam) > t) = P(N <= k - 1), N ~ Poisson(lam t); E[N | N < k] =
+    lam t P(N <= k - 2) / P(N <= k - 1).
+    """
+    x = lam * t[:, None]
+    below = np.concatenate([np.zeros((t.size, 1)), survival[:, :-1]], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(survival > 1e-280, x * below / np.where(survival > 1e-280, survival, 1.0), ks - 1.0)
+    return np.minimum(ratio, ks - 1.0)
+
+
+def survival_k(ks: np.ndarray, lam: float, t: np.ndarray) -> np.ndarray:
+    """P(Erlang(k, lam) > t) = P(N <= k - 1), N ~ Poisson(lam t), [n, K]: cumulated Poisson terms
+    (a sum of positives, cheaper than scipy's gammaincc and as accurate here)."""
+    return np.cumsum(np.exp(log_poisson(ks.size, lam * t)), axis=1)
+
+
+def log_poisson(K: int, x: np.ndarray) -> np.ndarray:
+    """The log Poisson(x) probabilities of 0..K - 1, [n, K]."""
+    from scipy import special  # lazy: a plain simulate run does not pay for scipy
+
+    j = np.arange(K, dtype=float)
+    with np.errstate(divide="ignore"):
+        lx = np.log(np.maximum(x, 1e-300))[:, None]
+    return j * lx - x[:, None] - special.gammaln(j + 1.0)
+
+
+def shape_record(weights: np.ndarray, mean: float) -> dict[str, object]:
+    """A stay's shape as written: phase count, weights, mean and percentiles in days."""
+    k = int(n_phases(weights))
+    return {"phases": k, "weights": [_round(x) for x in weights[:k]], "mean_days": _round(mean),
+            "p10_days": _round(quantile(weights, 0.1, mean)), "p50_days": _round(quantile(weights, 0.5, mean)),
+            "p90_days": _round(quantile(weights, 0.9, mean))}
+
+
+def phases_from(shapes: dict[tuple[int, int, int], list[float]], P: int, S: int) -> np.ndarray | None:
+    """The phase weights [P, S, 1 + S, K] read from the model file's dwell_shape records (None without)."""
+    if not shapes:
+        return None
+    K = max(len(w) for w in shapes.values())
+    phases = np.zeros((P, S, 1 + S, K))
+    phases[..., 0] = 1.0  # ways without a record: exponential
+    for (p, s, o), w in shapes.items():
+        phases[p, s, o] = 0.0
+        phases[p, s, o, :len(w)] = w
+    return phases
+
+
+def _round(x: float) -> float:
+    """12 significant digits, as the model file writes numbers."""
+    return float(f"{float(x):.12g}")
