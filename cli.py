@@ -128,7 +128,9 @@ Censoring = Annotated[str, typer.Option(help="cure (default): a quiet journey co
                                               "that it is over, from the calibrated gaps; window: quiet "
                                               "--inactivity-days = lost.")]
 Dwell = Annotated[str, typer.Option(help="way_out (default): time to leave a stage depends on the way out "
-                                         "(approvals may leave review sooner than cancellations); plain: one "
+                                         "(approvals may leave review sooner than cancellations); phases: "
+                                         "the same, with each way's stay a phase-type (Erlang mixture) shape, "
+                                         "not exponential (dead time before any approval); plain: one "
                                          "time to leave per stage.")]
 TouchOrder = Annotated[int, typer.Option("--touch-order", min=0, max=1,
                                           help="1: the next touchpoint depends on the last one in the stage "

@@ -68,6 +68,7 @@ class DwellFit:
     leave_days: np.ndarray  # [P, S, 1 + S] days at risk, censored visits included
     phases: np.ndarray | None = None  # [P, S, 1 + S, K] phase weights (--dwell phases)
     chosen: dict[str, int] | None = None  # "stage/way" -> phases chosen by BIC
+    sparse: list[str] | None = None  # "stage/way" kept exponential for lack of timed exits
 
     def counts(self) -> dict[str, np.ndarray]:
         """The counts the model stores (and drift tests)."""
@@ -95,16 +96,16 @@ def fit_dwell(x: DwellInputs, *, phases: bool = False) -> DwellFit:
     q, way0 = plain.way_out()
     v = _visits(x, _entry_rows(x.first, x.before))
     way, leave, timed_exits, exposure = _em(v, P, S, q, way0, x.rate, x.m)
-    shape = chosen = None
+    shape = chosen = sparse = None
     if phases:
         entry_row = _entry_rows(x.first, x.before)
         bare = _visits(replace(x, quiet_drop=x.quiet_drop[:0], w_drop=x.w_drop[:0]), entry_row)
         pf = fit_phases(bare.ev_idx, bare.ev_w, bare.ev_d, bare.ev_timed, bare.c_idx, bare.c_w, bare.c_t,
                         _quiet(x, entry_row), way=way, leave=leave, way0=way0, q=q, rate=x.rate, m=x.m)
-        way, leave, exposure, shape, chosen = pf.way, pf.leave, pf.exposure, pf.phases, pf.chosen
+        way, leave, exposure, shape, chosen, sparse = pf.way, pf.leave, pf.exposure, pf.phases, pf.chosen, pf.sparse
     adv, drop, rate, speed = _per_interaction(plain, x, q, way0, way, leave)
     return DwellFit(advance=adv, drop=drop, rate=rate, leave_speed=speed, leave_events=timed_exits,
-                    leave_days=exposure, phases=shape, chosen=chosen)
+                    leave_days=exposure, phases=shape, chosen=chosen, sparse=sparse)
 
 
 def _quiet(x: DwellInputs, entry_row: np.ndarray) -> Quiet:

@@ -88,6 +88,8 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
         advance, drop, rate, speed, dwell_counts = refit.advance, refit.drop, refit.rate, refit.leave_speed, \
             refit.counts()
         phases = refit.phases
+        if phases is not None:
+            notes.extend(_sparse_shape_notes(log.stages, refit.sparse or []))
     else:
         speed, dwell_counts = np.ones((f.P, f.S, 1 + f.S)), {}
 
@@ -110,8 +112,26 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
         log_summary=_log_summary(log, f, inactivity_days),
         arrivals=arrivals,
     )
+    if phases is not None:  # readable: the phase count chosen per stage and way out
+        model.estimator["dwell_phases"] = {_way_name(log.stages, key): k for key, k in (refit.chosen or {}).items()}
     model.check()
     return model
+
+
+def _way_name(stages: list[str], key: str) -> str:
+    """"stage -> way out" of a fit's "s/o" key."""
+    s, o = (int(x) for x in key.split("/"))
+    return f"{stages[s]} -> {'drop_off' if o == 0 else stages[o - 1]}"
+
+
+def _sparse_shape_notes(stages: list[str], sparse: list[str]) -> list[dict[str, Any]]:
+    """Fallback records: ways out with too few timed exits for a phase-type stay (kept exponential)."""
+    if not sparse:
+        return []
+    names = [_way_name(stages, key) for key in sparse]
+    return [{"kind": "dwell_shape", "ways": names,
+             "message": f"{', '.join(names)}: fewer than 30 timed exits in the log, so the time in stage "
+                        "keeps the exponential shape of --dwell way_out"}]
 
 
 def _check_options(*, inactivity_days: float, pooling: float, censoring: str, dwell: str, touch_order: int) -> str:
@@ -119,12 +139,15 @@ def _check_options(*, inactivity_days: float, pooling: float, censoring: str, dw
     if touch_order not in (0, 1):
         raise InputError("must be 0 or 1", where="--touch-order", value=touch_order,
                          hint="1: the next touchpoint depends on the last one; 0: drawn afresh each time")
+    if dwell not in DWELL:
+        raise InputError("unknown dwell model", where="--dwell", value=dwell, hint="use way_out, phases or plain")
+    if touch_order == 1 and dwell == "phases":
+        raise InputError("touch sequences keep one exponential time to leave per stage", where="--dwell",
+                         value=dwell, hint="use --dwell plain with --touch-order 1")
     if touch_order == 1:
         dwell = "plain"  # leave speeds assume touchpoints drawn afresh; sequences keep one time to leave
     if censoring not in CENSORING:
         raise InputError("unknown censoring method", where="--censoring", value=censoring, hint="use cure or window")
-    if dwell not in DWELL:
-        raise InputError("unknown dwell model", where="--dwell", value=dwell, hint="use way_out or plain")
     if inactivity_days < 0:
         raise InputError("must not be negative", where="--inactivity-days", value=inactivity_days)
     if pooling < 0:
@@ -214,14 +237,24 @@ def _estimator(*, censoring: str, all_rows: bool, inactivity_days: float, m: flo
                             "next_touchpoint (consecutive interactions in the stage), shrunk toward the "
                             "stage's shares with prior_weight pseudo-interactions; one time to leave per stage"
                             if touch_order == 1 else "none: every interaction's touchpoint is drawn by share"),
-        "dwell": ("way_out: way-out probabilities and a leave rate per way out fitted together by EM for "
-                  "exponential times in stage, visits followed to the log's end (cure model) or to the "
-                  "outcome window (window); shrunk toward the plain model with prior_weight pseudo-visits"
-                  if dwell == "way_out" else
-                  "plain: one time to leave per stage (leave_speed 1)"),
+        "dwell": _DWELL_TEXT[dwell],
         "sparse_below": SPARSE_BELOW,
         "fallbacks": notes,
     }
+
+
+_DWELL_TEXT = {
+    "way_out": "way_out: way-out probabilities and a leave rate per way out fitted together by EM for "
+               "exponential times in stage, visits followed to the log's end (cure model) or to the "
+               "outcome window (window); shrunk toward the plain model with prior_weight pseudo-visits",
+    "phases": "phases: as way_out, with each persona x stage x way out's time in stage a phase-type "
+              "(a mixture of Erlangs with one phase rate, dwell_shape in the journey): phases per stage "
+              "and way out chosen by BIC on all personas (times divided by each persona's mean), each "
+              "persona's shape shrunk toward it and its mean toward the plain model with prior_weight "
+              "pseudo-visits; EM under the same censoring, quiet last interactions' P(over) recomputed "
+              "with the fitted shapes",
+    "plain": "plain: one time to leave per stage (leave_speed 1)",
+}
 
 
 def _iso(days: float) -> str:

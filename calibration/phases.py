@@ -28,6 +28,7 @@ ROUNDS = 3  # quiet rows reweighted with the shapes, then the EM again
 OUTER_ITERATIONS = 40
 INNER = 2  # shape steps per outer iteration
 SELECT_ITERATIONS = 200
+MIN_EXITS = 30  # fewer timed exits (all personas) than a sparse cell: the stay stays exponential
 _BIN = np.log1p(0.01)
 _TMIN = 1e-4  # days (9 s): shorter stays share one bin
 
@@ -41,6 +42,7 @@ class PhaseFit:
     phases: np.ndarray  # [P, S, 1 + S, K]
     exposure: np.ndarray  # [P, S, 1 + S] days in the stage, censored visits by their way's responsibility
     chosen: dict[str, int]  # "stage/way" -> phases chosen by BIC
+    sparse: list[str]  # "stage/way" with too few timed exits to fit a shape: kept exponential
 
 
 @dataclass
@@ -100,7 +102,7 @@ def _step(pi: np.ndarray, lam: float, te: np.ndarray, we: np.ndarray, tc: np.nda
     new_pi = new_pi / new_pi.sum()
     kb = float(kbar(new_pi))
     if m > 0 and np.isfinite(prior_mean):
-        new_lam = (comp + m * kb) / (time + m * kb * prior_mean)
+        new_lam = (comp + m * kb) / (time + m * prior_mean)  # m pseudo-visits of kb phases in prior_mean days
     else:
         new_lam = comp / time if time > 0 and comp > 0 else lam
     return new_pi, float(new_lam), ll
@@ -166,6 +168,7 @@ def fit_phases(ev_idx: np.ndarray, ev_w: np.ndarray, ev_d: np.ndarray, ev_timed:
     prior_mean = 1.0 / np.maximum(rate * q, 1e-300)
     chosen: dict[tuple[int, int], int] = {}
     pooled: dict[tuple[int, int], np.ndarray] = {}
+    sparse: list[tuple[int, int]] = []
     for rnd in range(ROUNDS):
         wq = _quiet_weights(quiet, way, pi, lam, stay_rate, out0)
         qa = quiet.timed & (wq > 0)
@@ -179,7 +182,7 @@ def fit_phases(ev_idx: np.ndarray, ev_w: np.ndarray, ev_d: np.ndarray, ev_timed:
         if rnd < ROUNDS - 1:  # the phase counts again with the quiet rows as the last shapes weigh them
             resp = _responsibilities(obs, way, pi, lam, P, S)
             mean = kbar(pi) / np.maximum(lam, 1e-300)
-            chosen, pooled = _select(obs, resp, valid, np.where(valid, mean, 1.0), P, S)
+            chosen, pooled, sparse = _select(obs, resp, valid, np.where(valid, mean, 1.0), P, S)
             Kmax = max(chosen.values(), default=1)
             pi = np.zeros((P, S, K1, Kmax))
             pi[..., 0] = 1.0
@@ -196,7 +199,8 @@ def fit_phases(ev_idx: np.ndarray, ev_w: np.ndarray, ev_d: np.ndarray, ev_timed:
     pi[~valid] = 0.0
     pi[~valid, 0] = 1.0
     return PhaseFit(way=way, leave=np.where(valid, mean_leave, leave), phases=pi,
-                    exposure=days + cdays.reshape(P, S, K1), chosen={f"{s}/{o}": k for (s, o), k in chosen.items()})
+                    exposure=days + cdays.reshape(P, S, K1), chosen={f"{s}/{o}": k for (s, o), k in chosen.items()},
+                    sparse=[f"{s}/{o}" for s, o in sparse])
 
 
 def _em(obs: _Obs, exits: np.ndarray, way: np.ndarray, pi: np.ndarray, lam: np.ndarray, way0: np.ndarray,
@@ -295,7 +299,7 @@ def _responsibilities(obs: _Obs, way: np.ndarray, pi: np.ndarray | None, lam: np
 
 
 def _select(obs: _Obs, resp: np.ndarray, valid: np.ndarray, mean: np.ndarray, P: int,
-            S: int) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], np.ndarray]]:
+            S: int) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], np.ndarray], list[tuple[int, int]]]:
     """Phases per stage x way out by BIC over all personas, and the pooled shape (weights padded to 16).
 
     The shape is unit-free: each persona's times are divided by its current mean stay that way
@@ -305,6 +309,7 @@ def _select(obs: _Obs, resp: np.ndarray, valid: np.ndarray, mean: np.ndarray, P:
     K1 = valid.shape[-1]
     chosen: dict[tuple[int, int], int] = {}
     pooled: dict[tuple[int, int], np.ndarray] = {}
+    sparse: list[tuple[int, int]] = []
     e_p, rest = np.divmod(obs.e_cell, S * K1)
     e_s, e_o = np.divmod(rest, K1)
     c_p, c_s = np.divmod(obs.c_cell, S)
@@ -318,7 +323,9 @@ def _select(obs: _Obs, resp: np.ndarray, valid: np.ndarray, mean: np.ndarray, P:
             tc, wc = obs.c_t[ci] / mean[c_p[ci], s, o], obs.c_w[ci] * resp[ci, o]
             n = float(we.sum() + wc.sum())
             best, best_bic, best_pi = 1, np.inf, np.ones(1)
-            if we.sum() >= 30:  # fewer timed exits than a sparse cell: keep it exponential
+            if we.sum() < MIN_EXITS:
+                sparse.append((s, o))
+            else:
                 worse = 0
                 for k in CANDIDATES:
                     shape, _lam, ll = _fit_shape(k, 1.0, te, we, tc, wc, SELECT_ITERATIONS)
@@ -333,4 +340,4 @@ def _select(obs: _Obs, resp: np.ndarray, valid: np.ndarray, mean: np.ndarray, P:
             pad[:best] = best_pi
             chosen[(s, o)] = best
             pooled[(s, o)] = pad
-    return chosen, pooled
+    return chosen, pooled, sparse

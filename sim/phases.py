@@ -71,6 +71,15 @@ def unit_table(weights: np.ndarray) -> np.ndarray:
     e[0] = 0.0
     e = np.maximum.accumulate(e)  # rounding flats: keep it non-decreasing for interp
     out = np.interp(_GRID, e, t)
+    # Newton steps on log P(stay > t) = -e: the interpolation above is only a start
+    lam = float(kbar(weights))
+    for _ in range(3):
+        x = lam * np.maximum(out[1:], 1e-300)
+        terms = np.exp(log_poisson(weights.size, x))
+        surv = (weights * np.cumsum(terms, axis=1)).sum(1)
+        dens = lam * (weights * terms).sum(1)
+        step = (np.log(np.maximum(surv, 1e-300)) + _GRID[1:]) * surv / np.maximum(dens, 1e-300)
+        out[1:] = np.maximum(out[1:] + step, out[1:] * 0.5)
     out[0] = 0.0
     return out
 

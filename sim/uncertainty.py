@@ -14,7 +14,9 @@ evidence behind it plus the pooling prior (``prior_weight`` pseudo-observations)
     persona's (Dirichlet(interactions + m * draw));
   * the lapse after moving into a stage: Beta((entered + m) * lapse, (entered + m) * (1 - lapse));
   * the interaction rate: Gamma with shape gaps + m and the calibrated mean;
-  * each way out's leave speed: Gamma with shape leave events + m and the calibrated mean;
+  * each way out's leave speed: Gamma with shape leave events + m and the calibrated mean (with
+    phase-type stays, ``--dwell phases``, this draws the stay's mean; its shape, the phase weights,
+    is kept at the estimate);
   * the persona mix: Dirichlet(customers of each persona);
   * the value model's means (sim/money.py): gamma with the mean's sampling variance, drawn last.
 
@@ -119,6 +121,7 @@ def parameter_draws(model: Model, draws: int, seed: np.random.SeedSequence | np.
             advance=advance * live[None, :, None, None], drop=drop * live[None, :, None], lapse=lp, rate=rt,
             leave_speed=speed[d], arrival_days=model.arrival_days, estimator=model.estimator,
             follow=None if follow is None else follow[d],
+            phases=model.phases,  # phase-type shapes kept at the estimate: their means move with the speed
         ))
     if model.extras.get("value"):  # drawn last: every other parameter's draws stay as they were
         from sim.money import draw_sections
@@ -284,5 +287,9 @@ def evaluate_draws(models: Sequence[Model], horizon_days: float | None = None) -
 
 def describe(model: Model, draws: int) -> dict:
     """What the data intervals include, for the JSON records."""
+    not_included = NOT_INCLUDED
+    if model.shaped:
+        not_included += ("; the shapes of the phase-type stays (phase weights kept at the estimate, their "
+                         "means drawn with the leave speeds)")
     return {"draws": int(draws), "level": LEVEL, "customers_behind_model": real_customers(model),
-            "method": METHOD, "not_included": NOT_INCLUDED}
+            "method": METHOD, "not_included": not_included}

@@ -8,7 +8,9 @@ in days). On entering a stage it is bound for one way out ``o`` (drop-off or a l
 with the stage's way-out probabilities); while there, the gap to its next interaction is exponential
 of rate ``rate * (1 - q) + mu[o]`` (staying interactions plus the leaving one, see Model) and an
 interaction is the leaving one with probability ``mu[o] / that rate``. The interaction at arrival
-leaves the first stage with probability q. An interaction with a capacitated touchpoint asks for
+leaves the first stage with probability q. With phase-type stays ``mu[o]`` is the phase rate and
+such an event ends one phase: the stay ends (it is the leaving interaction) only after the last
+one, else the next phase begins silently (sim/engines/tables.py). An interaction with a capacitated touchpoint asks for
 one of its servers: if none frees up within the customer's patience (exponential) the customer gives
 up and the journey ends there (a drop-off of that touchpoint in that stage); otherwise the service
 (exponential) is done and the interaction's outcome applies.
@@ -101,6 +103,8 @@ class _Simulation:
         self.gap_mean = way.gap_mean.tolist()  # [P][S][1 + S]
         self.leave_p = way.leave_p.tolist()
         self.q_first = way.q[:, 0].tolist()  # the interaction at arrival leaves with probability q
+        self.phase_exit = way.phase_exit.tolist()  # [P][S][1 + S][K] P(the stay ends | a phase ended)
+        self.shaped = model.shaped
         self.way_cum = way.way_cum.tolist()
         self.stay_cum = way.stay_cum.tolist()  # [P][S][T]
         self.exit_cum = way.exit_cum.tolist()  # [P][S][1 + S][T]
@@ -190,6 +194,7 @@ class _Simulation:
         # this persona's tables and the tallies as locals: this loop is the engine's hot path
         way_cum, stay_cum, exit_cum = self.way_cum[p], self.stay_cum[p], self.exit_cum[p]
         leave_p, gap_mean, lapse = self.leave_p[p], self.gap_mean[p], self.lapse[p]
+        phase_exit, shaped = self.phase_exit[p], self.shaped
         interactions, drop_offs, dropped, desks = self.interactions, self.drop_offs, self.dropped, self.desks
         timeout, log1p = env.timeout, math.log1p
         limit = env.now + self.horizon
@@ -197,11 +202,16 @@ class _Simulation:
         o = bisect_right(way_cum[0], u[1])  # the way out of the first stage
         e = self.q_first[p]  # P(this interaction leaves the stage)
         gap, e_next, scum, xcum = gap_mean[0][o], leave_p[0][o], stay_cum[0], exit_cum[0][o]
+        xs, ph = phase_exit[0][o], 0  # phase-type stays: P(the stay ends | phase ph ended), phases done
         j = 0
         while True:
             u, (ut, uo, ug, ul, ud, up, us) = self._slots(u, i, j)
             j += 1
             leave = uo < e
+            if shaped and leave and j > 1 and uo >= e * xs[min(ph, len(xs) - 1)]:
+                ph += 1  # a phase of the stay ended, no interaction: the next phase begins
+                yield timeout(-log1p(-ug) * gap)
+                continue
             t = min(bisect_right(xcum if leave else scum, ut), T - 1)
             cell = (p * S + s) * T + t
             interactions[cell] += 1
@@ -232,6 +242,7 @@ class _Simulation:
                     break
                 o = bisect_right(way_cum[s], ud)
                 gap, e_next, scum, xcum = gap_mean[s][o], leave_p[s][o], stay_cum[s], exit_cum[s][o]
+                xs, ph = phase_exit[s][o], 0
             e = e_next
             yield timeout(-log1p(-ug) * gap)
         self.at_highest[p * S + highest] += 1

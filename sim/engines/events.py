@@ -4,7 +4,8 @@ Unlike the engines, which keep only aggregates, this walks every journey one int
 (vectorised over the customers still active) and keeps one row per interaction: customer_id,
 timestamp, touchpoint, stage after the interaction, persona. The journeys are drawn from the same
 model and seed as the run but are their own draw, not the engines' customers one by one. As in the
-SimPy engine, a customer entering a stage is bound for one way out, which sets how soon it leaves.
+SimPy engine, a customer entering a stage is bound for one way out, which sets how soon it leaves
+(with phase-type stays, phase by phase: a phase's end is no row; see sim/engines/tables.py).
 Pure: application/events_out.py writes the tables to Parquet.
 """
 from __future__ import annotations
@@ -102,9 +103,12 @@ def simulate_rows(model: Model, n: int, ss: np.random.SeedSequence, *, horizon: 
     way = way_out_tables(model)
     q, gap_mean, leave_p = way.q, way.gap_mean, way.leave_p
     way_cum, stay_cum, exit_cum = way.way_cum, way.stay_cum, way.exit_cum
+    phase_exit = way.phase_exit
+    shaped = model.shaped
     final = S - 1
 
     stage = np.zeros(n, dtype=np.int64)
+    phase = np.zeros(n, dtype=np.int64)  # phases of the stay done (phase-type stays)
     dest = _draw(way_cum[persona, 0], rng.random(n))  # way out of the first stage
     clock = arrive.copy()
     idx = np.arange(n)
@@ -113,22 +117,30 @@ def simulate_rows(model: Model, n: int, ss: np.random.SeedSequence, *, horizon: 
     while idx.size:
         p, s, o = persona[idx], stage[idx], dest[idx]
         e = q[p, 0] if first else leave_p[p, s, o]
-        first = False
-        leave = rng.random(idx.size) < e
+        u = rng.random(idx.size)
+        leave = u < e
         cum = np.where(leave[:, None], exit_cum[p, s, o], stay_cum[p, s])
         t = np.minimum(_draw(cum, rng.random(idx.size)), T - 1)
+        row = slice(None)
+        if shaped and not first:  # a phase ended: the leaving interaction only after the stay's last phase
+            silent = leave & (u >= e * phase_exit[p, s, o, np.minimum(phase[idx], phase_exit.shape[-1] - 1)])
+            phase[idx[silent]] += 1
+            leave &= ~silent
+            row = ~silent
+        first = False
         moved = leave & (o >= 1)
         new = np.where(moved, o - 1, s)
-        rows["customer"].append(idx)
-        rows["time"].append(clock[idx])
-        rows["touchpoint"].append(t)
-        rows["stage"].append(new)
+        rows["customer"].append(idx[row])
+        rows["time"].append(clock[idx][row])
+        rows["touchpoint"].append(t[row])
+        rows["stage"].append(new[row])
         stage[idx] = new
         lapsed = moved & (new < final)
         lapsed[lapsed] = rng.random(int(lapsed.sum())) < model.lapse[p[lapsed], new[lapsed]]
         done = (leave & (o == 0)) | lapsed | (new == final)
         entered = moved & ~done
         dest[idx[entered]] = _draw(way_cum[p[entered], new[entered]], rng.random(int(entered.sum())))
+        phase[idx[entered]] = 0
         idx = idx[~done]
         if idx.size:
             clock[idx] += rng.standard_exponential(idx.size) * gap_mean[persona[idx], stage[idx], dest[idx]]

@@ -15,6 +15,10 @@ series), so stays after it are not timed and their tries are one negative binomi
 
 Way-out-specific leave speeds (``Model.leave_speed``) only change the time: the way out is drawn
 first, then the time to leave at that way's rate; stays still come at ``rate * (1 - q)``.
+Phase-type stays (``Model.phases``) map the same exponential draw e through the way's stay
+distribution (t with P(stay > t) = exp(-e), tabulated by sim.phases.unit_table and interpolated):
+one uniform per stay as before, so common random numbers hold. Staying tries are still Poisson
+given the time; such stays are always timed (their tries are not geometric).
 
 Common random numbers: each chunk of customers has its own stream, and every scenario consumes
 the same uniforms in the same order (inverse-CDF draws: persona, arrival, and per stage one for
@@ -27,12 +31,14 @@ from collections.abc import Callable
 
 import numpy as np
 
+from sim import phases
 from sim.engines.result import EngineResult
 from sim.exact import touchpoint_split
 from sim.limits import run_size
 from sim.model import Model
 
 CHUNK = 1 << 17  # small enough to stay in cache: 2^17 runs ~1.5x faster than 2^20
+_OFFSET = phases.E_MAX + 1.0  # way out o's stay table sits at e + o * _OFFSET of one interpolation grid
 
 
 def run(model: Model, n_customers: int, seed: np.random.SeedSequence | int, *,
@@ -83,6 +89,22 @@ class _Tables:
         self.plain = np.all(model.leave_speed == 1.0, axis=-1)  # [P, S]
         self.way_rate = model.leave_rates()  # [P, S, 1+S]
         self.stay_rate = model.rate * np.clip(stay, 0.0, 1.0)  # rate of staying tries [P, S]
+        # phase-type stays: per persona x stage with a shaped way out, one interpolation table mapping
+        # e + OFFSET * way to days (the way's stay at the exponential quantile e, sim.phases.unit_table)
+        self.shaped = np.zeros((P, S), dtype=bool)
+        self.stay_table: dict[tuple[int, int], np.ndarray] = {}
+        if model.shaped:
+            grid = phases.grid()
+            for p in range(P):
+                for s in range(S - 1):
+                    if phases.is_exponential(model.phases[p, s]).all():
+                        continue
+                    self.shaped[p, s] = True
+                    with np.errstate(divide="ignore"):
+                        mean = np.where(self.way_rate[p, s] > 0, 1.0 / self.way_rate[p, s], 0.0)
+                    self.stay_table[(p, s)] = np.concatenate(
+                        [phases.unit_table(model.phases[p, s, o]) * mean[o] for o in range(1 + S)])
+            self.stay_grid = np.concatenate([grid + o * _OFFSET for o in range(1 + S)])
         self.persona_cum = np.cumsum(model.persona_share)
         self.persona_cum[-1] = 1.0
         # touchpoint distributions for the aggregate counts: [P,S,T] staying, [P,S,T,1+S] leaving
@@ -145,7 +167,7 @@ class _Chunk:
             idx, u, m = entered
             outcome, counts = self._ways_out(p, s, u, m)
             self.exits[p, s] += counts
-            if self.timed or s < model.conversion_index or (s == 0 and not tb.plain[p, s]):
+            if self.timed or s < model.conversion_index or (s == 0 and not tb.plain[p, s]) or tb.shaped[p, s]:
                 self._timed_stay(p, s, idx, outcome, counts)
             else:
                 self._untimed_stay(p, s, m, counts)
@@ -190,8 +212,12 @@ class _Chunk:
         e = -np.log1p(-self.u_time[s, idx])
         if s == 0:
             e = np.maximum(e + tb.log_stay[p, s], 0.0)
-        rate = tb.leave_rate[p, s] if tb.plain[p, s] else tb.way_rate[p, s][outcome]
-        tau = e / rate
+        if tb.shaped[p, s]:  # phase-type: the same exponential quantile mapped through the way's stay
+            x = np.minimum(e.astype(np.float64), phases.E_MAX) + _OFFSET * outcome
+            tau = np.interp(x, tb.stay_grid, tb.stay_table[(p, s)])
+        else:
+            rate = tb.leave_rate[p, s] if tb.plain[p, s] else tb.way_rate[p, s][outcome]
+            tau = e / rate
         stays = np.count_nonzero(tau > 0) if s == 0 else 0  # the try at arrival stayed
         self.stay_total[p, s] += stays + _poisson(self.crng, tb.stay_rate[p, s] * float(tau.sum(dtype=np.float64)))
         t_at = tau if s == 0 else self.age[idx] + tau

@@ -3,6 +3,8 @@
 ``way_out_tables``: a customer entering a stage is bound for one way out ``o`` (0 drop-off, 1 + u
 moved to u), which sets how soon it leaves: interactions at rate ``lam = rate * (1 - q) + mu[o]``,
 each the leaving one with probability ``mu[o] / lam`` (the SimPy engine and the simulated event log).
+With phase-type stays ``mu[o]`` is the phase rate and such an event ends phase j: the stay (and the
+event is the leaving interaction) with probability ``phase_exit[j]``, else silently the next phase.
 ``sequence_tables``: with touch sequences, the touchpoint first (from the last one), then its outcome
 (the walking engine and the SimPy engine).
 """
@@ -14,6 +16,7 @@ import numpy as np
 
 from sim.exact import next_touchpoint, touchpoint_split
 from sim.model import Model
+from sim.phases import exit_probs
 
 
 def cumulative(w: np.ndarray) -> np.ndarray:
@@ -38,19 +41,21 @@ class WayOutTables:
     way_cum: np.ndarray  # [P, S, 1 + S] cumulative way-out probabilities
     stay_cum: np.ndarray  # [P, S, T] cumulative touchpoints of a staying interaction
     exit_cum: np.ndarray  # [P, S, 1 + S, T] cumulative touchpoints of the interaction leaving by o
+    phase_exit: np.ndarray  # [P, S, 1 + S, K] P(the stay ends | a phase j ends): 1 for exponential stays
 
 
 def way_out_tables(model: Model) -> WayOutTables:
     """The way-out tables of ``model``."""
     q, way = model.way_out()
-    mu = model.leave_rates()
+    mu = model.phase_rates()  # phase-type stays: a phase ends at this rate (the leave rate if exponential)
     lam = (model.rate * (1.0 - q))[..., None] + mu  # [P, S, 1 + S]
     live = lam > 0  # the final stage has no interactions
     q_stay, q_exit = touchpoint_split(model)
     return WayOutTables(q=q, gap_mean=np.where(live, 1.0 / np.where(live, lam, 1.0), 0.0),
                         leave_p=np.where(live, mu / np.where(live, lam, 1.0), 0.0),
                         way_cum=cumulative(way), stay_cum=cumulative(q_stay),
-                        exit_cum=cumulative(np.moveaxis(q_exit, 3, 2)))
+                        exit_cum=cumulative(np.moveaxis(q_exit, 3, 2)),
+                        phase_exit=np.ones(mu.shape + (1,)) if model.phases is None else exit_probs(model.phases))
 
 
 @dataclass(frozen=True)
