@@ -101,7 +101,8 @@ def fit_dwell(x: DwellInputs, *, phases: bool = False) -> DwellFit:
         entry_row = _entry_rows(x.first, x.before)
         bare = _visits(replace(x, quiet_drop=x.quiet_drop[:0], w_drop=x.w_drop[:0]), entry_row)
         pf = fit_phases(bare.ev_idx, bare.ev_w, bare.ev_d, bare.ev_timed, bare.c_idx, bare.c_w, bare.c_t,
-                        _quiet(x, entry_row), way=way, leave=leave, way0=way0, q=q, rate=x.rate, m=x.m)
+                        _quiet(x, entry_row), way=way, leave=leave, way0=way0, q=q, rate=x.rate, m=x.m,
+                        exposure=exposure)
         way, leave, exposure, shape, chosen, sparse = pf.way, pf.leave, pf.exposure, pf.phases, pf.chosen, pf.sparse
     adv, drop, rate, speed = _per_interaction(plain, x, q, way0, way, leave)
     return DwellFit(advance=adv, drop=drop, rate=rate, leave_speed=speed, leave_events=timed_exits,

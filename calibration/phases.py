@@ -63,7 +63,12 @@ def _bin(cell: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np
     cell, t, w = cell[keep], t[keep], w[keep]
     b = np.floor(np.log(np.maximum(t, _TMIN) / _TMIN) / _BIN).astype(np.int64)
     key = cell.astype(np.int64) * (int(b.max(initial=0)) + 1) + b
-    uniq, inv = np.unique(key, return_inverse=True)
+    if key.size and key.max() < 1 << 26:  # a dense key space: counting is O(n), a sort is not
+        seen = np.bincount(key, minlength=int(key.max()) + 1) > 0
+        uniq = np.flatnonzero(seen)
+        inv = (np.cumsum(seen) - 1)[key]
+    else:
+        uniq, inv = np.unique(key, return_inverse=True)
     sw = np.bincount(inv, weights=w)
     st = np.bincount(inv, weights=w * t) / np.maximum(sw, 1e-300)
     first = np.zeros(uniq.size, dtype=np.int64)
@@ -153,11 +158,14 @@ class Quiet:
 
 def fit_phases(ev_idx: np.ndarray, ev_w: np.ndarray, ev_d: np.ndarray, ev_timed: np.ndarray,
                c_idx: np.ndarray, c_w: np.ndarray, c_t: np.ndarray, quiet: Quiet, *, way: np.ndarray,
-               leave: np.ndarray, way0: np.ndarray, q: np.ndarray, rate: np.ndarray, m: float) -> PhaseFit:
+               leave: np.ndarray, way0: np.ndarray, q: np.ndarray, rate: np.ndarray, m: float,
+               exposure: np.ndarray) -> PhaseFit:
     """Phase-type stays by EM, started from the exponential way-out fit (``way``, ``leave``).
 
     ``ev_*`` / ``c_*``: finished and unfinished visits other than the quiet rows; ``q``, ``rate``:
-    the plain model's P(an interaction leaves) and interaction rate [P, S].
+    the plain model's P(an interaction leaves) and interaction rate [P, S]; ``exposure``: the
+    exponential fit's days at risk. Where BIC keeps every stay exponential, the exponential fit is
+    the answer, unchanged.
     """
     P, S, K1 = way.shape
     valid = way0 > 0
@@ -183,6 +191,9 @@ def fit_phases(ev_idx: np.ndarray, ev_w: np.ndarray, ev_d: np.ndarray, ev_timed:
             resp = _responsibilities(obs, way, pi, lam, P, S)
             mean = kbar(pi) / np.maximum(lam, 1e-300)
             chosen, pooled, sparse = _select(obs, resp, valid, np.where(valid, mean, 1.0), P, S)
+            if rnd == 0 and all(k == 1 for k in chosen.values()):  # exponential everywhere: way_out's fit
+                return PhaseFit(way=way, leave=leave, phases=np.ones((P, S, K1, 1)), exposure=exposure,
+                                chosen={f"{s}/{o}": 1 for s, o in chosen}, sparse=[f"{s}/{o}" for s, o in sparse])
             Kmax = max(chosen.values(), default=1)
             pi = np.zeros((P, S, K1, Kmax))
             pi[..., 0] = 1.0
