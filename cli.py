@@ -127,11 +127,11 @@ Inactivity = Annotated[float, typer.Option("--inactivity-days",
 Censoring = Annotated[str, typer.Option(help="cure (default): a quiet journey counts as lost with the probability "
                                               "that it is over, from the calibrated gaps; window: quiet "
                                               "--inactivity-days = lost.")]
-Dwell = Annotated[str, typer.Option(help="way_out (default): time to leave a stage depends on the way out "
-                                         "(approvals may leave review sooner than cancellations); phases: "
-                                         "the same, with each way's stay a phase-type (Erlang mixture) shape, "
-                                         "not exponential (dead time before any approval); plain: one "
-                                         "time to leave per stage.")]
+Dwell = Annotated[str | None, typer.Option(help="way_out (default; plain with --touch-order 1): time to leave a "
+                                                "stage depends on the way out (approvals may leave review sooner "
+                                                "than cancellations); phases: the same, each way's time in stage "
+                                                "a fitted phase-type shape, not exponential (a week of dead time "
+                                                "before any approval); plain: one time to leave per stage.")]
 TouchOrder = Annotated[int, typer.Option("--touch-order", min=0, max=1,
                                           help="1: the next touchpoint depends on the last one in the stage "
                                                "(touch sequences, as first-order Markov attribution; one time to "
@@ -161,7 +161,7 @@ def calibrate(
     conversion_stage: ConvStage = None,
     inactivity_days: Inactivity = 30.0,
     censoring: Censoring = "cure",
-    dwell: Dwell = "way_out",
+    dwell: Dwell = None,
     touch_order: TouchOrder = 0,
     mapping: MappingOpt = None,
     personas: Annotated[str | None, typer.Option(
@@ -295,7 +295,7 @@ def backtest(
     conversion_stage: ConvStage = None,
     inactivity_days: Inactivity = 30.0,
     censoring: Censoring = "cure",
-    dwell: Dwell = "way_out",
+    dwell: Dwell = None,
     touch_order: TouchOrder = 0,
     mapping: MappingOpt = None,
     out: Out = None,

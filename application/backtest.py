@@ -6,14 +6,14 @@ from typing import Any
 
 from application.rundir import check_run_out, run_directory
 from calibration.backtest import backtest
-from calibration.estimate import DEFAULT_INACTIVITY_DAYS
+from calibration.estimate import DEFAULT_INACTIVITY_DAYS, dwell_used
 from sim.limits import finite
 
 
 def run_backtest(events: str | Path, *, split: str, stages: str | list[str] | None = None,
                  conversion_stage: str | None = None, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
                  mapping: str | Path | None = None, out: str | Path | None = None,
-                 censoring: str = "cure", dwell: str = "way_out", touch_order: int = 0,
+                 censoring: str = "cure", dwell: str | None = None, touch_order: int = 0,
                  terminal: bool = False) -> tuple[Path, dict[str, Any]]:
     """Backtest and write the run directory; returns it and the backtest.json record. ``terminal``: show
     the table, the estimator's warnings and where it went, as the CLI does."""
@@ -26,7 +26,7 @@ def run_backtest(events: str | Path, *, split: str, stages: str | list[str] | No
     result = record.to_dict()
     args = {"events": str(events), "split": split, "stages": ",".join(model.stages),
             "conversion_stage": model.conversion_stage, "inactivity_days": inactivity_days, "censoring": censoring,
-            "dwell": dwell, "mapping": str(mapping) if mapping else None}
+            "dwell": dwell_used(model), "mapping": str(mapping) if mapping else None}
     if touch_order:  # only when asked: earlier runs' manifests stay as they were
         args["touch_order"] = touch_order
     from present.figures.backtest import backtest_png  # matplotlib only once the numbers are in

@@ -5,14 +5,14 @@ from pathlib import Path
 
 from application.rundir import check_output_file, provenance, utc_now, write_text_atomic
 from calibration.calibrate import calibration
-from calibration.estimate import DEFAULT_INACTIVITY_DAYS
+from calibration.estimate import DEFAULT_INACTIVITY_DAYS, dwell_used
 from sim.errors import InputError
 from sim.model import Model
 
 
 def run_calibrate(events: str | Path, out: str | Path, *, stages: str | None = None,
                   conversion_stage: str | None = None, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
-                  mapping: str | Path | None = None, censoring: str = "cure", dwell: str = "way_out",
+                  mapping: str | Path | None = None, censoring: str = "cure", dwell: str | None = None,
                   personas: str | int | None = None, seed: int | None = None,
                   assignments: str | Path | None = None, currency: str | None = None,
                   touch_order: int = 0, terminal: bool = False) -> Model:
@@ -32,7 +32,7 @@ def run_calibrate(events: str | Path, out: str | Path, *, stages: str | None = N
         write_text_atomic(assignments, result.assignments_csv)
     args = {"events": str(events), "out": str(out), "stages": ",".join(model.stages),
             "conversion_stage": model.conversion_stage, "inactivity_days": inactivity_days, "censoring": censoring,
-            "dwell": dwell, "mapping": str(mapping) if mapping else None}
+            "dwell": dwell_used(model), "mapping": str(mapping) if mapping else None}
     if touch_order:  # only when asked: earlier models' provenance stays as it was
         args["touch_order"] = touch_order
     if personas is not None:

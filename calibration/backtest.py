@@ -230,7 +230,7 @@ class _Cohorts:
 def backtest(events: str | Path, *, split: str, stages: str | list[str] | None = None,
              conversion_stage: str | None = None, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
              mapping: str | Path | None = None, censoring: str = "cure",
-             dwell: str = "way_out", touch_order: int = 0) -> tuple[Backtest, Model]:
+             dwell: str | None = None, touch_order: int = 0) -> tuple[Backtest, Model]:
     """The backtest record (backtest.json) and the model fitted on the rows before the split."""
     split_days = parse_split(split)
     full = load_events(events, stages=stages, conversion_stage=conversion_stage, mapping=mapping)
@@ -286,7 +286,7 @@ def backtest(events: str | Path, *, split: str, stages: str | list[str] | None =
         fallbacks=list(model.estimator.get("fallbacks", [])),  # where the fit is the pooled prior
         personas=_by_persona(co, pred, obs, naive, reach_t, by_stage),
         by_age=_by_age(co.ages, pred[:, conv], obs[:, conv], naive[:, conv]),
-        method=_method(dwell),
+        method=_method(str(model.estimator.get("dwell", "way_out")).split(":")[0]),
     ), model
 
 
@@ -348,8 +348,9 @@ def _method(dwell: str) -> dict[str, str]:
     return {
         "predicted": "exact reach within each later customer's observable age (log end - first "
                      "interaction), from the model fitted on rows before the split, the customer's persona"
-                     + ("; time to leave a stage depends on the way out (--dwell way_out)" if dwell == "way_out"
-                        else "; one time to leave per stage (--dwell plain)"),
+                     + {"way_out": "; time to leave a stage depends on the way out (--dwell way_out)",
+                        "phases": "; time to leave a stage depends on the way out, each with a phase-type "
+                                  "shape (--dwell phases)"}.get(dwell, "; one time to leave per stage (--dwell plain)"),
         "naive": "earlier customers observable at least as long before the split: share reaching the stage "
                  "within the same age (age capped at the longest available), averaged over later customers",
         "observed": "share of later customers reaching the stage by the log's end",

@@ -24,7 +24,7 @@ class Calibration:
 
 def calibrate(events: str | Path, *, stages: str | None = None, conversion_stage: str | None = None,
               inactivity_days: float = DEFAULT_INACTIVITY_DAYS, mapping: str | Path | None = None,
-              before: float | None = None, censoring: str = "cure", dwell: str = "way_out",
+              before: float | None = None, censoring: str = "cure", dwell: str | None = None,
               personas: str | int | None = None, seed: int | None = None, currency: str | None = None,
               touch_order: int = 0) -> Model:
     """The model of an event log (see `calibration`)."""
@@ -35,7 +35,7 @@ def calibrate(events: str | Path, *, stages: str | None = None, conversion_stage
 
 def calibration(events: str | Path, *, stages: str | None = None, conversion_stage: str | None = None,
                 inactivity_days: float = DEFAULT_INACTIVITY_DAYS, mapping: str | Path | None = None,
-                before: float | None = None, censoring: str = "cure", dwell: str = "way_out",
+                before: float | None = None, censoring: str = "cure", dwell: str | None = None,
                 personas: str | int | None = None, seed: int | None = None,
                 assignments: str | Path | None = None, currency: str | None = None,
                 touch_order: int = 0) -> Calibration:

@@ -48,13 +48,15 @@ DEFAULT_POOLING = 10.0
 SPARSE_BELOW = 30
 CENSORING = ("cure", "window")
 DWELL = ("way_out", "plain", "phases")
+DEFAULT_DWELL = "way_out"  # phases: opt-in (see docs/backtest.md, "Phase-type stays")
 
 
 def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
-             pooling: float = DEFAULT_POOLING, censoring: str = "cure", dwell: str = "way_out",
+             pooling: float = DEFAULT_POOLING, censoring: str = "cure", dwell: str | None = None,
              touch_order: int = 0) -> Model:
     """The journey model of an event log (see the module docstring); ``touch_order=1``: the next
-    touchpoint depends on the last one in the stage (touch sequences, one time to leave per stage)."""
+    touchpoint depends on the last one in the stage (touch sequences, one time to leave per stage).
+    ``dwell``: way_out, phases or plain (None: way_out, or plain with touch sequences)."""
     dwell = _check_options(inactivity_days=inactivity_days, pooling=pooling, censoring=censoring, dwell=dwell,
                            touch_order=touch_order)
     m = float(pooling)
@@ -118,6 +120,11 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
     return model
 
 
+def dwell_used(model: Model) -> str:
+    """The dwell model a calibrated model was fitted with (phases, way_out or plain), from its estimator."""
+    return str(model.estimator.get("dwell", "way_out")).split(":")[0]
+
+
 def _way_name(stages: list[str], key: str) -> str:
     """"stage -> way out" of a fit's "s/o" key."""
     s, o = (int(x) for x in key.split("/"))
@@ -134,8 +141,11 @@ def _sparse_shape_notes(stages: list[str], sparse: list[str]) -> list[dict[str, 
                         "keeps the exponential shape of --dwell way_out"}]
 
 
-def _check_options(*, inactivity_days: float, pooling: float, censoring: str, dwell: str, touch_order: int) -> str:
+def _check_options(*, inactivity_days: float, pooling: float, censoring: str, dwell: str | None,
+                   touch_order: int) -> str:
     """Refuse unknown options; returns the dwell model (touch sequences keep one time to leave)."""
+    if dwell is None:
+        dwell = "plain" if touch_order == 1 else DEFAULT_DWELL
     if touch_order not in (0, 1):
         raise InputError("must be 0 or 1", where="--touch-order", value=touch_order,
                          hint="1: the next touchpoint depends on the last one; 0: drawn afresh each time")
