@@ -65,6 +65,12 @@ def test_phase_math_matches_scipy_gamma_mixture():
     e = ph.grid()[1::200]
     assert np.allclose(1 - ph.cdf(w, table[1::200], mean), np.exp(-e), rtol=1e-6, atol=1e-12)
     assert np.array_equal(ph.unit_table(np.array([1.0])), ph.grid())  # one phase: e itself
+    # the fast engine's lookup is np.interp on the geometric grid, per way out's row
+    tables = np.stack([table, ph.grid() * 3.0])
+    e = np.random.default_rng(1).exponential(size=10_000)
+    rows = np.arange(e.size) % 2
+    want = np.where(rows == 0, np.interp(np.minimum(e, ph.E_MAX), ph.grid(), table), 3.0 * np.minimum(e, ph.E_MAX))
+    assert np.allclose(ph.lookup(tables, rows, e), want, rtol=1e-12, atol=1e-12)
     assert np.allclose(ph.exit_probs(w), [0.2, 0.0, 0.375, 0.0, 1.0])
 
 
