@@ -31,6 +31,7 @@ SELECT_ITERATIONS = 200
 MIN_EXITS = 30  # fewer timed exits (all personas) than a sparse cell: the stay stays exponential
 _BIN = np.log1p(0.01)
 _TMIN = 1e-4  # days (9 s): shorter stays share one bin
+_SELECT_BIN = np.log1p(0.04)  # unit-free times (stay / its mean) when choosing the phase count
 
 
 @dataclass
@@ -57,11 +58,12 @@ class _Obs:
     c_w: np.ndarray
 
 
-def _bin(cell: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _bin(cell: np.ndarray, t: np.ndarray, w: np.ndarray, width: float = _BIN,
+         tmin: float = _TMIN) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(cell, weighted mean time, summed weight) per cell x log-time bin with weight > 0."""
     keep = w > 0
     cell, t, w = cell[keep], t[keep], w[keep]
-    b = np.floor(np.log(np.maximum(t, _TMIN) / _TMIN) / _BIN).astype(np.int64)
+    b = np.floor(np.log(np.maximum(t, tmin) / tmin) / width).astype(np.int64)
     key = cell.astype(np.int64) * (int(b.max(initial=0)) + 1) + b
     if key.size and key.max() < 1 << 26:  # a dense key space: counting is O(n), a sort is not
         seen = np.bincount(key, minlength=int(key.max()) + 1) > 0
@@ -187,7 +189,7 @@ def fit_phases(ev_idx: np.ndarray, ev_w: np.ndarray, ev_d: np.ndarray, ev_timed:
         obs = _Obs(*_bin(idx[tm], np.concatenate([ev_d, quiet.t_row])[tm], ew[tm]),
                    *_bin(np.concatenate([c_idx, quiet.ps]), np.concatenate([c_t, quiet.t_row + quiet.quiet]),
                          np.concatenate([c_w, 1.0 - wq])))
-        if rnd < ROUNDS - 1:  # the phase counts again with the quiet rows as the last shapes weigh them
+        if rnd == 0:  # the phase counts, with the quiet rows as the exponential fit weighs them
             resp = _responsibilities(obs, way, pi, lam, P, S)
             mean = kbar(pi) / np.maximum(lam, 1e-300)
             chosen, pooled, sparse = _select(obs, resp, valid, np.where(valid, mean, 1.0), P, S)
@@ -333,6 +335,9 @@ def _select(obs: _Obs, resp: np.ndarray, valid: np.ndarray, mean: np.ndarray, P:
             te, we = obs.e_t[ei] / mean[e_p[ei], s, o], obs.e_w[ei]
             tc, wc = obs.c_t[ci] / mean[c_p[ci], s, o], obs.c_w[ci] * resp[ci, o]
             n = float(we.sum() + wc.sum())
+            # coarser bins for the choice only (the fit itself keeps 1 %): the candidates' EM is the cost
+            _, te, we = _bin(np.zeros(te.size, dtype=np.int64), te, we, _SELECT_BIN, 1e-6)
+            _, tc, wc = _bin(np.zeros(tc.size, dtype=np.int64), tc, wc, _SELECT_BIN, 1e-6)
             best, best_bic, best_pi = 1, np.inf, np.ones(1)
             if we.sum() < MIN_EXITS:
                 sparse.append((s, o))

@@ -288,3 +288,25 @@ def test_touch_sequences_refuse_phases(erlang_fit, tmp_path):
     seq.leave_speed[:] = 1.0
     with pytest.raises(ModelError, match="one phase"):
         seq.check()
+
+
+def test_cli_dwell_phases(tmp_path):
+    """`calibrate --dwell phases` writes shapes; with --touch-order 1 it is one line, exit 2, nothing written."""
+    from typer.testing import CliRunner
+
+    from cli import app
+    from conftest import DEMO_EVENTS
+
+    runner = CliRunner()
+    out = tmp_path / "m.json"
+    bad = runner.invoke(app, ["calibrate", str(DEMO_EVENTS), "--out", str(out), "--dwell", "phases",
+                              "--touch-order", "1"])
+    assert bad.exit_code == 2 and not out.exists()
+    assert "--dwell" in bad.output and len(bad.output.strip().splitlines()) == 1, bad.output
+    ok = runner.invoke(app, ["calibrate", str(DEMO_EVENTS), "--out", str(out), "--dwell", "phases"])
+    assert ok.exit_code == 0, ok.output
+    model = Model.load(out)
+    assert model.phases is not None and model.estimator["dwell"].startswith("phases")
+    assert model.provenance["arguments"]["dwell"] == "phases"
+    seq = runner.invoke(app, ["calibrate", str(DEMO_EVENTS), "--out", str(tmp_path / "s.json"), "--touch-order", "1"])
+    assert seq.exit_code == 0 and Model.load(tmp_path / "s.json").sequences  # no --dwell: plain, as before
