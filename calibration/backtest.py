@@ -16,20 +16,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.linalg import expm
 
 from calibration.estimate import DEFAULT_INACTIVITY_DAYS, estimate
 from calibration.eventlog import EventLog
 from calibration.load import load_events
 from calibration.timestamps import NS_PER_DAY
 from sim.errors import InputError
-from sim.exact import evaluate, generator
+from sim.exact import evaluate, reach_by_age
 from sim.model import Model
 from sim.rounding import round6
 
 AGE_BINS = 8
-_BATCH = 4096  # ages per batched matrix exponential (bounds memory: BATCH x n x n floats)
-_MAX_GRID = 1 << 20  # grid points of reach_at_ages (memory: points x states floats)
 _ISO_SPLIT = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?")
 
 
@@ -58,44 +55,6 @@ def _iso_day(days: float) -> str:
     if ts == ts.normalize():
         return ts.strftime("%Y-%m-%d")
     return ts.isoformat().replace("+00:00", "Z")
-
-
-def reach_at_ages(model: Model, persona: int, ages: np.ndarray) -> np.ndarray:
-    """P(reach each stage within ``age`` days of arrival) [n, S] for one persona, exact.
-
-    Same chain as ``sim.exact.evaluate(model, horizon_days=age)``, evaluated at many ages at once:
-    the state distribution on a grid of step h (h * |Q| <= 1) by repeated doubling of
-    expm(Q h), then from the grid point below each age a Taylor series of expm(Q r), r < h
-    (terms up to order 20: truncation below 1e-18).
-    """
-    ages = np.asarray(ages, dtype=float)
-    chain = generator(model, persona)
-    Q, start, stage_of = chain.Q, chain.start, chain.stage_of
-    S = model.n_stages
-    member = (stage_of[:, None] >= np.arange(S)[None, :]).astype(float)  # [states, S]
-    norm = float(np.abs(Q).sum(axis=1).max())
-    top = float(ages.max()) if ages.size else 0.0
-    h = 1.0 / norm if norm > 0 else top + 1.0
-    steps = int(top / h) + 1
-    if steps > _MAX_GRID:  # a very fast chain over a long age range: one batched expm per age instead
-        dist = np.concatenate([np.einsum("i,kij->kj", start, expm(Q[None] * ages[lo:lo + _BATCH, None, None]))
-                               for lo in range(0, ages.size, _BATCH)] or [np.zeros((0, start.size))])
-    else:
-        grid = start[None, :]
-        step = expm(Q * h)
-        while grid.shape[0] < steps:
-            grid = np.concatenate([grid, grid @ step])
-            step = step @ step
-        k = np.minimum((ages / h).astype(np.int64), grid.shape[0] - 1)
-        r = ages - k * h
-        term = grid[k]
-        dist = term.copy()
-        for j in range(1, 21):
-            term = (term @ Q) * (r / j)[:, None]
-            dist += term
-    out = dist @ member
-    out[:, 0] = 1.0
-    return np.clip(out, 0.0, 1.0)
 
 
 def _customer_table(log: EventLog) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -316,7 +275,7 @@ def _predicted(model: Model, co: _Cohorts) -> np.ndarray:
     for p, name in enumerate(full.personas):
         rows = persona_later == p
         if rows.any():
-            pred[rows] = reach_at_ages(model, model.persona_index(name), co.ages[rows])
+            pred[rows] = reach_by_age(model, model.persona_index(name), co.ages[rows])
     return pred
 
 

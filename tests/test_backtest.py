@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from calibration.backtest import backtest, naive_reach, parse_split, reach_at_ages
+from calibration.backtest import backtest, naive_reach, parse_split
 from calibration.drift import benjamini_hochberg, drift
 from calibration.estimate import estimate
 from calibration.load import load_events
 from cli import app
 from sim.errors import InputError
-from sim.exact import evaluate
+from sim.exact import evaluate, reach_by_age
 from worlds import make_world, simulate_log
 
 runner = CliRunner()
@@ -96,11 +96,11 @@ def test_fit_is_censored_at_the_split(tmp_path):
     assert at_last_row.log_summary["customers_in_progress"] == 2  # what cutting at the last row would say
 
 
-def test_reach_at_ages_matches_the_exact_evaluator():
+def test_reach_by_age_matches_the_exact_evaluator():
     model = make_world(109)
     ages = np.array([0.0, 1e-6, 0.3, 2.0, 17.5, 60.0, 365.0])
     for p in range(model.n_personas):
-        got = reach_at_ages(model, p, ages)
+        got = reach_by_age(model, p, ages)
         want = np.array([evaluate(model, horizon_days=a).reach[p] for a in ages])
         assert np.abs(got - want).max() < 1e-9
     assert np.all(np.diff(got, axis=0) >= -1e-12)  # reach only grows with age
