@@ -121,9 +121,9 @@ def from_model_arrivals(arrivals: dict[str, Any]) -> ArrivalModel:
         first = int(np.floor(_epoch_day(str(arrivals["first"])[:10])))
         span = float(arrivals.get("days", 7.0 * weekly.size))
         last_share = min(max(span / 7.0 - (weekly.size - 1), 1.0 / 7.0), 1.0)  # the last week is partial
+        keep = max(int(round(7 * (weekly.size - 1) + 7 * last_share)), 7 * (weekly.size - 1) + 1)
         days = np.repeat(weekly / 7.0, 7)
-        days[-7:] = weekly[-1] / (7.0 * last_share)
-        keep = int(round(7 * (weekly.size - 1) + 7 * last_share))
+        days[7 * (weekly.size - 1):] = weekly[-1] / (keep - 7 * (weekly.size - 1))  # the days the last week has
         model = fit(np.round(days[:keep]), first, source="log weekly counts", allow=("trend",))
         model.history = days[:keep]
         model.reasons["weekly"] = "not fitted: the model file keeps weekly counts only (recalibrate for daily ones)"
