@@ -322,6 +322,13 @@ def render_backtest(result: dict[str, Any]) -> None:
     console.print(table)
     console.print("reach of each stage among the later customers: the model's prediction, what was observed, and "
                   "what earlier customers of the same age did; * the conversion stage", style="dim")
+    wk = result.get("weekly_conversions") or {}
+    if wk.get("mae"):
+        m = wk["mae"]
+        console.print(f"weekly conversions over the {wk['weeks']} full weeks after the split: mean absolute error "
+                      f"{m['predicted']:.1f} (forecast), {m['seasonal_naive']:.1f} ({wk['baseline']}); "
+                      f"{m['predicted_given_arrivals']:.1f} with the actual arrivals; observed "
+                      f"{wk['mean_observed']:.1f} a week", soft_wrap=True, highlight=False)
 
 
 def render_personas(record: dict[str, Any]) -> None:

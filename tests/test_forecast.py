@@ -147,7 +147,7 @@ def test_a_trend_is_found_and_its_forecast_interval_covers():
     mean = lambda d: 50.0 * np.exp(trend * (d - first - n_hist / 2) / 365.25)  # noqa: E731
     hits, found = 0, 0
     reps = 120
-    for i in range(reps):
+    for _ in range(reps):
         counts = rng.poisson(mean(first + np.arange(n_hist)))
         fit = arr.fit(counts, first, source="test")
         found += "trend" in fit.components
