@@ -6,7 +6,8 @@ level + trend x years + weekday effect + yearly Fourier terms. Each component is
 as the log's length supports it (weekly: 3 weeks of days; trend: 8 weeks; yearly: 2 years, two
 harmonics), and kept only where it lowers the quasi-BIC (the Poisson log-likelihood over the
 dispersion of the fullest allowed model, plus log(days) per coefficient: a trend extrapolated into
-the forecast must be clearly there); ``reasons`` says for each
+the forecast must be clearly there; a trend must also have forecast the log's last quarter better
+than no trend, each fitted on the days before it); ``reasons`` says for each
 component why it was or was not fitted. A model file without daily counts (written before they
 were kept) falls back to its weekly counts (``per_week``): level and trend only.
 
@@ -136,8 +137,6 @@ def fit(counts: np.ndarray, first_day: int, *, source: str,
         allow: tuple[str, ...] = ("weekly", "trend", "yearly")) -> ArrivalModel:
     """The Poisson regression of daily ``counts`` from epoch day ``first_day``, components chosen as the
     module text says."""
-    from scipy.optimize import minimize
-
     counts = np.asarray(counts, dtype=float)
     n = counts.size
     days = first_day + np.arange(n)
@@ -151,29 +150,7 @@ def fit(counts: np.ndarray, first_day: int, *, source: str,
             reasons[c] = f"not fitted: the log spans {n} days; needs {NEEDS[c]} ({WHY_NEEDED[c]})"
 
     def solve(components: list[str]) -> tuple[ArrivalModel, float]:
-        m = ArrivalModel(source=source, components=components, reasons=reasons, coef=np.zeros(0),
-                         cov=np.zeros((0, 0)), dispersion=1.0, centre_day=centre)
-        X = m.design(days)
-        b0 = np.zeros(X.shape[1])
-        b0[0] = np.log(max(counts.mean(), 1e-9))
-
-        def nll(b):
-            eta = np.clip(X @ b, -50, 50)
-            return float(np.exp(eta).sum() - counts @ eta)
-
-        def grad(b):
-            return X.T @ (np.exp(np.clip(X @ b, -50, 50)) - counts)
-
-        def hess(b):
-            return (X * np.exp(np.clip(X @ b, -50, 50))[:, None]).T @ X
-
-        res = minimize(nll, b0, jac=grad, hess=hess, method="trust-exact")
-        m.coef = res.x
-        mu = np.exp(X @ m.coef)
-        dof = max(n - X.shape[1], 1)
-        m.dispersion = float(max(((counts - mu) ** 2 / np.maximum(mu, 1e-12)).sum() / dof, 1.0))
-        m.cov = np.linalg.pinv(hess(m.coef))
-        return m, float(res.fun)
+        return _solve(components, counts, days, centre, source, reasons)
 
     full, _ = solve(eligible)
     phi = full.dispersion
@@ -189,15 +166,65 @@ def fit(counts: np.ndarray, first_day: int, *, source: str,
             chosen, best, qaic = chosen + [c], trial, q
         else:
             reasons[c] = f"not fitted: does not lower the quasi-BIC (by {q - qaic:+.1f})"
+    if "trend" in chosen:  # a trend is extrapolated: it must also have forecast the log's own end better
+        good, words = _trend_forecasts_well(chosen, counts, days, source)
+        if not good:
+            reasons["trend"] = reasons["trend"].replace("fitted:", "not fitted:") + f", but {words}"
+            chosen = [c for c in chosen if c != "trend"]
+        else:
+            reasons["trend"] += f"; {words}"
     best.components = [c for c in ("trend", "weekly", "yearly") if c in chosen]
-    if best.components != chosen:  # keep the design's column order
-        best, _ = solve(best.components)
+    best, _ = solve(best.components)  # the chosen components in the design's column order
     best.components = ["level", *best.components]
     best.reasons = {k: reasons[k] for k in ("level", "trend", "weekly", "yearly") if k in reasons}
     best.cov = best.cov * best.dispersion
     best.history_first_day = int(first_day)
     best.history = counts.copy()
     return best
+
+
+def _solve(components: list[str], counts: np.ndarray, days: np.ndarray, centre: float, source: str,
+           reasons: dict[str, str]) -> tuple[ArrivalModel, float]:
+    """The Poisson regression with ``components`` (Newton's method, scipy) and its negative log-likelihood."""
+    from scipy.optimize import minimize
+
+    m = ArrivalModel(source=source, components=components, reasons=reasons, coef=np.zeros(0),
+                     cov=np.zeros((0, 0)), dispersion=1.0, centre_day=centre)
+    X = m.design(days)
+    b0 = np.zeros(X.shape[1])
+    b0[0] = np.log(max(counts.mean(), 1e-9))
+
+    def nll(b):
+        eta = np.clip(X @ b, -50, 50)
+        return float(np.exp(eta).sum() - counts @ eta)
+
+    def grad(b):
+        return X.T @ (np.exp(np.clip(X @ b, -50, 50)) - counts)
+
+    def hess(b):
+        return (X * np.exp(np.clip(X @ b, -50, 50))[:, None]).T @ X
+
+    res = minimize(nll, b0, jac=grad, hess=hess, method="trust-exact")
+    m.coef = res.x
+    mu = np.exp(X @ m.coef)
+    dof = max(counts.size - X.shape[1], 1)
+    m.dispersion = float(max(((counts - mu) ** 2 / np.maximum(mu, 1e-12)).sum() / dof, 1.0))
+    m.cov = np.linalg.pinv(hess(m.coef))
+    return m, float(res.fun)
+
+
+def _trend_forecasts_well(chosen: list[str], counts: np.ndarray, days: np.ndarray, source: str) -> tuple[bool, str]:
+    """Whether the trend forecast the log's last quarter (at least 14 days) better than no trend, each fitted
+    on the days before it (mean absolute error of the daily counts)."""
+    hold = max(14, counts.size // 4)
+    train, test = slice(0, counts.size - hold), slice(counts.size - hold, counts.size)
+    centre = days[train].mean() + 0.5
+    errors = []
+    for comps in (chosen, [c for c in chosen if c != "trend"]):
+        m, _ = _solve(comps, counts[train], days[train], centre, source, {})
+        errors.append(float(np.abs(m.mean(days[test]) - counts[test]).mean()))
+    return errors[0] < errors[1], f"the last {hold} days, forecast from the days before: MAE {errors[0]:.1f} a " \
+                                  f"day with it, {errors[1]:.1f} without"
 
 
 def _coef_names(components: list[str]) -> list[str]:
