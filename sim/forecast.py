@@ -161,8 +161,10 @@ def project(base: Sequence[Model], changed: Sequence[Model] | None, arrivals: np
         if kc is not None and kc.E.shape != kb.E.shape:
             raise InputError("the scenario changes the journey's states: customers in progress cannot carry over",
                              where="rollout", value=base[0].personas[p])
-        vb = _per_draw(values_b, p, D)
         vc = _per_draw(values_c, p, D) if values_c is not None else None
+        vb = _per_draw(values_b, p, D)
+        if vb is None:  # only the scenario says what a conversion is worth: its customers before it too
+            vb = vc
         B = np.zeros((D, kb.E.shape[1]))
         C = np.zeros_like(B)
         for k in range(H):

@@ -260,3 +260,17 @@ def test_a_model_without_arrival_counts_needs_a_number(tmp_path):
                              "100", "--out", str(tmp_path / "fc")])
     assert ok.exit_code == 0, ok.output
     assert "warm-up" in ok.output
+
+
+def test_revenue_is_booked_at_conversion(tmp_path):
+    sc = tmp_path / "valued.toml"
+    sc.write_text(f'name = "valued"\nmodel = "{DEMO}"\n[value]\nper_conversion = 100.0\n')
+    res = _forecast(tmp_path, str(sc), "--start", "2024-07-01", "--weeks", "3", "--draws", "20", "--seed", "1")
+    assert res.exit_code == 0, res.output
+    fc = json.loads((tmp_path / "fc" / "forecast.json").read_text())
+    valued = fc["targets"][1]
+    assert "revenue" not in fc["targets"][0]["weeks"][0]  # the demo model has no values
+    for w in valued["weeks"]:
+        assert w["revenue"] == pytest.approx(100.0 * w["conversions"], rel=1e-5)
+        assert w["revenue_interval"][0] <= w["revenue"] <= w["revenue_interval"][1]
+    assert valued["total"]["revenue"] == pytest.approx(100.0 * valued["total"]["conversions"], rel=1e-5)
