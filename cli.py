@@ -323,7 +323,8 @@ def forecast(
     arrivals_per_week: Annotated[float | None, typer.Option(
         "--arrivals-per-week", help="Arrivals a week instead of the log's fitted pattern (a scenario's "
                                     "arrivals_per_week wins for its customers).")] = None,
-    draws: Draws = DEFAULT_DRAWS,
+    draws: Annotated[int, typer.Option(min=0, help="Draws of the model's parameters, each paired with a draw of "
+                                                   "the arrivals: the 95 % intervals (0: none).")] = DEFAULT_DRAWS,
     seed: Seed = None,
     out: Out = None,
 ) -> None:

@@ -326,7 +326,8 @@ def render_backtest(result: dict[str, Any]) -> None:
     if wk.get("mae"):
         m = wk["mae"]
         console.print(f"weekly conversions over the {wk['weeks']} full weeks after the split: mean absolute error "
-                      f"{m['predicted']:.1f} (forecast), {m['seasonal_naive']:.1f} ({wk['baseline']}); "
+                      f"{m['predicted']:.1f} (forecast), {m['seasonal_naive']:.1f} (earlier weeks: "
+                      f"{wk['baseline'].removeprefix('seasonal naive: ')}); "
                       f"{m['predicted_given_arrivals']:.1f} with the actual arrivals; observed "
                       f"{wk['mean_observed']:.1f} a week", soft_wrap=True, highlight=False)
 

@@ -68,7 +68,7 @@ class ArrivalModel:
 
     def mean(self, days: np.ndarray) -> np.ndarray:
         """Expected arrivals on each epoch day."""
-        return np.exp(self.design(days) @ self.coef)
+        return np.exp(np.clip(self.design(days) @ self.coef, -50.0, 50.0))
 
     def paths(self, days: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` draws of the arrivals on each day [n, days]: coefficients, then counts."""
