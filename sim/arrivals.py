@@ -4,8 +4,9 @@ The log's pattern is a Poisson regression of the daily arrival counts the model 
 (``arrivals.daily``: UTC calendar days, written by calibration): log E[arrivals on day d] =
 level + trend x years + weekday effect + yearly Fourier terms. Each component is fitted only as far
 as the log's length supports it (weekly: 3 weeks of days; trend: 8 weeks; yearly: 2 years, two
-harmonics), and kept only where it lowers the quasi-BIC (the Poisson log-likelihood over the
-dispersion of the fullest allowed model, plus log(days) per coefficient: a trend extrapolated into
+harmonics), and kept only where it lowers the quasi-BIC beside the others (backward from all the
+allowed ones; the Poisson log-likelihood over the dispersion of the fullest allowed model, plus
+log(days) per coefficient: a trend extrapolated into
 the forecast must be clearly there; a trend must also have forecast the log's last quarter better
 than no trend, each fitted on the days before it); ``reasons`` says for each
 component why it was or was not fitted. A model file without daily counts (written before they
@@ -154,18 +155,28 @@ def fit(counts: np.ndarray, first_day: int, *, source: str,
 
     full, _ = solve(eligible)
     phi = full.dispersion
-    chosen: list[str] = []
-    best, best_nll = solve(chosen)
     pen = float(np.log(n))
-    qaic = 2 * best_nll / phi + pen * best.coef.size
-    for c in eligible:  # forward: each component kept where it lowers the quasi-BIC
-        trial, trial_nll = solve(chosen + [c])
-        q = 2 * trial_nll / phi + pen * trial.coef.size
-        if q < qaic:
-            reasons[c] = f"fitted: lowers the quasi-BIC by {qaic - q:.1f}"
-            chosen, best, qaic = chosen + [c], trial, q
-        else:
-            reasons[c] = f"not fitted: does not lower the quasi-BIC (by {q - qaic:+.1f})"
+
+    def qbic(components: list[str]) -> float:
+        m, nll_ = solve(components)
+        return 2 * nll_ / phi + pen * m.coef.size
+
+    # backward: from every allowed component, drop the one whose loss lowers the quasi-BIC most, while
+    # one does (each is judged beside the others: a trend is not mistaken for a weekday pattern)
+    chosen = list(eligible)
+    current = qbic(chosen)
+    gains: dict[str, float] = {}
+    while chosen:
+        trials = {c: qbic([k for k in chosen if k != c]) for c in chosen}
+        c, q = min(trials.items(), key=lambda kv: kv[1])
+        if q >= current:
+            gains.update({k: v - current for k, v in trials.items()})
+            break
+        reasons[c] = f"not fitted: leaving it out lowers the quasi-BIC by {current - q:.1f}"
+        chosen.remove(c)
+        current = q
+    for c in chosen:
+        reasons[c] = f"fitted: lowers the quasi-BIC by {gains[c]:.1f}"
     if "trend" in chosen:  # a trend is extrapolated: it must also have forecast the log's own end better
         good, words = _trend_forecasts_well(chosen, counts, days, source)
         if not good:
@@ -173,8 +184,7 @@ def fit(counts: np.ndarray, first_day: int, *, source: str,
             chosen = [c for c in chosen if c != "trend"]
         else:
             reasons["trend"] += f"; {words}"
-    best.components = [c for c in ("trend", "weekly", "yearly") if c in chosen]
-    best, _ = solve(best.components)  # the chosen components in the design's column order
+    best, _ = solve([c for c in ("trend", "weekly", "yearly") if c in chosen])  # the design's column order
     best.components = ["level", *best.components]
     best.reasons = {k: reasons[k] for k in ("level", "trend", "weekly", "yearly") if k in reasons}
     best.cov = best.cov * best.dispersion
