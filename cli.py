@@ -308,6 +308,35 @@ def backtest(
                  touch_order=touch_order, terminal=True)
 
 
+@app.command(epilog="Example: journey forecast model.json scenarios/examples/checkout_fix.toml --start 2024-07-01 "
+                    "--weeks 12 --rollout 2024-07-15 --ramp-weeks 2 --seed 1 --out results/fc")
+@handled
+def forecast(
+    targets: Annotated[list[Path], _path_arg(metavar="MODEL_OR_SCENARIO...",
+                                             help="The baseline (a model JSON, or a scenario's model) and "
+                                                  "scenario TOML files.")],
+    start: Annotated[str, typer.Option(help="First day of the first week, an ISO 8601 date (midnight UTC).")],
+    weeks: Annotated[int, typer.Option(help="How many weeks to project.")],
+    rollout: Annotated[str | None, typer.Option(help="Day the scenarios' changes apply from (default the "
+                                                     "start); customers in progress carry over.")] = None,
+    ramp_weeks: Annotated[int, typer.Option("--ramp-weeks", help="Weeks over which the share of customers under "
+                                                                 "the change rises linearly to 1 (0: all at "
+                                                                 "once).")] = 0,
+    arrivals_per_week: Annotated[float | None, typer.Option(
+        "--arrivals-per-week", help="Arrivals a week instead of the log's fitted pattern (a scenario's "
+                                    "arrivals_per_week wins for its customers).")] = None,
+    draws: Annotated[int, typer.Option(min=0, help="Draws of the model's parameters, each paired with a draw of "
+                                                   "the arrivals: the 95 % intervals (0: none).")] = DEFAULT_DRAWS,
+    seed: Seed = None,
+    out: Out = None,
+) -> None:
+    """Project weekly arrivals, conversions and revenue from a start date, base against scenarios."""
+    from application.forecast import run_forecast
+
+    run_forecast(targets, start=start, weeks=weeks, rollout=rollout, ramp_weeks=ramp_weeks,
+                 arrivals_per_week=arrivals_per_week, draws=draws, seed=seed, out=out, terminal=True)
+
+
 @app.command(epilog="Example: journey drift model-2024h1.json model-2024h2.json")
 @handled
 def drift(

@@ -19,6 +19,7 @@ STREAMS: dict[str, tuple[int, ...]] = {
     "draws": (0x6472617773, 0),  # "draws": parameter draws, a two-part key no spawn child meets
     "hotspots": (0x6472617773, 0),  # the same draws as simulate's, so a model's intervals agree across verbs
     "events": (2**31 + 5,),  # the simulated event log (--events-out)
+    "forecast": (0x666F7265, 0),  # "fore": journey forecast's arrival paths and outcome noise
 }
 
 

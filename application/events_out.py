@@ -32,9 +32,15 @@ def write_event_log(model: Model, n_customers: int, seed: np.random.SeedSequence
     """Simulate ``n_customers`` journeys and write their interactions to ``path`` (Parquet, atomically).
 
     Customers arrive uniformly over ``arrival_days`` from 2024-01-01T00:00Z. With ``horizon_days``
-    a journey's rows later than that many days after its arrival are left out.
+    a journey's rows later than that many days after its arrival are left out. An int ``seed`` is a
+    run's root seed: its "events" stream draws the log.
     """
     import pyarrow.parquet as pq
+
+    from application.context import RunContext
+
+    if not isinstance(seed, np.random.SeedSequence):
+        seed = RunContext(int(seed)).stream("events")
 
     path = check_events_path(path)
     schema = event_schema(model)

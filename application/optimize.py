@@ -69,7 +69,8 @@ class OptimizeRun:
     def args(self) -> dict[str, Any]:
         """The manifest's arguments."""
         p = self.problem
-        return {"scenario": str(self.scenario_path), "trials": self.trials, "seed": p.seed, "storage": self.spec.label,
+        return {"scenario": str(self.scenario_path), "trials": self.trials, "seed": p.streams.seed,
+                "storage": self.spec.label,
                 "study": self.study_name, "workers": self.workers, "pareto": self.pareto,
                 "customers": self.customers, "out": str(self.final), "draws": p.draws,
                 "objective": p.objective.spec.label}
@@ -90,7 +91,7 @@ def run_optimize(scenario_path: str | Path, *, trials: int, seed: int | None, st
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", module="optuna")
         found = search(p.model, p.scenario, p.space, p.objective, spec=run.spec, study_name=run.study_name, fp=run.fp,
-                       trials=trials, seed=p.seed, workers=workers,
+                       trials=trials, streams=p.streams, workers=workers,
                        progress_factory=lambda n: progress_bar("trials", n, quiet=quiet), draws=draws)
     # the bar's ETA is the trials'; checking the best split (a simulation, the draws) can take as long again,
     # so it gets its own line instead of a bar stuck at 100 % (the Pareto front has its own bar)
@@ -108,7 +109,7 @@ def prepare(scenario_path: str | Path, *, trials: int, seed: int | None, storage
             workers: int, pareto: bool, customers: int | None, out: str | Path | None, quiet: bool, draws: int,
             objective: str) -> OptimizeRun:
     """Check the options and inputs before anything is written; the study's folder made if it is --out."""
-    from application.context import resolve_seed
+    from application.context import RunContext
 
     if trials < 1:
         raise InputError("must be at least 1", where="--trials", value=trials)
@@ -134,15 +135,15 @@ def prepare(scenario_path: str | Path, *, trials: int, seed: int | None, storage
             raise InputError("the model file keeps no counts to draw from", file=scenario.model_path,
                              where="--objective", value=objective,
                              hint="recalibrate with `journey calibrate`, or use --objective point")
-    seed = resolve_seed(seed)
+    ctx = RunContext.from_option(seed)
     baseline = Objective(model, scenario).baseline  # also checks touchpoints, stages and personas first
-    objective_fn = make_objective(model, scenario, spec_obj, draws, seed)
+    objective_fn = make_objective(model, scenario, spec_obj, draws, ctx)
     study_name = study if study is not None else str(scenario.name)
     if not study_name.strip():
         raise InputError("must not be empty", where="--study", value=study_name)
-    fp = fingerprint(scenario, sha256_of(scenario.model_path), spec_obj, draws, seed)
+    fp = fingerprint(scenario, sha256_of(scenario.model_path), spec_obj, draws, ctx.seed)
     final, spec = _study_folder(out, storage, [scenario_path, scenario.model_path])
-    return OptimizeRun(problem=Problem(scenario, model, space, objective_fn, baseline, seed, draws),
+    return OptimizeRun(problem=Problem(scenario, model, space, objective_fn, baseline, ctx, draws),
                        scenario_path=scenario_path, spec=spec, study_name=study_name, fp=fp, trials=trials,
                        workers=workers, pareto=pareto, customers=customers, final=final, started=started,
                        quiet=quiet)
@@ -175,9 +176,9 @@ def finish(run: OptimizeRun, found: SearchResult) -> BestSplit:
         if run.pareto:
             with progress_bar("pareto", per_level * (PARETO_LEVELS - 1), quiet=run.quiet) as advance:
                 front = pareto_front(p.space, Objective(p.model, p.scenario, maximize="conversion"), chosen.spends,
-                                     chosen.value, seed=p.seed, trials_per_level=per_level, progress=advance)
+                                     chosen.value, streams=p.streams, trials_per_level=per_level, progress=advance)
     n_sim = run.customers if run.customers is not None else (p.scenario.customers or 100_000)
-    simulation = simulate_split(p.objective, chosen.spends, customers=n_sim, seed=p.seed)
+    simulation = simulate_split(p.objective, chosen.spends, customers=n_sim, streams=p.streams)
     return best_split(p, chosen, study=run.study_name, storage=run.spec.label, trials=complete,
                       states=trial_states(found.study), customers=n_sim, simulation=simulation,
                       notes=found.store.notes, front=front, per_level=per_level)
@@ -188,7 +189,7 @@ def write_run(run: OptimizeRun, found: SearchResult, record: BestSplit) -> tuple
     p, st = run.problem, found.study
     trials_text = trials_csv(st, p.space)
     with run_directory("optimize", run.final, run.args(), [run.scenario_path, p.scenario.model_path],
-                       seed=p.seed) as rd:
+                       seed=p.streams.seed) as rd:
         record.trials = count_complete(st)  # as the study stands now: other workers may have added
         best = record.to_dict()
         rd.json("best.json", best)

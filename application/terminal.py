@@ -322,6 +322,14 @@ def render_backtest(result: dict[str, Any]) -> None:
     console.print(table)
     console.print("reach of each stage among the later customers: the model's prediction, what was observed, and "
                   "what earlier customers of the same age did; * the conversion stage", style="dim")
+    wk = result.get("weekly_conversions") or {}
+    if wk.get("mae"):
+        m = wk["mae"]
+        console.print(f"weekly conversions over the {wk['weeks']} full weeks after the split: mean absolute error "
+                      f"{m['predicted']:.1f} (forecast), {m['seasonal_naive']:.1f} (earlier weeks: "
+                      f"{wk['baseline'].removeprefix('seasonal naive: ')}); "
+                      f"{m['predicted_given_arrivals']:.1f} with the actual arrivals; observed "
+                      f"{wk['mean_observed']:.1f} a week", soft_wrap=True, highlight=False)
 
 
 def render_personas(record: dict[str, Any]) -> None:
@@ -380,3 +388,53 @@ def render_drift(result: dict[str, Any], top: int = 15) -> None:
     console.print(table)
     if len(result["changes"]) > top:
         console.print(f"... {len(result['changes']) - top} more in drift.json")
+
+
+def render_forecast(fc: dict[str, Any]) -> None:
+    """The forecast: weekly conversions per target (with intervals), the totals, the arrivals' fit."""
+    console = table_console()
+    targets = fc["targets"]
+    table = Table(title=f"forecast from {fc['start']}, {fc['weeks']} weeks: customers reaching "
+                        f"{fc['conversion_stage']} per week" + (f" (rollout {fc['rollout']})" if len(targets) > 1
+                                                                 else ""), title_justify="left")
+    table.add_column("week of", no_wrap=True)
+    table.add_column("arrivals", justify="right", no_wrap=True)
+    for t in targets:
+        table.add_column(t["name"], justify="right", no_wrap=True)
+
+    def cell(w: dict[str, Any]) -> str:
+        iv = w.get("conversions_interval")
+        text = f"{w['conversions']:,.0f}" + (f" [{iv[0]:,.0f}-{iv[1]:,.0f}]" if iv else "")
+        if "uplift" in w:
+            text += f" ({w['uplift']:+,.0f})"
+        return text
+
+    n = fc["weeks"]
+    shown = list(range(n)) if n <= 16 else [*range(6), None, *range(n - 6, n)]
+    for k in shown:
+        if k is None:
+            table.add_row("...", "", *("" for _ in targets))
+            continue
+        w0 = targets[0]["weeks"][k]
+        table.add_row(w0["start"], f"{w0['arrivals']:,.0f}", *(cell(t["weeks"][k]) for t in targets))
+    tot = [t["total"] for t in targets]
+    table.add_row("total", f"{tot[0]['arrivals']:,.0f}", *(
+        f"{x['conversions']:,.0f}" + (f" ({x['uplift']:+,.0f})" if "uplift" in x else "") for x in tot))
+    console.print(table)
+    a = fc["arrivals"]
+    fitted = ", ".join(a["components"])
+    console.print(f"arrivals: {a['source']} ({fitted})", highlight=False)
+    for comp, why in a.get("reasons", {}).items():
+        if comp != "level":
+            console.print(f"  {comp}: {why}", style="dim", highlight=False)
+    for t in targets[1:]:
+        x = t["total"]
+        if "uplift_interval" in x:
+            lo, hi = x["uplift_interval"]
+            console.print(f"{t['name']}: {x['uplift']:+,.0f} conversions over the {n} weeks, 95 % [{lo:+,.0f}, "
+                          f"{hi:+,.0f}]" + (" (a gain)" if lo > 0 else " (a loss)" if hi < 0
+                                           else " (the data cannot tell yet)"), highlight=False)
+    console.print("[lo-hi]: 95 % interval (parameters, arrivals, outcome noise); (+n): against the baseline"
+                  if fc.get("draws") else "no intervals (--draws 0)", style="dim", markup=False)
+    for note in fc.get("notes", []):
+        console.print(f"note: {note}", soft_wrap=True, highlight=False)

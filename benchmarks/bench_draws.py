@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 from application.context import RunContext  # noqa: E402
 from sim.compare import compare_targets  # noqa: E402
 from sim.simulate import load_target  # noqa: E402
-from sim.uncertainty import draw_seed, evaluate_draws, parameter_draws, scenario_draws  # noqa: E402
+from sim.uncertainty import evaluate_draws, parameter_draws, scenario_draws  # noqa: E402
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
           f"{statistics.median(added):.2f} s (median of {args.rounds}; min {min(added):.2f}, max {max(added):.2f})")
     for horizon in (None, 30.0):
         t = time.perf_counter()
-        models = parameter_draws(base.base_model, args.draws, draw_seed(1))
+        models = parameter_draws(base.base_model, args.draws, RunContext(1).stream("draws"))
         for target in [base, *scenarios]:
             evaluate_draws(scenario_draws(models, target.scenario), horizon)
         label = "no horizon" if horizon is None else f"{horizon:g}-day horizon"

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import optuna  # noqa: E402
 
+from application.context import RunContext  # noqa: E402
 from sim.model import Model  # noqa: E402
 from sim.optimize import (  # noqa: E402
     Objective,
@@ -79,7 +80,8 @@ def timed_study(opened, objective: Objective, space: SpendSpace, trials: int, na
     """Seconds for ``trials`` persisted trials on one opened storage."""
     storage, sync = opened
     start = time.perf_counter()
-    study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=make_sampler(1))
+    study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
+                                sampler=make_sampler(RunContext(1)))
     study.enqueue_trial(space.even_params())
     run_trials(study, space, objective, target=trials, slots=Slots(trials), sync=sync)
     return time.perf_counter() - start
@@ -141,7 +143,7 @@ def bench_wall(repeats: int) -> tuple[list[float], list[float]]:
             store = open_storage(StorageSpec("journal", str(tmp / f"in{k}.log"), "bench"))
             start = time.perf_counter()
             study = optuna.create_study(storage=store.storage, study_name="w", direction="maximize",
-                                        sampler=make_sampler(1))
+                                        sampler=make_sampler(RunContext(1)))
             study.enqueue_trial(space.even_params())
             run_trials(study, space, objective, target=200, slots=Slots(200), sync=store.sync)
             inproc.append(time.perf_counter() - start)
@@ -198,7 +200,7 @@ def regret_curve(model: Model, sc: Scenario, seeds: int) -> tuple[np.ndarray, fl
     base = objective.baseline
     runs = []
     for seed in range(seeds):
-        study = optuna.create_study(direction="maximize", sampler=make_sampler(seed))
+        study = optuna.create_study(direction="maximize", sampler=make_sampler(RunContext(seed)))
         study.enqueue_trial(space.even_params())
         run_trials(study, space, objective, target=max(CHECKPOINTS), slots=Slots(max(CHECKPOINTS)))
         runs.append(np.maximum.accumulate([t.value for t in study.trials]))

@@ -21,11 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
+from application.context import RunContext  # noqa: E402
 from calibration.estimate import estimate  # noqa: E402
 from calibration.load import load_events  # noqa: E402
 from sim.exact import evaluate  # noqa: E402
 from sim.scenario import Scenario, apply  # noqa: E402
-from sim.uncertainty import Interval, draw_seed, parameter_draws  # noqa: E402
+from sim.uncertainty import Interval, parameter_draws  # noqa: E402
 from worlds import make_world, simulate_log  # noqa: E402
 
 CHANGES = {
@@ -63,7 +64,7 @@ def main() -> None:
             simulate_log(world, args.customers, seed=args.first_seed + i, arrival_days=180.0,
                          observe_days=180.0).events.to_csv(path, index=False)
             model = estimate(load_events(path))
-            models = parameter_draws(model, args.draws, draw_seed(i))
+            models = parameter_draws(model, args.draws, RunContext(i).stream("draws"))
             base = np.array([conversion(m, None) for m in models])
             point_base = conversion(model, None)
             for name, change in CHANGES.items():

@@ -25,8 +25,9 @@ VOLATILE = {"started", "finished", "argv", "calibrated_at", "created"}
 def blank(value):
     """The JSON with wall-clock fields blanked, recursively."""
     if isinstance(value, dict):
-        # a hash of a manifest hashes its wall-clock stamps
-        return {k: ("-" if k in VOLATILE or k.endswith("manifest.json") else blank(v)) for k, v in value.items()}
+        # a hash of a file this script's runs wrote (a manifest, a model) hashes its wall-clock stamps
+        return {k: ("-" if k in VOLATILE or k.endswith("manifest.json") or k.startswith("<out>") and isinstance(v, str)
+                    else blank(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [blank(v) for v in value]
     return value

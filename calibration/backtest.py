@@ -16,20 +16,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.linalg import expm
 
 from calibration.estimate import DEFAULT_INACTIVITY_DAYS, estimate
 from calibration.eventlog import EventLog
 from calibration.load import load_events
 from calibration.timestamps import NS_PER_DAY
 from sim.errors import InputError
-from sim.exact import evaluate, generator
+from sim.exact import evaluate, reach_by_age
+from sim.forecast import project
 from sim.model import Model
 from sim.rounding import round6
 
 AGE_BINS = 8
-_BATCH = 4096  # ages per batched matrix exponential (bounds memory: BATCH x n x n floats)
-_MAX_GRID = 1 << 20  # grid points of reach_at_ages (memory: points x states floats)
+REACH_AGES = (1, 2, 3, 5, 7, 10, 14, 21, 30, 45, 60, 90, 120, 180, 270, 365)  # days, for reach_by_age
 _ISO_SPLIT = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?")
 
 
@@ -58,44 +57,6 @@ def _iso_day(days: float) -> str:
     if ts == ts.normalize():
         return ts.strftime("%Y-%m-%d")
     return ts.isoformat().replace("+00:00", "Z")
-
-
-def reach_at_ages(model: Model, persona: int, ages: np.ndarray) -> np.ndarray:
-    """P(reach each stage within ``age`` days of arrival) [n, S] for one persona, exact.
-
-    Same chain as ``sim.exact.evaluate(model, horizon_days=age)``, evaluated at many ages at once:
-    the state distribution on a grid of step h (h * |Q| <= 1) by repeated doubling of
-    expm(Q h), then from the grid point below each age a Taylor series of expm(Q r), r < h
-    (terms up to order 20: truncation below 1e-18).
-    """
-    ages = np.asarray(ages, dtype=float)
-    chain = generator(model, persona)
-    Q, start, stage_of = chain.Q, chain.start, chain.stage_of
-    S = model.n_stages
-    member = (stage_of[:, None] >= np.arange(S)[None, :]).astype(float)  # [states, S]
-    norm = float(np.abs(Q).sum(axis=1).max())
-    top = float(ages.max()) if ages.size else 0.0
-    h = 1.0 / norm if norm > 0 else top + 1.0
-    steps = int(top / h) + 1
-    if steps > _MAX_GRID:  # a very fast chain over a long age range: one batched expm per age instead
-        dist = np.concatenate([np.einsum("i,kij->kj", start, expm(Q[None] * ages[lo:lo + _BATCH, None, None]))
-                               for lo in range(0, ages.size, _BATCH)] or [np.zeros((0, start.size))])
-    else:
-        grid = start[None, :]
-        step = expm(Q * h)
-        while grid.shape[0] < steps:
-            grid = np.concatenate([grid, grid @ step])
-            step = step @ step
-        k = np.minimum((ages / h).astype(np.int64), grid.shape[0] - 1)
-        r = ages - k * h
-        term = grid[k]
-        dist = term.copy()
-        for j in range(1, 21):
-            term = (term @ Q) * (r / j)[:, None]
-            dist += term
-    out = dist @ member
-    out[:, 0] = 1.0
-    return np.clip(out, 0.0, 1.0)
 
 
 def _customer_table(log: EventLog) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -206,6 +167,8 @@ class Backtest:
     personas: dict[str, PersonaReach]
     by_age: list[AgeBand]
     method: dict[str, str] = field(default_factory=dict)
+    reach_by_age: list[dict[str, Any]] = field(default_factory=list)
+    weekly_conversions: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """backtest.json: these keys in this order."""
@@ -252,6 +215,7 @@ def backtest(events: str | Path, *, split: str, stages: str | list[str] | None =
     reach_t = _reach_times(full, co.first_idx, split_days)
     early = ~co.later
     naive = naive_reach(co.ages, split_days - co.t_first[early], reach_t[early])
+    reach_all = _reach_times(full, co.first_idx, np.inf)  # the whole log: for the over-time comparisons
 
     def by_stage(values: np.ndarray) -> dict[str, float]:
         return {full.stages[s]: round6(values[s]) for s in range(S)}
@@ -287,6 +251,8 @@ def backtest(events: str | Path, *, split: str, stages: str | list[str] | None =
         personas=_by_persona(co, pred, obs, naive, reach_t, by_stage),
         by_age=_by_age(co.ages, pred[:, conv], obs[:, conv], naive[:, conv]),
         method=_method(str(model.estimator.get("dwell", "way_out")).split(":")[0]),
+        reach_by_age=reach_by_age_table(model, co, conv, reach_all, reach_t),
+        weekly_conversions=weekly_conversions(model, co, reach_all),
     ), model
 
 
@@ -316,7 +282,7 @@ def _predicted(model: Model, co: _Cohorts) -> np.ndarray:
     for p, name in enumerate(full.personas):
         rows = persona_later == p
         if rows.any():
-            pred[rows] = reach_at_ages(model, model.persona_index(name), co.ages[rows])
+            pred[rows] = reach_by_age(model, model.persona_index(name), co.ages[rows])
     return pred
 
 
@@ -370,4 +336,108 @@ def _by_age(ages: np.ndarray, pred: np.ndarray, obs: np.ndarray, naive: np.ndarr
             out.append(AgeBand(age_from_days=round6(edges[b]), age_to_days=round6(edges[b + 1]),
                                customers=int(rows.sum()), predicted=round6(pred[rows].mean()),
                                observed=round6(obs[rows].mean()), naive=round6(naive[rows].mean())))
+    return out
+
+
+# ---- over time: reach by age, weekly conversions in calendar time ---------------------------------------
+def reach_by_age_table(model: Model, co: _Cohorts, conv: int, reach_all: np.ndarray,
+                       reach_early: np.ndarray) -> list[dict[str, Any]]:
+    """Cumulative reach of the conversion stage by age (days since arrival) of the later customers.
+
+    At age a: among the later customers observable at least a days, the share that reached it within
+    a days (observed), the mean of the model's exact reach at a over the same customers (predicted),
+    and the earlier cohort's (naive, as the contract's baseline).
+    """
+    full = co.full
+    t_conv = reach_all[co.later, conv]
+    early = ~co.later
+    early_t = reach_early[early]
+    early_ages = co.split_days - co.t_first[early]
+    persona = full.persona_of_customer[co.later]
+    ages = np.array([a for a in REACH_AGES if a <= co.ages.max()], dtype=float)
+    if ages.size == 0:
+        return []
+    model_reach = np.zeros((len(full.personas), ages.size))
+    for p, name in enumerate(full.personas):
+        if (persona == p).any():
+            model_reach[p] = reach_by_age(model, model.persona_index(name), ages)[:, conv]
+    naive = naive_reach(ages, early_ages, early_t)[:, conv]
+    out = []
+    for i, a in enumerate(ages):
+        at_risk = co.ages >= a
+        n = int(at_risk.sum())
+        if n == 0:
+            continue
+        out.append({"age_days": float(a), "customers": n,
+                    "predicted": round6(float(model_reach[persona[at_risk], i].mean())),
+                    "observed": round6(float((t_conv[at_risk] <= a).mean())),
+                    "naive": round6(float(naive[i]))})
+    return out
+
+
+def weekly_conversions(model: Model, co: _Cohorts, reach_all: np.ndarray) -> dict[str, Any]:
+    """Weekly conversions in calendar time after the split: observed, the forecast, and a seasonal-naive baseline.
+
+    The forecast is `journey forecast`'s: the model and arrival pattern fitted before the split,
+    every customer since the log's start counted (those in progress at the split too). Beside it the
+    same with the weeks' actual arrivals (the journey model alone), and the seasonal-naive baseline:
+    the same week 52 weeks earlier where the log reaches that far back before the split, else the
+    last full week before the split repeated.
+    """
+    from sim.arrivals import from_model_arrivals
+
+    full = co.full
+    conv = full.conversion_index
+    start = int(np.floor(co.split_days))
+    n_weeks = int((full.end - start) // 7)
+    t_conv = co.t_first + reach_all[:, conv]
+    arrivals = from_model_arrivals(model.arrivals)
+    out: dict[str, Any] = {"start": _iso_day(start), "weeks": n_weeks, "arrivals": arrivals.to_dict()}
+    if n_weeks == 0:
+        out["note"] = "less than a full week after the split: nothing to compare"
+        return out
+    first = arrivals.history_first_day
+    end = start + 7 * n_weeks
+    days = np.arange(first, end)
+    hist = np.zeros(days.size)
+    hist[:arrivals.history.size] = arrivals.history[:days.size]
+    fitted = np.where(days < arrivals.history_end_day, hist, arrivals.mean(days))
+    actual = np.bincount(np.floor(co.t_first).astype(np.int64) - first, minlength=days.size)[:days.size]
+    zero = np.zeros(days.size)
+
+    def weeks_of(daily: np.ndarray) -> np.ndarray:
+        return daily[start - first:].reshape(n_weeks, 7).sum(-1)
+
+    pred = weeks_of(project([model], None, fitted[None], None, zero).conversions[0])
+    pred_actual = weeks_of(project([model], None, actual[None].astype(float), None, zero).conversions[0])
+    edges = start + 7 * np.arange(n_weeks + 1)
+    done = np.isfinite(t_conv)
+    obs = np.histogram(t_conv[done], bins=edges)[0].astype(float)
+    one_year = 364
+    if start - one_year >= first:
+        back = edges - one_year
+        naive = np.histogram(t_conv[done], bins=back)[0].astype(float)
+        idea = "seasonal naive: the same weeks 52 weeks earlier"
+        naive[edges[1:] - one_year > start] = np.nan  # weeks not yet seen at the split
+    else:
+        last = float(((t_conv >= start - 7) & (t_conv < start)).sum())
+        naive = np.full(n_weeks, last)
+        idea = "seasonal naive: the last full week before the split repeated (the log has under a year before it)"
+    ok = ~np.isnan(naive)
+
+    def mae(x: np.ndarray) -> float:
+        return round6(float(np.abs(x[ok] - obs[ok]).mean())) if ok.any() else float("nan")
+
+    out.update({
+        "baseline": idea,
+        "rows": [{"week": w + 1, "start": _iso_day(float(edges[w])), "observed": int(obs[w]),
+                  "predicted": round6(pred[w]), "predicted_given_arrivals": round6(pred_actual[w]),
+                  "seasonal_naive": None if np.isnan(naive[w]) else round6(naive[w])} for w in range(n_weeks)],
+        "mae": {"predicted": mae(pred), "predicted_given_arrivals": mae(pred_actual), "seasonal_naive": mae(naive)},
+        "mean_observed": round6(float(obs.mean())),
+        "method": {"predicted": "journey forecast from the split: the model and the arrival pattern fitted "
+                                "before it (every customer since the log's start; exact)",
+                   "predicted_given_arrivals": "the same with the weeks' actual arrivals: the journey model alone",
+                   "observed": "customers first reaching the conversion stage in the week (any arrival date)"},
+    })
     return out

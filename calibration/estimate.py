@@ -96,7 +96,7 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
         speed, dwell_counts = np.ones((f.P, f.S, 1 + f.S)), {}
 
     customers = np.bincount(log.persona_of_customer, minlength=f.P)
-    arrivals, arrival_days = _arrivals(f.time[f.first])
+    arrivals, arrival_days = _arrivals(f.time[f.first], log.end)
     model = Model(
         stages=list(log.stages), touchpoints=list(log.touchpoints), personas=list(log.personas),
         conversion_stage=log.conversion_stage, persona_share=customers / customers.sum(),
@@ -186,13 +186,23 @@ def _fit_dwell(log: EventLog, f: RowFlags, fit: OutcomeFit, share: np.ndarray, m
         advance=fit.advance, drop=fit.drop, lapse=fit.lapse, rate=fit.rate, m=m), phases=phases)
 
 
-def _arrivals(start: np.ndarray) -> tuple[dict[str, Any], float]:
-    """The model's arrivals record (first and last arrival, arrivals per week) and the days they span."""
+def _arrivals(start: np.ndarray, end: float) -> tuple[dict[str, Any], float]:
+    """The model's arrivals record and the days they span.
+
+    ``per_week``: arrivals per week from the first arrival. ``daily``: arrivals per UTC calendar day
+    from the first arrival's day up to the log's end (the day holding the end is partial and left out),
+    so that `journey forecast` can fit level, trend and weekly / yearly seasonality (sim/arrivals.py).
+    """
     span = float(start.max() - start.min())
     arrival_days = max(span, 1.0)
     weeks = np.floor((start - start.min()) / 7.0).astype(np.int64)
+    first_day = int(np.floor(start.min()))
+    n_days = max(int(np.floor(end)) - first_day, 0)
+    day = np.floor(start).astype(np.int64) - first_day
+    daily = np.bincount(day[day < n_days], minlength=n_days)[:n_days]
     return ({"first": _iso(float(start.min())), "last": _iso(float(start.max())),
-             "days": arrival_days, "per_week": np.bincount(weeks).tolist()}, arrival_days)
+             "days": arrival_days, "per_week": np.bincount(weeks).tolist(),
+             "daily": {"first_day": _iso(float(first_day))[:10], "counts": daily.tolist()}}, arrival_days)
 
 
 def _log_summary(log: EventLog, f: RowFlags, inactivity_days: float) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from present.report_sections import (
     backtest_section,
     compare_section,
     evidence_section,
+    forecast_section,
     funnel_section,
     manifest_section,
     map_section,
@@ -68,7 +69,8 @@ def _sections(runs: list[Run], by_kind: dict[str, list[Run]]) -> Page:
     """The page's sections, figures drawn, in reading order: scenarios, funnel, map, optimization,
     backtest, evidence, provenance."""
     page = Page()
-    refs: dict[int, ModelRef | None] = {id(r): resolve_model(r) if r.kind != "backtest" else None for r in runs}
+    refs: dict[int, ModelRef | None] = {id(r): resolve_model(r) if r.kind not in ("backtest", "forecast") else None
+                                     for r in runs}
     models: dict[str, ModelRef] = {}  # one map per distinct model file content
     for r in runs:
         ref = refs[id(r)]
@@ -89,6 +91,8 @@ def _sections(runs: list[Run], by_kind: dict[str, list[Run]]) -> Page:
         map_section(page, model_refs)
     if by_kind["optimize"]:
         optimize_section(page, by_kind["optimize"])
+    if by_kind["forecast"]:
+        forecast_section(page, by_kind["forecast"])
     if by_kind["backtest"]:
         backtest_section(page, by_kind["backtest"])
     if model_refs:

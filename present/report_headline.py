@@ -36,7 +36,24 @@ def headline_data(runs: list[Run]) -> dict[str, Any]:
     sims = [r for r in runs if r.kind == "simulate"]
     if sims:
         return _simulate_headline(sims)
+    forecasts = [r for r in runs if r.kind == "forecast"]
+    if forecasts:
+        return _forecast_headline(forecasts[0].data)
     return _backtest_headline([r for r in runs if r.kind == "backtest"][0].data)
+
+
+def _forecast_headline(fc: dict[str, Any]) -> dict[str, Any]:
+    """The forecast's baseline conversions over its weeks, and each scenario's change with its interval."""
+    base, *others = fc["targets"]
+    text = (f"Forecast from {fc['start']}: {base['total']['conversions']:,.0f} customers reach "
+            f"{fc.get('conversion_stage', 'conversion')} over {fc['weeks']} weeks without a change")
+    lines = []
+    for t in others:
+        x = t["total"]
+        iv = x.get("uplift_interval")
+        lines.append(f"{t['name']} from {fc.get('rollout', fc['start'])}: {x.get('uplift', 0):+,.0f} conversions"
+                     + (f" (95 % interval {iv[0]:+,.0f} to {iv[1]:+,.0f})" if iv else ""))
+    return {"kind": "forecast", "text": text, "others": lines, "best": fc}
 
 
 def _compare_headline(comps: list[Run]) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from sim.limits import loads_json, read_bytes, sha256_of
 from sim.model import MODEL_KIND, Model
 
 RESULT_FILES = {"summary.json": "simulate", "comparison.json": "compare", "best.json": "optimize",
-                "backtest.json": "backtest"}
-KIND_ORDER = ("compare", "simulate", "optimize", "backtest")
+                "backtest.json": "backtest", "forecast.json": "forecast"}
+KIND_ORDER = ("compare", "simulate", "optimize", "forecast", "backtest")
 
 
 @dataclass
@@ -112,8 +112,8 @@ def load_runs(dirs: list[Path]) -> list[Run]:
                 found.extend(_runs_in(sub))
         if not found:
             raise InputError("holds no recognised result", file=d,
-                             hint="expected summary.json, comparison.json, best.json or backtest.json "
-                                  "(a simulate, compare, optimize or backtest run directory)")
+                             hint="expected summary.json, comparison.json, best.json, backtest.json or "
+                                  "forecast.json (a simulate, compare, optimize, backtest or forecast run directory)")
         runs.extend(found)
     unique = {(r.path.resolve(), r.kind): r for r in runs}
     return sorted(unique.values(), key=lambda r: (KIND_ORDER.index(r.kind), str(r.path)))

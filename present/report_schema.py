@@ -15,6 +15,7 @@ REQUIRED = {
     "compare": ("base", "scenarios"),
     "optimize": ("allocation", "expected_conversion_rate", "baseline_expected_conversion_rate", "expected_uplift"),
     "backtest": ("split", "predicted", "observed", "naive"),
+    "forecast": ("start", "weeks", "targets"),
 }
 SCENARIO_KEYS = ("name", "conversion_rate", "uplift", "uplift_ci")
 
@@ -38,6 +39,13 @@ SCHEMA = {
                  "trials": "count?"},
     "backtest": {"split": "text", "predicted": ("map", "rate"), "observed": ("map", "rate"),
                  "naive": ("map", "rate"), "error": ("map", "number?"), "naive_error": ("map", "number?")},
+    "forecast": {"start": "text", "weeks": "count", "rollout": "text?", "conversion_stage": "text?",
+                 "targets": ("list", {"name": "text", "total": ("object", {"conversions": "number",
+                                                                              "uplift": "number?",
+                                                                              "uplift_interval": "interval?"}),
+                                      "weeks": ("list", {"start": "text", "conversions": "number",
+                                                         "arrivals": "number",
+                                                         "conversions_interval": "interval?"})})},
 }
 
 

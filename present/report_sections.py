@@ -5,7 +5,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from present.figures.backtest import backtest_data, draw_backtest
+from present.figures.backtest import backtest_data, draw_backtest, draw_reach_by_age, draw_weekly, over_time_data
 from present.figures.common import figure, pct, points
 from present.figures.evidence import draw_evidence, dwell_rows, evidence_data
 from present.figures.funnel import draw_funnel, funnel_data
@@ -284,9 +284,46 @@ def backtest_section(page: Page, runs: list[Run]) -> None:
         parts.append(table(["stage", "model", "observed", "earlier customers", "model off by (pts)",
                              "earlier customers off by (pts)"],
                             rows, "num"))
+        over = over_time_data(r.data)
+        if over is not None:
+            fig = figure(11, 3.8)
+            grid = fig.add_gridspec(1, 2)
+            draw_reach_by_age(over, fig.add_subplot(grid[0, 0]))
+            draw_weekly(over, fig.add_subplot(grid[0, 1]))
+            mae = over.mae
+            page.figure(parts, f"backtest-time-{r.path.name}", f"Backtest over time ({r.path.name})", fig, over,
+                        caption=f"left: share of the later customers reaching {over.stage} within each age; right: "
+                                f"weekly conversions after {over.split}, MAE forecast "
+                                f"{mae.get('predicted', float('nan')):.1f} against {over.baseline} "
+                                f"{mae.get('seasonal_naive', float('nan')):.1f}")
         warning = fallback_box(r.data.get("fallbacks"))
         if warning:
             parts.append(warning)
+
+
+def forecast_section(page: Page, runs: list[Run]) -> None:
+    """Each forecast's weekly conversions figure (base against scenarios, with bands) and its totals."""
+    from present.figures.forecast import draw_forecast, forecast_data
+
+    parts = page.section("forecast", "Forecast")
+    for r in runs:
+        d = forecast_data(r.data)
+        fig = figure(11, 4.0)
+        draw_forecast(d, fig.add_subplot())
+        arrivals = r.data.get("arrivals") or {}
+        page.figure(parts, f"forecast-{r.path.name}", f"Forecast ({r.path.name})", fig, d,
+                    caption=f"{r.label}: conversions per week from {d.start}, bands 95 % (parameters, arrivals, "
+                            f"outcome noise); arrivals: {arrivals.get('source', '?')} "
+                            f"({', '.join(arrivals.get('components', []))})")
+        rows = []
+        for t in r.data["targets"]:
+            x = t["total"]
+            iv, uiv = x.get("conversions_interval"), x.get("uplift_interval")
+            rows.append([t["name"], f"{x['conversions']:,.0f}", f"{iv[0]:,.0f} to {iv[1]:,.0f}" if iv else "-",
+                         f"{x['uplift']:+,.0f}" if "uplift" in x else "-",
+                         f"{uiv[0]:+,.0f} to {uiv[1]:+,.0f}" if uiv else "-"])
+        parts.append(table(["target", f"conversions, {r.data['weeks']} weeks", "95 % interval",
+                            "against the baseline", "95 % interval"], rows, "num"))
 
 
 def seed_text(seed: Any) -> str:

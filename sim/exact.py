@@ -128,7 +128,9 @@ def _generator(model: Model, p: int) -> Chain:
     lam = model.phase_rates()
     live = S - 1
     weights = model.phases[p] if model.phases is not None else np.ones((S, K, 1))
-    count = np.where(way[p] > 0, n_phases(weights), 1)  # [S, K] phases of each (stage, way out)
+    # [S, K] phases of each (stage, way out), also of ways the stage does not take (idle states): the
+    # state space depends on the shapes only, so a scenario's chain has the base's states (forecast)
+    count = n_phases(weights).astype(np.int64)
     count[live:] = 0
     first = np.concatenate([[0], np.cumsum(count.ravel())])[:-1].reshape(S, K)  # first phase's state
     n_live = int(count.sum())
@@ -286,3 +288,48 @@ def _sequence_generator(model: Model, p: int) -> Chain:
             Q[i, i] -= rate
     start = event(0, model.share[p, 0])  # the interaction at arrival
     return Chain(Q=Q, start=start, stage_of=stage_of, ended=ended)
+
+
+# ---- reach by age: many horizons at once (backtest, forecast) -------------------------------------
+_BATCH = 4096  # ages per batched matrix exponential (bounds memory: BATCH x n x n floats)
+_MAX_GRID = 1 << 20  # grid points of reach_by_age (memory: points x states floats)
+
+
+def reach_by_age(model: Model, persona: int, ages: np.ndarray) -> np.ndarray:
+    """P(reach each stage within ``age`` days of arrival) [n, S] for one persona, exact.
+
+    Same chain as ``evaluate(model, horizon_days=age)``, evaluated at many ages at once:
+    the state distribution on a grid of step h (h * |Q| <= 1) by repeated doubling of
+    expm(Q h), then from the grid point below each age a Taylor series of expm(Q r), r < h
+    (terms up to order 20: truncation below 1e-18).
+    """
+    from scipy.linalg import expm  # lazy, as in _evaluate_horizon
+
+    ages = np.asarray(ages, dtype=float)
+    chain = generator(model, persona)
+    Q, start, stage_of = chain.Q, chain.start, chain.stage_of
+    S = model.n_stages
+    member = (stage_of[:, None] >= np.arange(S)[None, :]).astype(float)  # [states, S]
+    norm = float(np.abs(Q).sum(axis=1).max())
+    top = float(ages.max()) if ages.size else 0.0
+    h = 1.0 / norm if norm > 0 else top + 1.0
+    steps = int(top / h) + 1
+    if steps > _MAX_GRID:  # a very fast chain over a long age range: one batched expm per age instead
+        dist = np.concatenate([np.einsum("i,kij->kj", start, expm(Q[None] * ages[lo:lo + _BATCH, None, None]))
+                               for lo in range(0, ages.size, _BATCH)] or [np.zeros((0, start.size))])
+    else:
+        grid = start[None, :]
+        step = expm(Q * h)
+        while grid.shape[0] < steps:
+            grid = np.concatenate([grid, grid @ step])
+            step = step @ step
+        k = np.minimum((ages / h).astype(np.int64), grid.shape[0] - 1)
+        r = ages - k * h
+        term = grid[k]
+        dist = term.copy()
+        for j in range(1, 21):
+            term = (term @ Q) * (r / j)[:, None]
+            dist += term
+    out = dist @ member
+    out[:, 0] = 1.0
+    return np.clip(out, 0.0, 1.0)

@@ -153,6 +153,7 @@ class Scenario(_Strict):
     customers: int | None = Field(default=None, ge=1, le=MAX_CUSTOMERS)
     horizon_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     arrival_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    arrivals_per_week: float | None = Field(default=None, gt=0, allow_inf_nan=False)  # journey forecast
     personas: dict[str, float] | None = None
     change: list[Change] = Field(default_factory=list)
     speed: list[Speed] = Field(default_factory=list)

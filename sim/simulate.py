@@ -29,6 +29,9 @@ class Streams(Protocol):
     def stream(self, name: str) -> np.random.SeedSequence:
         """A fresh SeedSequence of the named stream."""
 
+    def sampler_seed(self, offset: int = 0, worker: int = 0) -> int:
+        """The optimizer's sampler seed for (trials already in the study, worker)."""
+
 
 @dataclass
 class Target:

@@ -39,17 +39,11 @@ from sim.model import Model
 
 __all__ = ["DEFAULT_DRAWS", "parameter_draws", "Interval", "Drawn"]
 LEVEL = 0.95
-DRAW_STREAM = 0x6472617773  # "draws": a two-part spawn key never met by SeedSequence.spawn children
 METHOD = ("posterior draws of the calibrated parameters given the counts behind them (Dirichlet outcomes and "
           "shares drawn level by level as the calibration pools them, beta lapses, gamma rates and leave "
           "speeds, Dirichlet persona mix), each evaluated exactly; percentile interval")
 NOT_INCLUDED = ("the cure model's coupling of drop-offs with the interaction rate (it matters when most of "
                 "the history is recent) and whether the model's form is right (see backtest and drift)")
-
-
-def draw_seed(seed: int) -> np.random.SeedSequence:
-    """The parameter draws' own stream of a run's seed (apart from every replication's)."""
-    return np.random.SeedSequence(seed, spawn_key=(DRAW_STREAM, 0))
 
 
 def has_evidence(model: Model) -> bool:

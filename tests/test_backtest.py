@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from calibration.backtest import backtest, naive_reach, parse_split, reach_at_ages
+from calibration.backtest import backtest, naive_reach, parse_split
 from calibration.drift import benjamini_hochberg, drift
 from calibration.estimate import estimate
 from calibration.load import load_events
 from cli import app
 from sim.errors import InputError
-from sim.exact import evaluate
+from sim.exact import evaluate, reach_by_age
 from worlds import make_world, simulate_log
 
 runner = CliRunner()
@@ -96,11 +96,11 @@ def test_fit_is_censored_at_the_split(tmp_path):
     assert at_last_row.log_summary["customers_in_progress"] == 2  # what cutting at the last row would say
 
 
-def test_reach_at_ages_matches_the_exact_evaluator():
+def test_reach_by_age_matches_the_exact_evaluator():
     model = make_world(109)
     ages = np.array([0.0, 1e-6, 0.3, 2.0, 17.5, 60.0, 365.0])
     for p in range(model.n_personas):
-        got = reach_at_ages(model, p, ages)
+        got = reach_by_age(model, p, ages)
         want = np.array([evaluate(model, horizon_days=a).reach[p] for a in ages])
         assert np.abs(got - want).max() < 1e-9
     assert np.all(np.diff(got, axis=0) >= -1e-12)  # reach only grows with age
@@ -243,3 +243,43 @@ def test_drift_needs_the_counts(tmp_path):
     result = runner.invoke(app, ["drift", str(tmp_path / "a.json"), str(tmp_path / "a.json"),
                                  "--out", str(tmp_path / "d")])
     assert result.exit_code == 2 and "no counts" in result.output
+
+
+# ---- backtest over time -------------------------------------------------------------------------------
+def test_backtest_over_time_on_a_censored_world(censored_world):
+    """Reach by age and weekly conversions after the split, against what the log shows."""
+    _, path = censored_world
+    result = backtest(path, split=SPLIT)[0].to_dict()
+    ages = result["reach_by_age"]
+    assert [a["age_days"] for a in ages][:4] == [1.0, 2.0, 3.0, 5.0] and ages[-1]["age_days"] <= 90
+    for a in ages:
+        se = np.sqrt(a["observed"] * (1 - a["observed"]) / a["customers"])
+        assert abs(a["predicted"] - a["observed"]) < 4 * se + 0.01, a
+    assert all(x["observed"] <= y["observed"] for x, y in zip(ages, ages[1:]))  # cumulative
+    wk = result["weekly_conversions"]
+    assert wk["start"] == SPLIT and wk["weeks"] == 12 and len(wk["rows"]) == 12
+    assert wk["baseline"].startswith("seasonal naive: the last full week before the split repeated")
+    for row in wk["rows"]:  # the journey model alone, given the weeks' arrivals: within Poisson noise
+        assert abs(row["predicted_given_arrivals"] - row["observed"]) < 4 * np.sqrt(row["observed"]) + 5, row
+    mae = wk["mae"]
+    assert mae["predicted"] == pytest.approx(np.mean([abs(r["predicted"] - r["observed"]) for r in wk["rows"]]),
+                                             abs=1e-4)
+    assert mae["predicted"] < 3 * np.sqrt(wk["mean_observed"])  # about the Poisson noise of a week
+    assert wk["arrivals"]["components"] == ["level"]  # uniform arrivals: no trend, no weekday pattern
+
+
+def test_seasonal_naive_goes_back_a_year_where_the_log_reaches_that_far(tmp_path):
+    world = make_world(5)
+    journeys = simulate_log(world, 6000, seed=9, arrival_days=420.0)
+    path = write_log(journeys, tmp_path / "long.csv")
+    wk = backtest(path, split="2025-02-04")[0].weekly_conversions  # day 400 of the log
+    assert wk["baseline"] == "seasonal naive: the same weeks 52 weeks earlier"
+    full = load_events(path)
+    first = np.unique(full.customer, return_index=True)[1]
+    t_first = full.time[first]
+    conv = (full.stage >= full.conversion_index)
+    ids, pos = np.unique(full.customer[conv], return_index=True)
+    t_conv = full.time[conv][pos]
+    lo = parse_split("2025-02-04") - 364
+    assert wk["rows"][0]["seasonal_naive"] == ((t_conv >= lo) & (t_conv < lo + 7)).sum()
+    assert t_first.min() < lo

@@ -297,14 +297,15 @@ def test_profit_needs_customers(world, tmp_path):
 
 
 def test_value_draws_leave_the_other_draws_alone(world):
-    from sim.uncertainty import draw_seed, parameter_draws
+    from application.context import RunContext
+    from sim.uncertainty import parameter_draws
 
     folder, _ = world
     model = Model.load(Path(folder) / "model.json")
     bare = model.copy()
     bare.extras.pop("value")
-    with_values = parameter_draws(model, 5, draw_seed(1))
-    without = parameter_draws(bare, 5, draw_seed(1))
+    with_values = parameter_draws(model, 5, RunContext(1).stream("draws"))
+    without = parameter_draws(bare, 5, RunContext(1).stream("draws"))
     for a, b in zip(with_values, without):
         assert np.array_equal(a.drop, b.drop) and np.array_equal(a.persona_share, b.persona_share)
     means = [m.extras["value"]["personas"]["loyalist"]["conversion"]["mean"] for m in with_values]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from application.context import RunContext
 from cli import app
 from conftest import ROOT
 from sim.model import Model
@@ -81,7 +82,7 @@ def test_mean_and_q10_objectives_run_are_recorded_and_workers_rebuild_them(tmp_p
              "-q", "--out", tmp_path / "q")
     assert q10["objective"] == "q10" and q10["trials"] == 12
     sc = load_scenario(BUDGET_TOML)
-    obj = make_objective(Model.load(sc.model_path), sc, ObjectiveSpec.parse("q10"), 200, 2)
+    obj = make_objective(Model.load(sc.model_path), sc, ObjectiveSpec.parse("q10"), 200, RunContext(2))
     spends = {k: v for k, v in q10["allocation"].items()}
     assert q10["objective_value"] == pytest.approx(obj(spends), rel=1e-9)  # the workers' objective is this one
     assert 0 < q10["objective_value"] < q10["expected_uplift"]  # a low percentile of the uplift
@@ -133,13 +134,13 @@ def test_q10_prefers_the_certain_lever_to_a_slightly_better_uncertain_one(tmp_pa
         mid = (lo + hi) / 2
         toml.write_text(CHOICE_TOML.format(effect=mid))
         sc = load_scenario(toml)
-        point = make_objective(Model.load(sc.model_path), sc, POINT, 0, 0)
+        point = make_objective(Model.load(sc.model_path), sc, POINT, 0, RunContext(0))
         a = point({"certain": 100.0, "uncertain": 0.0}) - point.baseline
         b = point({"certain": 0.0, "uncertain": 100.0}) - point.baseline
         lo, hi = (mid, hi) if b < 1.1 * a else (lo, mid)
     toml.write_text(CHOICE_TOML.format(effect=round(mid, 4)))
     sc = load_scenario(toml)
-    cautious = make_objective(Model.load(sc.model_path), sc, ObjectiveSpec.parse("q10"), 200, 5)
+    cautious = make_objective(Model.load(sc.model_path), sc, ObjectiveSpec.parse("q10"), 200, RunContext(5))
     all_certain, all_uncertain = {"certain": 100.0, "uncertain": 0.0}, {"certain": 0.0, "uncertain": 100.0}
     assert point(all_uncertain) > point(all_certain)
     assert cautious(all_certain) > cautious(all_uncertain)
@@ -254,13 +255,14 @@ def test_report_says_the_interval_and_when_the_data_cannot_tell(tmp_path):
 def test_stability_is_quick_on_the_demo_budget():
     import time
 
+    from application.context import RunContext
     from sim.optimize import SpendSpace, stability
-    from sim.uncertainty import draw_seed, parameter_draws
+    from sim.uncertainty import parameter_draws
 
     sc = load_scenario(BUDGET_TOML)
     model = Model.load(sc.model_path)
     spends = {"checkout_fix": 96.43, "sales_chat_staff": 33.22, "email_program": 0.0, "support_training": 20.35}
-    models = parameter_draws(model, 200, draw_seed(1))[:20]
+    models = parameter_draws(model, 200, RunContext(1).stream("draws"))[:20]
     start = time.perf_counter()
     st = stability(models, sc, SpendSpace.from_scenario(sc), spends, None)
     assert time.perf_counter() - start < 15  # ~1 s alone; a loaded CI machine is slower

@@ -310,3 +310,13 @@ def test_cli_dwell_phases(tmp_path):
     assert model.provenance["arguments"]["dwell"] == "phases"
     seq = runner.invoke(app, ["calibrate", str(DEMO_EVENTS), "--out", str(tmp_path / "s.json"), "--touch-order", "1"])
     assert seq.exit_code == 0 and Model.load(tmp_path / "s.json").sequences  # no --dwell: plain, as before
+
+
+def test_a_scenario_chain_keeps_the_base_states():
+    """A what-if that closes a way out keeps the state space (customers in progress carry over)."""
+    out = WORLD.copy()
+    out.drop[:, 0] = 0.0  # nobody drops off in the first stage any more: that way out is not taken
+    assert (out.way_out()[1][:, 0, 0] == 0).all()
+    for p in range(WORLD.n_personas):
+        a, b = generator(WORLD, p), generator(out, p)
+        assert a.Q.shape == b.Q.shape and np.array_equal(a.stage_of, b.stage_of)

@@ -29,13 +29,14 @@ from test_attribution import (
 )
 from typer.testing import CliRunner
 
+from application.context import RunContext
 from cli import app
 from sim.engines import agents, events, fast
 from sim.exact import evaluate
 from sim.hotspots import attribution
 from sim.model import Model
 from sim.scenario import Scenario, apply
-from sim.uncertainty import draw_seed, parameter_draws
+from sim.uncertainty import parameter_draws
 from worlds import make_world
 
 runner = CliRunner()
@@ -168,7 +169,7 @@ def test_round_trip_draws_and_calibration_options(world, tmp_path):
     assert res.exit_code == 0, res.output
     model = Model.load(calibrated)
     assert model.sequences and model.plain_dwell
-    draws = parameter_draws(model, 20, draw_seed(1))
+    draws = parameter_draws(model, 20, RunContext(1).stream("draws"))
     assert all(d.sequences for d in draws)
     assert np.allclose(np.mean([d.follow for d in draws], axis=0), model.follow, atol=0.05)
     bad = runner.invoke(app, ["calibrate", str(tmp_path / "e.csv"), "--touch-order", "2", "--out",

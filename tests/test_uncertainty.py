@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from application.context import RunContext
 from calibration.estimate import estimate
 from calibration.load import load_events
 from cli import app
@@ -19,7 +20,7 @@ from conftest import DEMO_MODEL, ROOT
 from sim.exact import evaluate
 from sim.model import Model
 from sim.scenario import Scenario, apply
-from sim.uncertainty import Interval, draw_seed, parameter_draws
+from sim.uncertainty import Interval, parameter_draws
 from worlds import make_world, simulate_log
 
 runner = CliRunner()
@@ -40,7 +41,7 @@ def _conversion(model: Model, change: dict | None) -> float:
 
 def _intervals(model: Model, draws: int, seed: int) -> dict[str, list[float]]:
     """The 95 % data interval of base conversion and of each change's uplift (draws paired)."""
-    models = parameter_draws(model, draws, draw_seed(seed))
+    models = parameter_draws(model, draws, RunContext(seed).stream("draws"))
     base = np.array([_conversion(m, None) for m in models])
     out = {"base": Interval(base).bounds}
     for name, change in CHANGES.items():
@@ -114,8 +115,9 @@ def test_draws_are_centred_on_the_calibrated_model_and_follow_the_counts():
               for mm in (model, thin)]
     assert spread[1] > 2 * spread[0]
     # the same seed gives the same draws
-    again = parameter_draws(model, 3, draw_seed(5))
-    assert all(np.array_equal(a.share, b.share) for a, b in zip(again, parameter_draws(model, 3, draw_seed(5))))
+    again = parameter_draws(model, 3, RunContext(5).stream("draws"))
+    same = parameter_draws(model, 3, RunContext(5).stream("draws"))
+    assert all(np.array_equal(a.share, b.share) for a, b in zip(again, same))
 
 
 def test_uplift_intervals_are_paired_in_parameters():
@@ -123,7 +125,7 @@ def test_uplift_intervals_are_paired_in_parameters():
     conversion intervals would allow if they were independent."""
     model = Model.load(DEMO_MODEL)
     change = CHANGES["drop_off"]
-    models = parameter_draws(model, 200, draw_seed(3))
+    models = parameter_draws(model, 200, RunContext(3).stream("draws"))
     base = np.array([_conversion(m, None) for m in models])
     scen = np.array([_conversion(m, change) for m in models])
     paired = np.diff(Interval(scen - base).bounds)[0]

@@ -112,8 +112,11 @@ def with_phases(model: Model, k: int | list[float] = 3) -> Model:
 def simulate_log(model: Model, n_customers: int, seed: int = 1, *, arrival_days: float = 180.0,
                  observe_days: float | None = None, backward_noise: float = 0.0,
                  start: str = "2024-01-01", after_final: float = 0.0,
-                 lognormal_sigma: float | None = None) -> Journeys:
+                 arrival_times: np.ndarray | None = None, lognormal_sigma: float | None = None) -> Journeys:
     """Simulate journeys interaction by interaction; rows after the log's end are cut (censoring).
+
+    ``arrival_times``: each customer's arrival in days after ``start`` (a known arrival pattern);
+    default uniform over ``arrival_days``.
 
     ``observe_days`` is the log's end after the start (default: ``arrival_days``).
     ``backward_noise``: share of non-advancing rows logged with an earlier stage name.
@@ -125,6 +128,8 @@ def simulate_log(model: Model, n_customers: int, seed: int = 1, *, arrival_days:
     end = arrival_days if observe_days is None else observe_days
     persona = rng.choice(P, size=n_customers, p=model.persona_share)
     clock = rng.uniform(0.0, arrival_days, n_customers)
+    if arrival_times is not None:
+        clock = np.asarray(arrival_times, dtype=float).copy()
     reach_days = np.full((n_customers, S), np.inf)
     reach_days[:, 0] = 0.0
     if model.shaped or lognormal_sigma is not None:

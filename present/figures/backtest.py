@@ -59,8 +59,89 @@ def draw_backtest(data: BacktestData, ax: Axes) -> None:
     style(ax)
 
 
+@dataclass
+class OverTimeData(Record):
+    """The backtest over time: conversion reach by age, and weekly conversions after the split."""
+
+    split: str
+    stage: str
+    ages: list[float]
+    age_predicted: list[float]
+    age_observed: list[float]
+    age_naive: list[float]
+    weeks: list[str]
+    observed: list[float]
+    predicted: list[float]
+    predicted_given_arrivals: list[float]
+    seasonal_naive: list[float]
+    mae: dict[str, float]
+    baseline: str
+
+
+def over_time_data(bt: dict[str, Any]) -> OverTimeData | None:
+    """The over-time record of a backtest.json (None for one written before these keys)."""
+    ages = bt.get("reach_by_age") or []
+    wk = bt.get("weekly_conversions") or {}
+    rows = wk.get("rows") or []
+    if not ages and not rows:
+        return None
+
+    def col(recs: list[dict[str, Any]], key: str) -> list[float]:
+        return [math.nan if r.get(key) is None else float(r[key]) for r in recs]
+
+    return OverTimeData(split=str(bt["split"]), stage=str(bt.get("conversion_stage", "")),
+                        ages=col(ages, "age_days"), age_predicted=col(ages, "predicted"),
+                        age_observed=col(ages, "observed"), age_naive=col(ages, "naive"),
+                        weeks=[str(r["start"]) for r in rows], observed=col(rows, "observed"),
+                        predicted=col(rows, "predicted"),
+                        predicted_given_arrivals=col(rows, "predicted_given_arrivals"),
+                        seasonal_naive=col(rows, "seasonal_naive"), mae=dict(wk.get("mae") or {}),
+                        baseline=str(wk.get("baseline", "")))
+
+
+def draw_reach_by_age(data: OverTimeData, ax: Axes) -> None:
+    """Cumulative reach of the conversion stage by days since arrival: model, observed, earlier customers."""
+    ax.plot(data.ages, data.age_observed, color=OBSERVED_COLOUR, marker="o", markersize=3, label="observed")
+    ax.plot(data.ages, data.age_predicted, color="#0072B2", marker="o", markersize=3, label="model")
+    ax.plot(data.ages, data.age_naive, color="#BBBBBB", marker="o", markersize=3, label="earlier customers")
+    ax.set_xscale("symlog", linthresh=7)
+    ax.set_xlabel("days since arrival")
+    ax.set_ylabel(f"reached {data.stage} within that many days")
+    ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
+    ax.set_ylim(bottom=0)
+    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    style(ax)
+
+
+def draw_weekly(data: OverTimeData, ax: Axes) -> None:
+    """Weekly conversions after the split: observed, the forecast, the seasonal-naive baseline."""
+    x = list(range(1, len(data.weeks) + 1))
+    mae = data.mae
+    ax.plot(x, data.observed, color=OBSERVED_COLOUR, marker="o", markersize=3, label="observed")
+    ax.plot(x, data.predicted, color="#0072B2", marker="o", markersize=3,
+            label=f"forecast (MAE {mae.get('predicted', math.nan):.1f})")
+    ax.plot(x, data.predicted_given_arrivals, color="#56B4E9", linestyle=":",
+            label=f"with the actual arrivals (MAE {mae.get('predicted_given_arrivals', math.nan):.1f})")
+    ax.plot(x, data.seasonal_naive, color="#BBBBBB", linestyle="--",
+            label=f"seasonal naive (MAE {mae.get('seasonal_naive', math.nan):.1f})")
+    step = max(1, len(x) // 8)
+    ax.set_xticks(x[::step], [w[5:] for w in data.weeks[::step]], fontsize=8)
+    ax.set_xlabel(f"week starting (split {data.split})")
+    ax.set_ylabel(f"customers reaching {data.stage} per week")
+    ax.set_ylim(bottom=0)
+    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    style(ax)
+
+
 def backtest_png(result: dict[str, Any]) -> bytes:
-    """The backtest figure (PNG bytes) of a backtest.json record."""
-    fig = figure(11.0, 5.0)
-    draw_backtest(backtest_data(result), fig.add_subplot())
+    """The backtest figure (PNG bytes) of a backtest.json record: by stage, then over time."""
+    over = over_time_data(result)
+    fig = figure(11.0, 9.0 if over is not None else 5.0)
+    if over is None:
+        draw_backtest(backtest_data(result), fig.add_subplot())
+        return png_bytes(fig)
+    grid = fig.add_gridspec(2, 2, height_ratios=[1.1, 1.0])
+    draw_backtest(backtest_data(result), fig.add_subplot(grid[0, :]))
+    draw_reach_by_age(over, fig.add_subplot(grid[1, 0]))
+    draw_weekly(over, fig.add_subplot(grid[1, 1]))
     return png_bytes(fig)

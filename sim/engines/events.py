@@ -28,9 +28,6 @@ EVENTS_METADATA_KEY = b"journey"  # Parquet schema metadata of a simulated event
 START = np.datetime64("2024-01-01T00:00:00", "ns")  # timestamp of day 0 of the cohort, UTC
 NS_PER_DAY = 86_400 * 10**9
 CHUNK = 1 << 17  # customers per row group
-_EVENTS = 2**31 + 5  # spawn key of the event log's stream
-
-
 def event_schema(model: Model) -> pa.Schema:
     """The event log's Parquet schema, with the metadata that says journey wrote it."""
     import pyarrow as pa
@@ -55,7 +52,7 @@ def event_tables(model: Model, n_customers: int, seed: np.random.SeedSequence | 
     import pyarrow as pa
 
     # an int seed gets a stream of its own, apart from the replications' SeedSequence(seed).spawn(R)
-    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed, spawn_key=(_EVENTS,))
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)  # the run's "events" stream
     arrival = float(arrival_days if arrival_days is not None else model.arrival_days)
     horizon = np.inf if horizon_days is None else float(horizon_days)
     names = {k: pa.array(v, pa.string()) for k, v in

@@ -18,6 +18,7 @@ from sim.optimize.robust import uncertainty_record
 from sim.optimize.space import SpendSpace
 from sim.optimize.study import count_complete
 from sim.scenario import Scenario
+from sim.simulate import Streams
 from sim.summary import mean_ci
 from sim.summary import round_sig as _r
 
@@ -36,7 +37,7 @@ class Problem:
     space: SpendSpace
     objective: Objective  # the trials' objective
     baseline: float  # the calibrated model's exact conversion with nothing spent
-    seed: int
+    streams: Streams  # the run's random streams (a RunContext)
     draws: int = 0  # parameter draws for best.json's intervals (0: none)
 
 
@@ -158,14 +159,14 @@ def best_split(problem: Problem, chosen: Chosen, *, study: str, storage: str, tr
     allocation = space.allocation(chosen.spends)
     record = BestSplit(
         scenario=sc.name, study=study, storage=storage, trials=trials, trial_states=states, best_trial=chosen.trial,
-        seed=problem.seed, allocation=allocation, budget=space.total, expected_conversion_rate=chosen.value,
+        seed=problem.streams.seed, allocation=allocation, budget=space.total, expected_conversion_rate=chosen.value,
         baseline_expected_conversion_rate=problem.baseline, conversion_stage=problem.model.conversion_stage,
         horizon_days=sc.horizon_days, customers=customers, simulation=simulation,
         investments=investments_record(sc, allocation, space), quantum=space.quantum, notes=list(notes or []))
     if problem.draws:
         record.objective = objective_section(objective, chosen, problem.draws)
         record.uncertainty = uncertainty_record(objective, space, chosen.spends, draws=problem.draws,
-                                                seed=problem.seed)
+                                                streams=problem.streams)
     if not objective.plain or has_values(objective.model_with({})):
         money = money_record(objective, space, chosen.spends, chosen.trial_value)
         record.investment_returns = money.pop("investment_returns", {})
@@ -200,7 +201,7 @@ def investments_record(scenario: Scenario, allocation: dict[str, float], space: 
     return out
 
 
-def simulate_split(objective: Objective, spends: dict[str, float], *, customers: int, seed: int
+def simulate_split(objective: Objective, spends: dict[str, float], *, customers: int, streams: Streams
                    ) -> dict[str, Any]:
     """The best split and the baseline simulated with the same random numbers (fast engine)."""
     from sim.simulate import run_replications
@@ -211,10 +212,11 @@ def simulate_split(objective: Objective, spends: dict[str, float], *, customers:
     rates = {}
     for key, sp in (("best", spends), ("baseline", {})):
         model = objective.model_with(sp)
-        results = run_replications(model, customers, seed, REPLICATIONS, engine="fast", horizon_days=sc.horizon_days,
+        results = run_replications(model, customers, streams.stream("replications"), REPLICATIONS, engine="fast",
+                                   horizon_days=sc.horizon_days,
                                    arrival_days=sc.arrival_days)
         summary = summarize(model, results, evaluate(model, horizon_days=sc.horizon_days), customers=customers,
-                            seed=seed, engine="fast", horizon_days=sc.horizon_days)
+                            seed=streams.seed, engine="fast", horizon_days=sc.horizon_days)
         out[key] = summary
         rates[key] = np.array([r.conversions / max(r.n, 1) for r in results])
     diff = rates["best"] - rates["baseline"]

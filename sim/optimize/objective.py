@@ -12,6 +12,7 @@ from sim.errors import InputError
 from sim.exact import evaluate
 from sim.model import Model
 from sim.scenario import Scenario, apply
+from sim.simulate import Streams
 
 SPACE_VERSION = 1  # bump when the parametrisation changes: old studies cannot be resumed
 OBJECTIVE_DRAWS = 40  # K = min(--draws, this): a trial evaluates K models
@@ -192,14 +193,14 @@ def draw_conversions(models: list[Model], scenario: Scenario, spends: dict[str, 
                      for m in models])
 
 
-def make_objective(model: Model, scenario: Scenario, spec: ObjectiveSpec, draws: int, seed: int) -> Objective:
-    """The objective of a run; workers rebuild it from the same (model, scenario, spec, draws, seed)."""
+def make_objective(model: Model, scenario: Scenario, spec: ObjectiveSpec, draws: int, streams: Streams) -> Objective:
+    """The objective of a run; workers rebuild it from the same (model, scenario, spec, draws, streams)."""
     if not spec.uses_draws:
         return Objective(model, scenario)
-    from sim.uncertainty import draw_seed, parameter_draws
+    from sim.uncertainty import parameter_draws
 
     # the first K of the run's draws: the same models best.json's intervals use
-    models = parameter_draws(model, draws, draw_seed(seed))[:spec.draws_used(draws)]
+    models = parameter_draws(model, draws, streams.stream("draws"))[:spec.draws_used(draws)]
     return Objective(model, scenario, spec, models)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from sim.optimize.objective import Objective
 from sim.optimize.space import SpendSpace
 from sim.optimize.study import Slots, make_sampler, run_trials
+from sim.simulate import Streams
 from sim.summary import round_sig as _r
 
 PARETO_LEVELS = 10
@@ -27,7 +28,7 @@ def pareto_method(per_level: int) -> str:
 
 
 def pareto_front(space: SpendSpace, objective: Objective, best_spends: dict[str, float], best_value: float, *,
-                 seed: int, trials_per_level: int, levels: int = PARETO_LEVELS,
+                 streams: Streams, trials_per_level: int, levels: int = PARETO_LEVELS,
                  progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Best split found at budget levels from the floor to the budget (in-memory TPE at each level).
 
@@ -48,7 +49,7 @@ def pareto_front(space: SpendSpace, objective: Objective, best_spends: dict[str,
             found = (objective(spends), spends)
         else:
             sub = space.with_budget(level)
-            study = optuna.create_study(direction="maximize", sampler=make_sampler(seed, PARETO_STREAM + k, 0))
+            study = optuna.create_study(direction="maximize", sampler=make_sampler(streams, PARETO_STREAM + k, 0))
             study.enqueue_trial(sub.even_params())
             # the best split shrunk to this level: the optimum moves smoothly with the budget
             shrink = sub.free_budget / space.free_budget if space.free_budget > 0 else 0.0

@@ -12,6 +12,7 @@ from sim.money import has_values
 from sim.optimize.objective import Objective, draw_conversions
 from sim.optimize.space import SpendSpace
 from sim.scenario import Scenario, apply
+from sim.simulate import Streams
 from sim.summary import round_sig as _r
 
 STABILITY_DRAWS = 20  # draws on which each draw's own best split is searched (SLSQP, two starts each)
@@ -68,15 +69,15 @@ def slsqp_best(objective: Callable[[dict[str, float]], float], space: SpendSpace
 
 
 def uncertainty_record(objective: Objective, space: SpendSpace, spends: dict[str, float], *, draws: int,
-                       seed: int) -> dict[str, Any]:
+                       streams: Streams) -> dict[str, Any]:
     """The chosen split, the even split and the baseline on the same parameter draws (exact, paired)."""
     from sim.summary import no_evidence_note
-    from sim.uncertainty import Interval, describe, draw_seed, has_evidence, parameter_draws
+    from sim.uncertainty import Interval, describe, has_evidence, parameter_draws
 
     model, sc, horizon = objective.model, objective.scenario, objective.horizon
     if not has_evidence(model):
         return {"data_uncertainty": no_evidence_note(draws)}
-    models = parameter_draws(model, draws, draw_seed(seed))
+    models = parameter_draws(model, draws, streams.stream("draws"))
     even = space.even_split()
     chosen = draw_conversions(models, sc, spends, horizon)
     base = draw_conversions(models, sc, {}, horizon)

@@ -12,25 +12,24 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from sim.errors import InputError, JourneyError
 from sim.model import Model
 from sim.optimize.objective import Objective, ObjectiveSpec, make_objective
 from sim.optimize.space import SpendSpace
 from sim.optimize.storage import StorageSpec, Store, creation_lock, open_storage
 from sim.scenario import Scenario
+from sim.simulate import Streams
 
 FINGERPRINT_ATTR = "journey_fingerprint"
 OBJECTIVE_ATTR = "journey_objective"  # said when a resume is refused for another objective
 
 
-def make_sampler(seed: int, offset: int = 0, worker: int = 0) -> Any:
-    """TPE seeded from (seed, trials already in the study, worker): a resumed run draws new numbers."""
+def make_sampler(streams: Streams, offset: int = 0, worker: int = 0) -> Any:
+    """TPE seeded from (the run's seed, trials already in the study, worker): a resumed run draws new numbers."""
     import optuna
 
-    s = int(np.random.SeedSequence([seed, offset, worker]).generate_state(1)[0])
-    return optuna.samplers.TPESampler(seed=s, multivariate=True, constant_liar=True)
+    return optuna.samplers.TPESampler(seed=streams.sampler_seed(offset, worker), multivariate=True,
+                                      constant_liar=True)
 
 
 def quiet_optuna() -> None:
@@ -184,7 +183,7 @@ class WorkerJob:
     spec: StorageSpec
     study: str
     fingerprint: str
-    seed: int
+    streams: Streams  # the run's (a RunContext: picklable)
     offset: int
     index: int
     target: int
@@ -208,9 +207,9 @@ def _worker(job: WorkerJob, counter: Any, errors: Any, done: Any) -> None:
         space = SpendSpace.from_scenario(job.scenario)
         spec = ObjectiveSpec.parse(job.objective)
         study, _ = open_study(store.storage, job.spec, job.study, job.fingerprint,
-                              sampler=make_sampler(job.seed, job.offset, job.index),
-                              objective=spec.tag(job.draws, job.seed))
-        objective = make_objective(job.model, job.scenario, spec, job.draws, job.seed)
+                              sampler=make_sampler(job.streams, job.offset, job.index),
+                              objective=spec.tag(job.draws, job.streams.seed))
+        objective = make_objective(job.model, job.scenario, spec, job.draws, job.streams)
         try:
             run_trials(study, space, objective, target=job.target, slots=Slots(0, counter), sync=store.sync,
                        progress=functools.partial(_add, done))
@@ -278,13 +277,13 @@ class SearchResult:
 
 
 def search(model: Model, scenario: Scenario, space: SpendSpace, objective: Objective, *, spec: StorageSpec,
-           study_name: str, fp: str, trials: int, seed: int, workers: int,
+           study_name: str, fp: str, trials: int, streams: Streams, workers: int,
            progress_factory: Callable[[int], Any] | None = None, draws: int = 0) -> SearchResult:
     """Open (or create) the study and run trials until it holds ``trials`` complete ones."""
     store = open_storage(spec)
     try:
         study, _ = open_study(store.storage, spec, study_name, fp, space=space,
-                              objective=objective.spec.tag(draws, seed))
+                              objective=objective.spec.tag(draws, streams.seed))
         before = count_complete(study)
         remaining = max(0, trials - before)
         workers = max(1, min(workers, remaining))
@@ -294,11 +293,11 @@ def search(model: Model, scenario: Scenario, space: SpendSpace, objective: Objec
             if remaining == 0:
                 pass
             elif workers == 1:
-                study.sampler = make_sampler(seed, before, 0)
+                study.sampler = make_sampler(streams, before, 0)
                 ran = run_trials(study, space, objective, target=trials, slots=Slots(remaining), progress=advance,
                                  sync=store.sync)
             else:
-                jobs = [WorkerJob(model, scenario, spec, study_name, fp, seed, before, k, trials,
+                jobs = [WorkerJob(model, scenario, spec, study_name, fp, streams, before, k, trials,
                                   objective=objective.spec.label, draws=draws) for k in range(workers)]
                 ran = _run_workers(jobs, remaining, study, advance)
     except BaseException:
