@@ -10,7 +10,7 @@ earlier cohort's observed reach at the same age.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from sim.errors import InputError
 from sim.exact import evaluate, reach_by_age
 from sim.forecast import project
 from sim.model import Model
+from sim.records import Record
 from sim.rounding import round6
 
 AGE_BINS = 8
@@ -109,7 +110,7 @@ def naive_reach(ages_later: np.ndarray, ages_early: np.ndarray, reach_early: np.
 
 
 @dataclass
-class PersonaReach:
+class PersonaReach(Record):
     """One persona's later customers: reach per stage predicted, observed, by the baselines, and the errors."""
 
     customers: int
@@ -121,13 +122,10 @@ class PersonaReach:
     naive_same_persona: dict[str, float]
     naive_same_persona_error: dict[str, float]
 
-    def to_dict(self) -> dict[str, Any]:
-        """The record as in backtest.json."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass
-class AgeBand:
+class AgeBand(Record):
     """Conversion of the later customers of one age band."""
 
     age_from_days: float
@@ -137,13 +135,10 @@ class AgeBand:
     observed: float
     naive: float
 
-    def to_dict(self) -> dict[str, Any]:
-        """The record as in backtest.json."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass
-class Backtest:
+class Backtest(Record):
     """The backtest of a model fitted on the rows before a split (backtest.json)."""
 
     split: str
@@ -172,7 +167,7 @@ class Backtest:
 
     def to_dict(self) -> dict[str, Any]:
         """backtest.json: these keys in this order."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = self.fields_dict()
         out["personas"] = {name: rec.to_dict() for name, rec in self.personas.items()}
         out["by_age"] = [band.to_dict() for band in self.by_age]
         return out

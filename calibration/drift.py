@@ -5,7 +5,7 @@ Benjamini-Hochberg over all tests, significant changes ranked by their effect on
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from scipy import stats
 from sim.errors import InputError
 from sim.exact import evaluate
 from sim.model import Model
+from sim.records import Record
 from sim.rounding import round4, round6
 from sim.scenario import with_advance, with_drop, with_persona_share, with_share
 
@@ -152,7 +153,7 @@ _TIMING = ("gap_rate", "leave_speed")  # timing (Poisson counts): no effect on c
 
 
 @dataclass
-class Change:
+class Change(Record):
     """One estimate that changed beyond noise, with its counts, test and effect on conversion."""
 
     kind: str
@@ -171,13 +172,10 @@ class Change:
     conversion_effect: float
     rank: int = 0  # set once the changes are ranked
 
-    def to_dict(self) -> dict[str, Any]:
-        """The record as in drift.json."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass
-class Drift:
+class Drift(Record):
     """The estimates that changed between two calibrations (drift.json)."""
 
     alpha: float
@@ -193,7 +191,7 @@ class Drift:
 
     def to_dict(self) -> dict[str, Any]:
         """drift.json: these keys in this order."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = self.fields_dict()
         out["changes"] = [c.to_dict() for c in self.changes]
         return out
 

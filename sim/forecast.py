@@ -38,6 +38,7 @@ from sim.arrivals import ArrivalModel
 from sim.errors import InputError
 from sim.exact import evaluate, generator
 from sim.model import Model
+from sim.records import Record
 from sim.rounding import round6
 
 LEVEL = 0.95
@@ -235,7 +236,7 @@ class TargetForecast:
 
 
 @dataclass
-class Forecast:
+class Forecast(Record):
     """forecast.json: the plan, the arrivals, and each target's weeks."""
 
     start: str
@@ -253,7 +254,7 @@ class Forecast:
 
     def to_dict(self) -> dict[str, Any]:
         """forecast.json: these keys in this order."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = self.fields_dict()
         out["targets"] = [t.to_dict() for t in self.targets]
         return out
 

@@ -18,7 +18,7 @@ LIBRARIES = ("sim", "calibration", "present")
 MAX_LINES = 600
 # the sim core calibration/ may use: the model is the interface between them
 CORE = ("sim.model", "sim.exact", "sim.errors", "sim.engines", "sim.limits", "sim.tomlio", "sim.defaults",
-        "sim._version", "sim.scenario", "sim.uncertainty", "sim.rounding", "sim.forecast",
+        "sim._version", "sim.scenario", "sim.uncertainty", "sim.rounding", "sim.records", "sim.forecast",
         "sim.arrivals", "sim.phases")
 PRESENTATION_ONLY = ("rich", "typer", "click", "tqdm")
 
