@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--dwell", nargs="+", default=["way_out"])
     args = parser.parse_args()
     print(f"{'split':<11} {'dwell':<8} {'weeks':>5} {'obs/wk':>7} {'forecast':>9} {'given arr.':>10} "
-          X
+          f"{'naive':>7} {'end err':>8} {'s':>5}")
     wins = {d: 0 for d in args.dwell}
     for split in args.splits:
         for dwell in args.dwell:
