@@ -62,13 +62,14 @@ def run_demo(out: Path, *, customers: int = 200_000, trials: int = 60, quiet: bo
     scenarios = [demo_file(f"examples/{name}") for name in DEMO_SCENARIOS]
     path, comparison = run_compare(bundled, scenarios, customers=customers, seed=1, replications=5,
                                    engine="fast", jobs=1, out=out / "compare", quiet=quiet, draws=DEFAULT_DRAWS)
-    best_sc = max(comparison.to_dict()["scenarios"], key=lambda s: s["uplift"])
+    records = comparison.to_dict()["scenarios"]
+    best_i = max(range(len(records)), key=lambda i: records[i]["uplift"])
+    best_sc = records[best_i]
     ulo, uhi = best_sc["uplift_interval"]
     yield (f"4 compare    best: {best_sc['name']} {100 * best_sc['uplift']:+.2f} points [{100 * ulo:+.2f}, "
            f"{100 * uhi:+.2f}] (data and simulation) -> {path}")
 
-    best_file = scenarios[[s["name"] for s in comparison.to_dict()["scenarios"]].index(best_sc["name"])]
-    path, forecast = run_forecast([bundled, best_file], start=DEMO_FORECAST_START, weeks=12,
+    path, forecast = run_forecast([bundled, scenarios[best_i]], start=DEMO_FORECAST_START, weeks=12,
                                   rollout=DEMO_ROLLOUT, seed=1, out=out / "forecast", draws=DEFAULT_DRAWS)
     total = forecast.to_dict()["targets"][-1]["total"]
     flo, fhi = total["uplift_interval"]

@@ -57,30 +57,27 @@ def read_bytes(path: str | Path, what: str = "file") -> bytes:
         raise InputError(f"cannot read {what} ({exc.__class__.__name__})", file=path) from None
 
 
-def loads_json(text: str, file: object) -> Any:
-    """json.loads with the nesting and number problems as InputErrors (JSONDecodeError left to the caller)."""
+def _loads(parse, syntax_error: type[ValueError], kind: str, text: str, file: object) -> Any:
+    """``parse(text)`` with the nesting and number problems as InputErrors (syntax errors left to the caller)."""
     try:
-        return json.loads(text)
+        return parse(text)
     except RecursionError:
-        raise InputError("JSON nested too deeply", file=file, hint="is it the right file?") from None
-    except json.JSONDecodeError:
+        raise InputError(f"{kind} nested too deeply", file=file, hint="is it the right file?") from None
+    except syntax_error:
         raise
     except ValueError:  # an integer of more than 4300 digits
         raise InputError("a number too long to read (more than 4,300 digits)", file=file,
                          hint="is it the right file?") from None
+
+
+def loads_json(text: str, file: object) -> Any:
+    """json.loads with the nesting and number problems as InputErrors (JSONDecodeError left to the caller)."""
+    return _loads(json.loads, json.JSONDecodeError, "JSON", text, file)
 
 
 def loads_toml(text: str, file: object) -> dict[str, Any]:
     """tomllib.loads with the nesting problem as an InputError (TOMLDecodeError left to the caller)."""
-    try:
-        return tomllib.loads(text)
-    except RecursionError:
-        raise InputError("TOML nested too deeply", file=file, hint="is it the right file?") from None
-    except tomllib.TOMLDecodeError:
-        raise
-    except ValueError:  # an integer of more than 4300 digits
-        raise InputError("a number too long to read (more than 4,300 digits)", file=file,
-                         hint="is it the right file?") from None
+    return _loads(tomllib.loads, tomllib.TOMLDecodeError, "TOML", text, file)
 
 
 def finite(value: float | None, where: str, *, positive: bool = False, file: object = None) -> None:

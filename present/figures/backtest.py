@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from matplotlib.axes import Axes
 
-from present.figures.common import OBSERVED_COLOUR, Record, figure, png_bytes, style
+from present.figures.common import OBSERVED_COLOUR, Record, figure, png_bytes, style, weekly_axes
 
 
 @dataclass
@@ -124,13 +124,8 @@ def draw_weekly(data: OverTimeData, ax: Axes) -> None:
             label=f"with the actual arrivals (MAE {mae.get('predicted_given_arrivals', math.nan):.1f})")
     ax.plot(x, data.seasonal_naive, color="#BBBBBB", linestyle="--",
             label=f"seasonal naive (MAE {mae.get('seasonal_naive', math.nan):.1f})")
-    step = max(1, len(x) // 8)
-    ax.set_xticks(x[::step], [w[5:] for w in data.weeks[::step]], fontsize=8)
-    ax.set_xlabel(f"week starting (split {data.split})")
-    ax.set_ylabel(f"customers reaching {data.stage} per week")
-    ax.set_ylim(bottom=0)
-    ax.legend(frameon=False, fontsize=8, loc="lower right")
-    style(ax)
+    weekly_axes(ax, data.weeks, ticks=8, xlabel=f"week starting (split {data.split})",
+                ylabel=f"customers reaching {data.stage} per week", legend_size=8)
 
 
 def backtest_png(result: dict[str, Any]) -> bytes:

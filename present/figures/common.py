@@ -69,6 +69,17 @@ def style(ax: Axes, grid: str = "y") -> None:
     ax.set_axisbelow(True)
 
 
+def weekly_axes(ax: Axes, weeks: list[str], *, ticks: int, xlabel: str, ylabel: str, legend_size: int) -> None:
+    """A figure of weeks 1..n: about ``ticks`` week labels (month-day), counts from 0, legend, style."""
+    x = list(range(1, len(weeks) + 1))
+    step = max(1, len(x) // ticks)
+    ax.set_xticks(x[::step], [w[5:] for w in weeks[::step]], fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    ax.legend(frameon=False, fontsize=legend_size, loc="lower right")
+    style(ax)
+
 
 def json_ready(obj: Any) -> Any:
     """JSON-ready: NaN becomes null."""

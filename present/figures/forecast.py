@@ -8,7 +8,7 @@ from typing import Any
 
 from matplotlib.axes import Axes
 
-from present.figures.common import BASELINE_COLOUR, SCENARIO_COLOURS, Record, figure, palette, png_bytes, style
+from present.figures.common import BASELINE_COLOUR, SCENARIO_COLOURS, Record, figure, palette, png_bytes, weekly_axes
 
 
 @dataclass
@@ -55,13 +55,8 @@ def draw_forecast(data: ForecastData, ax: Axes) -> None:
     if 0 < offset < len(x):  # the rollout inside the weeks shown: mark it where it falls
         ax.axvline(offset + 0.5, color="#444444", linestyle="--", linewidth=1)
         ax.text(offset + 0.6, ax.get_ylim()[1], f"rollout {data.rollout}", va="top", fontsize=8, color="#444444")
-    step = max(1, len(x) // 12)
-    ax.set_xticks(x[::step], [w[5:] for w in data.weeks[::step]], fontsize=8)
-    ax.set_xlabel(f"week starting (from {data.start})")
-    ax.set_ylabel(f"conversions per week (reached {data.stage})")
-    ax.set_ylim(bottom=0)
-    ax.legend(frameon=False, fontsize=9, loc="lower right")
-    style(ax)
+    weekly_axes(ax, data.weeks, ticks=12, xlabel=f"week starting (from {data.start})",
+                ylabel=f"conversions per week (reached {data.stage})", legend_size=9)
 
 
 def forecast_png(result: dict[str, Any]) -> bytes:

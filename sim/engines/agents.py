@@ -195,7 +195,7 @@ class _Simulation:
         way_cum, stay_cum, exit_cum = self.way_cum[p], self.stay_cum[p], self.exit_cum[p]
         leave_p, gap_mean, lapse = self.leave_p[p], self.gap_mean[p], self.lapse[p]
         phase_exit, shaped = self.phase_exit[p], self.shaped
-        interactions, drop_offs, dropped, desks = self.interactions, self.drop_offs, self.dropped, self.desks
+        interactions, dropped, desks = self.interactions, self.dropped, self.desks
         timeout, log1p = env.timeout, math.log1p
         limit = env.now + self.horizon
         s = highest = 0
@@ -218,15 +218,11 @@ class _Simulation:
             if desks and t in desks:
                 served = yield from self._queue(env, desks[t], up, us)
                 if not served:  # patience ran out: the journey ends at this touchpoint
-                    drop_offs[cell] += 1
-                    if env.now <= limit:
-                        dropped[p * S + s] += 1
+                    self._lost(cell, p * S + s, env.now <= limit)
                     break
             if leave:
                 if o == 0:  # drop-off
-                    drop_offs[cell] += 1
-                    if env.now <= limit:
-                        dropped[p * S + s] += 1
+                    self._lost(cell, p * S + s, env.now <= limit)
                     break
                 target = o - 1
                 if env.now <= limit:
@@ -253,7 +249,7 @@ class _Simulation:
         p = min(bisect_right(self.persona_cum, u[0]), self.P - 1)
         entry_cum, next_cum, outcome_cum = self.entry_cum[p], self.next_cum[p], self.outcome_cum[p]
         entry_gap, next_gap, lapse = self.entry_gap[p], self.next_gap[p], self.lapse[p]
-        interactions, drop_offs, dropped, desks = self.interactions, self.drop_offs, self.dropped, self.desks
+        interactions, dropped, desks = self.interactions, self.dropped, self.desks
         timeout, log1p = env.timeout, math.log1p
         limit = env.now + self.horizon
         s = highest = 0
@@ -268,15 +264,11 @@ class _Simulation:
             if desks and t in desks:
                 served = yield from self._queue(env, desks[t], up, us)
                 if not served:  # patience ran out: the journey ends at this touchpoint
-                    drop_offs[cell] += 1
-                    if env.now <= limit:
-                        dropped[p * S + s] += 1
+                    self._lost(cell, p * S + s, env.now <= limit)
                     break
             outcome = bisect_right(outcome_cum[s][t], uo)  # 0 drop, 1 + u moved to u, 1 + S stayed
             if outcome == 0:
-                drop_offs[cell] += 1
-                if env.now <= limit:
-                    dropped[p * S + s] += 1
+                self._lost(cell, p * S + s, env.now <= limit)
                 break
             if outcome <= S:
                 target = outcome - 1
@@ -296,6 +288,12 @@ class _Simulation:
                 last = t
                 yield timeout(-log1p(-ug) * next_gap[s][t])
         self.at_highest[p * S + highest] += 1
+
+    def _lost(self, cell: int, persona_stage: int, within: bool) -> None:
+        """The journey ended at this interaction (dropped off, or out of patience at a desk)."""
+        self.drop_offs[cell] += 1
+        if within:  # within the horizon: it counts among the stage's losses
+            self.dropped[persona_stage] += 1
 
     def _queue(self, env: simpy.Environment, desk: Desk, up: float, us: float):
         """Wait for a server (at most the patience), then be served; True if served."""
