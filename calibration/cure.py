@@ -8,11 +8,15 @@ together by EM (SQUAREM-accelerated). With ``censoring="window"`` every quiet ro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from calibration.counting import Counts, RowFlags
+from calibration.counting import Counts
 from calibration.pooling import pool_binomial, pool_outcomes, pool_rates
+
+if TYPE_CHECKING:
+    from calibration.stats import LogStats
 
 EM_TOLERANCE = 1e-7
 CURE_STEPS = 2000  # EM steps at most for the cure weights (accelerated: tens usually do)
@@ -22,8 +26,8 @@ CURE_STEPS = 2000  # EM steps at most for the cure weights (accelerated: tens us
 class QuietRows:
     """The quiet last interactions (drop-off or stay) and unanswered moves (lapse or return to come)."""
 
-    drop: np.ndarray  # row indices of quiet last rows that did not move the customer
-    lapse: np.ndarray  # row indices of quiet moves into a non-final stage
+    drop: np.ndarray  # indices (into the customers' last rows, Tails) of quiet last rows that did not move
+    lapse: np.ndarray  # indices of quiet moves into a non-final stage
     cell_d: np.ndarray  # their flat [P, S, T] cells
     stage_d: np.ndarray  # their flat [P, S] stages
     quiet_d: np.ndarray  # days quiet at the log's end
@@ -52,20 +56,23 @@ class OutcomeFit:
     uncertain_lapse: np.ndarray  # [P, S]
 
 
-def quiet_rows(f: RowFlags, end: float) -> QuietRows:
-    """Quiet last interactions: a drop-off (or a lapse), or a stay whose return is still to come."""
-    quiet_drop = np.flatnonzero(f.decided & ~f.advanced & f.last)
-    quiet_lapse = np.flatnonzero(f.entry & f.last)
-    # gathered once: the EM only touches the quiet rows
-    return QuietRows(drop=quiet_drop, lapse=quiet_lapse, cell_d=f.cell[quiet_drop], stage_d=f.entry_idx[quiet_drop],
-                     quiet_d=end - f.time[quiet_drop], stage_l=f.entry_idx[quiet_lapse],
-                     quiet_l=end - f.time[quiet_lapse], sure_d=f.certain[quiet_drop], sure_l=f.certain[quiet_lapse])
+def quiet_rows(st: LogStats, all_rows: bool) -> QuietRows:
+    """Quiet last interactions that enter the outcome estimates: a drop-off (or a lapse), or a stay whose
+    return is still to come."""
+    t, end = st.tails, st.end
+    decided = t.live & (all_rows | ~(t.time > end - st.inactivity_days))
+    quiet_drop = np.flatnonzero(decided & ~t.advanced)
+    quiet_lapse = np.flatnonzero(decided & t.advanced & (t.after < len(st.stages) - 1))
+    return QuietRows(drop=quiet_drop, lapse=quiet_lapse, cell_d=t.cell[quiet_drop], stage_d=t.to_idx[quiet_drop],
+                     quiet_d=end - t.time[quiet_drop], stage_l=t.to_idx[quiet_lapse],
+                     quiet_l=end - t.time[quiet_lapse], sure_d=t.certain[quiet_drop], sure_l=t.certain[quiet_lapse])
 
 
-def fit_outcomes(f: RowFlags, c: Counts, end: float, m: float, censoring: str) -> OutcomeFit:
+def fit_outcomes(st: LogStats, c: Counts, m: float, censoring: str) -> OutcomeFit:
     """The EM of the cure model (``censoring="cure"``), or every quiet journey over (the window rule)."""
-    P, S, T, size = f.P, f.S, f.T, f.size
-    q = quiet_rows(f, end)
+    P, S, T = st.shape
+    size = P * S * T
+    q = quiet_rows(st, c.all_rows)
     cell_d, stage_d, quiet_d, stage_l, quiet_l = q.cell_d, q.stage_d, q.quiet_d, q.stage_l, q.quiet_l
     outcome = np.zeros((P, S, T, S + 1))  # [drop, advance to u...]
     outcome[..., 1:] = c.advanced

@@ -21,11 +21,11 @@ the interaction at arrival leaves with q like any other).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from calibration.phases import Quiet, fit_phases
+from calibration.phases import BinSums, Quiet, fit_phases
 from sim.model import Model
 
 EM_ITERATIONS = 200
@@ -33,20 +33,24 @@ EM_ITERATIONS = 200
 
 @dataclass
 class DwellInputs:
-    """What the dwell fit reads: the rows, where visits are cut, the quiet rows' weights, the plain estimates."""
+    """What the dwell fit reads: the visits' sums and the customers' last rows, where visits are cut, the quiet
+    rows' weights, the plain estimates."""
 
-    time: np.ndarray
-    first: np.ndarray
-    last: np.ndarray
-    before: np.ndarray
-    after: np.ndarray
-    live: np.ndarray
-    advanced: np.ndarray
-    persona: np.ndarray
-    cut: float  # visits are followed to this day
-    quiet_drop: np.ndarray  # quiet last rows (drop-off or stay) and their P(over)
-    w_drop: np.ndarray
-    quiet_lapse: np.ndarray  # unanswered moves and their P(lapsed)
+    move_exits: np.ndarray  # [P, S, 1 + S] visits finished by a move by the cut, by way out
+    move_timed: np.ndarray  # [P, S, 1 + S] of them, those that took time in the stage
+    move_days: np.ndarray  # [P, S, 1 + S] their days in the stage
+    move_bins: BinSums | None  # their days binned (phase-type stays)
+    late_ps: np.ndarray  # moves after the cut (other than at arrival): flat [P, S] and days in the stage at the cut
+    late_t: np.ndarray
+    open_ps: np.ndarray  # customers whose last row, after the cut, did not move them
+    open_t: np.ndarray
+    drop_ps: np.ndarray  # quiet last rows (drop-off or stay): stage, days in it at the row and at the cut,
+    drop_t: np.ndarray
+    drop_cut: np.ndarray
+    drop_timed: np.ndarray  # False: the interaction at arrival
+    w_drop: np.ndarray  # and P(over)
+    lapse_idx: np.ndarray  # unanswered moves: stage moved to, days to the cut, P(lapsed)
+    lapse_cut: np.ndarray
     w_lapse: np.ndarray
     share: np.ndarray  # the plain (per-interaction) estimates
     advance: np.ndarray
@@ -77,7 +81,8 @@ class DwellFit:
 
 @dataclass
 class _Visits:
-    """Finished visits (way out known, with weight and days) and visits still going at the cut."""
+    """Quiet last rows as finished visits (way out drop-off, with weight and days) and visits still going at
+    the cut."""
 
     ev_idx: np.ndarray  # flat [P, S, K] of a finished visit's way out
     ev_w: np.ndarray
@@ -94,35 +99,31 @@ def fit_dwell(x: DwellInputs, *, phases: bool = False) -> DwellFit:
     P, S, T = x.share.shape
     plain = _plain_model(x.share, x.advance, x.drop, x.lapse, x.rate)
     q, way0 = plain.way_out()
-    v = _visits(x, _entry_rows(x.first, x.before))
-    way, leave, timed_exits, exposure = _em(v, P, S, q, way0, x.rate, x.m)
+    v = _visits(x, with_quiet=True)
+    way, leave, timed_exits, exposure = _em(x, v, P, S, q, way0, x.rate, x.m)
     shape = chosen = sparse = None
     if phases:
-        entry_row = _entry_rows(x.first, x.before)
-        bare = _visits(replace(x, quiet_drop=x.quiet_drop[:0], w_drop=x.w_drop[:0]), entry_row)
-        pf = fit_phases(bare.ev_idx, bare.ev_w, bare.ev_d, bare.ev_timed, bare.c_idx, bare.c_w, bare.c_t,
-                        _quiet(x, entry_row), way=way, leave=leave, way0=way0, q=q, rate=x.rate, m=x.m,
-                        exposure=exposure)
+        bare = _visits(x, with_quiet=False)
+        pf = fit_phases(x.move_exits, x.move_bins, bare.c_idx, bare.c_w, bare.c_t, _quiet(x), way=way, leave=leave,
+                        way0=way0, q=q, rate=x.rate, m=x.m, exposure=exposure)
         way, leave, exposure, shape, chosen, sparse = pf.way, pf.leave, pf.exposure, pf.phases, pf.chosen, pf.sparse
     adv, drop, rate, speed = _per_interaction(plain, x, q, way0, way, leave)
     return DwellFit(advance=adv, drop=drop, rate=rate, leave_speed=speed, leave_events=timed_exits,
                     leave_days=exposure, phases=shape, chosen=chosen, sparse=sparse)
 
 
-def _quiet(x: DwellInputs, entry_row: np.ndarray) -> Quiet:
+def _quiet(x: DwellInputs) -> Quiet:
     """The quiet last rows with what their cure weights are made of (calibration.phases.Quiet)."""
-    rows, w = x.quiet_drop, x.w_drop
-    S = x.share.shape[1]
-    quiet = x.cut - x.time[rows]
+    quiet = x.drop_cut - x.drop_t
     keep = quiet >= 0
-    rows, w, quiet = rows[keep], w[keep], quiet[keep]
-    ps = x.persona[rows] * S + x.before[rows]
+    w = x.w_drop[keep]
+    ps = x.drop_ps[keep]
+    quiet = quiet[keep]
     fixed = (w >= 1.0) | (w <= 0.0)
     with np.errstate(divide="ignore"):
         odds = np.log(np.where(fixed, 1.0, w)) - np.log(np.where(fixed, 1.0, 1.0 - w))
-    return Quiet(ps=ps, t_row=x.time[rows] - x.time[entry_row[rows]], quiet=quiet,
-                 timed=~(x.first[rows] & (x.before[rows] == 0)), log_odds=odds - x.rate.ravel()[ps] * quiet,
-                 fixed=fixed, w=w)
+    return Quiet(ps=ps, t_row=x.drop_t[keep], quiet=quiet, timed=x.drop_timed[keep],
+                 log_odds=odds - x.rate.ravel()[ps] * quiet, fixed=fixed, w=w)
 
 
 def _plain_model(share: np.ndarray, advance: np.ndarray, drop: np.ndarray, lapse: np.ndarray,
@@ -134,64 +135,33 @@ def _plain_model(share: np.ndarray, advance: np.ndarray, drop: np.ndarray, lapse
                  share=share, advance=advance, drop=drop, lapse=lapse, rate=rate)
 
 
-def _entry_rows(first: np.ndarray, before: np.ndarray) -> np.ndarray:
-    """Per row, the row that moved the customer into the row's stage (itself for the first stage):
-    int32 and per-subset lookups keep a 10 M-row log's peak memory down."""
-    n = first.size
-    rows = np.arange(n, dtype=np.int32)
-    run_start = first.copy()
-    run_start[1:] |= before[1:] != before[:-1]
-    entry_row = np.where(run_start, np.where(first, rows, rows - 1), 0).astype(np.int32)
-    del rows
-    np.maximum.accumulate(entry_row, out=entry_row)
-    return entry_row
-
-
-def _visits(x: DwellInputs, entry_row: np.ndarray) -> _Visits:
-    """The visits' ways out and times; moves after the cut are censored there."""
+def _visits(x: DwellInputs, *, with_quiet: bool) -> _Visits:
+    """The quiet rows' visits and the visits still going at the cut (moves after the cut are censored there).
+    Without ``with_quiet``, the quiet last rows are left out of both (the phase fit weighs them itself)."""
     S = x.share.shape[1]
     K = 1 + S
-    time, first, before, after, persona, cut = x.time, x.first, x.before, x.after, x.persona, x.cut
-    quiet_drop, quiet_lapse = x.quiet_drop, x.quiet_lapse
-
-    def ps(idx: np.ndarray) -> np.ndarray:  # flat [P, S] of the rows' stage
-        return persona[idx] * S + before[idx]
-
-    def in_stage(idx: np.ndarray) -> np.ndarray:  # days from entering the stage to the row
-        return time[idx] - time[entry_row[idx]]
-
-    def to_cut(idx: np.ndarray) -> np.ndarray:  # days from entering the stage to the cut
-        return cut - time[entry_row[idx]]
-
-    # finished visits: way out known (a drop-off with its cure weight); moves after the cut are censored
-    moves = np.flatnonzero(x.live & x.advanced)
-    early = moves[time[moves] <= cut]
-    moves = moves[time[moves] > cut]
-    late = moves[~(first[moves] & (before[moves] == 0))]  # a move at arrival took no time in the stage
-    ev_idx = np.concatenate([ps(early) * K + 1 + after[early], ps(quiet_drop) * K])
-    ev_w = np.concatenate([np.ones(early.size), x.w_drop])
-    ev_d = np.concatenate([in_stage(early), in_stage(quiet_drop)])
-    # the interaction at arrival leaving at once: a way out without time in the stage
-    ev_timed = ~np.concatenate([first[early] & (before[early] == 0), first[quiet_drop] & (before[quiet_drop] == 0)])
-    # unfinished visits at the cut: in-progress customers, the stayed part of quiet rows and of moves
-    open_rows = np.flatnonzero(x.live & ~x.advanced & x.last & (time > cut))
-    c_idx = np.concatenate([ps(late), ps(quiet_drop), ps(open_rows), persona[quiet_lapse] * S + after[quiet_lapse]])
-    c_w = np.concatenate([np.ones(late.size), 1.0 - x.w_drop, np.ones(open_rows.size), 1.0 - x.w_lapse])
-    c_t = np.concatenate([to_cut(late), to_cut(quiet_drop), to_cut(open_rows), cut - time[quiet_lapse]])
+    none = np.zeros(0, dtype=np.int64)
+    drop_ps, w_drop = (x.drop_ps, x.w_drop) if with_quiet else (none, np.zeros(0))
+    pick = slice(None) if with_quiet else slice(0, 0)
+    c_idx = np.concatenate([x.late_ps, drop_ps, x.open_ps, x.lapse_idx])
+    c_w = np.concatenate([np.ones(x.late_ps.size), 1.0 - w_drop, np.ones(x.open_ps.size), 1.0 - x.w_lapse])
+    c_t = np.concatenate([x.late_t, x.drop_cut[pick], x.open_t, x.lapse_cut])
     keep = (c_t >= 0) & (c_w > 0)
-    return _Visits(ev_idx=ev_idx, ev_w=ev_w, ev_d=ev_d, ev_timed=ev_timed, c_idx=c_idx[keep], c_w=c_w[keep],
-                   c_t=c_t[keep])
+    return _Visits(ev_idx=drop_ps * K, ev_w=w_drop, ev_d=x.drop_t[pick], ev_timed=x.drop_timed[pick],
+                   c_idx=c_idx[keep], c_w=c_w[keep], c_t=c_t[keep])
 
 
-def _em(v: _Visits, P: int, S: int, q: np.ndarray, way0: np.ndarray, rate: np.ndarray,
+def _em(x: DwellInputs, v: _Visits, P: int, S: int, q: np.ndarray, way0: np.ndarray, rate: np.ndarray,
         m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(way, leave rate, timed exits, exposure) of the mixture of exponentials, by EM over the censored visits."""
     K = 1 + S
     c_idx, c_w, c_t = v.c_idx, v.c_w, v.c_t
     size = P * S * K
-    exits = np.bincount(v.ev_idx, weights=v.ev_w, minlength=size).reshape(P, S, K)
-    timed_exits = np.bincount(v.ev_idx[v.ev_timed], weights=v.ev_w[v.ev_timed], minlength=size).reshape(P, S, K)
-    days = np.bincount(v.ev_idx[v.ev_timed], weights=(v.ev_w * v.ev_d)[v.ev_timed], minlength=size).reshape(P, S, K)
+    exits = x.move_exits + np.bincount(v.ev_idx, weights=v.ev_w, minlength=size).reshape(P, S, K)
+    timed_exits = x.move_timed + np.bincount(v.ev_idx[v.ev_timed], weights=v.ev_w[v.ev_timed],
+                                             minlength=size).reshape(P, S, K)
+    days = x.move_days + np.bincount(v.ev_idx[v.ev_timed], weights=(v.ev_w * v.ev_d)[v.ev_timed],
+                                     minlength=size).reshape(P, S, K)
     prior_rate = (rate * q)[..., None] * np.ones(K)
     valid = way0 > 0
     way, leave = way0.copy(), prior_rate.copy()

@@ -33,13 +33,16 @@ from typing import Any
 
 import numpy as np
 
-from calibration.counting import RowFlags, count_rows, row_flags
+from calibration.buckets import split_log
+from calibration.counting import Counts, count_rows
 from calibration.cure import OutcomeFit, drop_weight, fit_outcomes, lapse_weight
 from calibration.dwell import DwellFit, DwellInputs, fit_dwell
 from calibration.eventlog import EventLog
 from calibration.fallbacks import all_rows_note, fallbacks, touch_order_note
+from calibration.phases import merge_bins
 from calibration.pooling import pool_shares
 from calibration.sequences import touch_dependence, touch_sequences
+from calibration.stats import LogStats, log_stats, merge_stats
 from sim.errors import InputError
 from sim.model import Model
 
@@ -56,21 +59,45 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
              touch_order: int = 0) -> Model:
     """The journey model of an event log (see the module docstring); ``touch_order=1``: the next
     touchpoint depends on the last one in the stage (touch sequences, one time to leave per stage).
-    ``dwell``: way_out, phases or plain (None: way_out, or plain with touch sequences)."""
+    ``dwell``: way_out, phases or plain (None: way_out, or plain with touch sequences).
+
+    The log is summed bucket by bucket (calibration/buckets.py, calibration/stats.py), as the
+    streaming and cluster paths sum it, so every path gives the same model."""
     dwell = _check_options(inactivity_days=inactivity_days, pooling=pooling, censoring=censoring, dwell=dwell,
                            touch_order=touch_order)
+    return estimate_stats(stats_of(log, inactivity_days=inactivity_days, phases=dwell == "phases"),
+                          inactivity_days=inactivity_days, pooling=pooling, censoring=censoring, dwell=dwell,
+                          touch_order=touch_order)
+
+
+def stats_of(log: EventLog, *, inactivity_days: float, phases: bool) -> LogStats:
+    """The statistics of a whole in-memory log, bucket by bucket."""
+    st = merge_stats([log_stats(part, end=log.end, inactivity_days=inactivity_days, phases=phases)
+                      for _, part in split_log(log)])
+    st.backward_rows = log.backward_rows
+    return st
+
+
+def estimate_stats(st: LogStats, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
+                   pooling: float = DEFAULT_POOLING, censoring: str = "cure", dwell: str | None = None,
+                   touch_order: int = 0) -> Model:
+    """The journey model of a log's statistics (`estimate` of the log they sum)."""
+    dwell = _check_options(inactivity_days=inactivity_days, pooling=pooling, censoring=censoring, dwell=dwell,
+                           touch_order=touch_order)
+    if dwell == "phases" and st.move_bins is None:
+        raise ValueError("phase-type stays need statistics taken with phases=True")
+    if st.inactivity_days != inactivity_days:
+        raise ValueError("the statistics were taken with another inactivity_days")
     m = float(pooling)
-    f = row_flags(log, inactivity_days=inactivity_days, censoring=censoring)
-    c = count_rows(f)
-    fit = fit_outcomes(f, c, log.end, m, censoring)
-    notes = fallbacks(log, f, c, fit, censoring=censoring, inactivity_days=inactivity_days)
-    if f.all_rows:
-        notes.insert(0, all_rows_note(f, inactivity_days))
+    c = count_rows(st, censoring)
+    fit = fit_outcomes(st, c, m, censoring)
+    notes = fallbacks(st, c, fit, censoring=censoring, inactivity_days=inactivity_days)
+    if c.all_rows:
+        notes.insert(0, all_rows_note(st, c, inactivity_days))
 
     # ---- pooled estimates -------------------------------------------------------------
     share = pool_shares(c.interactions.astype(float), m)
-    seq_share, seq_follow, sequence_counts = touch_sequences(share, f.cell, f.tp, f.live, f.advanced, f.first,
-                                                             f.last, m)
+    seq_share, seq_follow, sequence_counts = touch_sequences(share, st.first_in_stage, st.pairs, m)
     dependence = touch_dependence(share, sequence_counts["followed"])
     follow = None
     if touch_order == 1:
@@ -81,25 +108,25 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
         if note is not None:
             notes.append(note)
     fit.lapse[:, 0] = 0.0
-    fit.lapse[:, f.S - 1] = 0.0
+    fit.lapse[:, -1] = 0.0
     advance, drop, rate = fit.advance, fit.drop, fit.rate
     phases = None
     if dwell in ("way_out", "phases"):
-        refit = _fit_dwell(log, f, fit, share, m, censoring=censoring, inactivity_days=inactivity_days,
-                           phases=dwell == "phases")
+        refit = _fit_dwell(st, fit, share, m, censoring=censoring, phases=dwell == "phases")
         advance, drop, rate, speed, dwell_counts = refit.advance, refit.drop, refit.rate, refit.leave_speed, \
             refit.counts()
         phases = refit.phases
         if phases is not None:
-            notes.extend(_sparse_shape_notes(log.stages, refit.sparse or []))
+            notes.extend(_sparse_shape_notes(st.stages, refit.sparse or []))
     else:
-        speed, dwell_counts = np.ones((f.P, f.S, 1 + f.S)), {}
+        P, S, _ = st.shape
+        speed, dwell_counts = np.ones((P, S, 1 + S)), {}
 
-    customers = np.bincount(log.persona_of_customer, minlength=f.P)
-    arrivals, arrival_days = _arrivals(f.time[f.first], log.end)
+    customers = st.persona_customers
+    arrivals, arrival_days = _arrivals(st.arrival, st.end)
     model = Model(
-        stages=list(log.stages), touchpoints=list(log.touchpoints), personas=list(log.personas),
-        conversion_stage=log.conversion_stage, persona_share=customers / customers.sum(),
+        stages=list(st.stages), touchpoints=list(st.touchpoints), personas=list(st.personas),
+        conversion_stage=st.conversion_stage, persona_share=customers / customers.sum(),
         share=share, advance=advance, drop=drop, lapse=fit.lapse, rate=rate, leave_speed=speed, follow=follow,
         phases=phases,
         arrival_days=arrival_days,
@@ -109,13 +136,13 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
             "days_at_risk": fit.days, "customers": customers, "uncertain": fit.uncertain,
             "uncertain_lapse": fit.uncertain_lapse, **sequence_counts, **dwell_counts,
         },
-        estimator=_estimator(censoring=censoring, all_rows=f.all_rows, inactivity_days=inactivity_days, m=m,
+        estimator=_estimator(censoring=censoring, all_rows=c.all_rows, inactivity_days=inactivity_days, m=m,
                              touch_order=touch_order, dependence=dependence, dwell=dwell, notes=notes),
-        log_summary=_log_summary(log, f, inactivity_days),
+        log_summary=_log_summary(st, c, inactivity_days),
         arrivals=arrivals,
     )
     if phases is not None:  # readable: the phase count chosen per stage and way out
-        model.estimator["dwell_phases"] = {_way_name(log.stages, key): k for key, k in (refit.chosen or {}).items()}
+        model.estimator["dwell_phases"] = {_way_name(st.stages, key): k for key, k in (refit.chosen or {}).items()}
     model.check()
     return model
 
@@ -165,25 +192,35 @@ def _check_options(*, inactivity_days: float, pooling: float, censoring: str, dw
     return dwell
 
 
-def _fit_dwell(log: EventLog, f: RowFlags, fit: OutcomeFit, share: np.ndarray, m: float, *, censoring: str,
-               inactivity_days: float, phases: bool = False) -> DwellFit:
+def _fit_dwell(st: LogStats, fit: OutcomeFit, share: np.ndarray, m: float, *, censoring: str,
+               phases: bool = False) -> DwellFit:
     """The way-out dwell fit, visits cut at the outcome window (window) or followed to the log's end (cure)."""
-    cut = log.end - inactivity_days
-    q_rows, q_w, l_rows, l_w = fit.quiet.drop, fit.w_drop, fit.quiet.lapse, fit.w_lapse
+    t = st.tails
+    final = len(st.stages) - 1
     if censoring == "cure":
         # visits are followed to the log's end, so recent arrivals count too: a quiet last row
         # is a drop-off with the cure model's P(over | quiet so far) at the final estimates
-        cut = log.end
-        final = f.S - 1
-        q_rows = np.flatnonzero(f.live & ~f.advanced & f.last)
-        q_w = drop_weight(fit.drop, fit.advance, fit.rate, f.cell[q_rows], f.entry_idx[q_rows],
-                          log.end - f.time[q_rows], f.certain[q_rows])
-        l_rows = np.flatnonzero(f.live & f.advanced & (f.after < final) & f.last)
-        l_w = lapse_weight(fit.lapse, fit.rate, f.entry_idx[l_rows], log.end - f.time[l_rows], f.certain[l_rows])
+        cut, early = st.end, slice(0, 2)
+        q_rows = np.flatnonzero(t.live & ~t.advanced)
+        q_w = drop_weight(fit.drop, fit.advance, fit.rate, t.cell[q_rows], t.to_idx[q_rows], st.end - t.time[q_rows],
+                          t.certain[q_rows])
+        l_rows = np.flatnonzero(t.live & t.advanced & (t.after < final))
+        l_w = lapse_weight(fit.lapse, fit.rate, t.to_idx[l_rows], st.end - t.time[l_rows], t.certain[l_rows])
+        late_ps, late_entry = st.late.ps[:0], st.late.entry_time[:0]
+    else:  # moves in the window are censored at its start
+        cut, early = st.end - st.inactivity_days, slice(0, 1)
+        q_rows, q_w, l_rows, l_w = fit.quiet.drop, fit.w_drop, fit.quiet.lapse, fit.w_lapse
+        late_ps, late_entry = st.late.ps, st.late.entry_time
+    open_rows = np.flatnonzero(t.live & ~t.advanced & (t.time > cut))
+    bins = merge_bins(st.move_bins[early]) if phases else None
     return fit_dwell(DwellInputs(
-        time=f.time, first=f.first, last=f.last, before=f.before, after=f.after, live=f.live, advanced=f.advanced,
-        persona=f.persona, cut=cut, quiet_drop=q_rows, w_drop=q_w, quiet_lapse=l_rows, w_lapse=l_w, share=share,
-        advance=fit.advance, drop=fit.drop, lapse=fit.lapse, rate=fit.rate, m=m), phases=phases)
+        move_exits=st.move_exits[early].sum(0), move_timed=st.move_timed[early].sum(0),
+        move_days=st.move_days[early].sum(0), move_bins=bins, late_ps=late_ps, late_t=cut - late_entry,
+        open_ps=t.ps[open_rows], open_t=cut - t.entry_time[open_rows], drop_ps=t.ps[q_rows],
+        drop_t=t.time[q_rows] - t.entry_time[q_rows], drop_cut=cut - t.entry_time[q_rows],
+        drop_timed=t.timed[q_rows], w_drop=q_w, lapse_idx=t.to_idx[l_rows], lapse_cut=cut - t.time[l_rows],
+        w_lapse=l_w, share=share, advance=fit.advance, drop=fit.drop, lapse=fit.lapse, rate=fit.rate, m=m),
+        phases=phases)
 
 
 def _arrivals(start: np.ndarray, end: float) -> tuple[dict[str, Any], float]:
@@ -205,23 +242,21 @@ def _arrivals(start: np.ndarray, end: float) -> tuple[dict[str, Any], float]:
              "daily": {"first_day": _iso(float(first_day))[:10], "counts": daily.tolist()}}, arrival_days)
 
 
-def _log_summary(log: EventLog, f: RowFlags, inactivity_days: float) -> dict[str, Any]:
+def _log_summary(st: LogStats, c: Counts, inactivity_days: float) -> dict[str, Any]:
     """The model's log summary: source, size, and how many journeys completed, ended or go on."""
-    final = f.S - 1
-    last_time = f.time[f.last]
-    last_stage = f.after[f.last]
-    completed = int((last_stage == final).sum())
-    quiet = last_time <= log.end - inactivity_days
-    if log.ended is not None:  # a mapping's end_values closed these journeys, however recent
-        quiet = quiet | log.ended[log.customer[f.last]]
-    ended = int(((last_stage < final) & quiet).sum())
+    t = st.tails
+    final = len(st.stages) - 1
+    completed = int((t.after == final).sum())
+    # quiet long enough, or closed by a mapping's end_values however recent
+    quiet = (t.time <= st.end - inactivity_days) | t.certain
+    ended = int(((t.after < final) & quiet).sum())
     return {
-        "source": log.source, "sha256": log.sha256, "rows": log.n_rows, "customers": log.n_customers,
-        "first_timestamp": _iso(float(f.time.min())), "last_timestamp": _iso(log.end),
-        "backward_rows": log.backward_rows, "rows_after_final_stage": int((~f.live).sum()),
-        "undecided_rows": int((f.live & ~f.decided).sum()),
+        "source": st.source, "sha256": st.sha256, "rows": st.rows, "customers": st.customers,
+        "first_timestamp": _iso(st.first_time), "last_timestamp": _iso(st.end),
+        "backward_rows": st.backward_rows, "rows_after_final_stage": int(st.rows - st.live_rows),
+        "undecided_rows": int(st.live_rows - c.decided.sum()),
         "customers_completed": completed, "customers_ended": ended,
-        "customers_in_progress": int(log.n_customers - completed - ended),
+        "customers_in_progress": int(st.customers - completed - ended),
     }
 
 

@@ -1,19 +1,21 @@
 """Where the data cannot tell and an estimate is the pooled prior: fallback records with a plain message."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from calibration.counting import Counts, RowFlags
+from calibration.counting import Counts
 from calibration.cure import OutcomeFit
-from calibration.eventlog import EventLog
 from calibration.pooling import DEFAULT_GAP_DAYS
+
+if TYPE_CHECKING:
+    from calibration.stats import LogStats
 
 SEQUENCE_NOTE_NATS = 0.05  # below this the next touchpoint says too little about the last to matter
 
 
-def fallbacks(log: EventLog, f: RowFlags, c: Counts, fit: OutcomeFit, *, censoring: str,
+def fallbacks(st: LogStats, c: Counts, fit: OutcomeFit, *, censoring: str,
               inactivity_days: float) -> list[dict[str, Any]]:
     """Where the data cannot tell and an estimate is the pooled prior: records with a plain message.
 
@@ -22,29 +24,29 @@ def fallbacks(log: EventLog, f: RowFlags, c: Counts, fit: OutcomeFit, *, censori
     model, 1 - exp(-rate * quiet time), how far its quiet time tells "over" from "still to return".
     A cell with less than one interaction's worth of evidence is left to the pooled estimate.
     """
-    live, decided, known, cell, size, history = f.live, f.decided, f.known, f.cell, f.size, f.history
+    history = c.history
     interactions, gaps, entered = c.interactions, c.gaps, c.entered
-    quiet_rows, quiet_time, sure = fit.quiet.drop, fit.quiet.quiet_d, fit.quiet.sure_d
+    quiet_time, sure = fit.quiet.quiet_d, fit.quiet.sure_d
     quiet_rate = fit.rate.ravel()[fit.quiet.stage_d]
     P, S, T = interactions.shape
     final = S - 1
-    stages = log.stages
+    stages = st.stages
     out: list[dict[str, Any]] = []
     if censoring == "window":
-        evidence = np.bincount(cell[decided], minlength=size).astype(float)
-        left = int((live & ~decided).sum())
-        if left * 2 > live.sum():
-            out.append({"kind": "window", "count": left, "of": int(live.sum()),
-                        "message": f"{left:,} of {int(live.sum()):,} interactions are in the last "
+        evidence = c.decided.astype(float)
+        live = st.live_rows
+        left = int(live - c.decided.sum())
+        if left * 2 > live:
+            out.append({"kind": "window", "count": left, "of": int(live),
+                        "message": f"{left:,} of {int(live):,} interactions are in the last "
                                    f"{inactivity_days:g} days (history {history:.3g} days) and left out of the "
                                    "outcome, lapse and gap estimates; --censoring cure uses them"})
     else:
-        row_ev = known.astype(float)
+        # rows in the outcome window (when it applies) are not used; a quiet last row's evidence is
+        # how far its quiet time tells "over" from "still to return"
         quiet_ev = np.where(sure, 1.0, 1.0 - np.exp(-quiet_rate * quiet_time))
-        row_ev[quiet_rows] = quiet_ev
-        row_ev[~decided] = 0.0  # in the outcome window (when it applies): not used
-        evidence = np.bincount(cell[live], weights=row_ev[live], minlength=size)
-    evidence = evidence.reshape(P, S, T)[:, :final]
+        evidence = c.followed + np.bincount(fit.quiet.cell_d, weights=quiet_ev, minlength=P * S * T).reshape(P, S, T)
+    evidence = evidence[:, :final]
     seen = interactions[:, :final] > 0
     blind = seen & (evidence < 1.0)
     stage_seen = seen.any(axis=(0, 2))
@@ -81,12 +83,12 @@ def fallbacks(log: EventLog, f: RowFlags, c: Counts, fit: OutcomeFit, *, censori
     return out
 
 
-def all_rows_note(f: RowFlags, inactivity_days: float) -> dict[str, Any]:
+def all_rows_note(st: LogStats, c: Counts, inactivity_days: float) -> dict[str, Any]:
     """The record saying every interaction entered (the window would have left most undecided)."""
-    k, n_live = int(f.in_window.sum()), int(f.live.sum())
+    k, n_live = int(st.window_rows), int(st.live_rows)
     return {"kind": "all_rows", "count": k, "of": n_live,
             "message": f"{k:,} of {n_live:,} interactions are in the last {inactivity_days:g} days "
-                       f"(history {f.history:.3g} days): too many to leave out, so every interaction "
+                       f"(history {c.history:.3g} days): too many to leave out, so every interaction "
                        "enters with the cure model, which leans on exponential gaps between "
                        "interactions"}
 

@@ -58,24 +58,54 @@ class _Obs:
     c_w: np.ndarray
 
 
-def _bin(cell: np.ndarray, t: np.ndarray, w: np.ndarray, width: float = _BIN,
-         tmin: float = _TMIN) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(cell, weighted mean time, summed weight) per cell x log-time bin with weight > 0."""
+_NBINS = 1 << 13  # log-time bins a cell: 1 % bins from 9 s reach far beyond any stay
+
+
+@dataclass
+class BinSums:
+    """Binned times: per (cell, log-time bin) key, the summed weight and weighted time (adds up over buckets)."""
+
+    key: np.ndarray  # cell * _NBINS + bin, ascending
+    w: np.ndarray
+    wt: np.ndarray
+
+
+def bin_sums(cell: np.ndarray, t: np.ndarray, w: np.ndarray | None = None, width: float = _BIN,
+             tmin: float = _TMIN) -> BinSums:
+    """The weight and weighted time of each cell x log-time bin with weight > 0."""
+    w = np.ones(t.size) if w is None else w
     keep = w > 0
     cell, t, w = cell[keep], t[keep], w[keep]
-    b = np.floor(np.log(np.maximum(t, tmin) / tmin) / width).astype(np.int64)
-    key = cell.astype(np.int64) * (int(b.max(initial=0)) + 1) + b
-    if key.size and key.max() < 1 << 26:  # a dense key space: counting is O(n), a sort is not
+    b = np.minimum(np.floor(np.log(np.maximum(t, tmin) / tmin) / width), _NBINS - 1).astype(np.int64)
+    return _summed(cell.astype(np.int64) * _NBINS + b, w, w * t)
+
+
+def merge_bins(parts: list[BinSums]) -> BinSums:
+    """Binned times of several sets together (in the order given)."""
+    return _summed(np.concatenate([p.key for p in parts]), np.concatenate([p.w for p in parts]),
+                   np.concatenate([p.wt for p in parts]))
+
+
+def _summed(key: np.ndarray, w: np.ndarray, wt: np.ndarray) -> BinSums:
+    if key.size and key.max() < 4 * key.size:  # a dense key space: counting is O(n), a sort is not
         seen = np.bincount(key, minlength=int(key.max()) + 1) > 0
         uniq = np.flatnonzero(seen)
         inv = (np.cumsum(seen) - 1)[key]
     else:
         uniq, inv = np.unique(key, return_inverse=True)
-    sw = np.bincount(inv, weights=w)
-    st = np.bincount(inv, weights=w * t) / np.maximum(sw, 1e-300)
-    first = np.zeros(uniq.size, dtype=np.int64)
-    first[inv] = np.arange(inv.size)
-    return cell[first], st, sw
+    return BinSums(key=uniq, w=np.bincount(inv, weights=w, minlength=uniq.size),
+                   wt=np.bincount(inv, weights=wt, minlength=uniq.size))
+
+
+def _binned(b: BinSums) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cell, weighted mean time, summed weight) per bin."""
+    return b.key // _NBINS, b.wt / np.maximum(b.w, 1e-300), b.w
+
+
+def _bin(cell: np.ndarray, t: np.ndarray, w: np.ndarray, width: float = _BIN,
+         tmin: float = _TMIN) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cell, weighted mean time, summed weight) per cell x log-time bin with weight > 0."""
+    return _binned(bin_sums(cell, t, w, width, tmin))
 
 
 def _step(pi: np.ndarray, lam: float, te: np.ndarray, we: np.ndarray, tc: np.ndarray, wc: np.ndarray,
@@ -158,13 +188,14 @@ class Quiet:
     w: np.ndarray  # the cure model's weight of "over"
 
 
-def fit_phases(ev_idx: np.ndarray, ev_w: np.ndarray, ev_d: np.ndarray, ev_timed: np.ndarray,
-               c_idx: np.ndarray, c_w: np.ndarray, c_t: np.ndarray, quiet: Quiet, *, way: np.ndarray,
+def fit_phases(move_exits: np.ndarray, move_bins: BinSums, c_idx: np.ndarray, c_w: np.ndarray, c_t: np.ndarray,
+               quiet: Quiet, *, way: np.ndarray,
                leave: np.ndarray, way0: np.ndarray, q: np.ndarray, rate: np.ndarray, m: float,
                exposure: np.ndarray) -> PhaseFit:
     """Phase-type stays by EM, started from the exponential way-out fit (``way``, ``leave``).
 
-    ``ev_*`` / ``c_*``: finished and unfinished visits other than the quiet rows; ``q``, ``rate``:
+    ``move_exits`` [P, S, 1 + S] / ``move_bins``: visits finished by a move (all; timed ones binned);
+    ``c_*``: unfinished visits other than the quiet rows; ``q``, ``rate``:
     the plain model's P(an interaction leaves) and interaction rate [P, S]; ``exposure``: the
     exponential fit's days at risk. Where BIC keeps every stay exponential, the exponential fit is
     the answer, unchanged.
@@ -182,11 +213,9 @@ def fit_phases(ev_idx: np.ndarray, ev_w: np.ndarray, ev_d: np.ndarray, ev_timed:
     for rnd in range(ROUNDS):
         wq = _quiet_weights(quiet, way, pi, lam, stay_rate, out0)
         qa = quiet.timed & (wq > 0)
-        idx = np.concatenate([ev_idx, quiet.ps * K1])
-        ew = np.concatenate([ev_w, wq])
-        exits = np.bincount(idx, weights=ew, minlength=P * S * K1).reshape(P, S, K1)  # untimed ones too
-        tm = np.concatenate([ev_timed, qa])
-        obs = _Obs(*_bin(idx[tm], np.concatenate([ev_d, quiet.t_row])[tm], ew[tm]),
+        exits = move_exits + np.bincount(quiet.ps * K1, weights=wq, minlength=P * S * K1).reshape(P, S, K1)
+        finished = merge_bins([move_bins, bin_sums(quiet.ps[qa] * K1, quiet.t_row[qa], wq[qa])])
+        obs = _Obs(*_binned(finished),
                    *_bin(np.concatenate([c_idx, quiet.ps]), np.concatenate([c_t, quiet.t_row + quiet.quiet]),
                          np.concatenate([c_w, 1.0 - wq])))
         if rnd == 0:  # the phase counts, with the quiet rows as the exponential fit weighs them

@@ -7,26 +7,19 @@ from typing import Any
 import numpy as np
 
 
-def touch_sequences(share: np.ndarray, cell: np.ndarray, tp: np.ndarray, live: np.ndarray, advanced: np.ndarray,
-                     first: np.ndarray, last: np.ndarray, m: float) -> tuple[np.ndarray, np.ndarray, dict]:
+def touch_sequences(share: np.ndarray, firsts: np.ndarray, followed: np.ndarray,
+                    m: float) -> tuple[np.ndarray, np.ndarray, dict]:
     """(share of first interactions in a stage, next-touchpoint rows, their counts) for touch sequences.
 
     A stage's first interaction is a customer's first, or one after a move. A staying interaction
     followed by another (same customer, so same stage) gives one (this touchpoint -> next) pair,
     whenever it happened: what comes next does not depend on censoring. Both are shrunk toward the
-    stage's shares of all interactions (``share``) with ``m`` pseudo-interactions.
+    stage's shares of all interactions (``share``) with ``m`` pseudo-interactions. ``firsts`` [P, S, T]
+    and ``followed`` [P, S, T, T] count them (calibration/stats.py).
     """
-    P, S, T = share.shape
-    n = cell.size
-    entry = live & (first | np.r_[False, advanced[:-1]])
-    firsts = np.bincount(cell[entry], minlength=P * S * T).reshape(P, S, T)
+    S = share.shape[1]
     rows = firsts.sum(-1, keepdims=True)
     entry_share = np.where(rows + m > 0, (firsts + m * share) / np.maximum(rows + m, 1e-300), share)
-    pairs = np.flatnonzero(live & ~advanced & ~last)
-    nxt = pairs + 1
-    keep = nxt < n
-    pairs, nxt = pairs[keep], nxt[keep]
-    followed = np.bincount(cell[pairs] * T + tp[nxt], minlength=P * S * T * T).reshape(P, S, T, T)
     total = followed.sum(-1, keepdims=True)
     follow = (followed + m * share[:, :, None, :]) / np.maximum(total + m, 1e-300)
     follow = np.where(total + m > 0, follow, share[:, :, None, :])

@@ -1,0 +1,206 @@
+"""Sufficient statistics of an event log: what the estimator needs, computed per bucket of customers and added up.
+
+`log_stats` reads one bucket (an `EventLog` of whole customers, calibration/buckets.py) and returns
+counts per persona x stage x touchpoint, sums of days, binned stays and, per customer, the last row
+and the arrival: never an array per event. `merge_stats` adds buckets up in bucket order;
+calibration/estimate.py estimates from the sums. Counts that depend on the censoring rule are kept
+split by whether the row lies in the outcome window (the last ``inactivity_days`` of the log), so the
+rule (and whether every row enters, which depends on the whole log) is applied once, to the sums.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from calibration.counting import row_structure
+from calibration.eventlog import EventLog
+from calibration.experience import ExperienceSums, experience_sums
+from calibration.phases import BinSums, bin_sums, merge_bins
+from calibration.value import ValueSums, value_sums
+
+
+@dataclass
+class Tails:
+    """Per customer, the last row: what the quiet-row (cure) weights, the dwell fit and the log summary read."""
+
+    ps: np.ndarray  # flat [P, S] of the stage before the row
+    cell: np.ndarray  # flat [P, S, T]
+    to_idx: np.ndarray  # flat [P, S] of the stage after the row
+    after: np.ndarray
+    time: np.ndarray
+    entry_time: np.ndarray  # when the customer entered the stage the row was in
+    live: np.ndarray
+    advanced: np.ndarray
+    certain: np.ndarray  # the journey was closed by a mapping's end_values
+    timed: np.ndarray  # False: the interaction at arrival (no time in the stage)
+
+
+@dataclass
+class Late:
+    """Moves inside the outcome window, other than at arrival (censored there by the window rule)."""
+
+    ps: np.ndarray
+    entry_time: np.ndarray
+
+
+@dataclass
+class LogStats:
+    """The sums behind a model. Arrays indexed [w, ...] hold rows outside (w = 0) and inside (1) the window."""
+
+    touchpoints: list[str]
+    stages: list[str]
+    personas: list[str]
+    conversion_stage: str
+    source: str
+    sha256: str
+    notes: dict
+    end: float
+    inactivity_days: float
+    rows: int
+    customers: int
+    first_time: float
+    backward_rows: int
+    live_rows: int
+    window_rows: int  # live rows in the window
+    known_rows: int  # live rows whose outcome is known (moved on, followed, or closed)
+    interactions: np.ndarray  # [P, S, T] live rows
+    decided: np.ndarray  # [2, P, S, T] live rows
+    advanced: np.ndarray  # [2, P, S, T, S] live moves by stage moved to
+    stay_seen: np.ndarray  # [2, P, S, T] live stays followed by another row
+    entered: np.ndarray  # [2, P, S] live moves into a non-final stage
+    gaps: np.ndarray  # [2, P, S] gaps after a live row that leaves the customer in a non-final stage
+    days_seen: np.ndarray  # [2, P, S] their days
+    followed_rows: np.ndarray  # [2, P, S, T] live rows moved on or followed (known without the cure weights)
+    first_in_stage: np.ndarray  # [P, S, T] a stage's first interactions
+    pairs: np.ndarray  # [P, S, T, T] a staying interaction and the next
+    move_exits: np.ndarray  # [2, P, S, 1 + S] moves (visits finished by moving on), by way out
+    move_timed: np.ndarray  # [2, P, S, 1 + S] of them, those that took time in the stage
+    move_days: np.ndarray  # [2, P, S, 1 + S] their days in the stage
+    move_bins: list[BinSums] | None  # per w: timed moves' days binned (phase-type stays only)
+    persona_customers: np.ndarray  # [P]
+    arrival: np.ndarray  # [customers] first row's time
+    tails: Tails
+    late: Late
+    experience: ExperienceSums | None
+    value: ValueSums | None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(personas, stages, touchpoints)."""
+        return self.interactions.shape
+
+
+def log_stats(log: EventLog, *, end: float, inactivity_days: float, phases: bool = False) -> LogStats:
+    """The statistics of one bucket of whole customers (or a whole log); ``end``: the whole log's last time."""
+    P, S, T = len(log.personas), len(log.stages), len(log.touchpoints)
+    K = 1 + S
+    final = S - 1
+    cust, time, tp = log.customer, log.time, log.touchpoint.astype(np.int64)
+    after = log.stage.astype(np.int64)
+    n = cust.size
+    first, last, before = row_structure(cust, after)
+    persona = log.persona_of_customer[cust].astype(np.int64)
+    live = before < final
+    advanced = after > before
+    certain = log.ended[cust] if log.ended is not None else np.zeros(n, dtype=bool)
+    window = (live & (time > end - inactivity_days)).astype(np.int64)
+    ps = persona * S + before
+    cell = ps * T + tp
+    to_idx = persona * S + after
+    size = P * S * T
+
+    def count(mask: np.ndarray, index: np.ndarray, length: int, weights: np.ndarray | None = None) -> np.ndarray:
+        """[2, length] sums of the masked rows, by window part."""
+        key = window[mask] * length + index[mask]
+        return np.bincount(key, weights=None if weights is None else weights[mask], minlength=2 * length)
+
+    gap_rows = live & ~last & (after < final)
+    gap_len = np.zeros(n)
+    gap_len[:-1] = time[1:] - time[:-1]
+    entry_row = _entry_rows(first, before)
+    entry_time = time[entry_row]
+    moves = live & advanced
+    arrival_move = first & (before == 0)
+    timed_moves = moves & ~arrival_move
+    in_stage = time - entry_time
+    way = ps * K + 1 + after
+    stay_next = np.flatnonzero(live & ~advanced & ~last)
+    entry = live & (first | np.r_[False, advanced[:-1]])
+    late = np.flatnonzero(timed_moves & (window == 1))
+    return LogStats(
+        touchpoints=log.touchpoints, stages=log.stages, personas=log.personas, conversion_stage=log.conversion_stage,
+        source=log.source, sha256=log.sha256, notes=log.notes, end=float(end), inactivity_days=float(inactivity_days),
+        rows=int(n), customers=log.n_customers, first_time=float(time.min()) if n else np.inf,
+        backward_rows=int(log.backward_rows), live_rows=int(live.sum()), window_rows=int(window.sum()),
+        known_rows=int((live & (advanced | ~last | certain)).sum()),
+        interactions=np.bincount(cell[live], minlength=size).reshape(P, S, T),
+        decided=count(live, cell, size).reshape(2, P, S, T),
+        advanced=count(moves, cell * S + after, size * S).reshape(2, P, S, T, S),
+        stay_seen=count(live & ~advanced & ~last, cell, size).reshape(2, P, S, T),
+        entered=count(moves & (after < final), to_idx, P * S).reshape(2, P, S),
+        gaps=count(gap_rows, to_idx, P * S).reshape(2, P, S),
+        days_seen=count(gap_rows, to_idx, P * S, gap_len).reshape(2, P, S),
+        followed_rows=count(live & (advanced | ~last), cell, size).reshape(2, P, S, T),
+        first_in_stage=np.bincount(cell[entry], minlength=size).reshape(P, S, T),
+        pairs=np.bincount(cell[stay_next] * T + tp[stay_next + 1], minlength=size * T).reshape(P, S, T, T),
+        move_exits=count(moves, way, P * S * K).reshape(2, P, S, K),
+        move_timed=count(timed_moves, way, P * S * K).reshape(2, P, S, K),
+        move_days=count(timed_moves, way, P * S * K, in_stage).reshape(2, P, S, K),
+        move_bins=[bin_sums(way[timed_moves & (window == w)], in_stage[timed_moves & (window == w)])
+                   for w in (0, 1)] if phases else None,
+        persona_customers=np.bincount(log.persona_of_customer, minlength=P),
+        arrival=time[first],
+        tails=Tails(ps=ps[last], cell=cell[last], to_idx=to_idx[last], after=after[last], time=time[last],
+                    entry_time=entry_time[last], live=live[last], advanced=advanced[last], certain=certain[last],
+                    timed=~arrival_move[last]),
+        late=Late(ps=ps[late], entry_time=entry_time[late]),
+        experience=experience_sums(log, before), value=value_sums(log, before, after),
+    )
+
+
+def _entry_rows(first: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """Per row, the row that moved the customer into the row's stage (itself for the first stage)."""
+    n = first.size
+    rows = np.arange(n, dtype=np.int64)
+    run_start = first.copy()
+    run_start[1:] |= before[1:] != before[:-1]
+    entry_row = np.where(run_start, np.where(first, rows, rows - 1), 0)
+    np.maximum.accumulate(entry_row, out=entry_row)
+    return entry_row
+
+
+_SUMMED = ("interactions", "decided", "advanced", "stay_seen", "entered", "gaps", "days_seen", "followed_rows",
+           "first_in_stage", "pairs", "move_exits", "move_timed", "move_days", "persona_customers")
+_COUNTS = ("rows", "customers", "backward_rows", "live_rows", "window_rows", "known_rows")
+
+
+def merge_stats(parts: list[LogStats]) -> LogStats:
+    """The statistics of the buckets together, added in the order given (bucket order: the sums are then
+    the same on every path, to the bit)."""
+    if not parts:
+        raise ValueError("no buckets to merge")
+    head = parts[0]
+    if len(parts) == 1:
+        return head
+    out = {f.name: getattr(head, f.name) for f in fields(LogStats)}
+    for name in _SUMMED:
+        total = np.array(getattr(head, name), dtype=np.result_type(*(getattr(p, name) for p in parts)), copy=True)
+        for p in parts[1:]:
+            total += getattr(p, name)
+        out[name] = total
+    for name in _COUNTS:
+        out[name] = sum(getattr(p, name) for p in parts)
+    out["first_time"] = min(p.first_time for p in parts)
+    out["arrival"] = np.concatenate([p.arrival for p in parts])
+    out["tails"] = Tails(**{f.name: np.concatenate([getattr(p.tails, f.name) for p in parts])
+                            for f in fields(Tails)})
+    out["late"] = Late(**{f.name: np.concatenate([getattr(p.late, f.name) for p in parts]) for f in fields(Late)})
+    if head.move_bins is not None:
+        out["move_bins"] = [merge_bins([p.move_bins[w] for p in parts]) for w in (0, 1)]
+    if head.experience is not None:
+        out["experience"] = ExperienceSums.add_up([p.experience for p in parts])
+    if head.value is not None:
+        out["value"] = ValueSums.add_up([p.value for p in parts])
+    return LogStats(**out)
