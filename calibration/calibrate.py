@@ -1,17 +1,23 @@
 """Calibration: event log in, Model out (pure; `journey calibrate` writes it: application/calibrate.py)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from calibration.estimate import DEFAULT_INACTIVITY_DAYS, estimate
-from calibration.experience import satisfaction_by_cell
+import numpy as np
+
+from calibration.estimate import DEFAULT_INACTIVITY_DAYS, check_options, estimate_stats, stats_of
+from calibration.experience import satisfaction_section
 from calibration.load import load_events
 from calibration.mapping import load_mapping
-from calibration.value import value_section
+from calibration.stats import LogStats, StatsSum, log_stats
+from calibration.value import section_of
 from sim.errors import InputError
 from sim.limits import finite
 from sim.model import Model
+
+READERS = ("stream", "memory")
 
 
 @dataclass
@@ -26,11 +32,11 @@ def calibrate(events: str | Path, *, stages: str | None = None, conversion_stage
               inactivity_days: float = DEFAULT_INACTIVITY_DAYS, mapping: str | Path | None = None,
               before: float | None = None, censoring: str = "cure", dwell: str | None = None,
               personas: str | int | None = None, seed: int | None = None, currency: str | None = None,
-              touch_order: int = 0) -> Model:
+              touch_order: int = 0, reader: str = "memory") -> Model:
     """The model of an event log (see `calibration`)."""
     return calibration(events, stages=stages, conversion_stage=conversion_stage, inactivity_days=inactivity_days,
                        mapping=mapping, before=before, censoring=censoring, dwell=dwell, personas=personas,
-                       seed=seed, currency=currency, touch_order=touch_order).model
+                       seed=seed, currency=currency, touch_order=touch_order, reader=reader).model
 
 
 def calibration(events: str | Path, *, stages: str | None = None, conversion_stage: str | None = None,
@@ -38,27 +44,47 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
                 before: float | None = None, censoring: str = "cure", dwell: str | None = None,
                 personas: str | int | None = None, seed: int | None = None,
                 assignments: str | Path | None = None, currency: str | None = None,
-                touch_order: int = 0) -> Calibration:
+                touch_order: int = 0, reader: str = "memory", client=None,
+                progress: Callable[[str, int, int], None] | None = None) -> Calibration:
     """``touch_order``: 1 = touch sequences (calibration/estimate.py);
     ``personas`` (auto or K): discover them from behaviour when the log has none (calibration/personas.py);
     ``assignments``: the file each customer's posterior per persona is meant for (checked here; its CSV
-    text comes back in the record)."""
+    text comes back in the record).
+
+    ``reader``: ``stream`` (default) reads the log in batches and sums it bucket by bucket, so memory stays
+    bounded however long the log; ``memory`` loads it whole first (persona discovery always does). A Dask
+    ``client`` sums the buckets on its workers (calibration/cluster.py). Every path gives the same model.
+    ``progress(what, done, total)`` hears of long reads."""
     from calibration import personas as discovery
 
     finite(inactivity_days, "--inactivity-days")  # nan and inf pass Typer's float parsing
-
+    if reader not in READERS:
+        raise InputError("unknown reader", where="--reader", value=reader, hint="use stream or memory")
     if assignments is not None:
         _check_assignments(assignments, events, personas)
     k = discovery.parse_personas(personas)
-    log = load_events(events, stages=stages, conversion_stage=conversion_stage, mapping=mapping, before=before)
-    record = None
-    if k is not None:
-        seed = discovery.DEFAULT_SEED if seed is None else seed
-        log, posterior, record = discovery.discover(log, personas=personas, seed=seed,
-                                                    inactivity_days=inactivity_days, censoring=censoring)
-    model = estimate(log, inactivity_days=inactivity_days, censoring=censoring, dwell=dwell, touch_order=touch_order)
-    if log.satisfaction is not None:
-        model.extras["experience"] = satisfaction_by_cell(log)
+    dwell_model = check_options(inactivity_days=inactivity_days, censoring=censoring, dwell=dwell,
+                                touch_order=touch_order)
+    phases = dwell_model == "phases"
+    load = {"stages": stages, "conversion_stage": conversion_stage, "mapping": mapping, "before": before}
+    log = posterior = record = None
+    if k is not None or reader == "memory":
+        log = load_events(events, **load)
+        if k is not None:
+            seed = discovery.DEFAULT_SEED if seed is None else seed
+            log, posterior, record = discovery.discover(log, personas=personas, seed=seed,
+                                                        inactivity_days=inactivity_days, censoring=censoring)
+        st = stats_of(log, inactivity_days=inactivity_days, phases=phases)
+    elif client is not None:
+        from calibration.cluster import cluster_stats
+
+        st = cluster_stats(events, client, inactivity_days=inactivity_days, phases=phases, **load)
+    else:
+        st = _streamed(events, load, inactivity_days=inactivity_days, phases=phases, progress=progress)
+    model = estimate_stats(st, inactivity_days=inactivity_days, censoring=censoring, dwell=dwell,
+                           touch_order=touch_order)
+    if st.experience is not None:
+        model.extras["experience"] = satisfaction_section(st.experience, st.stages, st.touchpoints)
     csv = None
     if record is not None:
         record["profiles"] = discovery.profiles(model)
@@ -67,10 +93,33 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
             csv = discovery.assignments_csv(log, posterior, model.personas)
     if currency is None and mapping is not None:
         currency = load_mapping(mapping).currency
-    section = value_section(log, currency)
+    section = section_of(st.value, st.personas, st.stages, currency)
     if section:
         model.extras["value"] = section
     return Calibration(model=model, assignments_csv=csv)
+
+
+def _streamed(events: str | Path, load: dict, *, inactivity_days: float, phases: bool,
+              progress: Callable[[str, int, int], None] | None) -> LogStats:
+    """The log's statistics, read in batches and summed bucket by bucket (calibration/stream.py)."""
+    from calibration.stream import open_stream
+
+    def report(what: str) -> Callable[[int, int], None] | None:
+        return None if progress is None else (lambda done, total: progress(what, done, total))
+
+    with open_stream(events, progress=report("reading"), **load) as stream:
+        end = stream.end
+        while True:
+            total, last = StatsSum(), -np.inf
+            for _, part in stream.parts(progress=report("summing")):
+                total.add(log_stats(part, end=end, inactivity_days=inactivity_days, phases=phases))
+                last = max(last, part.end)
+            if last == end:
+                break
+            end = last  # rows after a mapping's end rows were dropped: the log ends earlier, sum again
+        st = total.result()
+    st.source, st.sha256 = stream.source, stream.sha256
+    return st
 
 
 def _check_assignments(path: str | Path, events: str | Path, personas: str | int | None) -> None:

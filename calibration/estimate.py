@@ -63,7 +63,7 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
 
     The log is summed bucket by bucket (calibration/buckets.py, calibration/stats.py), as the
     streaming and cluster paths sum it, so every path gives the same model."""
-    dwell = _check_options(inactivity_days=inactivity_days, pooling=pooling, censoring=censoring, dwell=dwell,
+    dwell = check_options(inactivity_days=inactivity_days, pooling=pooling, censoring=censoring, dwell=dwell,
                            touch_order=touch_order)
     return estimate_stats(stats_of(log, inactivity_days=inactivity_days, phases=dwell == "phases"),
                           inactivity_days=inactivity_days, pooling=pooling, censoring=censoring, dwell=dwell,
@@ -82,7 +82,7 @@ def estimate_stats(st: LogStats, *, inactivity_days: float = DEFAULT_INACTIVITY_
                    pooling: float = DEFAULT_POOLING, censoring: str = "cure", dwell: str | None = None,
                    touch_order: int = 0) -> Model:
     """The journey model of a log's statistics (`estimate` of the log they sum)."""
-    dwell = _check_options(inactivity_days=inactivity_days, pooling=pooling, censoring=censoring, dwell=dwell,
+    dwell = check_options(inactivity_days=inactivity_days, pooling=pooling, censoring=censoring, dwell=dwell,
                            touch_order=touch_order)
     if dwell == "phases" and st.move_bins is None:
         raise ValueError("phase-type stays need statistics taken with phases=True")
@@ -168,8 +168,8 @@ def _sparse_shape_notes(stages: list[str], sparse: list[str]) -> list[dict[str, 
                         "keeps the exponential shape of --dwell way_out"}]
 
 
-def _check_options(*, inactivity_days: float, pooling: float, censoring: str, dwell: str | None,
-                   touch_order: int) -> str:
+def check_options(*, inactivity_days: float, pooling: float = DEFAULT_POOLING, censoring: str = "cure",
+                  dwell: str | None = None, touch_order: int = 0) -> str:
     """Refuse unknown options; returns the dwell model (touch sequences keep one time to leave)."""
     if dwell is None:
         dwell = "plain" if touch_order == 1 else DEFAULT_DWELL

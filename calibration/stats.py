@@ -176,31 +176,79 @@ _SUMMED = ("interactions", "decided", "advanced", "stay_seen", "entered", "gaps"
 _COUNTS = ("rows", "customers", "backward_rows", "live_rows", "window_rows", "known_rows")
 
 
+class StatsSum:
+    """Buckets' statistics added up one at a time, in the order given (bucket order: the sums are then the
+    same on every path, to the bit). Dense sums are kept running; per-customer arrays are joined at the end."""
+
+    def __init__(self) -> None:
+        self._head: LogStats | None = None
+        self._sums: dict[str, np.ndarray] = {}
+        self._counts: dict[str, int] = {}
+        self._joined: dict[str, list[np.ndarray]] = {}
+        self._bins: list[list[BinSums]] = [[], []]
+        self._experience: list[ExperienceSums] = []
+        self._value: list[ValueSums] = []
+        self._first_time = np.inf
+        self.parts = 0
+
+    def add(self, part: LogStats) -> None:
+        """Add one bucket's statistics."""
+        if self._head is None:
+            self._head = part
+            self._sums = {name: np.array(getattr(part, name), copy=True) for name in _SUMMED}
+            self._counts = dict.fromkeys(_COUNTS, 0)
+        else:
+            for name in _SUMMED:
+                a, b = self._sums[name], getattr(part, name)
+                if a.dtype != np.result_type(a, b):
+                    self._sums[name] = a = a.astype(np.result_type(a, b))
+                a += b
+        for name in _COUNTS:
+            self._counts[name] += getattr(part, name)
+        self._first_time = min(self._first_time, part.first_time)
+        for key, value in _joined_arrays(part).items():
+            self._joined.setdefault(key, []).append(value)
+        if part.move_bins is not None:
+            for w in (0, 1):
+                self._bins[w].append(part.move_bins[w])
+        if part.experience is not None:
+            self._experience.append(part.experience)
+        if part.value is not None:
+            self._value.append(part.value)
+        self.parts += 1
+
+    def result(self) -> LogStats:
+        """The statistics of every bucket added."""
+        if self._head is None:
+            raise ValueError("no buckets to add up")
+        out = {f.name: getattr(self._head, f.name) for f in fields(LogStats)}
+        out.update(self._sums)
+        out.update(self._counts)
+        out["first_time"] = self._first_time
+        joined = {key: np.concatenate(parts) for key, parts in self._joined.items()}
+        out["arrival"] = joined.pop("arrival")
+        out["tails"] = Tails(**{f.name: joined[f"tails.{f.name}"] for f in fields(Tails)})
+        out["late"] = Late(**{f.name: joined[f"late.{f.name}"] for f in fields(Late)})
+        if self._head.move_bins is not None:
+            out["move_bins"] = [merge_bins(self._bins[w]) for w in (0, 1)]
+        if self._experience:
+            out["experience"] = ExperienceSums.add_up(self._experience)
+        if self._value:
+            out["value"] = ValueSums.add_up(self._value)
+        return LogStats(**out)
+
+
+def _joined_arrays(part: LogStats) -> dict[str, np.ndarray]:
+    """The per-customer (and per late move) arrays of a bucket, by name."""
+    out = {"arrival": part.arrival}
+    out.update({f"tails.{f.name}": getattr(part.tails, f.name) for f in fields(Tails)})
+    out.update({f"late.{f.name}": getattr(part.late, f.name) for f in fields(Late)})
+    return out
+
+
 def merge_stats(parts: list[LogStats]) -> LogStats:
-    """The statistics of the buckets together, added in the order given (bucket order: the sums are then
-    the same on every path, to the bit)."""
-    if not parts:
-        raise ValueError("no buckets to merge")
-    head = parts[0]
-    if len(parts) == 1:
-        return head
-    out = {f.name: getattr(head, f.name) for f in fields(LogStats)}
-    for name in _SUMMED:
-        total = np.array(getattr(head, name), dtype=np.result_type(*(getattr(p, name) for p in parts)), copy=True)
-        for p in parts[1:]:
-            total += getattr(p, name)
-        out[name] = total
-    for name in _COUNTS:
-        out[name] = sum(getattr(p, name) for p in parts)
-    out["first_time"] = min(p.first_time for p in parts)
-    out["arrival"] = np.concatenate([p.arrival for p in parts])
-    out["tails"] = Tails(**{f.name: np.concatenate([getattr(p.tails, f.name) for p in parts])
-                            for f in fields(Tails)})
-    out["late"] = Late(**{f.name: np.concatenate([getattr(p.late, f.name) for p in parts]) for f in fields(Late)})
-    if head.move_bins is not None:
-        out["move_bins"] = [merge_bins([p.move_bins[w] for p in parts]) for w in (0, 1)]
-    if head.experience is not None:
-        out["experience"] = ExperienceSums.add_up([p.experience for p in parts])
-    if head.value is not None:
-        out["value"] = ValueSums.add_up([p.value for p in parts])
-    return LogStats(**out)
+    """The statistics of the buckets together, added in the order given (see `StatsSum`)."""
+    total = StatsSum()
+    for part in parts:
+        total.add(part)
+    return total.result()
