@@ -152,10 +152,13 @@ Draws = Annotated[int, typer.Option(min=0, help="Draws of the model's parameters
 
 
 @app.command(epilog="Examples: journey calibrate events.csv.gz --out model.json --inactivity-days 30\n\n"
-                    "journey calibrate events.csv.gz --out model.json --personas auto --assignments personas.csv")
+                    "journey calibrate events.csv.gz --out model.json --personas auto --assignments personas.csv\n\n"
+                    "journey calibrate s3://bucket/log/ --out model.json --scheduler tcp://host:8786")
 @handled
 def calibrate(
-    events: Annotated[Path, _path_arg(metavar="EVENTS", help="Event log: CSV, CSV.gz or Parquet.")],
+    events: Annotated[str, _path_arg(metavar="EVENTS", help="Event log: CSV, CSV.gz, Parquet or a folder of Parquet "
+                                                            "files (with --scheduler also an s3:// or other "
+                                                            "fsspec URL).")],
     out: Annotated[Path, typer.Option(help="Model JSON to write.")],
     stages: Stages = None,
     conversion_stage: ConvStage = None,
@@ -173,13 +176,21 @@ def calibrate(
         help="With --personas: write each customer's probability per persona here (CSV).")] = None,
     currency: Annotated[str | None, typer.Option(help="Currency of the log's value column, kept in the model "
                                                       "(e.g. EUR; a mapping's `currency` key says the same).")] = None,
+    reader: Annotated[str, typer.Option(help="stream (default): read the log in batches and sum it by customer "
+                                             "bucket, memory bounded however long the log; memory: load it whole "
+                                             "first. Both give the same model.")] = "stream",
+    scheduler: Annotated[str | None, typer.Option(help="Sum the buckets on a Dask cluster: its scheduler's address "
+                                                       "(tcp://host:8786), or local for a cluster on this machine "
+                                                       "(see docs/cluster.md).")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=256, help="Workers of --scheduler local.")] = 2,
 ) -> None:
     """Estimate a journey model from an event log."""
     from application.calibrate import run_calibrate
 
     run_calibrate(events, out, stages=stages, conversion_stage=conversion_stage, inactivity_days=inactivity_days,
                   mapping=mapping, censoring=censoring, dwell=dwell, personas=personas, seed=seed,
-                  assignments=assignments, currency=currency, touch_order=touch_order, terminal=True)
+                  assignments=assignments, currency=currency, touch_order=touch_order, reader=reader,
+                  scheduler=scheduler, workers=workers, terminal=True)
 
 
 @app.command(epilog="Examples: journey simulate model.json --customers 1000000 --seed 7\n\n"

@@ -1,8 +1,11 @@
 """`journey calibrate`: event log in, model JSON out (written atomically, with its provenance)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from application.progress import read_progress
 from application.rundir import check_output_file, provenance, utc_now, write_text_atomic
 from calibration.calibrate import calibration
 from calibration.estimate import DEFAULT_INACTIVITY_DAYS, dwell_used
@@ -15,18 +18,21 @@ def run_calibrate(events: str | Path, out: str | Path, *, stages: str | None = N
                   mapping: str | Path | None = None, censoring: str = "cure", dwell: str | None = None,
                   personas: str | int | None = None, seed: int | None = None,
                   assignments: str | Path | None = None, currency: str | None = None,
-                  touch_order: int = 0, terminal: bool = False) -> Model:
+                  touch_order: int = 0, reader: str = "stream", scheduler: str | None = None, workers: int = 2,
+                  terminal: bool = False) -> Model:
     """Calibrate and write the model to ``out`` (and the persona assignments); ``terminal``: say so on the
-    terminal as the CLI does (discovered personas, the summary line, estimator warnings)."""
+    terminal as the CLI does (discovered personas, the summary line, estimator warnings, a progress bar on
+    long reads). ``scheduler``: a Dask scheduler's address, or ``local`` for a cluster of ``workers`` here."""
     started = utc_now()
     check_output_file(out, "model", [events, mapping])  # before the work: never the log, never a user's file
     if assignments is not None and Path(assignments).resolve() == Path(out).resolve():
         raise InputError("is the same file as --out", file=assignments, where="--assignments",
                          hint="give another file name")
-    result = calibration(events, stages=stages, conversion_stage=conversion_stage,
-                         inactivity_days=inactivity_days, mapping=mapping, censoring=censoring, dwell=dwell,
-                         personas=personas, seed=seed, assignments=assignments, currency=currency,
-                         touch_order=touch_order)
+    with dask_client(scheduler, workers) as client, read_progress(terminal) as progress:
+        result = calibration(events, stages=stages, conversion_stage=conversion_stage,
+                             inactivity_days=inactivity_days, mapping=mapping, censoring=censoring, dwell=dwell,
+                             personas=personas, seed=seed, assignments=assignments, currency=currency,
+                             touch_order=touch_order, reader=reader, client=client, progress=progress)
     model = result.model
     if result.assignments_csv is not None:
         write_text_atomic(assignments, result.assignments_csv)
@@ -40,6 +46,10 @@ def run_calibrate(events: str | Path, out: str | Path, *, stages: str | None = N
                     assignments=str(assignments) if assignments else None)
     if currency is not None:  # only when given: earlier models' provenance stays as it was
         args["currency"] = currency
+    if reader != "stream":
+        args["reader"] = reader
+    if scheduler is not None:
+        args.update(scheduler=scheduler, workers=workers if scheduler == "local" else None)
     model.provenance = provenance("calibrate", args, [events, mapping], started=started,
                                   known_hashes={str(events): model.log_summary["sha256"]})
     model.provenance["finished"] = utc_now()
@@ -47,6 +57,18 @@ def run_calibrate(events: str | Path, out: str | Path, *, stages: str | None = N
     if terminal:
         _show(model, out, assignments)
     return model
+
+
+@contextmanager
+def dask_client(scheduler: str | None, workers: int) -> Iterator[object | None]:
+    """A Dask client for --scheduler (None without one): a local cluster of ``workers``, or the address given."""
+    if scheduler is None:
+        yield None
+        return
+    from calibration.cluster import connect
+
+    with connect(scheduler, workers) as client:
+        yield client
 
 
 def _show(model: Model, out: str | Path, assignments: str | Path | None) -> None:

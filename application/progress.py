@@ -19,3 +19,25 @@ def progress_bar(description: str, total: float, *, quiet: bool = False) -> Iter
                   console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(description, total=total)
         yield lambda amount: bar.advance(task, amount)
+
+
+@contextmanager
+def read_progress(show: bool = True) -> Iterator[Callable[[str, int, int], None] | None]:
+    """Yield ``progress(what, done, total)`` for a long read (one bar per ``what``: reading, summing), drawn on
+    stderr only when it is a terminal; None otherwise, so the library skips the bookkeeping."""
+    if not show or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f} %"),
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=max(total, 1))
+            bar.update(tasks[what], completed=done, total=max(total, 1))
+
+        yield progress

@@ -29,9 +29,9 @@ def split_log(log: EventLog, buckets: int = BUCKETS) -> Iterator[tuple[int, Even
     Customers keep their order (first appearance in the file) and are renumbered from 0; every
     other code (touchpoints, personas, stages) stays the log's.
     """
-    of_customer = bucket_of(log.customer_ids, buckets)
+    of_customer = bucket_of(log.customer_ids, buckets).astype(np.uint8 if buckets <= 256 else np.int64)
     of_row = of_customer[log.customer]
-    row_order = np.argsort(of_row, kind="stable")
+    row_order = np.argsort(of_row, kind="stable")  # a radix sort on small integers: O(n)
     row_bounds = np.searchsorted(of_row[row_order], np.arange(buckets + 1))
     cust_order = np.argsort(of_customer, kind="stable")
     cust_bounds = np.searchsorted(of_customer[cust_order], np.arange(buckets + 1))
