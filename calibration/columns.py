@@ -44,35 +44,33 @@ def _dictionary_codes(arr: pa.ChunkedArray, code_of) -> np.ndarray:
     return out
 
 
-def distinct(arr: pa.ChunkedArray, exact: bool = False) -> list[str]:
-    """The distinct values, sorted. A dictionary column's dictionaries may hold values no row uses
-    once rows are filtered out: ``exact`` keeps only the used ones (the same whatever the chunking)."""
+def distinct(arr: pa.ChunkedArray) -> list[str]:
+    """The distinct values, sorted (of a dictionary column: its dictionaries' values)."""
     if pa.types.is_dictionary(arr.type):
-        if exact:
-            names = {str(x) for chunk in arr.chunks if len(chunk)
-                     for x in chunk.dictionary.take(pc.drop_null(pc.unique(chunk.indices))).to_pylist()}
-        else:
-            names = {str(x) for chunk in arr.chunks for x in chunk.dictionary.to_pylist()}
+        names = {str(x) for chunk in arr.chunks for x in chunk.dictionary.to_pylist()}
     else:
         names = {str(x) for x in pc.unique(arr).to_pylist() if x is not None}
     return sorted(names)
 
 
-def encode_sorted(arr: pa.ChunkedArray, exact: bool = False) -> tuple[np.ndarray, list[str]]:
-    """Codes in sorted-name order (stable names in the model whatever the file's row order)."""
-    names = distinct(arr, exact)
+def encode_sorted(arr: pa.ChunkedArray, names: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Codes in sorted-name order (stable names in the model whatever the file's row order);
+    ``names``: the vocabulary, when it is not this column's own."""
+    names = distinct(arr) if names is None else names
     lookup = {name: i for i, name in enumerate(names)}
     return _dictionary_codes(arr, lambda name: lookup.get(name, -1)), names  # -1: an unused dictionary entry
 
 
 def to_global(codes: np.ndarray, names: list[str], vocabulary: list[str]) -> np.ndarray:
-    """Codes over ``names`` as codes over ``vocabulary`` (a superset: the whole log's list); -1 stays -1."""
+    """Codes over ``names`` as codes over ``vocabulary`` (the whole log's list); -1 stays -1.
+
+    A name outside the vocabulary is an unused dictionary entry; a row using one is a caller's bug."""
     index = {name: i for i, name in enumerate(vocabulary)}
-    missing = [n for n in names if n not in index]
-    if missing:  # the caller's vocabulary is not the whole log's: a bug, not bad input
-        raise ValueError(f"{missing[0]!r} is not in the log's vocabulary")
-    remap = np.array([index[n] for n in names] + [-1], dtype=np.int32)
-    return remap[np.where(codes < 0, len(names), codes)].astype(codes.dtype, copy=False)
+    remap = np.array([index.get(n, -1) for n in names] + [-1], dtype=np.int32)
+    out = remap[np.where(codes < 0, len(names), codes)].astype(codes.dtype, copy=False)
+    if (out[codes >= 0] < 0).any():
+        raise ValueError("a row's value is not in the log's vocabulary")
+    return out
 
 
 def recode(codes: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

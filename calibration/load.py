@@ -20,6 +20,7 @@ from calibration.columns import (
     check_first_persona,
     derive_persona,
     derive_stage,
+    distinct,
     encode_sorted,
     end_rows,
     no_nulls,
@@ -112,10 +113,11 @@ class _Codes:
 def _log(table: pa.Table, rows: np.ndarray, mp: Mapping, stage_names: list[str], conv: str, path: Path,
          digest: Callable[[], str], before: float | None, touchpoints: list[str] | None,
          personas: list[str] | None, time_rule: Layout | None) -> EventLog:
-    table, rows = _filtered(table, rows, mp, path)
     columns = column_sources(mp)
+    vocab = unfiltered_vocabularies(table, mp, columns)
+    table, rows = _filtered(table, rows, mp, path)
     check_required(table, mp, columns, path)
-    r, codes = _read_rows(table, mp, columns, stage_names, path, rows, time_rule)
+    r, codes = _read_rows(table, mp, columns, stage_names, path, rows, time_rule, vocab)
     if touchpoints is not None:
         r.touchpoint, codes.touchpoints = to_global(r.touchpoint, codes.touchpoints, touchpoints), list(touchpoints)
     if personas is not None:
@@ -169,6 +171,16 @@ def filter_rows(table: pa.Table, rows: np.ndarray, mp: Mapping, path: Path) -> t
     return table, rows
 
 
+def unfiltered_vocabularies(table: pa.Table, mp: Mapping, columns: dict[str, str]) -> dict[str, list[str]]:
+    """Touchpoint and persona names of dictionary-read columns, taken before the [filter]: the names
+    the file holds (filtering keeps a column's dictionary), whatever the reader's chunking."""
+    if not mp.filter:
+        return {}
+    srcs = [columns["touchpoint"]] + ([columns["persona"]] if mp.persona is None else [])
+    return {src: distinct(table[src]) for src in srcs
+            if src in table.column_names and pa.types.is_dictionary(table[src].type)}
+
+
 def check_required(table: pa.Table, mp: Mapping, columns: dict[str, str], path: Path) -> None:
     """Refuse a table without one of the contract's required columns."""
     for name in REQUIRED:
@@ -182,7 +194,7 @@ def check_required(table: pa.Table, mp: Mapping, columns: dict[str, str], path: 
 
 
 def _read_rows(table: pa.Table, mp: Mapping, columns: dict[str, str], stage_names: list[str], path: Path,
-               rows: np.ndarray, time_rule: Layout | None) -> tuple[_Rows, _Codes]:
+               rows: np.ndarray, time_rule: Layout | None, vocab: dict[str, list[str]]) -> tuple[_Rows, _Codes]:
     """Every column coded and checked, in file order."""
     def col(name: str) -> pa.ChunkedArray:
         return table[columns[name]]
@@ -197,7 +209,7 @@ def _read_rows(table: pa.Table, mp: Mapping, columns: dict[str, str], stage_name
 
     tp_arr = col("touchpoint")
     no_nulls(tp_arr, path, columns["touchpoint"], rows)
-    tp_code, touchpoints = encode_sorted(tp_arr, exact=bool(mp.filter))
+    tp_code, touchpoints = encode_sorted(tp_arr, vocab.get(columns["touchpoint"]))
 
     if mp.stage is not None:
         stage_raw = derive_stage(table, mp, stage_names, path, rows)
@@ -210,7 +222,7 @@ def _read_rows(table: pa.Table, mp: Mapping, columns: dict[str, str], stage_name
     elif persona_src in table.column_names:
         per_arr = table[persona_src]
         no_nulls(per_arr, path, persona_src, rows)
-        per_code, personas = encode_sorted(per_arr, exact=bool(mp.filter))
+        per_code, personas = encode_sorted(per_arr, vocab.get(persona_src))
     else:
         per_code, personas = np.zeros(table.num_rows, dtype=np.int32), ["all"]
     satisfaction = None
