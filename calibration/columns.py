@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
 from calibration.mapping import Mapping
-from calibration.readers import header_names, sniff_delimiter
+from calibration.readers import header_names
 from sim.errors import InputError, closest
 
 _NULL_WORDS = ("NA", "N/A", "NaN", "nan", "null", "None")  # read as missing only where a number belongs
@@ -45,8 +44,8 @@ def _dictionary_codes(arr: pa.ChunkedArray, code_of) -> np.ndarray:
     return out
 
 
-def _distinct(arr: pa.ChunkedArray) -> list[str]:
-    """The distinct values, sorted."""
+def distinct(arr: pa.ChunkedArray) -> list[str]:
+    """The distinct values, sorted (of a dictionary column: its dictionaries' values)."""
     if pa.types.is_dictionary(arr.type):
         names = {str(x) for chunk in arr.chunks for x in chunk.dictionary.to_pylist()}
     else:
@@ -54,11 +53,24 @@ def _distinct(arr: pa.ChunkedArray) -> list[str]:
     return sorted(names)
 
 
-def encode_sorted(arr: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
-    """Codes in sorted-name order (stable names in the model whatever the file's row order)."""
-    names = _distinct(arr)
+def encode_sorted(arr: pa.ChunkedArray, names: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Codes in sorted-name order (stable names in the model whatever the file's row order);
+    ``names``: the vocabulary, when it is not this column's own."""
+    names = distinct(arr) if names is None else names
     lookup = {name: i for i, name in enumerate(names)}
-    return _dictionary_codes(arr, lookup.__getitem__), names
+    return _dictionary_codes(arr, lambda name: lookup.get(name, -1)), names  # -1: an unused dictionary entry
+
+
+def to_global(codes: np.ndarray, names: list[str], vocabulary: list[str]) -> np.ndarray:
+    """Codes over ``names`` as codes over ``vocabulary`` (the whole log's list); -1 stays -1.
+
+    A name outside the vocabulary is an unused dictionary entry; a row using one is a caller's bug."""
+    index = {name: i for i, name in enumerate(vocabulary)}
+    remap = np.array([index.get(n, -1) for n in names] + [-1], dtype=np.int32)
+    out = remap[np.where(codes < 0, len(names), codes)].astype(codes.dtype, copy=False)
+    if (out[codes >= 0] < 0).any():
+        raise ValueError("a row's value is not in the log's vocabulary")
+    return out
 
 
 def recode(codes: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,6 +124,25 @@ def end_rows(table: pa.Table, mp: Mapping) -> np.ndarray:
 
 def derive_persona(table: pa.Table, mp: Mapping, path: Path) -> tuple[np.ndarray, list[str]]:
     """Per-row persona codes (-1 where the value is unusable) from a [persona] rule."""
+    codes, names = persona_rule_codes(table, mp, path)
+    rule = mp.persona
+    if rule.bands is None:
+        return codes, names
+    used = np.unique(codes[codes >= 0])  # labels nobody has are left out of the model
+    return compress_bands(codes, used, rule.labels)
+
+
+def compress_bands(codes: np.ndarray, used: np.ndarray, labels: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Band codes renumbered over the bands in ``used`` (all of them when none is)."""
+    if used.size == 0:
+        used = np.arange(len(labels))
+    remap = np.full(len(labels) + 1, -1, dtype=np.int32)
+    remap[used] = np.arange(used.size, dtype=np.int32)
+    return remap[codes], [labels[i] for i in used]
+
+
+def persona_rule_codes(table: pa.Table, mp: Mapping, path: Path) -> tuple[np.ndarray, list[str]]:
+    """A [persona] rule's raw codes: over the sorted values, or the band index of each row (-1: none)."""
     rule = mp.persona
     if rule.column not in table.column_names:
         raise InputError("[persona] column is not in the log", file=path, where="[persona] column",
@@ -128,12 +159,7 @@ def derive_persona(table: pa.Table, mp: Mapping, path: Path) -> tuple[np.ndarray
     values = pd.to_numeric(pd.Series(s.to_numpy(zero_copy_only=False)), errors="coerce").to_numpy(dtype=float)
     codes = np.searchsorted(np.asarray(rule.bands, dtype=float), values, side="right").astype(np.int32) - 1
     codes[np.isnan(values)] = -1
-    used = np.unique(codes[codes >= 0])  # labels nobody has are left out of the model
-    if used.size == 0:
-        used = np.arange(len(rule.labels))
-    remap = np.full(len(rule.labels) + 1, -1, dtype=np.int32)
-    remap[used] = np.arange(used.size, dtype=np.int32)
-    return remap[codes], [rule.labels[i] for i in used]
+    return codes, list(rule.labels)
 
 
 def check_first_persona(codes: np.ndarray, rows: np.ndarray, table: pa.Table, table_rows: np.ndarray,
@@ -167,13 +193,8 @@ def parse_satisfaction(arr: pa.ChunkedArray, path: Path, column: str, rows: np.n
 
 def parse_value(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray) -> np.ndarray:
     """Money realised by each row: a finite number >= 0; an empty cell is 0 (nothing realised)."""
+    # only an empty cell reads as null (readers._NULLS): "NaN" and "NA" stay text, and are refused below
     text = pc.cast(arr, pa.string()).to_numpy(zero_copy_only=False)
-    if arr.null_count and not path.name.lower().endswith((".parquet", ".pq")):
-        # the reader turns "NaN" and "NA" into empty cells: read the column as written to tell them apart
-        raw = pacsv.read_csv(path, parse_options=sniff_delimiter(path), convert_options=pacsv.ConvertOptions(
-            include_columns=[column], column_types={column: pa.string()}, strings_can_be_null=False,
-            quoted_strings_can_be_null=False))[column].to_numpy(zero_copy_only=False)
-        text = raw[rows - 1]
     empty = np.array([t is None or (isinstance(t, str) and not t.strip()) for t in text], dtype=bool)
     out = pd.to_numeric(pd.Series(np.where(empty, "0", text)), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     bad = ~np.isfinite(out) | (out < 0)

@@ -7,6 +7,7 @@ times, calibration/columns.py checks and codes the other columns, calibration/ev
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -19,6 +20,7 @@ from calibration.columns import (
     check_first_persona,
     derive_persona,
     derive_stage,
+    distinct,
     encode_sorted,
     end_rows,
     no_nulls,
@@ -26,11 +28,12 @@ from calibration.columns import (
     parse_value,
     recode,
     stage_codes,
+    to_global,
 )
 from calibration.eventlog import REQUIRED, EventLog, parse_stages
 from calibration.mapping import Mapping, load_mapping
 from calibration.readers import column_sources, header_names, read_table
-from calibration.timestamps import parse_time
+from calibration.timestamps import Layout, parse_time
 from sim.errors import InputError, closest
 from sim.limits import regular_file, sha256_of
 
@@ -40,16 +43,38 @@ def load_events(path: str | Path, *, stages: str | list[str] | None = None,
                 before: float | None = None) -> EventLog:
     """Load, map and check an event log. ``before`` (days) keeps only rows earlier than it."""
     path = Path(path)
-    if mapping is not None and not isinstance(mapping, Mapping):
-        mapping = load_mapping(mapping)
-    mp = mapping or Mapping()
+    mp = as_mapping(mapping)
     # the mapping's stage list is the default; --stages / --conversion-stage override it
     stage_names, conv = parse_stages(stages if stages is not None else mp.stages,
                                      conversion_stage or mp.conversion_stage)
     regular_file(path, "event log")  # not found, a folder, a FIFO or device (would block), unreadable
     with ThreadPoolExecutor(max_workers=1) as pool:  # hashing overlaps the parsing
         digest = pool.submit(sha256_of, path)
-        return _load(path, mp, stage_names, conv, before, digest)
+        table = read_table(path, mp)
+        return _log(table, np.arange(1, table.num_rows + 1, dtype=np.int64), mp, stage_names, conv, path,
+                    digest.result, before, None, None, None)
+
+
+def as_mapping(mapping: str | Path | Mapping | None) -> Mapping:
+    """The mapping object: read from its file, as given, or the empty mapping."""
+    if mapping is not None and not isinstance(mapping, Mapping):
+        mapping = load_mapping(mapping)
+    return mapping or Mapping()
+
+
+def log_from_table(table: pa.Table, rows: np.ndarray, *, mapping: Mapping, stages: list[str],
+                   conversion_stage: str, source: str | Path, sha256: str, before: float | None = None,
+                   touchpoints: list[str] | None = None, personas: list[str] | None = None,
+                   time_rule: Layout | None = None) -> EventLog:
+    """The checked, coded log of a table of the file's mapped columns (in file order, before [filter]).
+
+    ``rows`` numbers the table's rows in the file (1 = first data row), for messages. ``touchpoints``
+    and ``personas``: code against these lists (the whole file's, when the table is a part of it)
+    instead of the table's own. ``time_rule``: the timestamp layout already read from the file's
+    first row (a mapping's ``dayfirst``); None reads it from this table's first row.
+    """
+    return _log(table, np.asarray(rows, dtype=np.int64), mapping, list(stages), conversion_stage, Path(source),
+                lambda: sha256, before, touchpoints, personas, time_rule)
 
 
 @dataclass
@@ -85,11 +110,18 @@ class _Codes:
     persona_src: str  # the column personas come from (mapping rule or contract column)
 
 
-def _load(path: Path, mp: Mapping, stage_names: list[str], conv: str, before: float | None, digest) -> EventLog:
-    table, rows = _filtered(read_table(path, mp), mp, path)
+def _log(table: pa.Table, rows: np.ndarray, mp: Mapping, stage_names: list[str], conv: str, path: Path,
+         digest: Callable[[], str], before: float | None, touchpoints: list[str] | None,
+         personas: list[str] | None, time_rule: Layout | None) -> EventLog:
     columns = column_sources(mp)
-    _check_required(table, mp, columns, path)
-    r, codes = _read_rows(table, mp, columns, stage_names, path, rows)
+    vocab = unfiltered_vocabularies(table, mp, columns)
+    table, rows = _filtered(table, rows, mp, path)
+    check_required(table, mp, columns, path)
+    r, codes = _read_rows(table, mp, columns, stage_names, path, rows, time_rule, vocab)
+    if touchpoints is not None:
+        r.touchpoint, codes.touchpoints = to_global(r.touchpoint, codes.touchpoints, touchpoints), list(touchpoints)
+    if personas is not None:
+        r.persona, codes.personas = to_global(r.persona, codes.personas, personas), list(personas)
     table_rows = rows  # file row number of each table row (increasing), for messages
     if before is not None:
         keep = r.time < before
@@ -106,7 +138,7 @@ def _load(path: Path, mp: Mapping, stage_names: list[str], conv: str, before: fl
         customer=r.customer, time=r.time, touchpoint=r.touchpoint.astype(np.int32),
         stage=running.astype(np.int16), row=r.row, persona_of_customer=persona_of_customer,
         customer_ids=codes.customer_ids, touchpoints=codes.touchpoints, stages=stage_names,
-        personas=codes.personas, conversion_stage=conv, source=str(path), sha256=digest.result(),
+        personas=codes.personas, conversion_stage=conv, source=str(path), sha256=digest(),
         end=float(r.time.max()), backward_rows=backward, satisfaction=r.satisfaction, value=r.value, ended=ended,
         # where the personas came from (None: no column, everyone is "all"); --personas needs None
         notes={"persona_column": codes.persona_src
@@ -114,11 +146,19 @@ def _load(path: Path, mp: Mapping, stage_names: list[str], conv: str, before: fl
     )
 
 
-def _filtered(table: pa.Table, mp: Mapping, path: Path) -> tuple[pa.Table, np.ndarray]:
+def _filtered(table: pa.Table, rows: np.ndarray, mp: Mapping, path: Path) -> tuple[pa.Table, np.ndarray]:
     """The rows the mapping's [filter] keeps, and their file row numbers."""
     if table.num_rows == 0:
         raise InputError("the event log is empty (no data rows)", file=path)
-    rows = np.arange(1, table.num_rows + 1, dtype=np.int64)
+    table, rows = filter_rows(table, rows, mp, path)
+    if table.num_rows == 0:
+        raise InputError("no rows left after the mapping's [filter]", file=path, where="[filter]",
+                         hint="check the filter values")
+    return table, rows
+
+
+def filter_rows(table: pa.Table, rows: np.ndarray, mp: Mapping, path: Path) -> tuple[pa.Table, np.ndarray]:
+    """The rows (and row numbers) the mapping's [filter] keeps; the table may be a batch of the file."""
     for column in mp.filter:
         if column not in table.column_names:
             raise InputError("filter names a column the log does not have", file=path, where=f"[filter] {column}",
@@ -128,13 +168,21 @@ def _filtered(table: pa.Table, mp: Mapping, path: Path) -> tuple[pa.Table, np.nd
         keep = np.asarray(keep, dtype=bool) & ~np.asarray(pc.is_null(table[column]).to_numpy(zero_copy_only=False))
         table = table.filter(pa.array(keep))
         rows = rows[keep]
-    if table.num_rows == 0:
-        raise InputError("no rows left after the mapping's [filter]", file=path, where="[filter]",
-                         hint="check the filter values")
     return table, rows
 
 
-def _check_required(table: pa.Table, mp: Mapping, columns: dict[str, str], path: Path) -> None:
+def unfiltered_vocabularies(table: pa.Table, mp: Mapping, columns: dict[str, str]) -> dict[str, list[str]]:
+    """Touchpoint and persona names of dictionary-read columns, taken before the [filter]: the names
+    the file holds (filtering keeps a column's dictionary), whatever the reader's chunking."""
+    if not mp.filter:
+        return {}
+    srcs = [columns["touchpoint"]] + ([columns["persona"]] if mp.persona is None else [])
+    return {src: distinct(table[src]) for src in srcs
+            if src in table.column_names and pa.types.is_dictionary(table[src].type)}
+
+
+def check_required(table: pa.Table, mp: Mapping, columns: dict[str, str], path: Path) -> None:
+    """Refuse a table without one of the contract's required columns."""
     for name in REQUIRED:
         if name == "stage" and mp.stage is not None:
             continue
@@ -146,7 +194,7 @@ def _check_required(table: pa.Table, mp: Mapping, columns: dict[str, str], path:
 
 
 def _read_rows(table: pa.Table, mp: Mapping, columns: dict[str, str], stage_names: list[str], path: Path,
-               rows: np.ndarray) -> tuple[_Rows, _Codes]:
+               rows: np.ndarray, time_rule: Layout | None, vocab: dict[str, list[str]]) -> tuple[_Rows, _Codes]:
     """Every column coded and checked, in file order."""
     def col(name: str) -> pa.ChunkedArray:
         return table[columns[name]]
@@ -157,11 +205,11 @@ def _read_rows(table: pa.Table, mp: Mapping, columns: dict[str, str], stage_name
     cust_code = cust_enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     customer_ids = np.asarray(cust_enc.dictionary.to_numpy(zero_copy_only=False))
 
-    time = parse_time(col("timestamp"), path, columns["timestamp"], rows, mp.timestamp)
+    time = parse_time(col("timestamp"), path, columns["timestamp"], rows, mp.timestamp, layout=time_rule)
 
     tp_arr = col("touchpoint")
     no_nulls(tp_arr, path, columns["touchpoint"], rows)
-    tp_code, touchpoints = encode_sorted(tp_arr)
+    tp_code, touchpoints = encode_sorted(tp_arr, vocab.get(columns["touchpoint"]))
 
     if mp.stage is not None:
         stage_raw = derive_stage(table, mp, stage_names, path, rows)
@@ -174,7 +222,7 @@ def _read_rows(table: pa.Table, mp: Mapping, columns: dict[str, str], stage_name
     elif persona_src in table.column_names:
         per_arr = table[persona_src]
         no_nulls(per_arr, path, persona_src, rows)
-        per_code, personas = encode_sorted(per_arr)
+        per_code, personas = encode_sorted(per_arr, vocab.get(persona_src))
     else:
         per_code, personas = np.zeros(table.num_rows, dtype=np.int32), ["all"]
     satisfaction = None

@@ -5,6 +5,7 @@ Only the columns the mapping names are read; the whole header is kept for "did y
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,58 +25,104 @@ def column_sources(mp: Mapping) -> dict[str, str]:
 
 def read_table(path: Path, mp: Mapping) -> pa.Table:
     """The columns of the log the mapping needs (CSV or Parquet), as a table."""
-    name = path.name.lower()
     try:
-        if name.endswith(".parquet") or name.endswith(".pq"):
+        if is_parquet(path):
             return pq.read_table(path)
-        wanted = (set(column_sources(mp).values()) | set(mp.filter) | ({mp.stage.column} if mp.stage else set())
-                  | ({mp.persona.column} if mp.persona else set()))
-        parse = sniff_delimiter(path)
-        head = _csv_header(path, parse)
-        twice = sorted({c for c in head if c in wanted and head.count(c) > 1})
-        if twice:
-            raise InputError("the header names this column more than once", file=path, where=f"column {twice[0]!r}",
-                             hint="rename one of them (or map the right one with --mapping)")
-        include = [c for c in head if c in wanted]
-        sources = column_sources(mp)
-        # Low-cardinality columns are read dictionary-encoded and the timestamp parsed by the
-        # reader itself (multi-threaded): far cheaper than materialising millions of strings.
-        types = {c: _DICT for c in include}
-        types[sources["customer_id"]] = pa.string()
-        for name in ("satisfaction", "value"):  # numbers checked by their own parsers
-            if sources[name] in types:
-                types[sources[name]] = pa.string()
-        time_col = sources["timestamp"]
-        rule = mp.timestamp
-        as_text = rule is not None and (rule.format is not None or rule.unit is not None or rule.dayfirst is not None)
-        time_type = None
-        if time_col in types and as_text:
-            types[time_col] = pa.string()  # read as the mapping says, not by the reader's ISO parser
-        elif time_col in types:
-            time_type = _sniff_time_type(path, time_col, parse)
-        if time_type is not None:
-            types[time_col] = time_type
+        plan = csv_plan(path, mp)
         try:
-            table = _read_csv(path, include, types, parse)
+            table = _read_csv(path, plan.include, plan.types, plan.parse)
         except pa.ArrowInvalid:
-            if time_type is None:
+            if plan.time_type is None:
                 raise
-            types[time_col] = pa.string()  # mixed or odd timestamps: parse them the slow, exact way
-            table = _read_csv(path, include, types, parse)
+            plan.types[plan.time_column] = pa.string()  # mixed or odd timestamps: parse them the slow, exact way
+            table = _read_csv(path, plan.include, plan.types, plan.parse)
         # only the wanted columns are read; keep the whole header for "did you mean" hints
-        return table.replace_schema_metadata({"journey_header": "\x1f".join(head)})
+        return table.replace_schema_metadata(plan.metadata)
     except InputError:
         raise
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError, EOFError) as exc:
-        msg = str(exc).splitlines()[0][:200]
-        bad = re.search(r"Row #(\d+): Expected (\d+) columns, got (\d+)", msg)
-        if bad:  # the reader counts the header as row 1; journey's rows are data rows
-            raise InputError(f"cannot read the event log: {bad[3]} fields where the header has {bad[2]}",
-                             file=path, where=f"row {int(bad[1]) - 1}",
-                             hint="quote a field that holds the delimiter, or remove the extra field") from None
-        msg = re.sub(r"(Expected \d+ columns, got \d+):.*", r"\1 in a row", msg)  # not the raw row
-        raise InputError(f"cannot read the event log: {msg}", file=path,
-                         hint="expected CSV (optionally .gz) with a header row, or Parquet") from None
+    except READ_ERRORS as exc:
+        raise read_error(exc, path) from None
+
+
+def is_parquet(path: Path) -> bool:
+    """Parquet by its name (anything else is read as CSV, optionally compressed)."""
+    return path.name.lower().endswith((".parquet", ".pq"))
+
+
+READ_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError, EOFError)
+
+
+def read_error(exc: Exception, path: Path) -> InputError:
+    """The one-line message for a file the reader cannot read (``exc`` one of READ_ERRORS)."""
+    msg = str(exc).splitlines()[0][:200]
+    bad = re.search(r"Row #(\d+): Expected (\d+) columns, got (\d+)", msg)
+    if bad:  # the reader counts the header as row 1; journey's rows are data rows
+        return InputError(f"cannot read the event log: {bad[3]} fields where the header has {bad[2]}",
+                          file=path, where=f"row {int(bad[1]) - 1}",
+                          hint="quote a field that holds the delimiter, or remove the extra field")
+    msg = re.sub(r"(Expected \d+ columns, got \d+):.*", r"\1 in a row", msg)  # not the raw row
+    return InputError(f"cannot read the event log: {msg}", file=path,
+                      hint="expected CSV (optionally .gz) with a header row, or Parquet")
+
+
+@dataclass
+class CsvPlan:
+    """How to read a CSV log: delimiter, header, the columns to read and their types."""
+
+    parse: pacsv.ParseOptions
+    header: list[str]
+    include: list[str]
+    types: dict
+    time_column: str
+    time_type: pa.DataType | None  # the reader's own timestamp parsing (None: text)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Schema metadata keeping the whole header (only the wanted columns are read)."""
+        return {"journey_header": "\x1f".join(self.header)}
+
+
+def wanted_columns(mp: Mapping) -> set[str]:
+    """The file columns the mapping reads."""
+    return (set(column_sources(mp).values()) | set(mp.filter) | ({mp.stage.column} if mp.stage else set())
+            | ({mp.persona.column} if mp.persona else set()))
+
+
+def csv_plan(path: Path, mp: Mapping) -> CsvPlan:
+    """Sniff the delimiter, check the header, and choose each wanted column's type."""
+    wanted = wanted_columns(mp)
+    parse = sniff_delimiter(path)
+    head = _csv_header(path, parse)
+    twice = sorted({c for c in head if c in wanted and head.count(c) > 1})
+    if twice:
+        raise InputError("the header names this column more than once", file=path, where=f"column {twice[0]!r}",
+                         hint="rename one of them (or map it with --mapping)")
+    include = [c for c in head if c in wanted]
+    sources = column_sources(mp)
+    # Low-cardinality columns are read dictionary-encoded and the timestamp parsed by the
+    # reader itself (multi-threaded): far cheaper than materialising millions of strings.
+    types = {c: _DICT for c in include}
+    types[sources["customer_id"]] = pa.string()
+    for name in ("satisfaction", "value"):  # numbers checked by their own parsers
+        if sources[name] in types:
+            types[sources[name]] = pa.string()
+    time_col = sources["timestamp"]
+    rule = mp.timestamp
+    as_text = rule is not None and (rule.format is not None or rule.unit is not None or rule.dayfirst is not None)
+    time_type = None
+    if time_col in types and as_text:
+        types[time_col] = pa.string()  # read as the mapping says, not by the reader's ISO parser
+    elif time_col in types:
+        time_type = _sniff_time_type(path, time_col, parse)
+    if time_type is not None:
+        types[time_col] = time_type
+    return CsvPlan(parse, head, include, types, time_col, time_type)
+
+
+def csv_convert(plan: CsvPlan) -> pacsv.ConvertOptions:
+    """The reader's conversion options for a plan."""
+    return pacsv.ConvertOptions(include_columns=plan.include, column_types=plan.types,
+                                strings_can_be_null=True, null_values=_NULLS)
 
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
@@ -97,7 +144,7 @@ def sniff_delimiter(path: Path) -> pacsv.ParseOptions:
 
 
 def _read_csv(path: Path, include: list[str], types: dict, parse: pacsv.ParseOptions) -> pa.Table:
-    return _with_block(lambda block: pacsv.read_csv(
+    return with_block(lambda block: pacsv.read_csv(
         path,
         parse_options=parse,
         read_options=pacsv.ReadOptions(block_size=block),
@@ -106,7 +153,7 @@ def _read_csv(path: Path, include: list[str], types: dict, parse: pacsv.ParseOpt
     ), 1 << 24)
 
 
-def _with_block(read, block: int):
+def with_block(read, block: int):
     """``read(block_size)``, with larger blocks while a row is longer than a block (a 1 MiB field)."""
     while True:
         try:
@@ -120,7 +167,7 @@ def _with_block(read, block: int):
 def _sniff_time_type(path: Path, column: str, parse: pacsv.ParseOptions) -> pa.DataType | None:
     """Timestamp type for the reader from the first rows: zoned, naive, or None (mixed/unknown)."""
     try:
-        batch = _with_block(lambda block: pacsv.open_csv(
+        batch = with_block(lambda block: pacsv.open_csv(
             path, parse_options=parse, read_options=pacsv.ReadOptions(block_size=block),
             convert_options=pacsv.ConvertOptions(include_columns=[column],
                                                  column_types={column: pa.string()})).read_next_batch(), 1 << 16)
@@ -147,7 +194,7 @@ def header_names(table: pa.Table) -> list[str]:
 def _csv_header(path: Path, parse: pacsv.ParseOptions) -> list[str]:
     """The CSV's header row."""
     try:
-        names = _with_block(lambda block: pacsv.open_csv(
+        names = with_block(lambda block: pacsv.open_csv(
             path, parse_options=parse, read_options=pacsv.ReadOptions(block_size=block),
             convert_options=pacsv.ConvertOptions(column_types={})).schema.names, 1 << 16)
     except pa.ArrowInvalid as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,34 @@ from sim.errors import InputError
 NS_PER_DAY = 86_400e9
 
 
+@dataclass(frozen=True)
+class Layout:
+    """A timestamp layout read from the file's first row (``dayfirst``): strptime codes (None: ISO
+    8601), and how messages name where it came from."""
+
+    format: str | None
+    origin: str
+
+
+def layout_of(first: str, rule: TimestampRule, path: Path, column: str, row: int) -> Layout | None:
+    """The layout a ``dayfirst`` rule gives every row, from the first row's value (None: no such rule)."""
+    if rule is None or rule.format is not None or rule.unit is not None or rule.dayfirst is None:
+        return None
+    return Layout(*_layout_of_first(first, rule.dayfirst, path, column, np.array([row])))
+
+
 def parse_time(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray,
-                rule: TimestampRule | None = None) -> np.ndarray:
-    """Days since 1970-01-01 UTC: ISO 8601 (vectorised, no guessing), or as the mapping's [timestamp] says."""
+                rule: TimestampRule | None = None, *, layout: Layout | None = None) -> np.ndarray:
+    """Days since 1970-01-01 UTC: ISO 8601 (vectorised, no guessing), or as the mapping's [timestamp] says.
+
+    ``layout``: the ``dayfirst`` layout already read from the file's first row (for a part of a file).
+    """
+    return _days(parse_time_ns(arr, path, column, rows, rule, layout=layout))
+
+
+def parse_time_ns(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray,
+                  rule: TimestampRule | None = None, *, layout: Layout | None = None) -> np.ndarray:
+    """As ``parse_time``, in UTC nanoseconds (int64)."""
     rule = rule or TimestampRule()
     zone = rule.timezone or "UTC"
     if pa.types.is_date(arr.type):  # a Parquet date column: midnight, as its ISO text would be read
@@ -32,9 +58,10 @@ def parse_time(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray,
         no_nulls(arr, path, column, rows)
         _in_ns_range(arr, path, column, rows)
         ts = arr if arr.type.tz else _assume_zone(arr, zone)
-        return _days(pc.cast(pc.cast(ts, pa.timestamp("ns", "UTC")), pa.int64()))
+        return np.asarray(pc.cast(pc.cast(ts, pa.timestamp("ns", "UTC")), pa.int64())
+                          .to_numpy(zero_copy_only=False), dtype=np.int64)
     if rule.unit is not None:
-        return _days(_epoch_ns(arr, rule.unit, path, column, rows))
+        return _epoch_ns(arr, rule.unit, path, column, rows)
     if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
         no_nulls(arr, path, column, rows)
         raise InputError("timestamp is a number, not a date", file=path, where=f"row {rows[0]}, column {column!r}",
@@ -42,11 +69,13 @@ def parse_time(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray,
     s = pc.cast(arr, pa.string())
     no_nulls(s, path, column, rows)
     fmt, origin = rule.format, f"[timestamp] format {rule.format!r}"
-    if fmt is None and rule.dayfirst is not None:
+    if layout is not None:
+        fmt, origin = layout.format, layout.origin
+    elif fmt is None and rule.dayfirst is not None:
         fmt, origin = _layout_of_first(str(s[0]), rule.dayfirst, path, column, rows)
     if fmt is not None:
-        return _days(_parse_format(s, fmt, origin, zone, path, column, rows))
-    return _days(_parse_iso(s, zone, path, column, rows))
+        return _parse_format(s, fmt, origin, zone, path, column, rows)
+    return _parse_iso(s, zone, path, column, rows)
 
 
 _ZONED = r"(?:Z|[+-]\d\d(?::?\d\d)?)\s*$"

@@ -1,0 +1,479 @@
+"""Stream an event log bigger than memory into its buckets (calibration/buckets.py), one at a time.
+
+Pass 1 reads the file in batches (CSV, CSV.gz, Parquet, or a folder of Parquet files), checks every
+row as `load_events` does, collects what the whole log needs (vocabularies, row count, last time,
+sha256), and appends each batch's rows to its bucket's spill file (Arrow IPC stream, uncompressed).
+`StreamedLog.parts()` then reads one spill file at a time: each bucket's `EventLog` is exactly the
+one `split_log(load_events(...))` gives for it. Memory: one batch in pass 1, one bucket in parts().
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.dataset as ds
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from calibration.buckets import BUCKETS, bucket_of
+from calibration.columns import (
+    derive_stage,
+    distinct,
+    no_nulls,
+    parse_satisfaction,
+    parse_value,
+    persona_rule_codes,
+    stage_codes,
+)
+from calibration.eventlog import EventLog, parse_stages
+from calibration.load import as_mapping, check_required, filter_rows, log_from_table, unfiltered_vocabularies
+from calibration.mapping import Mapping
+from calibration.readers import (
+    READ_ERRORS,
+    column_sources,
+    csv_convert,
+    csv_plan,
+    is_parquet,
+    read_error,
+    wanted_columns,
+)
+from calibration.timestamps import NS_PER_DAY, Layout, layout_of, parse_time_ns
+from sim.errors import InputError
+from sim.limits import regular_file, sha256_of
+
+Progress = Callable[[int, int], None]
+_TIME = pa.timestamp("ns", "UTC")  # spilled times are parsed once, in pass 1
+_ROW = "__row"
+_BLOCK = 1 << 22  # CSV bytes per batch: the reader reads ~30 blocks ahead, so this bounds memory
+
+# the order load_events checks things in: the first failing check wins, whatever row it is on
+_EMPTY, _FILTER_COLUMN, _NO_ROWS, _REQUIRED, _CUSTOMER, _TIME_KIND, _TOUCHPOINT, _STAGE, _PERSONA, \
+    _SATISFACTION, _VALUE, _BEFORE = range(12)
+
+
+@dataclass
+class StreamedLog:
+    """A log read in pass 1: the whole log's metadata, and its buckets on disk (``parts()``).
+
+    ``end`` is provisional: the last time of the rows [filter] and ``before`` keep; rows after a
+    journey's end row are dropped only in parts(), so the log's true end is the largest part ``end``.
+    """
+
+    source: str
+    sha256: str
+    stages: list[str]
+    conversion_stage: str
+    touchpoints: list[str]
+    personas: list[str]
+    notes: dict
+    end: float
+    rows_read: int
+    buckets: int
+    _mapping: Mapping = field(repr=False)
+    _before: float | None = field(repr=False)
+    _folder: Path = field(repr=False)
+    _kept: np.ndarray = field(repr=False)  # rows each bucket keeps (before the split)
+    _progress: Progress | None = field(default=None, repr=False)
+
+    def parts(self) -> Iterator[tuple[int, EventLog]]:
+        """Each non-empty bucket's log, in bucket order (customers renumbered 0..n-1 by first row).
+
+        A per-customer problem (two personas, duplicate rows, a [persona] rule's empty first row) is
+        raised by the first bucket that has one.
+        """
+        mp = self._mapping.model_copy(update={"filter": {}})  # the spill holds the kept rows only
+        todo = np.flatnonzero(self._kept)
+        for i, b in enumerate(todo):
+            with pa.OSFile(str(_spill_path(self._folder, int(b)))) as fh:
+                table = ipc.open_stream(fh).read_all()
+            rows = table.column(_ROW).to_numpy()
+            part = log_from_table(table.drop_columns([_ROW]), rows, mapping=mp, stages=self.stages,
+                                  conversion_stage=self.conversion_stage, source=self.source, sha256=self.sha256,
+                                  before=self._before, touchpoints=self.touchpoints, personas=self.personas)
+            del table
+            if self._progress is not None:
+                self._progress(i + 1, todo.size)
+            yield int(b), part
+
+    def close(self) -> None:
+        """Remove the spill files."""
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+    def __enter__(self) -> StreamedLog:
+        """The log itself."""
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Remove the spill files."""
+        self.close()
+
+
+def open_stream(path: str | Path, *, stages: str | list[str] | None = None, conversion_stage: str | None = None,
+                mapping: str | Path | Mapping | None = None, before: float | None = None, buckets: int = BUCKETS,
+                progress: Progress | None = None, workdir: str | Path | None = None,
+                block_size: int = _BLOCK) -> StreamedLog:
+    """Read the log once (bounded memory) into per-bucket spill files; the same checks and messages as
+    `load_events`. ``progress(done, total)``: bytes in pass 1, then buckets in parts()."""
+    path = Path(path)
+    mp = as_mapping(mapping)
+    stage_names, conv = parse_stages(stages if stages is not None else mp.stages,
+                                     conversion_stage or mp.conversion_stage)
+    files = _parquet_files(path) if path.is_dir() else [regular_file(path, "event log")]
+    folder = Path(tempfile.mkdtemp(prefix="journey-stream-", dir=workdir))
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:  # hashing overlaps the reading
+            digest = pool.submit(sha256_of_files, files)
+            p = _read(path, files, mp, stage_names, before, buckets, folder, progress, block_size)
+            p.raise_first()
+            sha = digest.result()
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return StreamedLog(
+        source=str(path), sha256=sha, stages=stage_names, conversion_stage=conv, touchpoints=sorted(p.touchpoints),
+        personas=p.persona_list(), notes={"persona_column": p.persona_note()}, end=p.end / NS_PER_DAY,
+        rows_read=p.rows_read, buckets=buckets, _mapping=mp, _before=before, _folder=folder, _kept=p.kept,
+        _progress=progress)
+
+
+def sha256_of_files(files: list[Path]) -> str:
+    """SHA-256 of one file, or of several files' bytes one after the other (a Parquet folder)."""
+    if len(files) == 1:
+        return sha256_of(files[0])
+    h = hashlib.sha256()
+    for f in files:
+        with Path(f).open("rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    """A folder's Parquet files in sorted path order (hidden and ``_`` files, e.g. _SUCCESS, skipped)."""
+    try:
+        files = sorted(Path(f) for f in ds.dataset(str(path), format="parquet").files)
+    except READ_ERRORS as exc:
+        raise read_error(exc, path) from None
+    if not files:
+        raise InputError("the folder holds no Parquet files", file=path, hint="expected a folder of *.parquet files")
+    return files
+
+
+def _spill_path(folder: Path, bucket: int) -> Path:
+    return folder / f"{bucket:04d}.arrows"
+
+
+def _read(path: Path, files: list[Path], mp: Mapping, stage_names: list[str], before: float | None, buckets: int,
+          folder: Path, progress: Progress | None, block: int) -> _Pass:
+    """Pass 1 over the file(s); CSV restarts (with fresh spill files) where the in-memory reader retries."""
+    if len(files) > 1 or is_parquet(files[0]):
+        p = _Pass(path, mp, stage_names, before, buckets, folder)
+        _read_parquet(p, files, progress)
+        return p
+    try:
+        plan = csv_plan(path, mp)
+    except InputError:
+        raise
+    except READ_ERRORS as exc:
+        raise read_error(exc, path) from None
+    while True:
+        p = _Pass(path, mp, stage_names, before, buckets, folder)
+        try:
+            _read_csv(p, path, plan, block, progress)
+            return p
+        except pa.ArrowInvalid as exc:
+            p.discard()
+            if "straddl" in str(exc) and block < 1 << 30:
+                block *= 8  # a row longer than a block (a 1 MiB field)
+            elif plan.time_type is not None:
+                plan.types[plan.time_column] = pa.string()  # mixed or odd timestamps: parse them as text
+                plan.time_type = None
+            else:
+                raise read_error(exc, path) from None
+        except READ_ERRORS as exc:
+            p.discard()
+            raise read_error(exc, path) from None
+
+
+def _read_csv(p: _Pass, path: Path, plan, block: int, progress: Progress | None) -> None:
+    total = path.stat().st_size
+    try:
+        codec = pa.Codec.detect(str(path))
+    except (TypeError, ValueError):
+        codec = None
+    with pa.OSFile(str(path)) as raw:
+        stream = pa.CompressedInputStream(raw, codec.name) if codec is not None else raw
+        reader = pacsv.open_csv(stream, parse_options=plan.parse, read_options=pacsv.ReadOptions(block_size=block),
+                                convert_options=csv_convert(plan))
+        for batch in _prefetched(reader):
+            p.add(pa.Table.from_batches([batch]).replace_schema_metadata(plan.metadata))
+            if progress is not None:
+                progress(min(raw.tell(), total), total)
+    p.finish()
+
+
+def _prefetched(batches) -> Iterator[pa.RecordBatch]:
+    """The batches, the next one read (GIL released) while the caller works on this one."""
+    it = iter(batches)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = pool.submit(next, it, None)
+        while True:
+            batch = ahead.result()
+            if batch is None:
+                return
+            ahead = pool.submit(next, it, None)
+            yield batch
+
+
+def _read_parquet(p: _Pass, files: list[Path], progress: Progress | None) -> None:
+    total = sum(f.stat().st_size for f in files)
+    done = 0
+    wanted = wanted_columns(p.mp)
+    for f in files:
+        try:
+            pf = pq.ParquetFile(f)
+            names = pf.schema_arrow.names
+            meta = {"journey_header": "\x1f".join(names)}
+            size, n = f.stat().st_size, max(pf.metadata.num_rows, 1)
+            seen = 0
+            for batch in _prefetched(pf.iter_batches(batch_size=1 << 18, columns=[c for c in names if c in wanted])):
+                p.add(pa.Table.from_batches([batch]).replace_schema_metadata(meta))
+                seen += batch.num_rows
+                if progress is not None:
+                    progress(done + size * seen // n, total)
+        except READ_ERRORS as exc:
+            p.discard()
+            raise read_error(exc, f if len(files) > 1 else p.path) from None
+        done += size
+    p.finish()
+
+
+class _Pass:
+    """Pass 1's state: the first error of each kind, the vocabularies, and the open spill files."""
+
+    def __init__(self, path: Path, mp: Mapping, stage_names: list[str], before: float | None, buckets: int,
+                 folder: Path) -> None:
+        self.path, self.mp, self.stages, self.before, self.buckets, self.folder = \
+            path, mp, stage_names, before, buckets, folder
+        self.columns = column_sources(mp)
+        self.errors: dict[tuple[int, int], InputError] = {}
+        self.touchpoints: set[str] = set()
+        self.personas: set[str] = set()
+        self.bands: set[int] = set()
+        self.rows_read = 0
+        self.any_kept = False
+        self.end = -np.inf  # ns
+        self.kept = np.zeros(buckets, dtype=np.int64)
+        self.layout: Layout | None = None
+        self.layout_read = False
+        self.layout_failed = False
+        self.read_columns: list[str] | None = None
+        self.writers: dict[int, ipc.RecordBatchStreamWriter] = {}
+        self.sinks: list[pa.NativeFile] = []
+        self.schema: pa.Schema | None = None
+
+    # -- errors ------------------------------------------------------------------------------------
+    def _record(self, kind: int, exc: InputError) -> None:
+        text = exc.message
+        sub = 0 if text.startswith("empty value") else 2 if ("outside the years" in text or "out of range" in text) \
+            else 1
+        self.errors.setdefault((kind, sub), exc)
+
+    def _check(self, kind: int, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            self._record(kind, exc)
+            return None
+
+    def raise_first(self) -> None:
+        """The error load_events would raise: the first check (in its order) that fails."""
+        if self.errors:
+            raise self.errors[min(self.errors)]
+
+    # -- one batch ---------------------------------------------------------------------------------
+    def add(self, table: pa.Table) -> None:
+        """Check one batch of the file (in file order), note its vocabulary and spill its rows."""
+        n = table.num_rows
+        rows = np.arange(self.rows_read + 1, self.rows_read + n + 1, dtype=np.int64)
+        self.rows_read += n
+        if self.read_columns is None:
+            self.read_columns = list(table.column_names)
+            self._structure(table)
+        if n == 0 or any(k[0] <= _REQUIRED for k in self.errors):
+            return
+        vocab = unfiltered_vocabularies(table, self.mp, self.columns)  # as load_events takes them
+        self.touchpoints.update(vocab.get(self.columns["touchpoint"], ()))
+        if self.mp.persona is None:
+            self.personas.update(vocab.get(self.columns["persona"], ()))
+        table, rows = filter_rows(table, rows, self.mp, self.path)
+        if table.num_rows == 0:
+            return
+        self.any_kept = True
+        cols, path, mp = self.columns, self.path, self.mp
+        cust = pc.cast(table[cols["customer_id"]], pa.string())
+        self._check(_CUSTOMER, no_nulls, cust, path, cols["customer_id"], rows)
+        ns = self._time(table[cols["timestamp"]], rows)
+        tp = table[cols["touchpoint"]]
+        if self._check(_TOUCHPOINT, no_nulls, tp, path, cols["touchpoint"], rows) is None and not tp.null_count:
+            if not (mp.filter and pa.types.is_dictionary(tp.type)):  # else: taken before the filter
+                self.touchpoints.update(distinct(tp))
+        if mp.stage is not None:
+            self._check(_STAGE, derive_stage, table, mp, self.stages, path, rows)
+        else:
+            self._check(_STAGE, stage_codes, table[cols["stage"]], self.stages, path, cols["stage"], rows)
+        self._persona(table, rows)
+        if cols["satisfaction"] in table.column_names:
+            self._check(_SATISFACTION, parse_satisfaction, table[cols["satisfaction"]], path, cols["satisfaction"],
+                        rows)
+        if cols["value"] in table.column_names:
+            self._check(_VALUE, parse_value, table[cols["value"]], path, cols["value"], rows)
+        if self.errors or ns is None:
+            return  # an error will be raised: no need to spill
+        self._spill(table, rows, cust, ns)
+
+    def _structure(self, table: pa.Table) -> None:
+        """The whole log's column checks, on the first batch (every batch has the same columns)."""
+        for column in self.mp.filter:
+            if column not in table.column_names:
+                try:
+                    filter_rows(table.slice(0, 0), np.zeros(0, dtype=np.int64), self.mp, self.path)
+                except InputError as exc:
+                    self._record(_FILTER_COLUMN, exc)
+                return
+        try:
+            check_required(table, self.mp, self.columns, self.path)
+        except InputError as exc:
+            self._record(_REQUIRED, exc)
+
+    def _time(self, arr: pa.ChunkedArray, rows: np.ndarray) -> np.ndarray | None:
+        """UTC nanoseconds; a ``dayfirst`` layout read once, from the file's first kept row."""
+        column = self.columns["timestamp"]
+        rule = self.mp.timestamp
+        text = not (pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type) or pa.types.is_integer(arr.type)
+                    or pa.types.is_floating(arr.type))
+        if not self.layout_read and rule is not None and text:
+            s = pc.cast(arr, pa.string())
+            if self._check(_TIME_KIND, no_nulls, s, self.path, column, rows) is None and s.null_count:
+                return None
+            self.layout_read = True
+            try:
+                self.layout = layout_of(str(s[0]), rule, self.path, column, int(rows[0]))
+            except InputError as exc:
+                self._record(_TIME_KIND, exc)
+                self.layout_failed = True
+        if self.layout_failed:  # still look for empty cells (reported first)
+            self._check(_TIME_KIND, no_nulls, arr, self.path, column, rows)
+            return None
+        return self._check(_TIME_KIND, parse_time_ns, arr, self.path, column, rows, rule, layout=self.layout)
+
+    def _persona(self, table: pa.Table, rows: np.ndarray) -> None:
+        mp, path = self.mp, self.path
+        if mp.persona is not None:
+            got = self._check(_PERSONA, persona_rule_codes, table, mp, path)
+            if got is not None:
+                codes, names = got
+                if mp.persona.bands is None:
+                    self.personas.update(names)
+                else:
+                    self.bands.update(int(i) for i in np.unique(codes[codes >= 0]))
+            return
+        src = self.columns["persona"]
+        if src in table.column_names:
+            arr = table[src]
+            if self._check(_PERSONA, no_nulls, arr, path, src, rows) is None and not arr.null_count \
+                    and not (mp.filter and pa.types.is_dictionary(arr.type)):
+                self.personas.update(distinct(arr))
+
+    def _spill(self, table: pa.Table, rows: np.ndarray, cust: pa.ChunkedArray, ns: np.ndarray) -> None:
+        """Append each row to its bucket's file, times already parsed (nanoseconds UTC)."""
+        enc = pc.dictionary_encode(cust.combine_chunks())
+        bucket = bucket_of(enc.dictionary.to_numpy(zero_copy_only=False), self.buckets)[
+            enc.indices.to_numpy(zero_copy_only=False)]
+        days = ns.astype(np.float64) / NS_PER_DAY  # as load_events compares them
+        keep = days < self.before if self.before is not None else np.ones(days.size, dtype=bool)
+        if keep.any():
+            self.end = max(self.end, float(ns[keep].max()))
+        self.kept += np.bincount(bucket[keep], minlength=self.buckets)
+        cols = self.columns
+        only_filter = set(self.mp.filter) - (wanted_columns(self.mp.model_copy(update={"filter": {}})))
+        out = {}
+        for name in table.column_names:
+            if name in only_filter:
+                continue
+            if name == cols["customer_id"]:
+                out[name] = cust
+            elif name == cols["timestamp"]:
+                out[name] = pc.cast(pa.array(ns), _TIME)
+            else:
+                out[name] = table[name]
+        out[_ROW] = pa.array(rows)
+        spill = pa.table(out)
+        if self.schema is None:
+            self.schema = spill.schema
+        elif spill.schema != self.schema:  # a folder's files may type a column differently
+            spill = spill.cast(self.schema)
+        small = bucket.astype(np.uint8 if self.buckets <= 256 else np.uint16)
+        order = np.argsort(small, kind="stable")  # a radix sort on small integers
+        spill = spill.take(order)
+        bounds = np.searchsorted(bucket[order], np.arange(self.buckets + 1))
+        for b in np.flatnonzero(np.diff(bounds)):
+            self._writer(int(b)).write_table(spill.slice(bounds[b], bounds[b + 1] - bounds[b]))
+
+    def _writer(self, b: int) -> ipc.RecordBatchStreamWriter:
+        w = self.writers.get(b)
+        if w is None:
+            sink = pa.OSFile(str(_spill_path(self.folder, b)), "wb")
+            self.sinks.append(sink)
+            w = self.writers[b] = ipc.new_stream(sink, self.schema)
+        return w
+
+    # -- the end -----------------------------------------------------------------------------------
+    def finish(self) -> None:
+        """Close the spill files; the whole log's checks that need every row."""
+        self._close()
+        if self.rows_read == 0:
+            self._record(_EMPTY, InputError("the event log is empty (no data rows)", file=self.path))
+        elif not self.any_kept and not any(k[0] <= _REQUIRED for k in self.errors):
+            self._record(_NO_ROWS, InputError("no rows left after the mapping's [filter]", file=self.path,
+                                              where="[filter]", hint="check the filter values"))
+        elif self.before is not None and not self.kept.any():
+            self._record(_BEFORE, InputError("no rows before the split", file=self.path, where="--split"))
+
+    def _close(self) -> None:
+        for w in self.writers.values():
+            w.close()
+        for s in self.sinks:
+            s.close()
+        self.writers, self.sinks = {}, []
+
+    def discard(self) -> None:
+        """Close and remove the spill files (pass 1 starts again, or failed)."""
+        self._close()
+        for f in self.folder.glob("*.arrows"):
+            f.unlink()
+
+    def persona_list(self) -> list[str]:
+        """The whole log's personas, as load_events lists them."""
+        rule = self.mp.persona
+        if rule is not None and rule.bands is not None:
+            used = sorted(self.bands) or range(len(rule.labels))  # no one in any band: every label
+            return [rule.labels[i] for i in used]
+        if rule is not None or self.columns["persona"] in (self.read_columns or []):
+            return sorted(self.personas)
+        return ["all"]
+
+    def persona_note(self) -> str | None:
+        """notes["persona_column"]: where personas come from (None: everyone is "all")."""
+        src = self.mp.persona.column if self.mp.persona is not None else self.columns["persona"]
+        return src if self.mp.persona is not None or src in (self.read_columns or []) else None
+

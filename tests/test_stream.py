@@ -1,0 +1,263 @@
+"""The streaming reader (calibration/stream.py): every bucket it yields is exactly the one
+split_log(load_events(...)) gives, the same whole-log lists, and the same one-line errors."""
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from calibration.buckets import split_log
+from calibration.load import load_events
+from calibration.stream import open_stream
+from sim.errors import InputError
+from worlds import simulate_log
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
+MAPPINGS = ROOT / "scenarios" / "mappings"
+SMALL = 1 << 12  # bytes per CSV batch: many batches even on a small log
+
+
+def same_parts(path: Path, stream_path: Path | None = None, **kw) -> int:
+    """Assert the streamed parts equal the in-memory ones; returns the number of parts."""
+    log = load_events(path, **kw)
+    ref = dict(split_log(log))
+    with open_stream(stream_path or path, block_size=SMALL, **kw) as s:
+        assert s.touchpoints == log.touchpoints
+        assert s.personas == log.personas
+        assert s.stages == log.stages and s.conversion_stage == log.conversion_stage
+        assert s.notes == log.notes
+        if stream_path is None:
+            assert s.sha256 == log.sha256
+        got = list(s.parts())
+    assert [b for b, _ in got] == sorted(ref)
+    for b, part in got:
+        want = ref[b]
+        for f in fields(want):
+            if f.name == "backward_rows":  # split_log leaves it 0; each part counts its own
+                continue
+            if stream_path is not None and f.name in ("source", "sha256"):  # another file, same rows
+                continue
+            a, c = getattr(want, f.name), getattr(part, f.name)
+            if isinstance(a, np.ndarray):
+                assert a.dtype == c.dtype and np.array_equal(a, c), (b, f.name)
+            else:
+                assert a == c, (b, f.name)
+    assert sum(p.backward_rows for _, p in got) == log.backward_rows
+    assert max(p.end for _, p in got) == log.end
+    return len(got)
+
+
+@pytest.fixture(scope="module")
+def events(world):
+    journeys = simulate_log(world, 3_000, seed=7, arrival_days=120.0, backward_noise=0.05, after_final=0.3)
+    return journeys.events
+
+
+def test_csv_gzip_parquet_and_a_parquet_folder_stream_like_the_whole_log(tmp_path, events):
+    csv = tmp_path / "events.csv"
+    events.to_csv(csv, index=False)
+    assert same_parts(csv) > 100
+    gz = tmp_path / "events.csv.gz"
+    gz.write_bytes(gzip.compress(csv.read_bytes()))
+    same_parts(gz)
+    table = pa.Table.from_pandas(events, preserve_index=False)
+    one = tmp_path / "events.parquet"
+    pq.write_table(table, one, row_group_size=2_000)
+    same_parts(one)
+    folder = tmp_path / "log"
+    folder.mkdir()
+    cuts = [0, 5_000, 5_001, 12_000, table.num_rows]
+    for i, (lo, hi) in enumerate(zip(cuts, cuts[1:])):  # names sort as the rows run; rows numbered across
+        pq.write_table(table.slice(lo, hi - lo), folder / f"part-{i:02d}.parquet", row_group_size=1_500)
+    (folder / "_SUCCESS").write_text("")
+    same_parts(one, stream_path=folder)
+
+
+def test_before_and_time_disorder(tmp_path, events):
+    shuffled = events.sample(frac=1.0, random_state=3)  # first appearance differs from time order
+    csv = tmp_path / "shuffled.csv"
+    shuffled.to_csv(csv, index=False)
+    same_parts(csv)
+    same_parts(csv, before=float(pd.Timestamp(events["timestamp"].iloc[len(events) // 2]).value / 86_400e9))
+
+
+def test_the_real_logs_with_their_mappings(tmp_path):
+    same_parts(DATA / "bpic2012_slice.csv.gz", mapping=MAPPINGS / "bpic2012_mapping.toml")
+    same_parts(DATA / "helpdesk_slice.csv.gz", mapping=MAPPINGS / "helpdesk_mapping.toml")
+
+
+FOREIGN = "case,when,activity,status,amount,tier\n" + "".join(
+    f"c{i % 37},2024-{1 + i // 300 % 12:02d}-{1 + i % 28:02d}T{i % 24:02d}:00:00,"
+    f"{['visit', 'quote', 'call', 'sign', 'declined'][i % 5 if i % 7 else 0]},"
+    f"{'START' if i % 11 == 0 else 'COMPLETE'},{(i % 37) * 700},{['gold', 'silver'][i % 37 % 2]}\n"
+    for i in range(3_000))
+BASE = """
+stages = ["lead", "offer", "signed"]
+[columns]
+customer_id = "case"
+timestamp = "when"
+touchpoint = "activity"
+[stage]
+column = "activity"
+values = { quote = "offer", sign = "signed" }
+"""
+
+
+@pytest.mark.parametrize("extra", [
+    "",
+    'end_values = ["declined"]\n',
+    'end_values = ["declined"]\n[filter]\nstatus = "COMPLETE"\n',
+    '[filter]\nstatus = ["COMPLETE"]\nactivity = ["visit", "quote", "call", "sign"]\n',
+    '[persona]\ncolumn = "tier"\n',
+    '[persona]\ncolumn = "amount"\nbands = [0, 5000, 15000, 90000]\nlabels = ["s", "m", "l", "xl"]\n',
+    '[options]\ndrop_duplicates = true\n',
+])
+def test_mappings_stream_like_the_whole_log(tmp_path, extra):
+    log = tmp_path / "log.csv"
+    text = FOREIGN if "drop_duplicates" not in extra else FOREIGN + FOREIGN.split("\n", 1)[1]
+    log.write_text(text)
+    mapping = tmp_path / "map.toml"
+    mapping.write_text(BASE + extra)
+    same_parts(log, mapping=mapping)
+
+
+@pytest.mark.parametrize("layout, fmt", [
+    ('format = "%d/%m/%Y %H:%M"', "%d/%m/%Y %H:%M"),
+    ("dayfirst = true", "%d/%m/%Y %H:%M"),
+    ('unit = "s"', None),
+])
+def test_timestamp_rules_stream_like_the_whole_log(tmp_path, layout, fmt):
+    frame = pd.read_csv(pd.io.common.StringIO(FOREIGN))
+    when = pd.to_datetime(frame["when"])
+    frame["when"] = when.dt.strftime(fmt) if fmt else (when.astype("int64") // 10**9).astype(str)
+    log = tmp_path / "log.csv"
+    frame.to_csv(log, index=False)
+    mapping = tmp_path / "map.toml"
+    mapping.write_text(BASE + f"[timestamp]\n{layout}\ntimezone = \"Europe/Amsterdam\"\n"
+                       if "unit" not in layout else BASE + f"[timestamp]\n{layout}\n")
+    same_parts(log, mapping=mapping)
+
+
+HEADER = "customer_id,timestamp,touchpoint,stage,persona\n"
+GOOD = "".join(f"{i % 50},2024-01-{1 + i % 28:02d},web,awareness,p{i % 50 % 3}\n" for i in range(2_000))
+
+
+def _late(row: str) -> str:
+    """A good log with ``row`` replacing a row in a late batch."""
+    lines = GOOD.splitlines(keepends=True)
+    lines[1_700] = row
+    return HEADER + "".join(lines)
+
+
+def _early(row: str) -> str:
+    lines = GOOD.splitlines(keepends=True)
+    lines[40] = row
+    return "".join(lines)
+
+
+@pytest.mark.parametrize("text", [
+    "customer_id,timestamp,stage\n1,2024-01-01,awareness\n",
+    HEADER + "1,2024-13-45,web,awareness,x\n",
+    HEADER + "1,2024-01-01,web,purchase,x\n",
+    HEADER,
+    "",
+    HEADER + "1,,web,awareness,x\n",
+    _late("7,2024-01-02,web,awareness,x,extra\n"),  # a reader error
+    _late(",2024-01-02,web,awareness,p1\n"),  # an empty id late beats a bad stage early (check order)
+    _late(",2024-01-02,web,awareness,p1\n")[:-1] + _early("7,2024-01-02,web,purchase,p1\n"),
+    _late("7,2024-01-02,web,awareness,\n"),
+    _late("7,2024-02-31,web,awareness,p1\n"),
+    HEADER.replace("persona", "customer_id") + "1,2024-01-01,web,awareness,x\n",
+])
+def test_bad_input_gives_the_in_memory_line(tmp_path, text):
+    path = tmp_path / "log.csv"
+    path.write_text(text)
+    with pytest.raises(InputError) as want:
+        load_events(path)
+    with pytest.raises(InputError) as got:
+        with open_stream(path, block_size=SMALL) as s:
+            list(s.parts())
+    assert str(got.value) == str(want.value)
+    assert not list(tmp_path.glob("journey-stream-*"))
+
+
+@pytest.mark.parametrize("extra, before", [
+    ('[filter]\nstatus = "NOPE"\n', None),
+    ('[filter]\nstatuz = "COMPLETE"\n', None),
+    ('[persona]\ncolumn = "amount"\nbands = [500]\nlabels = ["x"]\n', None),  # a first row below every band
+    ('[persona]\ncolumn = "amont"\n', None),
+    ("", 1.0),
+])
+def test_bad_mappings_give_the_in_memory_line(tmp_path, extra, before):
+    log = tmp_path / "log.csv"
+    log.write_text(FOREIGN)
+    mapping = tmp_path / "map.toml"
+    mapping.write_text(BASE + extra)
+    with pytest.raises(InputError) as want:
+        load_events(log, mapping=mapping, before=before)
+    with pytest.raises(InputError) as got:
+        with open_stream(log, mapping=mapping, before=before, block_size=SMALL, workdir=tmp_path) as s:
+            list(s.parts())
+    assert str(got.value) == str(want.value)
+
+
+def test_progress_and_spill_files_removed(tmp_path, events):
+    csv = tmp_path / "events.csv"
+    events.to_csv(csv, index=False)
+    seen = []
+    with open_stream(csv, block_size=SMALL, workdir=tmp_path, progress=lambda d, t: seen.append((d, t))) as s:
+        assert list(tmp_path.glob("journey-stream-*/*.arrows"))
+        n = sum(1 for _ in s.parts())
+    assert seen[-1] == (n, n) and any(t == csv.stat().st_size for _, t in seen)
+    assert not list(tmp_path.glob("journey-stream-*"))
+
+
+_PEAK = """
+import resource, sys
+sys.path.insert(0, sys.argv[3])
+if sys.argv[1] == "stream":
+    from calibration.stream import open_stream
+    with open_stream(sys.argv[2]) as s:
+        rows = sum(p.n_rows for _, p in s.parts())
+else:
+    from calibration.load import load_events
+    rows = load_events(sys.argv[2]).n_rows
+# VmHWM, not getrusage: ru_maxrss keeps the forking parent's (pytest's) size across exec
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")]
+print(rows, hwm[0].split()[1] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_streaming_memory_stays_bounded(tmp_path):
+    """~3 M rows: the streamed read peaks well below the in-memory one (same rows)."""
+    n = 3_000_000
+    rng = np.random.default_rng(0)
+    cust = rng.integers(0, 400_000, n)
+    t0 = np.datetime64("2024-01-01T00:00:00", "s")
+    times = (t0 + (np.arange(n) * 8).astype("timedelta64[s]")).astype(str)  # distinct: no duplicate rows
+    table = pa.table({"customer_id": pa.array(cust.astype(str)), "timestamp": pa.array(times),
+                      "touchpoint": pa.array(np.array(["web", "email", "call"])[rng.integers(0, 3, n)]),
+                      "stage": pa.array(np.array(["awareness", "consideration"])[rng.integers(0, 2, n)])})
+    path = tmp_path / "big.csv"
+    pa.csv.write_csv(table, path)
+    del table, cust, times
+    peak = {}
+    for how in ("stream", "load"):
+        done = subprocess.run([sys.executable, "-c", _PEAK, how, str(path), str(ROOT)], capture_output=True,
+                              text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        out = done.stdout.split()
+        peak[how] = (int(out[0]), int(out[1]) / 1024)
+    (tmp_path / "peak.json").write_text(json.dumps(peak))
+    assert peak["stream"][0] == peak["load"][0]
+    assert peak["stream"][1] < 0.7 * peak["load"][1], peak
