@@ -32,7 +32,7 @@ def calibrate(events: str | Path, *, stages: str | None = None, conversion_stage
               inactivity_days: float = DEFAULT_INACTIVITY_DAYS, mapping: str | Path | None = None,
               before: float | None = None, censoring: str = "cure", dwell: str | None = None,
               personas: str | int | None = None, seed: int | None = None, currency: str | None = None,
-              touch_order: int = 0, reader: str = "memory") -> Model:
+              touch_order: int = 0, reader: str = "stream") -> Model:
     """The model of an event log (see `calibration`)."""
     return calibration(events, stages=stages, conversion_stage=conversion_stage, inactivity_days=inactivity_days,
                        mapping=mapping, before=before, censoring=censoring, dwell=dwell, personas=personas,
@@ -44,7 +44,7 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
                 before: float | None = None, censoring: str = "cure", dwell: str | None = None,
                 personas: str | int | None = None, seed: int | None = None,
                 assignments: str | Path | None = None, currency: str | None = None,
-                touch_order: int = 0, reader: str = "memory", client=None,
+                touch_order: int = 0, reader: str = "stream", client=None,
                 progress: Callable[[str, int, int], None] | None = None) -> Calibration:
     """``touch_order``: 1 = touch sequences (calibration/estimate.py);
     ``personas`` (auto or K): discover them from behaviour when the log has none (calibration/personas.py);
@@ -104,14 +104,17 @@ def _streamed(events: str | Path, load: dict, *, inactivity_days: float, phases:
     """The log's statistics, read in batches and summed bucket by bucket (calibration/stream.py)."""
     from calibration.stream import open_stream
 
-    def report(what: str) -> Callable[[int, int], None] | None:
-        return None if progress is None else (lambda done, total: progress(what, done, total))
+    stage = ["reading"]  # the stream reports bytes read, then buckets summed
 
-    with open_stream(events, progress=report("reading"), **load) as stream:
+    def report(done: int, total: int) -> None:
+        progress(stage[0], done, total)
+
+    with open_stream(events, progress=None if progress is None else report, **load) as stream:
+        stage[0] = "summing"
         end = stream.end
         while True:
             total, last = StatsSum(), -np.inf
-            for _, part in stream.parts(progress=report("summing")):
+            for _, part in stream.parts():
                 total.add(log_stats(part, end=end, inactivity_days=inactivity_days, phases=phases))
                 last = max(last, part.end)
             if last == end:

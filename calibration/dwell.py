@@ -165,17 +165,23 @@ def _em(x: DwellInputs, v: _Visits, P: int, S: int, q: np.ndarray, way0: np.ndar
     prior_rate = (rate * q)[..., None] * np.ones(K)
     valid = way0 > 0
     way, leave = way0.copy(), prior_rate.copy()
-    flat = (c_idx[:, None] * K + np.arange(K)).ravel()
+    cw_t = c_w * c_t
     censored_visits = np.zeros_like(days)
     censored_days = np.zeros_like(days)
     for _ in range(EM_ITERATIONS):
-        logit = (np.log(np.maximum(way.reshape(P * S, K)[c_idx], 1e-300))
-                 - leave.reshape(P * S, K)[c_idx] * c_t[:, None])
-        resp = np.exp(logit - logit.max(axis=1, keepdims=True))
+        # in place, one [n, K] array: the censored visits are what grows with the log
+        resp = np.log(np.maximum(way.reshape(P * S, K), 1e-300))[c_idx]
+        decay = leave.reshape(P * S, K)[c_idx]
+        decay *= c_t[:, None]
+        resp -= decay
+        del decay
+        resp -= resp.max(axis=1, keepdims=True)
+        np.exp(resp, out=resp)
         resp /= resp.sum(axis=1, keepdims=True)
-        censored_visits = np.bincount(flat, weights=(resp * c_w[:, None]).ravel(), minlength=size).reshape(P, S, K)
-        censored_days = np.bincount(flat, weights=(resp * (c_w * c_t)[:, None]).ravel(),
-                                    minlength=size).reshape(P, S, K)
+        censored_visits = np.stack([np.bincount(c_idx, weights=resp[:, o] * c_w, minlength=P * S)
+                                    for o in range(K)], -1).reshape(P, S, K)
+        censored_days = np.stack([np.bincount(c_idx, weights=resp[:, o] * cw_t, minlength=P * S)
+                                  for o in range(K)], -1).reshape(P, S, K)
         visits = exits + censored_visits
         new_way = (visits + m * way0) / np.maximum(visits.sum(-1, keepdims=True) + m, 1e-300)
         new_way = np.where(valid, new_way, 0.0)

@@ -152,10 +152,12 @@ def log_stats(log: EventLog, *, end: float, inactivity_days: float, phases: bool
                    for w in (0, 1)] if phases else None,
         persona_customers=np.bincount(log.persona_of_customer, minlength=P),
         arrival=time[first],
-        tails=Tails(ps=ps[last], cell=cell[last], to_idx=to_idx[last], after=after[last], time=time[last],
+        # int32 codes: per-customer arrays are what grows with the log
+        tails=Tails(ps=ps[last].astype(np.int32), cell=cell[last].astype(np.int32),
+                    to_idx=to_idx[last].astype(np.int32), after=after[last].astype(np.int32), time=time[last],
                     entry_time=entry_time[last], live=live[last], advanced=advanced[last], certain=certain[last],
                     timed=~arrival_move[last]),
-        late=Late(ps=ps[late], entry_time=entry_time[late]),
+        late=Late(ps=ps[late].astype(np.int32), entry_time=entry_time[late]),
         experience=experience_sums(log, before), value=value_sums(log, before, after),
     )
 
