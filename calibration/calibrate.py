@@ -1,7 +1,9 @@
 """Calibration: event log in, Model out (pure; `journey calibrate` writes it: application/calibrate.py)."""
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,11 +114,21 @@ def _streamed(events: str | Path, load: dict, *, inactivity_days: float, phases:
     with open_stream(events, progress=None if progress is None else report, **load) as stream:
         stage[0] = "summing"
         end = stream.end
+        buckets = stream.bucket_ids()
+
+        def bucket_stats(bucket: int) -> tuple[LogStats, float]:
+            part = stream.part(bucket)
+            return log_stats(part, end=end, inactivity_days=inactivity_days, phases=phases), part.end
+
         while True:
             total, last = StatsSum(), -np.inf
-            for _, part in stream.parts():
-                total.add(log_stats(part, end=end, inactivity_days=inactivity_days, phases=phases))
-                last = max(last, part.end)
+            # buckets read and summed on two threads (numpy and Arrow release the GIL), added in bucket order
+            with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+                for i, (part_stats, part_end) in enumerate(pool.map(bucket_stats, buckets)):
+                    total.add(part_stats)
+                    last = max(last, part_end)
+                    if progress is not None:
+                        progress("summing", i + 1, len(buckets))
             if last == end:
                 break
             end = last  # rows after a mapping's end rows were dropped: the log ends earlier, sum again

@@ -84,25 +84,33 @@ class StreamedLog:
     _kept: np.ndarray = field(repr=False)  # rows each bucket keeps (before the split)
     _progress: Progress | None = field(default=None, repr=False)
 
-    def parts(self) -> Iterator[tuple[int, EventLog]]:
-        """Each non-empty bucket's log, in bucket order (customers renumbered 0..n-1 by first row).
+    def bucket_ids(self) -> list[int]:
+        """The non-empty buckets, in order."""
+        return [int(b) for b in np.flatnonzero(self._kept)]
+
+    def part(self, bucket: int) -> EventLog:
+        """One bucket's log (customers renumbered 0..n-1 by first row); safe to call from several threads.
 
         A per-customer problem (two personas, duplicate rows, a [persona] rule's empty first row) is
-        raised by the first bucket that has one.
+        raised by the bucket that has it.
         """
         mp = self._mapping.model_copy(update={"filter": {}})  # the spill holds the kept rows only
-        todo = np.flatnonzero(self._kept)
+        with pa.OSFile(str(_spill_path(self._folder, bucket))) as fh:
+            table = ipc.open_stream(fh).read_all()
+        rows = table.column(_ROW).to_numpy()
+        return log_from_table(table.drop_columns([_ROW]), rows, mapping=mp, stages=self.stages,
+                              conversion_stage=self.conversion_stage, source=self.source, sha256=self.sha256,
+                              before=self._before, touchpoints=self.touchpoints, personas=self.personas)
+
+    def parts(self) -> Iterator[tuple[int, EventLog]]:
+        """Each non-empty bucket's log, in bucket order (see `part`); the first bucket with a
+        per-customer problem raises it."""
+        todo = self.bucket_ids()
         for i, b in enumerate(todo):
-            with pa.OSFile(str(_spill_path(self._folder, int(b)))) as fh:
-                table = ipc.open_stream(fh).read_all()
-            rows = table.column(_ROW).to_numpy()
-            part = log_from_table(table.drop_columns([_ROW]), rows, mapping=mp, stages=self.stages,
-                                  conversion_stage=self.conversion_stage, source=self.source, sha256=self.sha256,
-                                  before=self._before, touchpoints=self.touchpoints, personas=self.personas)
-            del table
+            part = self.part(b)
             if self._progress is not None:
-                self._progress(i + 1, todo.size)
-            yield int(b), part
+                self._progress(i + 1, len(todo))
+            yield b, part
 
     def close(self) -> None:
         """Remove the spill files."""
