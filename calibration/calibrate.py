@@ -71,6 +71,10 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
     load = {"stages": stages, "conversion_stage": conversion_stage, "mapping": mapping, "before": before}
     log = posterior = record = None
     if k is not None or reader == "memory":
+        if client is None and Path(events).is_dir():
+            raise InputError("a folder of Parquet files is read in batches, not whole", file=events,
+                             where="--personas" if k is not None else "--reader",
+                             hint="drop --reader memory (persona discovery needs one file)")
         log = load_events(events, **load)
         if k is not None:
             seed = discovery.DEFAULT_SEED if seed is None else seed

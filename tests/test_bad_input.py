@@ -153,7 +153,7 @@ CASES = [
     # ---- calibrate ----------------------------------------------------------------------------
     ("cal-missing", ["calibrate", "{d}/nope.csv"], ["nope.csv", "not found"]),
     ("cal-dangling-link", ["calibrate", "{d}/dangling.csv"], ["dangling.csv", "not found"]),
-    ("cal-directory", ["calibrate", "{d}/folder"], ["folder", "directory"]),
+    ("cal-directory", ["calibrate", "{d}/folder"], ["folder", "no Parquet files"]),
     ("cal-empty", ["calibrate", "{d}/empty.csv"], ["empty.csv", "empty"]),
     ("cal-header-only", ["calibrate", "{d}/header.csv"], ["header.csv", "empty"]),
     ("cal-missing-column", ["calibrate", "{d}/nocol.csv"], ["nocol.csv", "'touchpoint'", "missing"]),
@@ -432,7 +432,7 @@ def test_internal_error_is_exit_1_one_line_and_trace_only_with_debug(monkeypatch
 def test_internal_error_in_calibrate_writes_no_model(monkeypatch, tmp_path):
     import calibration.calibrate
 
-    monkeypatch.setattr(calibration.calibrate, "estimate", _boom)
+    monkeypatch.setattr(calibration.calibrate, "estimate_stats", _boom)
     out = tmp_path / "model.json"
     result = invoke("calibrate", DEMO_EVENTS, "--out", out)
     assert result.exit_code == 1 and "boom in the engine" in result.stderr
