@@ -45,8 +45,9 @@ __all__ = ["DEFAULT_DRAWS", "parameter_draws", "Interval", "Drawn"]
 LEVEL = 0.95
 METHOD = ("posterior draws of the calibrated parameters given the counts behind them (Dirichlet outcomes and "
           "shares drawn level by level as the calibration pools them, beta lapses, gamma rates and leave "
-          "speeds, Dirichlet persona mix, Dirichlet phase weights of phase-type stays), each evaluated "
-          "exactly; percentile interval")
+          "speeds, Dirichlet persona mix), each evaluated exactly; percentile interval")
+SHAPE_METHOD = ("; with phase-type stays, the phase weights too (Dirichlet, the pooled shape then each "
+                "persona's, the mean kept by the leave speed)")
 NOT_INCLUDED = ("the cure model's coupling of drop-offs with the interaction rate (it matters when most of "
                 "the history is recent) and whether the model's form is right (see backtest and drift)")
 
@@ -306,9 +307,10 @@ def evaluate_draws(models: Sequence[Model], horizon_days: float | None = None) -
 
 def describe(model: Model, draws: int) -> dict:
     """What the data intervals include, for the JSON records."""
-    not_included = NOT_INCLUDED
-    if model.shaped:
+    not_included, method = NOT_INCLUDED, METHOD
+    if model.shaped:  # the text of models without shapes stays as it was (output hashes)
+        method += SHAPE_METHOD
         not_included += ("; the phase counts of the phase-type stays (chosen by BIC and kept: their weights "
                          "are drawn, a phase count BIC left out stays out)")
     return {"draws": int(draws), "level": LEVEL, "customers_behind_model": real_customers(model),
-            "method": METHOD, "not_included": not_included}
+            "method": method, "not_included": not_included}

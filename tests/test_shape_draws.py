@@ -151,9 +151,10 @@ def test_drawn_mean_stay_is_the_drawn_speeds():
 def test_describe_says_the_weights_are_drawn():
     world = with_phases(make_world(704), SHAPE)
     text = describe(world, 10)
-    assert "phase weights of phase-type stays" in text["method"]
+    assert "the phase weights too" in text["method"]
     assert "phase counts of the phase-type stays" in text["not_included"]
-    assert "phase-type" not in describe(make_world(704), 10)["not_included"]
+    plain = describe(make_world(704), 10)  # models without shapes: the text of before
+    assert "phase" not in plain["not_included"] and "phase" not in plain["method"]
 
 
 # ---- (b) interval coverage on known worlds -----------------------------------------------------------------
