@@ -15,8 +15,12 @@ evidence behind it plus the pooling prior (``prior_weight`` pseudo-observations)
   * the lapse after moving into a stage: Beta((entered + m) * lapse, (entered + m) * (1 - lapse));
   * the interaction rate: Gamma with shape gaps + m and the calibrated mean;
   * each way out's leave speed: Gamma with shape leave events + m and the calibrated mean (with
-    phase-type stays, ``--dwell phases``, this draws the stay's mean; its shape, the phase weights,
-    is kept at the estimate);
+    phase-type stays, ``--dwell phases``, this draws the stay's mean);
+  * the shapes of phase-type stays (``--dwell phases``): per stage x way out, the pooled shape
+    Dirichlet(timed exits x weights, all personas), then each persona's given that draw
+    (Dirichlet(exits x weights + m * draw)), centred on the calibrated weights. The model stores
+    the weights unit-free (phase rate = kbar x leave rate), so the drawn speed keeps the mean and
+    the weights only change the shape; drawn after every other block, so the rest stay as without;
   * the persona mix: Dirichlet(customers of each persona);
   * the value model's means (sim/money.py): gamma with the mean's sampling variance, drawn last.
 
@@ -42,6 +46,8 @@ LEVEL = 0.95
 METHOD = ("posterior draws of the calibrated parameters given the counts behind them (Dirichlet outcomes and "
           "shares drawn level by level as the calibration pools them, beta lapses, gamma rates and leave "
           "speeds, Dirichlet persona mix), each evaluated exactly; percentile interval")
+SHAPE_METHOD = ("; with phase-type stays, the phase weights too (Dirichlet, the pooled shape then each "
+                "persona's, the mean kept by the leave speed)")
 NOT_INCLUDED = ("the cure model's coupling of drop-offs with the interaction rate (it matters when most of "
                 "the history is recent) and whether the model's form is right (see backtest and drift)")
 
@@ -115,14 +121,34 @@ def parameter_draws(model: Model, draws: int, seed: np.random.SeedSequence | np.
             advance=advance * live[None, :, None, None], drop=drop * live[None, :, None], lapse=lp, rate=rt,
             leave_speed=speed[d], arrival_days=model.arrival_days, estimator=model.estimator,
             follow=None if follow is None else follow[d],
-            phases=model.phases,  # phase-type shapes kept at the estimate: their means move with the speed
+            phases=model.phases,  # replaced below where the model has shapes
         ))
-    if model.extras.get("value"):  # drawn last: every other parameter's draws stay as they were
+    if model.extras.get("value"):  # drawn last but the shapes: every other parameter's draws stay as they were
         from sim.money import draw_sections
 
         for m, section in zip(out, draw_sections(model.extras["value"], rng, D)):
             m.extras["value"] = section
+    if model.shaped:  # after everything else: a model without shapes uses the stream exactly as before
+        for m, weights in zip(out, phase_draws(model, rng, D)):
+            m.phases = weights
     return out
+
+
+def phase_draws(model: Model, rng: np.random.Generator, D: int) -> np.ndarray:
+    """Phase weights [D, P, S, 1 + S, K] drawn as the estimator pools them (see the module docstring).
+
+    A way out's evidence is its timed exits (``counts["leave_events"]``) spread over the phase counts
+    by the fitted weights; weights fitted at 0 (phase counts BIC did not choose) stay 0, and a
+    one-phase stay stays exponential. Without ``leave_events`` every cell has only the m
+    pseudo-visits behind it.
+    """
+    m = float(model.estimator.get("pooling", {}).get("prior_weight", 10.0))
+    weights = np.asarray(model.phases, dtype=float)
+    exits = np.asarray(model.counts.get("leave_events", np.zeros(weights.shape[:-1])), dtype=float)
+    counts = np.maximum(exits, 0.0)[..., None] * weights  # [P, S, 1 + S, K]
+    drawn = _relative(weights, _pooled_shares(rng, counts, m, D))
+    # renormalised ratios can leave 1e-17 where a weight is exactly 0: keep the support exact
+    return np.where(weights > 0, drawn, 0.0)
 
 
 def _valid_outcomes(S: int) -> np.ndarray:
@@ -281,9 +307,10 @@ def evaluate_draws(models: Sequence[Model], horizon_days: float | None = None) -
 
 def describe(model: Model, draws: int) -> dict:
     """What the data intervals include, for the JSON records."""
-    not_included = NOT_INCLUDED
-    if model.shaped:
-        not_included += ("; the shapes of the phase-type stays (phase weights kept at the estimate, their "
-                         "means drawn with the leave speeds)")
+    not_included, method = NOT_INCLUDED, METHOD
+    if model.shaped:  # the text of models without shapes stays as it was (output hashes)
+        method += SHAPE_METHOD
+        not_included += ("; the phase counts of the phase-type stays (chosen by BIC and kept: their weights "
+                         "are drawn, a phase count BIC left out stays out)")
     return {"draws": int(draws), "level": LEVEL, "customers_behind_model": real_customers(model),
-            "method": METHOD, "not_included": not_included}
+            "method": method, "not_included": not_included}
