@@ -268,10 +268,11 @@ def test_speed_scenario_scales_every_phase_rate():
     assert abs(evaluate(out).conversion_rate - evaluate(WORLD).conversion_rate) < 1e-12
 
 
-def test_parameter_draws_keep_the_shapes(erlang_fit):
+def test_parameter_draws_draw_the_shapes_within_the_fitted_phase_counts(erlang_fit):
     _, fitted, _ = erlang_fit
     draws = parameter_draws(fitted, 4, np.random.default_rng(3))
-    assert all(np.array_equal(d.phases, fitted.phases) for d in draws)
+    assert all(d.phases.shape == fitted.phases.shape and np.all(d.phases[fitted.phases == 0] == 0) for d in draws)
+    assert not all(np.array_equal(d.phases, fitted.phases) for d in draws)
     values = [evaluate(d, horizon_days=10).conversion_rate for d in draws]
     assert np.std(values) > 0 and all(math.isfinite(v) for v in values)
     assert "phase-type" in describe(fitted, 4)["not_included"]
