@@ -21,12 +21,11 @@ once (phases beyond a candidate's count held at weight 0), each shape stopping o
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from sim.phases import kbar, n_phases
+from sim.phases import FAR, cumulated, kbar, mixture_survival, n_phases, poisson_terms, scaled_powers
 
 CANDIDATES = (1, 2, 3, 4, 6, 8, 12, 16)
 _CLIMB = ((1, 2, 3, 4), (6, 8), (12, 16))  # candidates fitted together; later groups only where the climb goes on
@@ -38,7 +37,6 @@ MIN_EXITS = 30  # fewer timed exits (all personas) than a sparse cell: the stay 
 _BIN = np.log1p(0.01)
 _TMIN = 1e-4  # days (9 s): shorter stays share one bin
 _SELECT_BIN = np.log1p(0.04)  # unit-free times (stay / its mean) when choosing the phase count
-_LOG_FACT = np.array([math.lgamma(k + 1.0) for k in range(max(CANDIDATES))])  # log (k - 1)!, k = 1..16
 
 
 @dataclass
@@ -167,30 +165,6 @@ def _ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens - lo, lens), seg
 
 
-def _poisson_terms(K: int, x: np.ndarray) -> np.ndarray:
-    """P(N = k - 1), N ~ Poisson(x), k = 1..K: [K, n] (as sim.phases.log_poisson, transposed)."""
-    with np.errstate(divide="ignore"):
-        lx = np.log(np.maximum(x, 1e-300))
-    return np.exp((np.arange(K, dtype=float)[:, None] * lx - x) - _LOG_FACT[:K, None])
-
-
-def _cumulated(terms: np.ndarray) -> np.ndarray:
-    """Cumulative sums over the phases of [K, n], in place (a loop over K beats cumsum on axis 0)."""
-    for k in range(1, terms.shape[0]):
-        terms[k] += terms[k - 1]
-    return terms
-
-
-def _powers(x: np.ndarray, K: int) -> np.ndarray:
-    """x^(k - 1) / (k - 1)!, k = 1..K: [K, n]."""
-    q = np.empty((K, x.size))
-    q[0] = 1.0
-    for k in range(1, K):
-        np.multiply(q[k - 1], x, out=q[k])
-        q[k] *= 1.0 / k
-    return q
-
-
 def _step(pi: np.ndarray, lam: np.ndarray, ex: _Rows, ce: _Rows, wc: np.ndarray, prior_pi: np.ndarray | None,
           m: float, prior_mean: np.ndarray | None,
           pad: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -208,7 +182,7 @@ def _step(pi: np.ndarray, lam: np.ndarray, ex: _Rows, ce: _Rows, wc: np.ndarray,
         # finished at t: the density lam e^-x sum_k pi_k x^(k-1) / (k-1)!, x = lam t; the powers stay
         # far inside the float range for the times and rates of stays
         x = lam[ex.seg] * ex.t_pos
-        q = _powers(x, K)
+        q = scaled_powers(x, K)
         tot = np.einsum("kn,kn->n", ex.spread(eff), q)
         ll = ex.sum(ex.w * (np.log(tot) - x)) + np.log(lam) * ex.sum(ex.w)
         u = ex.w / tot
@@ -217,22 +191,21 @@ def _step(pi: np.ndarray, lam: np.ndarray, ex: _Rows, ce: _Rows, wc: np.ndarray,
         time = ex.sum(ex.w * ex.t)
         n = ex.sum(ex.w)
         if ce.seg.size:
-            # still going at t: pi_k P(N <= k - 1) in logs (tiny survivals floored at 1e-300 as before);
-            # completions so far E[N | N < k] = x P(N <= k - 2) / P(N <= k - 1)
+            # still going at t: pi_k P(N <= k - 1) = pi_k e^-x sum_{j < k} x^j / j!, and the completions
+            # so far, E[N | N < k] = x P(N <= k - 2) / P(N <= k - 1); rows far out in logs (_censored_far)
             x = lam[ce.seg] * ce.t
-            sc = _cumulated(_poisson_terms(K, x))
-            b = ce.spread(np.log(eff)) + np.log(np.maximum(sc, 1e-300))
-            top = b.max(0)
-            r = np.exp(b - top)
-            tot = r.sum(0)
-            ll += ce.sum(wc * (np.log(tot) + top))
-            u = wc / tot
-            counts += ce.sum_rows(r * u)
-            below = np.zeros_like(sc)
-            below[1:] = sc[:-1]
-            ok = sc > 1e-280
-            ratio = np.where(ok, x * below / np.where(ok, sc, 1.0), j)
-            comp += ce.sum(u * (r * np.minimum(ratio, j)).sum(0))
+            far = x > FAR
+            w = np.where(far, 0.0, wc)
+            g = cumulated(scaled_powers(x, K))
+            tot = np.einsum("kn,kn->n", ce.spread(eff), g)
+            ll += ce.sum(w * (np.log(tot) - x))
+            u = w / tot
+            counts += eff * ce.sum_rows(g * u)
+            comp += (eff[:, 1:] * ce.sum_rows(g[:-1] * (u * x))).sum(1)
+            if far.any():
+                part = _Rows(ce.seg[far], ce.t[far], wc[far], C)
+                ll_f, counts_f, comp_f = _censored_far(eff, x[far], part, K)
+                ll, counts, comp = ll + ll_f, counts + counts_f, comp + comp_f
             time += ce.sum(wc * ce.t)
             n += ce.sum(wc)
         if prior_pi is None or m <= 0:
@@ -246,6 +219,24 @@ def _step(pi: np.ndarray, lam: np.ndarray, ex: _Rows, ce: _Rows, wc: np.ndarray,
         else:
             new_lam = plain
     return new_pi, new_lam, ll
+
+
+def _censored_far(eff: np.ndarray, x: np.ndarray, rows: _Rows, K: int) -> tuple[np.ndarray, ...]:
+    """`_step`'s sums over bins still going far out (x > FAR), in logs with the floors (1e-300 on a
+    survival, 1e-280 before a ratio of them) of the per-shape fit: (ll, counts, completions)."""
+    j = np.arange(K, dtype=float)[:, None]
+    sc = cumulated(poisson_terms(K, x))
+    b = rows.spread(np.log(eff)) + np.log(np.maximum(sc, 1e-300))
+    top = b.max(0)
+    r = np.exp(b - top)
+    tot = r.sum(0)
+    u = rows.w / tot
+    below = np.zeros_like(sc)
+    below[1:] = sc[:-1]
+    ok = sc > 1e-280
+    ratio = np.where(ok, x * below / np.where(ok, sc, 1.0), j)
+    return (rows.sum(rows.w * (np.log(tot) + top)), rows.sum_rows(r * u),
+            rows.sum(u * (r * np.minimum(ratio, j)).sum(0)))
 
 
 def _fit_shapes(ks: list[int], data: list[tuple[np.ndarray, ...]],
@@ -477,19 +468,9 @@ def _em(obs: _Obs, exits: np.ndarray, way: np.ndarray, pi: np.ndarray, lam: np.n
     return way, pi, lam
 
 
-def _survival(pi: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """sum_k pi_k P(N <= k - 1), N ~ Poisson(x): P(stay > t) of weights pi [n, K] at x = lam t.
-
-    Phases past every row's last weighted one add nothing, so the sum stops there.
-    """
-    k = int(n_phases(pi).max(initial=1))
-    return (pi[:, :k].T * _cumulated(_poisson_terms(k, x))).sum(0)
-
-
-def _density(pi: np.ndarray, lam: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """The density at t of stays with phase weights pi [n, K] and phase rates lam [n]."""
-    k = int(n_phases(pi).max(initial=1))
-    return (pi[:, :k].T * _poisson_terms(k, lam * np.maximum(t, 1e-12))).sum(0) * lam
+def _density(pi: np.ndarray, lam: np.ndarray, t: np.ndarray, K: int) -> np.ndarray:
+    """The density at t of stays with phase weights pi [n, >= K] and phase rates lam [n]."""
+    return (pi[:, :K].T * poisson_terms(K, lam * np.maximum(t, 1e-12))).sum(0) * lam
 
 
 def _quiet_weights(quiet: Quiet, way: np.ndarray, pi: np.ndarray, lam: np.ndarray, stay_rate: np.ndarray,
@@ -500,14 +481,16 @@ def _quiet_weights(quiet: Quiet, way: np.ndarray, pi: np.ndarray, lam: np.ndarra
     flat_way = way.reshape(-1, K1)[ps]
     flat_pi = pi.reshape(-1, K1, pi.shape[-1])
     flat_lam = lam.reshape(-1, K1)
+    need = n_phases(flat_pi)  # [P * S, 1 + S]: phases past a cell's last weighted one add nothing
     surv = np.zeros(ps.size)
     for o in range(K1):
         on = flat_way[:, o] > 0
         if on.any():
-            surv[on] += flat_way[on, o] * _survival(
-                flat_pi[ps[on], o], flat_lam[ps[on], o] * np.maximum(quiet.t_row[on] + quiet.quiet[on], 1e-12))
+            surv[on] += flat_way[on, o] * mixture_survival(
+                flat_pi[ps[on], o], flat_lam[ps[on], o] * np.maximum(quiet.t_row[on] + quiet.quiet[on], 1e-12),
+                int(need[ps[on], o].max()))
     log_b = -stay_rate[ps] * quiet.quiet + np.log(np.maximum(surv, 1e-300))
-    dens = _density(flat_pi[ps, 0], flat_lam[ps, 0], quiet.t_row)
+    dens = _density(flat_pi[ps, 0], flat_lam[ps, 0], quiet.t_row, int(need[ps, 0].max(initial=1)))
     log_a = quiet.log_odds + np.where(
         quiet.timed, np.log(np.maximum(flat_way[:, 0] * dens, 1e-300)) - np.log(np.maximum(out0[ps], 1e-300)), 0.0)
     with np.errstate(over="ignore"):
@@ -523,12 +506,15 @@ def _responsibilities(obs: _Obs, way: np.ndarray, pi: np.ndarray | None, lam: np
     flat_lam = lam.reshape(P * S, K1)
     t = obs.c_t
     logit = np.log(np.maximum(flat_way[obs.c_cell], 1e-300))
+    if pi is not None:
+        flat_pi = pi.reshape(P * S, K1, -1)
+        need = n_phases(flat_pi)  # phases past a cell's last weighted one add nothing
     for o in range(K1):
         rate = flat_lam[obs.c_cell, o]
         if pi is None:
             logit[:, o] -= rate * t
             continue
-        surv = _survival(pi.reshape(P * S, K1, -1)[obs.c_cell, o], rate * t)
+        surv = mixture_survival(flat_pi[obs.c_cell, o], rate * t, int(need[obs.c_cell, o].max(initial=1)))
         logit[:, o] += np.log(np.maximum(surv, 1e-300))
     resp = np.exp(logit - logit.max(1, keepdims=True))
     return resp / resp.sum(1, keepdims=True)
