@@ -135,6 +135,7 @@ class _Rows:
         self.cells = seg[self.starts]
         self.lens = np.bincount(seg, minlength=n)
         self.t_pos = np.maximum(t, 1e-12)
+        self.w_sum, self.wt_sum = self.sum(w), self.sum(w * t)
 
     def sum(self, x: np.ndarray) -> np.ndarray:
         """Per-shape sums of x [rows] -> [n]."""
@@ -167,8 +168,8 @@ def _ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _step(pi: np.ndarray, lam: np.ndarray, ex: _Rows, ce: _Rows, wc: np.ndarray, prior_pi: np.ndarray | None,
           m: float, prior_mean: np.ndarray | None,
-          pad: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One EM step of C shapes at once: (pi [C, K], lam [C], log-likelihood at the old parameters [C]).
+          pad: np.ndarray | None = None, want_ll: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One EM step of C shapes at once: (pi [C, K], lam [C], log-likelihood at the old parameters [C] or None).
 
     ``ex``: finished visits' bins; ``ce``: bins still going, of weights ``wc``; ``pad`` [C, K]: phases
     beyond a shape's own count (their weight stays 0). Weights are floored at 1e-300 as logs of them were.
@@ -184,12 +185,12 @@ def _step(pi: np.ndarray, lam: np.ndarray, ex: _Rows, ce: _Rows, wc: np.ndarray,
         x = lam[ex.seg] * ex.t_pos
         q = scaled_powers(x, K)
         tot = np.einsum("kn,kn->n", ex.spread(eff), q)
-        ll = ex.sum(ex.w * (np.log(tot) - x)) + np.log(lam) * ex.sum(ex.w)
+        ll = ex.sum(ex.w * (np.log(tot) - x)) + np.log(lam) * ex.w_sum if want_ll else None
         u = ex.w / tot
         counts = eff * ex.sum_rows(q * u)
         comp = counts @ (j[:, 0] + 1.0)
-        time = ex.sum(ex.w * ex.t)
-        n = ex.sum(ex.w)
+        time = ex.wt_sum.copy()
+        n = ex.w_sum.copy()
         if ce.seg.size:
             # still going at t: pi_k P(N <= k - 1) = pi_k e^-x sum_{j < k} x^j / j!, and the completions
             # so far, E[N | N < k] = x P(N <= k - 2) / P(N <= k - 1); rows far out in logs (_censored_far)
@@ -198,14 +199,14 @@ def _step(pi: np.ndarray, lam: np.ndarray, ex: _Rows, ce: _Rows, wc: np.ndarray,
             w = np.where(far, 0.0, wc)
             g = cumulated(scaled_powers(x, K))
             tot = np.einsum("kn,kn->n", ce.spread(eff), g)
-            ll += ce.sum(w * (np.log(tot) - x))
+            ll = ll + ce.sum(w * (np.log(tot) - x)) if want_ll else None
             u = w / tot
             counts += eff * ce.sum_rows(g * u)
             comp += (eff[:, 1:] * ce.sum_rows(g[:-1] * (u * x))).sum(1)
             if far.any():
                 part = _Rows(ce.seg[far], ce.t[far], wc[far], C)
                 ll_f, counts_f, comp_f = _censored_far(eff, x[far], part, K)
-                ll, counts, comp = ll + ll_f, counts + counts_f, comp + comp_f
+                ll, counts, comp = ll + ll_f if want_ll else None, counts + counts_f, comp + comp_f
             time += ce.sum(wc * ce.t)
             n += ce.sum(wc)
         if prior_pi is None or m <= 0:
@@ -456,7 +457,7 @@ def _em(obs: _Obs, exits: np.ndarray, way: np.ndarray, pi: np.ndarray, lam: np.n
             wc = b.ce.w * flat_resp[b.c_at]
             cur, rate = flat_pi[b.cell, :b.K], flat_lam[b.cell]
             for _ in range(INNER):
-                cur, rate, _ll = _step(cur, rate, b.ex, b.ce, wc, b.prior, m, b.prior_mean)
+                cur, rate, _ = _step(cur, rate, b.ex, b.ce, wc, b.prior, m, b.prior_mean, want_ll=False)
             with np.errstate(divide="ignore", invalid="ignore"):
                 moved = np.concatenate([np.abs(rate / flat_lam[b.cell] - 1.0),
                                         np.abs(cur - flat_pi[b.cell, :b.K]).max(1)])
