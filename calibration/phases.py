@@ -470,8 +470,13 @@ def _em(obs: _Obs, exits: np.ndarray, way: np.ndarray, pi: np.ndarray, lam: np.n
 
 
 def _density(pi: np.ndarray, lam: np.ndarray, t: np.ndarray, K: int) -> np.ndarray:
-    """The density at t of stays with phase weights pi [n, >= K] and phase rates lam [n]."""
-    return (pi[:, :K].T * poisson_terms(K, lam * np.maximum(t, 1e-12))).sum(0) * lam
+    """The density at t of stays with phase weights pi [>= K, n] and phase rates lam [n]."""
+    return np.einsum("kn,kn->n", pi[:K], poisson_terms(K, lam * np.maximum(t, 1e-12))) * lam
+
+
+def _by_way(pi: np.ndarray, K1: int) -> np.ndarray:
+    """Phase weights [P, S, 1 + S, K] as [1 + S, K, P * S]: a way's weights of many rows by one take."""
+    return np.ascontiguousarray(pi.reshape(-1, K1, pi.shape[-1]).transpose(1, 2, 0))
 
 
 def _quiet_weights(quiet: Quiet, way: np.ndarray, pi: np.ndarray, lam: np.ndarray, stay_rate: np.ndarray,
@@ -480,18 +485,20 @@ def _quiet_weights(quiet: Quiet, way: np.ndarray, pi: np.ndarray, lam: np.ndarra
     K1 = way.shape[-1]
     ps = quiet.ps
     flat_way = way.reshape(-1, K1)[ps]
-    flat_pi = pi.reshape(-1, K1, pi.shape[-1])
+    ways = _by_way(pi, K1)
     flat_lam = lam.reshape(-1, K1)
-    need = n_phases(flat_pi)  # [P * S, 1 + S]: phases past a cell's last weighted one add nothing
+    need = n_phases(pi.reshape(-1, K1, pi.shape[-1]))  # [P * S, 1 + S]: phases past the last weighted add nothing
+    t_cut = np.maximum(quiet.t_row + quiet.quiet, 1e-12)
     surv = np.zeros(ps.size)
     for o in range(K1):
         on = flat_way[:, o] > 0
         if on.any():
-            surv[on] += flat_way[on, o] * mixture_survival(
-                flat_pi[ps[on], o], flat_lam[ps[on], o] * np.maximum(quiet.t_row[on] + quiet.quiet[on], 1e-12),
-                int(need[ps[on], o].max()))
+            k = int(need[ps[on], o].max())
+            cells = ps[on]
+            surv[on] += flat_way[on, o] * mixture_survival(ways[o, :k][:, cells], flat_lam[cells, o] * t_cut[on], k)
     log_b = -stay_rate[ps] * quiet.quiet + np.log(np.maximum(surv, 1e-300))
-    dens = _density(flat_pi[ps, 0], flat_lam[ps, 0], quiet.t_row, int(need[ps, 0].max(initial=1)))
+    k = int(need[ps, 0].max(initial=1))
+    dens = _density(ways[0, :k][:, ps], flat_lam[ps, 0], quiet.t_row, k)
     log_a = quiet.log_odds + np.where(
         quiet.timed, np.log(np.maximum(flat_way[:, 0] * dens, 1e-300)) - np.log(np.maximum(out0[ps], 1e-300)), 0.0)
     with np.errstate(over="ignore"):
@@ -508,14 +515,15 @@ def _responsibilities(obs: _Obs, way: np.ndarray, pi: np.ndarray | None, lam: np
     t = obs.c_t
     logit = np.log(np.maximum(flat_way[obs.c_cell], 1e-300))
     if pi is not None:
-        flat_pi = pi.reshape(P * S, K1, -1)
-        need = n_phases(flat_pi)  # phases past a cell's last weighted one add nothing
+        ways = _by_way(pi, K1)
+        need = n_phases(pi.reshape(P * S, K1, -1))  # phases past a cell's last weighted one add nothing
     for o in range(K1):
         rate = flat_lam[obs.c_cell, o]
         if pi is None:
             logit[:, o] -= rate * t
             continue
-        surv = mixture_survival(flat_pi[obs.c_cell, o], rate * t, int(need[obs.c_cell, o].max(initial=1)))
+        k = int(need[obs.c_cell, o].max(initial=1))
+        surv = mixture_survival(ways[o, :k][:, obs.c_cell], rate * t, k)
         logit[:, o] += np.log(np.maximum(surv, 1e-300))
     resp = np.exp(logit - logit.max(1, keepdims=True))
     return resp / resp.sum(1, keepdims=True)

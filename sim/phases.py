@@ -140,16 +140,16 @@ FAR = 600.0  # x = lam t beyond which e^-x nears the 1e-280 / 1e-300 floors: sum
 
 
 def mixture_survival(weights: np.ndarray, x: np.ndarray, K: int) -> np.ndarray:
-    """sum_k weights[:, k - 1] P(N <= k - 1), N ~ Poisson(x) (P(stay > t) at x = lam t), the first K phases.
+    """sum_k weights[k - 1] P(N <= k - 1), N ~ Poisson(x) (P(stay > t) at x = lam t), the first K phases.
 
-    ``weights`` [n, >= K]. As e^-x sum_k w_k sum_{j < k} x^j / j!; far rows (x > FAR) sum the
-    Poisson terms themselves, as small as they get.
+    ``weights`` [>= K, n] (phases first, as poisson_terms). As e^-x sum_k w_k sum_{j < k} x^j / j!;
+    far rows (x > FAR) sum the Poisson terms themselves, as small as they get.
     """
-    w = weights[:, :K].T
-    out = np.exp(-x) * (w * cumulated(scaled_powers(x, K))).sum(0)
+    w = weights[:K]
+    out = np.exp(-x) * np.einsum("kn,kn->n", w, cumulated(scaled_powers(x, K)))
     far = x > FAR
     if far.any():
-        out[far] = (w[:, far] * cumulated(poisson_terms(K, x[far]))).sum(0)
+        out[far] = np.einsum("kn,kn->n", w[:, far], cumulated(poisson_terms(K, x[far])))
     return out
 
 
