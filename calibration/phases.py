@@ -510,23 +510,22 @@ def _responsibilities(obs: _Obs, way: np.ndarray, pi: np.ndarray | None, lam: np
                       S: int) -> np.ndarray:
     """P(way out o | a visit still going at its time), per censored bin [n, 1 + S]."""
     K1 = way.shape[-1]
-    flat_way = way.reshape(P * S, K1)
-    flat_lam = lam.reshape(P * S, K1)
+    cell = obs.c_cell
+    lam_by_way = lam.reshape(P * S, K1).T
     t = obs.c_t
-    logit = np.log(np.maximum(flat_way[obs.c_cell], 1e-300))
+    logit = np.log(np.maximum(way.reshape(P * S, K1).T[:, cell], 1e-300))  # [1 + S, n]: rows run along the bins
     if pi is not None:
         ways = _by_way(pi, K1)
         need = n_phases(pi.reshape(P * S, K1, -1))  # phases past a cell's last weighted one add nothing
     for o in range(K1):
-        rate = flat_lam[obs.c_cell, o]
+        rate = lam_by_way[o, cell]
         if pi is None:
-            logit[:, o] -= rate * t
+            logit[o] -= rate * t
             continue
-        k = int(need[obs.c_cell, o].max(initial=1))
-        surv = mixture_survival(ways[o, :k][:, obs.c_cell], rate * t, k)
-        logit[:, o] += np.log(np.maximum(surv, 1e-300))
-    resp = np.exp(logit - logit.max(1, keepdims=True))
-    return resp / resp.sum(1, keepdims=True)
+        k = int(need[cell, o].max(initial=1))
+        logit[o] += np.log(np.maximum(mixture_survival(ways[o, :k][:, cell], rate * t, k), 1e-300))
+    resp = np.exp(logit - logit.max(0))
+    return np.ascontiguousarray((resp / resp.sum(0)).T)
 
 
 def _select(obs: _Obs, resp: np.ndarray, valid: np.ndarray, mean: np.ndarray, P: int,
