@@ -10,6 +10,8 @@ shape is unit-free and a what-if that changes the leave rate scales every phase 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 E_MAX = 17.5  # -log(1 - u) of the largest float32 uniform below 1 is 16.6
@@ -109,28 +111,54 @@ def grid() -> np.ndarray:
     return _GRID
 
 
-def log_density(ks: np.ndarray, lam: np.ndarray | float, t: np.ndarray) -> np.ndarray:
-    """The log Erlang(k, lam) density at t, [n, K] for times t [n] and phase counts ks [K]: lam P(N = k - 1)."""
-    return np.log(lam) + log_poisson(ks.size, lam * np.maximum(t, 1e-12))
+def poisson_terms(K: int, x: np.ndarray) -> np.ndarray:
+    """P(N = j), N ~ Poisson(x), j = 0..K - 1: [K, n] for x [n] (log_poisson's, exponentiated and transposed:
+    arrays over the phases are laid out [K, n] so that numpy's loops run along the n values)."""
+    with np.errstate(divide="ignore"):
+        lx = np.log(np.maximum(x, 1e-300))
+    return np.exp((np.arange(K, dtype=float)[:, None] * lx - x) - _log_factorials(K)[:, None])
 
 
-def censored_completions(ks: np.ndarray, lam: float, t: np.ndarray, survival: np.ndarray) -> np.ndarray:
-    """E[phases completed by t | the stay of k phases still going at t], [n, K].
+def scaled_powers(x: np.ndarray, K: int) -> np.ndarray:
+    """x^j / j!, j = 0..K - 1: [K, n] (Poisson terms without e^-x, by products: no exp per term)."""
+    q = np.empty((K, x.size))
+    q[0] = 1.0
+    q[1:] = (1.0 / np.arange(1, K))[:, None] * x  # x / j
+    for k in range(2, K):
+        q[k] *= q[k - 1]
+    return q
 
-    ``survival`` [n, K] is P(Erlang(k, lam) > t) = P(N <= k - 1), N ~ Poisson(lam t); E[N | N < k] =
-    lam t P(N <= k - 2) / P(N <= k - 1).
+
+def cumulated(terms: np.ndarray) -> np.ndarray:
+    """Cumulative sums over the first axis of [K, n], in place (a loop over K is faster than cumsum there)."""
+    for k in range(1, terms.shape[0]):
+        terms[k] += terms[k - 1]
+    return terms
+
+
+FAR = 600.0  # x = lam t beyond which e^-x nears the 1e-280 / 1e-300 floors: sums in logs there
+
+
+def mixture_survival(weights: np.ndarray, x: np.ndarray, K: int) -> np.ndarray:
+    """sum_k weights[k - 1] P(N <= k - 1), N ~ Poisson(x) (P(stay > t) at x = lam t), the first K phases.
+
+    ``weights`` [>= K, n] (phases first, as poisson_terms). As e^-x sum_k w_k sum_{j < k} x^j / j!;
+    far rows (x > FAR) sum the Poisson terms themselves, as small as they get.
     """
-    x = lam * t[:, None]
-    below = np.concatenate([np.zeros((t.size, 1)), survival[:, :-1]], axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(survival > 1e-280, x * below / np.where(survival > 1e-280, survival, 1.0), ks - 1.0)
-    return np.minimum(ratio, ks - 1.0)
+    w = weights[:K]
+    out = np.exp(-x) * np.einsum("kn,kn->n", w, cumulated(scaled_powers(x, K)))
+    far = x > FAR
+    if far.any():
+        out[far] = np.einsum("kn,kn->n", w[:, far], cumulated(poisson_terms(K, x[far])))
+    return out
 
 
-def survival_k(ks: np.ndarray, lam: float, t: np.ndarray) -> np.ndarray:
-    """P(Erlang(k, lam) > t) = P(N <= k - 1), N ~ Poisson(lam t), [n, K]: cumulated Poisson terms
-    (a sum of positives, cheaper than scipy's gammaincc and as accurate here)."""
-    return np.cumsum(np.exp(log_poisson(ks.size, lam * t)), axis=1)
+_LOG_FACT = np.array([math.lgamma(j + 1.0) for j in range(64)])
+
+
+def _log_factorials(K: int) -> np.ndarray:
+    """The logs of j!, j = 0..K - 1."""
+    return _LOG_FACT[:K] if K <= _LOG_FACT.size else np.array([math.lgamma(j + 1.0) for j in range(K)])
 
 
 def log_poisson(K: int, x: np.ndarray) -> np.ndarray:
