@@ -127,11 +127,12 @@ Inactivity = Annotated[float, typer.Option("--inactivity-days",
 Censoring = Annotated[str, typer.Option(help="cure (default): a quiet journey counts as lost with the probability "
                                               "that it is over, from the calibrated gaps; window: quiet "
                                               "--inactivity-days = lost.")]
-Dwell = Annotated[str | None, typer.Option(help="way_out (default; plain with --touch-order 1): time to leave a "
+Dwell = Annotated[str | None, typer.Option(help="phases (default; plain with --touch-order 1): time to leave a "
                                                 "stage depends on the way out (approvals may leave review sooner "
-                                                "than cancellations); phases: the same, each way's time in stage "
-                                                "a fitted phase-type shape, not exponential (a week of dead time "
-                                                "before any approval); plain: one time to leave per stage.")]
+                                                "than cancellations) and each way's time in stage has a fitted "
+                                                "phase-type shape (a week of dead time before any approval); "
+                                                "way_out: the same with exponential times; plain: one time to "
+                                                "leave per stage.")]
 TouchOrder = Annotated[int, typer.Option("--touch-order", min=0, max=1,
                                           help="1: the next touchpoint depends on the last one in the stage "
                                                "(touch sequences, as first-order Markov attribution; one time to "

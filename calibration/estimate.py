@@ -51,7 +51,7 @@ DEFAULT_POOLING = 10.0
 SPARSE_BELOW = 30
 CENSORING = ("cure", "window")
 DWELL = ("way_out", "plain", "phases")
-DEFAULT_DWELL = "way_out"  # phases: opt-in (see docs/backtest.md, "Phase-type stays")
+DEFAULT_DWELL = "phases"  # way_out and plain: the simpler choices (docs/backtest.md, "Phase-type stays")
 
 
 def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
@@ -59,7 +59,7 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
              touch_order: int = 0) -> Model:
     """The journey model of an event log (see the module docstring); ``touch_order=1``: the next
     touchpoint depends on the last one in the stage (touch sequences, one time to leave per stage).
-    ``dwell``: way_out, phases or plain (None: way_out, or plain with touch sequences).
+    ``dwell``: phases, way_out or plain (None: phases, or plain with touch sequences).
 
     The log is summed bucket by bucket (calibration/buckets.py, calibration/stats.py), as the
     streaming and cluster paths sum it, so every path gives the same model."""

@@ -161,7 +161,7 @@ def _fit(tmp_path_factory, world: Model, name: str, **kw) -> tuple[Model, Model]
     path = tmp_path_factory.mktemp(name) / "events.csv"
     simulate_log(world, 20_000, seed=412, arrival_days=180.0, observe_days=180.0, **kw).events.to_csv(path, index=False)
     log = load_events(path)
-    return estimate(log, dwell="phases"), estimate(log)
+    return estimate(log, dwell="phases"), estimate(log, dwell="way_out")
 
 
 @pytest.fixture(scope="module")
