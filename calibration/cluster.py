@@ -47,6 +47,11 @@ from calibration.readers import column_sources
 from calibration.timestamps import parse_time
 from sim.errors import InputError, closest
 
+try:  # calibration/timestamps.py's nanosecond parser (with the streaming reader)
+    from calibration.timestamps import parse_time_ns as _parse_ns
+except ImportError:  # an older timestamps.py: text times go through the shuffle as text
+    _parse_ns = None
+
 PIECE_ROWS = 2_000_000  # rows a pass-A task / shuffle input reads at most (whole row groups)
 _SUFFIXES = (".parquet", ".pq", ".parq")
 
@@ -371,6 +376,13 @@ def _frame(plan: _Plan, piece: _Piece) -> pd.DataFrame:
     """A piece's kept rows with their file row number and bucket (the shuffle's input)."""
     table, rows = _read(plan, piece)
     table = _decoded(table)
+    src = column_sources(plan.mapping)
+    if _parse_ns is not None and not pa.types.is_timestamp(table.schema.field(src["timestamp"]).type):
+        # text times parsed once here (pass A checked them): 8 bytes a row through the shuffle, and
+        # parse_time reads the typed UTC column back to the same days
+        ns = _parse_ns(table[src["timestamp"]], Path(plan.source), src["timestamp"], rows, plan.mapping.timestamp)
+        i = table.schema.get_field_index(src["timestamp"])
+        table = table.set_column(i, src["timestamp"], pa.array(ns, pa.int64()).cast(pa.timestamp("ns", "UTC")))
     ids = pc.dictionary_encode(pc.cast(table[column_sources(plan.mapping)["customer_id"]], pa.string()))
     ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
     of_id = bucket_of(ids.dictionary.to_numpy(zero_copy_only=False), plan.buckets)
@@ -403,7 +415,11 @@ def _pass_b(plan: _Plan, client, fn, end: float, progress, build=None) -> list[t
     from distributed import as_completed
 
     frame = dd.from_map(partial(_frame, plan), plan.pieces, meta=_meta(plan), enforce_metadata=False)
-    shuffled = frame.shuffle("__bucket", npartitions=min(plan.buckets, max(len(plan.pieces), 2 * _n_workers(client))))
+    n_out = min(plan.buckets, max(len(plan.pieces), 2 * _n_workers(client)))
+    # the task shuffle is the faster below ~20 k splits (2x at 10 M rows); P2P scales past it
+    method = dask.config.get("dataframe.shuffle.method", None) or (
+        "tasks" if len(plan.pieces) * n_out <= 20_000 else "p2p")
+    shuffled = frame.shuffle("__bucket", npartitions=n_out, shuffle_method=method)
     tasks = [dask.delayed(_buckets_of)(d, plan, fn, end, build or _part) for d in shuffled.to_delayed()]
     futures = client.compute(tasks)
     for i, _ in enumerate(as_completed(futures), 1):
@@ -442,11 +458,18 @@ def _buckets_of(df: pd.DataFrame, plan: _Plan, fn, end: float, build) -> list[tu
     """``(bucket, fn(part, end), part.end)`` for each bucket of one shuffled partition;
     ``build(table, rows, plan)`` makes the part (``_part``)."""
     out: list[tuple[int, Any, float]] = []
-    for b, rows_df in df.groupby("__bucket", sort=True):
-        rows_df = rows_df.sort_values("__row", kind="stable")
-        rows = rows_df["__row"].to_numpy(dtype=np.int64)
-        table = pa.Table.from_pandas(rows_df.drop(columns=["__row", "__bucket"]), preserve_index=False)
-        table = table.replace_schema_metadata({"journey_header": "\x1f".join(plan.header)})
+    whole = pa.Table.from_pandas(df, preserve_index=False)
+    whole = whole.take(pc.sort_indices(whole, [("__bucket", "ascending"), ("__row", "ascending")]))
+    bucket = whole["__bucket"].to_numpy()
+    rows_all = whole["__row"].to_numpy()
+    whole = whole.drop_columns(["__row", "__bucket"]).replace_schema_metadata(
+        {"journey_header": "\x1f".join(plan.header)})
+    bounds = np.flatnonzero(np.diff(bucket)) + 1
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, bucket.size]):
+        if lo == hi:
+            continue
+        b = int(bucket[lo])
+        table, rows = whole.slice(lo, hi - lo), rows_all[lo:hi]
         try:
             part = build(table, rows, plan)
         except InputError as err:
