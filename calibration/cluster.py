@@ -101,6 +101,7 @@ class _Plan:
     touchpoints: list[str] | None = None
     personas: list[str] | None = None
     notes: dict = field(default_factory=dict)
+    layout: Any = None  # a dayfirst rule's layout, read from the log's first kept row (timestamps.Layout)
 
 
 @contextmanager
@@ -126,6 +127,23 @@ def cluster_parts(path: str | Path, client: Any, *, stages: str | list[str] | No
     return result
 
 
+def cluster_stats(path: str | Path, client: Any, *, inactivity_days: float, phases: bool = False,
+                  stages: str | list[str] | None = None, conversion_stage: str | None = None,
+                  mapping: str | Path | Mapping | None = None, before: float | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> Any:
+    """The whole log's ``LogStats``: the workers' buckets summed on the driver in bucket order."""
+    from calibration.stats import StatsSum
+
+    result = cluster_parts(path, client, stages=stages, conversion_stage=conversion_stage, mapping=mapping,
+                           before=before, phases=phases, inactivity_days=inactivity_days, progress=progress)
+    total = StatsSum()
+    for part in result.stats:
+        total.add(part)
+    st = total.result()
+    st.source, st.sha256 = result.source, result.sha256
+    return st
+
+
 def cluster_map(path: str | Path, client: Any, fn: Callable[[EventLog, float], Any], *,
                 stages: str | list[str] | None = None, conversion_stage: str | None = None,
                 mapping: str | Path | Mapping | None = None, before: float | None = None,
@@ -134,6 +152,7 @@ def cluster_map(path: str | Path, client: Any, fn: Callable[[EventLog, float], A
     """``fn(part, end)`` on the workers for each non-empty bucket's ``EventLog`` (as ``split_log`` gives
     it), with ``end`` the whole log's last timestamp; the metadata and ``[(bucket, fn(...)), ...]``."""
     plan = _plan(path, mapping, stages, conversion_stage, before, buckets)
+    plan.layout = _layout(plan)
     with ThreadPoolExecutor(max_workers=1) as pool:  # hashing overlaps the cluster's work
         digest = pool.submit(_sha256, plan)
         provisional = _pass_a(plan, client)
@@ -240,6 +259,30 @@ def _pieces(fs, files: list[str], source: str) -> tuple[list[_Piece], list[str]]
     return [p for p in pieces if p.n_rows], header or []
 
 
+def _layout(plan: _Plan) -> Any:
+    """A ``dayfirst`` rule's layout from the log's first kept row (as the loader reads it from the whole
+    file's), so that every piece and bucket parses alike; None without such a rule."""
+    rule = plan.mapping.timestamp
+    if rule is None or rule.dayfirst is None or rule.format is not None or rule.unit is not None:
+        return None
+    from calibration.timestamps import layout_of
+
+    column = column_sources(plan.mapping)["timestamp"]
+    for piece in plan.pieces:
+        table, rows = _read(plan, piece)
+        if table.num_rows:
+            arr = table[column]
+            if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type) or not arr[0].is_valid:
+                return None  # typed times need no layout; an empty first time is refused by the row checks
+            return layout_of(str(pc.cast(arr[0], pa.string())), rule, Path(plan.source), column, int(rows[0]))
+    return None
+
+
+def _time_layout(plan: _Plan) -> dict:
+    """``layout=`` for parse_time when there is one (older timestamps.py has no such argument)."""
+    return {} if plan.layout is None else {"layout": plan.layout}
+
+
 def _sha256(plan: _Plan) -> str:
     """SHA-256 of the file, or of the folder's files one after the other; "" when remote."""
     if "file" not in (plan.fs.protocol if isinstance(plan.fs.protocol, tuple) else (plan.fs.protocol,)):
@@ -300,7 +343,7 @@ def _summarize(plan: _Plan, piece: _Piece) -> _Summary:
     try:
         no_nulls(pc.cast(table[src["customer_id"]], pa.string()), path, src["customer_id"], rows)
         step = 1
-        time = parse_time(table[src["timestamp"]], path, src["timestamp"], rows, mp.timestamp)
+        time = parse_time(table[src["timestamp"]], path, src["timestamp"], rows, mp.timestamp, **_time_layout(plan))
         step = 2
         no_nulls(table[src["touchpoint"]], path, src["touchpoint"], rows)
         out.touchpoints = _distinct(table[src["touchpoint"]])
@@ -380,7 +423,8 @@ def _frame(plan: _Plan, piece: _Piece) -> pd.DataFrame:
     if _parse_ns is not None and not pa.types.is_timestamp(table.schema.field(src["timestamp"]).type):
         # text times parsed once here (pass A checked them): 8 bytes a row through the shuffle, and
         # parse_time reads the typed UTC column back to the same days
-        ns = _parse_ns(table[src["timestamp"]], Path(plan.source), src["timestamp"], rows, plan.mapping.timestamp)
+        ns = _parse_ns(table[src["timestamp"]], Path(plan.source), src["timestamp"], rows, plan.mapping.timestamp,
+                       **_time_layout(plan))
         i = table.schema.get_field_index(src["timestamp"])
         table = table.set_column(i, src["timestamp"], pa.array(ns, pa.int64()).cast(pa.timestamp("ns", "UTC")))
     ids = pc.dictionary_encode(pc.cast(table[column_sources(plan.mapping)["customer_id"]], pa.string()))
@@ -451,7 +495,8 @@ def _part(table: pa.Table, rows: np.ndarray, plan: _Plan) -> EventLog:
 
     return log_from_table(table, rows, mapping=plan.mapping, stages=plan.stages,
                           conversion_stage=plan.conversion_stage, source=plan.source, sha256=plan.sha256,
-                          before=plan.before, touchpoints=plan.touchpoints, personas=plan.personas)
+                          before=plan.before, touchpoints=plan.touchpoints, personas=plan.personas,
+                          time_rule=plan.layout)
 
 
 def _buckets_of(df: pd.DataFrame, plan: _Plan, fn, end: float, build) -> list[tuple[int, Any, float]]:

@@ -6,6 +6,7 @@ import dataclasses
 import types
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -85,8 +86,14 @@ def logs(tmp_path_factory):
         .append_column("site", pa.array(site, pa.string()))
     mapping = folder / "mapping.toml"
     mapping.write_text(MAPPING)
-    return {"plain": _write(plain, folder, "plain"), "mapped": _write(mapped, folder, "mapped"), "mapping": mapping,
-            "folder": folder}
+    # day-first times: the layout is read from the log's first row, not each piece's
+    text = pd.to_datetime(events["timestamp"], utc=True).dt.strftime("%d/%m/%Y %H:%M:%S")
+    dayfirst = plain.set_column(plain.schema.get_field_index("timestamp"), "timestamp",
+                                pa.array(text.to_numpy(dtype=object), pa.string()))
+    (folder / "dayfirst.toml").write_text("[timestamp]\ndayfirst = true\n\n[options]\ndrop_duplicates = true\n")
+    return {"plain": _write(plain, folder, "plain"), "mapped": _write(mapped, folder, "mapped"),
+            "dayfirst": _write(dayfirst, folder, "dayfirst"), "mapping": mapping, "folder": folder,
+            "mappings": {"plain": None, "mapped": mapping, "dayfirst": folder / "dayfirst.toml"}}
 
 
 def _tables(table, rows, plan):
@@ -136,10 +143,10 @@ def _same_part(got, want) -> None:
 
 
 @needs_table
-@pytest.mark.parametrize("kind", ["plain", "mapped"])
+@pytest.mark.parametrize("kind", ["plain", "mapped", "dayfirst"])
 def test_parts_on_the_workers_equal_split_log(client, logs, kind, monkeypatch):
     monkeypatch.setattr(cluster, "PIECE_ROWS", 3000)
-    mapping = logs["mapping"] if kind == "mapped" else None
+    mapping = logs["mappings"][kind]
     log = load_events(logs[kind]["one"], mapping=mapping)
     result, parts = cluster.cluster_map(logs[kind]["folder"], client, _keep, mapping=mapping)
     ref = list(split_log(log))
@@ -160,18 +167,17 @@ def test_one_file_hashes_as_the_loader(client, logs):
 
 
 @needs_table
-@pytest.mark.parametrize("kind", ["plain", "mapped"])
+@pytest.mark.parametrize("kind", ["plain", "mapped", "dayfirst"])
 def test_the_model_is_the_in_memory_one(client, logs, kind):
-    stats = pytest.importorskip("calibration.stats")
-    from calibration.estimate import estimate
+    from calibration.estimate import DEFAULT_INACTIVITY_DAYS, estimate, estimate_stats
 
-    mapping = logs["mapping"] if kind == "mapped" else None
+    mapping = logs["mappings"][kind]
     log = load_events(logs[kind]["one"], mapping=mapping)
-    result = cluster.cluster_parts(logs[kind]["folder"], client, mapping=mapping)
-    got = stats.estimate_stats(stats.merge_stats(result.stats)).to_json()
+    st = cluster.cluster_stats(logs[kind]["folder"], client, inactivity_days=DEFAULT_INACTIVITY_DAYS, mapping=mapping)
+    got = estimate_stats(st).to_json()
     want = estimate(log).to_json()
     # the folder and the file differ by name and bytes only
-    got = got.replace(str(logs[kind]["folder"]), str(logs[kind]["one"])).replace(result.sha256, log.sha256)
+    got = got.replace(str(logs[kind]["folder"]), str(logs[kind]["one"])).replace(st.sha256, log.sha256)
     assert got == want
 
 
