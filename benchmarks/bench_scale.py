@@ -153,19 +153,14 @@ def _env() -> dict:
 
 
 # the library fallbacks: what the CLI options will call
-_LIB_MEMORY = "import sys; from calibration.calibrate import calibrate; calibrate(sys.argv[1])"
-_LIB_STREAM = """import sys
-from calibration.stream import open_stream
-from calibration.stats import log_stats, merge_stats, estimate_stats
-with open_stream(sys.argv[1]) as s:
-    estimate_stats(merge_stats([log_stats(p, end=s.end, inactivity_days=30.0, phases=False) for _, p in s.parts()]))
-"""
+_LIB_MEMORY = "import sys; from calibration.calibrate import calibrate; calibrate(sys.argv[1], reader='memory')"
+_LIB_STREAM = "import sys; from calibration.calibrate import calibrate; calibrate(sys.argv[1], reader='stream')"
 _LIB_DASK = """import sys
-from calibration.cluster import cluster_parts, local_client
-from calibration.stats import merge_stats, estimate_stats
+from calibration.calibrate import calibration
+from calibration.cluster import local_client
 if __name__ == "__main__":
     with local_client(int(sys.argv[2])) as client:
-        estimate_stats(merge_stats(cluster_parts(sys.argv[1], client).stats))
+        calibration(sys.argv[1], client=client, reader="stream")
 """
 # until log_from_table and stats.py are there: the Dask plumbing alone (read, checks, shuffle, sort)
 _LIB_DASK_PLUMBING = """import sys, types
@@ -200,7 +195,7 @@ def methods(workers: list[int]) -> list[tuple[str, str, object]]:
     def stream(log):
         if has_reader:
             return ["journey", "calibrate", str(log), "--out", model]
-        return [py, "-c", _LIB_STREAM, str(log)] if has_stats and _has("calibration.stream") else None
+        return [py, "-c", _LIB_STREAM, str(log)] if _has("calibration.stream") else None
 
     def dask(n):
         def cmd(log):
