@@ -154,7 +154,23 @@ def _env() -> dict:
 
 # the library fallbacks: what the CLI options will call
 _LIB_MEMORY = "import sys; from calibration.calibrate import calibrate; calibrate(sys.argv[1], reader='memory')"
-_LIB_STREAM = "import sys; from calibration.calibrate import calibrate; calibrate(sys.argv[1], reader='stream')"
+_LIB_STREAM = """import sys
+import numpy as np
+from calibration.estimate import DEFAULT_INACTIVITY_DAYS as DAYS, estimate_stats
+from calibration.stats import StatsSum, log_stats
+from calibration.stream import open_stream
+with open_stream(sys.argv[1]) as stream:  # as calibration.calibrate's stream path
+    end = stream.end
+    while True:
+        total, last = StatsSum(), -np.inf
+        for _, part in stream.parts():
+            total.add(log_stats(part, end=end, inactivity_days=DAYS))
+            last = max(last, part.end)
+        if last == end:
+            break
+        end = last
+    estimate_stats(total.result())
+"""
 _LIB_DASK = """import sys
 from calibration.calibrate import calibration
 from calibration.cluster import local_client
@@ -203,7 +219,7 @@ def methods(workers: list[int]) -> list[tuple[str, str, object]]:
                 return None
             if has_dask_cli:
                 return ["journey", "calibrate", str(log), "--scheduler", "local", "--workers", str(n), "--out", model]
-            script = Path(out) / ("dask.py" if has_stats and has_table else "dask_plumbing.py")
+            script = Path(out) / ("run_dask.py" if has_stats and has_table else "run_dask_plumbing.py")
             script.write_text(_LIB_DASK if has_stats and has_table else _LIB_DASK_PLUMBING)
             return [py, str(script), str(log), str(n)]
         return cmd

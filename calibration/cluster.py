@@ -217,7 +217,8 @@ def _files(source: str) -> tuple[Any, list[str]]:
             files = sorted(f for f in fs.find(root) if f.lower().endswith(_SUFFIXES)
                            and not any(part.startswith(("_", ".")) for part in f[len(root):].split("/") if part))
             if not files:
-                raise InputError("the folder holds no Parquet files (*.parquet)", file=source)
+                raise InputError("the folder holds no Parquet files", file=source,
+                                 hint="expected a folder of *.parquet files")  # as calibration/stream.py says
             return fs, files
         if not fs.exists(root):
             raise InputError("event log not found", file=source)
