@@ -53,6 +53,7 @@ except ImportError:  # an older timestamps.py: text times go through the shuffle
     _parse_ns = None
 
 PIECE_ROWS = 2_000_000  # rows a pass-A task / shuffle input reads at most (whole row groups)
+TASK_SHUFFLE_ROWS = 10_500_000  # logs up to this many rows use Dask's in-memory task shuffle; larger ones P2P
 _SUFFIXES = (".parquet", ".pq", ".parq")
 
 
@@ -301,8 +302,12 @@ def _sha256(plan: _Plan) -> str:
 
 def _read(plan: _Plan, piece: _Piece) -> tuple[pa.Table, np.ndarray]:
     """A piece's rows the mapping's [filter] keeps, and their file row numbers."""
-    with plan.fs.open(piece.file, "rb") as fh:
-        table = pq.ParquetFile(fh).read_row_groups(list(piece.groups), columns=plan.columns)
+    try:
+        with plan.fs.open(piece.file, "rb") as fh:
+            table = pq.ParquetFile(fh).read_row_groups(list(piece.groups), columns=plan.columns)
+    except (pa.ArrowInvalid, OSError) as exc:  # a damaged or vanished file: one line, not a worker traceback
+        raise InputError(f"cannot read the event log: {str(exc).splitlines()[0][:200]}", file=piece.file,
+                         hint="expected Parquet files") from None
     rows = np.arange(piece.first_row, piece.first_row + table.num_rows, dtype=np.int64)
     mp = plan.mapping
     for column in mp.filter:  # as calibration/load.py's _filtered
@@ -335,7 +340,10 @@ def _distinct(arr: pa.ChunkedArray) -> set[str]:
 
 def _summarize(plan: _Plan, piece: _Piece) -> _Summary:
     """Pass A on one piece: the loader's row checks in its order, vocabularies, last timestamp."""
-    table, rows = _read(plan, piece)
+    try:
+        table, rows = _read(plan, piece)
+    except InputError as err:
+        return _Summary(kept=1, error=(-1, _fields(err)))  # kept=1: reported before "no rows left"
     out = _Summary(kept=table.num_rows)
     if not table.num_rows:
         return out
@@ -460,10 +468,11 @@ def _pass_b(plan: _Plan, client, fn, end: float, progress, build=None) -> list[t
     from distributed import as_completed
 
     frame = dd.from_map(partial(_frame, plan), plan.pieces, meta=_meta(plan), enforce_metadata=False)
-    n_out = min(plan.buckets, max(len(plan.pieces), 2 * _n_workers(client)))
-    # the task shuffle is the faster below ~20 k splits (2x at 10 M rows); P2P scales past it
-    method = dask.config.get("dataframe.shuffle.method", None) or (
-        "tasks" if len(plan.pieces) * n_out <= 20_000 else "p2p")
+    # the task shuffle holds the whole log in the workers' memory: the faster up to ~10 M rows (2x);
+    # past that P2P, which spills to disk, into one partition a bucket (memory per task ~ a bucket)
+    small = sum(p.n_rows for p in plan.pieces) <= TASK_SHUFFLE_ROWS
+    method = dask.config.get("dataframe.shuffle.method", None) or ("tasks" if small else "p2p")
+    n_out = min(plan.buckets, max(len(plan.pieces), 2 * _n_workers(client))) if small else plan.buckets
     shuffled = frame.shuffle("__bucket", npartitions=n_out, shuffle_method=method)
     tasks = [dask.delayed(_buckets_of)(d, plan, fn, end, build or _part) for d in shuffled.to_delayed()]
     futures = client.compute(tasks)

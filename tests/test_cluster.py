@@ -146,6 +146,8 @@ def _same_part(got, want) -> None:
 @pytest.mark.parametrize("kind", ["plain", "mapped", "dayfirst"])
 def test_parts_on_the_workers_equal_split_log(client, logs, kind, monkeypatch):
     monkeypatch.setattr(cluster, "PIECE_ROWS", 3000)
+    if kind == "mapped":  # the P2P shuffle (large logs) as well as the task shuffle
+        monkeypatch.setattr(cluster, "TASK_SHUFFLE_ROWS", 0)
     mapping = logs["mappings"][kind]
     log = load_events(logs[kind]["one"], mapping=mapping)
     result, parts = cluster.cluster_map(logs[kind]["folder"], client, _keep, mapping=mapping)
@@ -215,3 +217,18 @@ def test_whole_log_refusals(client, logs, tmp_path):
         cluster.cluster_map(tmp_path / "nope", client, _keep)
     with pytest.raises(InputError, match="no rows before the split"):
         cluster.cluster_map(logs["plain"]["folder"], client, _keep, before=1.0)
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "part-0.parquet").write_bytes(logs["plain"]["one"].read_bytes()[:5000])
+    with pytest.raises(InputError, match=r"part-0\.parquet: cannot read the event log"):
+        cluster.cluster_map(damaged, client, _keep)
+
+
+@needs_table
+def test_an_fsspec_url_reads_the_same_rows(client, logs):
+    folder = logs["plain"]["folder"]
+    by_path, parts = cluster.cluster_map(folder, client, _keep)
+    by_url, url_parts = cluster.cluster_map(f"file://{folder}", client, _keep)
+    assert by_url.source == f"file://{folder}" and by_url.sha256 == by_path.sha256
+    assert [b for b, _ in url_parts] == [b for b, _ in parts]
+    assert all(np.array_equal(a.row, b.row) for (_, a), (_, b) in zip(url_parts, parts))
