@@ -115,6 +115,25 @@ def local_client(workers: int) -> Iterator[Any]:
         yield client
 
 
+@contextmanager
+def connect(scheduler: str, workers: int = 1) -> Iterator[Any]:
+    """A client for ``--scheduler``: ``local`` (a LocalCluster of ``workers``) or a scheduler's address."""
+    if scheduler == "local":
+        with local_client(workers) as client:
+            yield client
+        return
+    from distributed import Client
+
+    try:
+        client = Client(scheduler, timeout="30s")
+    except (OSError, TimeoutError) as exc:
+        raise InputError(f"cannot reach the Dask scheduler: {str(exc).splitlines()[0][:200]}",
+                         where="--scheduler", value=scheduler,
+                         hint="e.g. tcp://host:8786 (start it with dask-scheduler), or local") from None
+    with client:
+        yield client
+
+
 def cluster_parts(path: str | Path, client: Any, *, stages: str | list[str] | None = None,
                   conversion_stage: str | None = None, mapping: str | Path | Mapping | None = None,
                   before: float | None = None, buckets: int = BUCKETS, phases: bool = False,
