@@ -1,0 +1,277 @@
+"""Calibration at scale: events/s and peak memory at 1 M, 10 M and 51 M events, every reader, one run.
+
+    python benchmarks/bench_scale.py [--sizes 1M,10M,51M] [--skip-memory] [--workers 1,2]
+
+Logs (made once, kept in /tmp/journey-bench): benchmarks/bench_calibrate.py's ``make_log`` world as
+CSV at 1 M and 10 M events, each also as Parquet (the Dask path reads Parquet); at 51 M the 10 M world
+written five times with customer ids suffixed -0 .. -4 (distinct customers), a folder of 5 Parquet files.
+
+Each method runs as a fresh process; its peak memory is the peak of the summed RSS of its whole
+process tree (Dask's nanny and worker processes included), sampled every 50 ms:
+  * pandas: a bare ``pandas.read_csv`` (CSV only): the yardstick;
+  * memory: ``journey calibrate --reader memory`` (today's loader: the whole log in memory);
+  * stream: ``journey calibrate`` (the default, out of core);
+  * dask N: ``journey calibrate LOG --scheduler local --workers N`` (a LocalCluster of N processes).
+Where the CLI lacks the option yet, the same library functions run in the subprocess instead
+(marked "lib" in the table); a path whose module is not there is marked "n/a".
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+import psutil  # noqa: E402
+
+FOLDER = Path(tempfile.gettempdir()) / "journey-bench"
+SIZES = {"1M": 1_000_000, "10M": 10_000_000, "51M": 51_000_000}
+
+
+# ------------------------------------------------------------------------------------------- the logs
+
+
+def _wait_for(path: Path) -> None:
+    """Another helper may be writing the log: wait until no .partial is left and the size is steady."""
+    partial = path.with_name(path.name + ".partial")
+    while partial.exists():
+        time.sleep(5)
+    size = -1
+    while path.exists() and path.stat().st_size != size:
+        size = path.stat().st_size
+        time.sleep(2)
+
+
+def csv_log(rows: int) -> Path:
+    """The world's log as CSV (bench_calibrate's make_log), made once."""
+    path = FOLDER / f"events-{rows}.csv"
+    _wait_for(path)
+    if not path.exists():
+        partial = path.with_name(path.name + ".partial")
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_calibrate.py"), "--make", str(partial),
+                        "--rows", str(rows)], check=True)
+        partial.rename(path)
+    return path
+
+
+def parquet_log(rows: int, copies: int = 1, one_file: bool = False) -> Path:
+    """The CSV log as Parquet (all columns as text, so every reader parses the same values); with
+    ``copies`` > 1 a folder of that many copies, customer ids suffixed ``-k`` (``one_file``: one file)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    src = csv_log(rows)
+    path = FOLDER / (f"events-{rows}.parquet" if copies == 1 else f"events-{rows}x{copies}"
+                     + (".parquet" if one_file else ""))
+    if path.exists():
+        return path
+    names = ["customer_id", "timestamp", "touchpoint", "stage", "persona"]
+    table = pacsv.read_csv(src, convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names}))
+    partial = path.with_name(path.name + ".partial")
+    if copies == 1:
+        pq.write_table(table, partial, row_group_size=1 << 20)
+    elif one_file:
+        with pq.ParquetWriter(partial, table.schema) as writer:
+            for k in range(copies):
+                ids = pc.binary_join_element_wise(table["customer_id"], pa.scalar(f"{k}"), "-")
+                writer.write_table(table.set_column(0, "customer_id", ids), row_group_size=1 << 20)
+    else:
+        partial.mkdir()
+        for k in range(copies):
+            ids = pc.binary_join_element_wise(table["customer_id"], pa.scalar(f"{k}"), "-")
+            pq.write_table(table.set_column(0, "customer_id", ids), partial / f"part-{k}.parquet",
+                           row_group_size=1 << 20)
+    partial.rename(path)
+    return path
+
+
+def n_rows(path: Path) -> int:
+    """Data rows of a CSV file or a Parquet file or folder."""
+    import pyarrow.parquet as pq
+
+    if path.suffix == ".csv":
+        with path.open("rb") as fh:
+            return sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 24), b"")) - 1
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+# ---------------------------------------------------------------------------------------------- runs
+
+
+def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float, int]:
+    """Wall seconds, peak RSS (GB) of the whole process tree, exit code."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    root = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            tree = [root] + root.children(recursive=True)
+        except psutil.NoSuchProcess:
+            break
+        total = 0
+        for p in tree:
+            try:
+                total += p.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        peak = max(peak, total)
+        time.sleep(0.05)
+    err = proc.stderr.read().decode(errors="replace")
+    proc.wait()
+    wall = time.perf_counter() - t
+    if proc.returncode:
+        print(f"  failed ({proc.returncode}): {' '.join(cmd)}\n  {err.strip().splitlines()[-1:]}", file=sys.stderr)
+    return wall, peak / 1e9, proc.returncode
+
+
+def _cli_has(option: str) -> bool:
+    out = subprocess.run(["journey", "calibrate", "--help"], capture_output=True, text=True).stdout
+    return option in out
+
+
+def _has(module: str, name: str | None = None) -> bool:
+    code = f"import {module}" + (f"; {module}.{name}" if name else "")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, env=_env()).returncode == 0
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")] + [env.get("PYTHONPATH", "")])
+    return env
+
+
+# the library fallbacks: what the CLI options will call
+_LIB_MEMORY = "import sys; from calibration.calibrate import calibrate; calibrate(sys.argv[1], reader='memory')"
+_LIB_STREAM = """import sys
+import numpy as np
+from calibration.estimate import DEFAULT_INACTIVITY_DAYS as DAYS, estimate_stats
+from calibration.stats import StatsSum, log_stats
+from calibration.stream import open_stream
+with open_stream(sys.argv[1]) as stream:  # as calibration.calibrate's stream path
+    end = stream.end
+    while True:
+        total, last = StatsSum(), -np.inf
+        for _, part in stream.parts():
+            total.add(log_stats(part, end=end, inactivity_days=DAYS))
+            last = max(last, part.end)
+        if last == end:
+            break
+        end = last
+    estimate_stats(total.result())
+"""
+_LIB_DASK = """import sys
+from calibration.calibrate import calibration
+from calibration.cluster import local_client
+if __name__ == "__main__":
+    with local_client(int(sys.argv[2])) as client:
+        calibration(sys.argv[1], client=client, reader="stream")
+"""
+# until log_from_table and stats.py are there: the Dask plumbing alone (read, checks, shuffle, sort)
+_LIB_DASK_PLUMBING = """import sys, types
+from calibration import cluster
+def build(table, rows, plan):
+    return types.SimpleNamespace(end=0.0, n=len(rows))
+if __name__ == "__main__":
+    with cluster.local_client(int(sys.argv[2])) as client:
+        plan = cluster._plan(sys.argv[1], None, None, None, None, cluster.BUCKETS)
+        end = cluster._pass_a(plan, client)
+        cluster._pass_b(plan, client, lambda part, end: part.n, end, None, build=build)
+"""
+
+
+def methods(workers: list[int]) -> list[tuple[str, str, object]]:
+    """(name, how, command maker(log) -> argv or None) for each method."""
+    out = tempfile.mkdtemp(prefix="journey-bench-out-")
+    model = str(Path(out) / "model.json")
+    py = sys.executable
+    has_reader, has_dask_cli = _cli_has("--reader"), _cli_has("--scheduler")
+    has_stats = _has("calibration.stats")
+    has_table = _has("calibration.load", "log_from_table")
+
+    def pandas(log):
+        return [py, "-c", f"import pandas; pandas.read_csv({str(log)!r})"] if log.suffix == ".csv" else None
+
+    def memory(log):
+        if has_reader:
+            return ["journey", "calibrate", str(log), "--reader", "memory", "--out", model]
+        return [py, "-c", _LIB_MEMORY, str(log)]
+
+    def stream(log):
+        if has_reader:
+            return ["journey", "calibrate", str(log), "--out", model]
+        return [py, "-c", _LIB_STREAM, str(log)] if _has("calibration.stream") else None
+
+    def dask(n):
+        def cmd(log):
+            if log.suffix == ".csv":
+                return None
+            if has_dask_cli:
+                return ["journey", "calibrate", str(log), "--scheduler", "local", "--workers", str(n), "--out", model]
+            script = Path(out) / ("run_dask.py" if has_stats and has_table else "run_dask_plumbing.py")
+            script.write_text(_LIB_DASK if has_stats and has_table else _LIB_DASK_PLUMBING)
+            return [py, str(script), str(log), str(n)]
+        return cmd
+
+    dask_how = "cli" if has_dask_cli else ("lib" if has_stats and has_table else "shuffle only")
+    return ([("pandas.read_csv", "", pandas), ("memory", "cli" if has_reader else "lib", memory),
+             ("stream", "cli" if has_reader else "lib", stream)]
+            + [(f"dask {n}", dask_how, dask(n)) for n in workers])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1M,10M,51M", help="comma-separated: 1M, 10M, 51M")
+    ap.add_argument("--workers", default="1,2", help="Dask worker counts")
+    ap.add_argument("--skip-memory", action="store_true", help="skip the in-memory path at 51 M (~16 GB)")
+    ap.add_argument("--only", default="", help="comma-separated method names to run (default: all)")
+    args = ap.parse_args()
+    FOLDER.mkdir(exist_ok=True)
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    workers = [int(w) for w in args.workers.split(",") if w.strip()]
+    only = {m.strip() for m in args.only.split(",") if m.strip()}
+    table = []
+    for size in sizes:
+        rows = SIZES[size]
+        logs = [parquet_log(10_000_000, 5)] if size == "51M" else [csv_log(rows), parquet_log(rows)]
+        for log in logs:
+            n = n_rows(log)
+            fmt = "Parquet folder" if log.is_dir() else log.suffix.lstrip(".")
+            for name, how, make in methods(workers):
+                if only and name not in only:
+                    continue
+                if name == "memory" and size == "51M":
+                    if args.skip_memory:
+                        continue
+                    log_used = parquet_log(10_000_000, 5, one_file=True)  # the loader reads files, not folders
+                else:
+                    log_used = log
+                if log.suffix == ".parquet" and name in ("memory", "stream") and log.with_suffix(".csv").exists():
+                    continue  # the single-process readers are measured on the CSV
+                cmd = make(log_used)
+                if cmd is None:
+                    continue
+                wall, peak, rc = measure(cmd, _env())
+                table.append((size, fmt, name, how, n, wall, peak, rc))
+                print(f"{size} {fmt} {name} ({how}): {wall:.1f} s, {peak:.2f} GB" + (f", exit {rc}" if rc else ""),
+                      file=sys.stderr)
+    print("| events | log | method | how | wall s | M events/s | peak RSS GB |")
+    print("|---|---|---|---|---:|---:|---:|")
+    for _size, fmt, name, how, n, wall, peak, rc in table:
+        rate = "failed" if rc else f"{n / wall / 1e6:.2f}"
+        print(f"| {n / 1e6:.1f} M | {fmt} | {name} | {how} | {wall:.1f} | {rate} | {peak:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

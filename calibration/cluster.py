@@ -1,0 +1,556 @@
+"""Calibration statistics of a Parquet dataset on a Dask cluster (`dask.distributed`).
+
+The same per-bucket logs as ``split_log(load_events(...))`` (calibration/buckets.py), built on the
+workers; only each bucket's ``LogStats`` come back to the driver. Steps:
+
+1. Plan (driver): the dataset's files in sorted path order (a file, a folder, or an fsspec URL), their
+   row groups cut into pieces, and each piece's first file row number, from the Parquet footers.
+2. Pass A (one task a piece): the row checks of the in-memory loader in its order (file row numbers
+   across files), the global touchpoint and persona vocabularies and the provisional last timestamp.
+3. Pass B: the pieces as a Dask DataFrame (``from_map``) with ``__row`` and ``__bucket`` columns,
+   Dask's own shuffle on ``__bucket``, then per bucket: sort by ``__row``, ``log_from_table`` with the
+   global vocabularies, and ``log_stats``.
+
+Pieces are read with ``from_map`` rather than ``read_parquet``: dask-expr fuses read_parquet's
+partitions depending on the columns projected, so partition numbers are no base for row numbers.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from calibration.buckets import BUCKETS, bucket_of
+from calibration.columns import (
+    derive_persona,
+    derive_stage,
+    no_nulls,
+    parse_satisfaction,
+    parse_value,
+    stage_codes,
+)
+from calibration.eventlog import REQUIRED, EventLog, parse_stages
+from calibration.mapping import Mapping, load_mapping
+from calibration.readers import column_sources
+from calibration.timestamps import parse_time
+from sim.errors import InputError, closest
+
+try:  # calibration/timestamps.py's nanosecond parser (with the streaming reader)
+    from calibration.timestamps import parse_time_ns as _parse_ns
+except ImportError:  # an older timestamps.py: text times go through the shuffle as text
+    _parse_ns = None
+
+PIECE_ROWS = 2_000_000  # rows a pass-A task / shuffle input reads at most (whole row groups)
+TASK_SHUFFLE_ROWS = 10_500_000  # logs up to this many rows use Dask's in-memory task shuffle; larger ones P2P
+_SUFFIXES = (".parquet", ".pq", ".parq")
+
+
+@dataclass
+class ClusterResult:
+    """The whole log's metadata and each non-empty bucket's ``LogStats``, in bucket order."""
+
+    source: str
+    sha256: str  # "" for a remote dataset (not read twice to hash it)
+    touchpoints: list[str]
+    personas: list[str]
+    stages: list[str]
+    conversion_stage: str
+    end: float  # the log's last timestamp (days), after end rows are dropped
+    rows: int  # data rows in the dataset
+    notes: dict = field(default_factory=dict)
+    stats: list = field(default_factory=list)
+    buckets: list[int] = field(default_factory=list)  # the bucket of each entry of ``stats``
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Row groups of one file, and the file row number of their first row."""
+
+    file: str
+    groups: tuple[int, ...]
+    first_row: int  # 1 = the dataset's first data row
+    n_rows: int
+
+
+@dataclass
+class _Plan:
+    """What every task needs: the dataset, the mapping and the whole log's vocabularies."""
+
+    source: str
+    fs: Any  # fsspec filesystem (picklable)
+    pieces: list[_Piece]
+    columns: list[str]  # file columns read (those the mapping names)
+    header: list[str]  # every column of the files, for "did you mean" hints
+    mapping: Mapping
+    stages: list[str]
+    conversion_stage: str
+    before: float | None
+    buckets: int
+    sha256: str = ""
+    touchpoints: list[str] | None = None
+    personas: list[str] | None = None
+    notes: dict = field(default_factory=dict)
+    layout: Any = None  # a dayfirst rule's layout, read from the log's first kept row (timestamps.Layout)
+
+
+@contextmanager
+def local_client(workers: int) -> Iterator[Any]:
+    """A ``distributed.Client`` on a ``LocalCluster`` of ``workers`` one-thread worker processes."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+@contextmanager
+def connect(scheduler: str, workers: int = 1) -> Iterator[Any]:
+    """A client for ``--scheduler``: ``local`` (a LocalCluster of ``workers``) or a scheduler's address."""
+    if scheduler == "local":
+        with local_client(workers) as client:
+            yield client
+        return
+    from distributed import Client
+
+    try:
+        client = Client(scheduler, timeout="30s")
+    except (OSError, TimeoutError) as exc:
+        raise InputError(f"cannot reach the Dask scheduler: {str(exc).splitlines()[0][:200]}",
+                         where="--scheduler", value=scheduler,
+                         hint="e.g. tcp://host:8786 (start it with dask-scheduler), or local") from None
+    with client:
+        yield client
+
+
+def cluster_parts(path: str | Path, client: Any, *, stages: str | list[str] | None = None,
+                  conversion_stage: str | None = None, mapping: str | Path | Mapping | None = None,
+                  before: float | None = None, buckets: int = BUCKETS, phases: bool = False,
+                  inactivity_days: float = 30.0, progress: Callable[[int, int], None] | None = None) -> ClusterResult:
+    """Each bucket's ``calibration.stats.log_stats`` computed on the workers of ``client``."""
+    fn = partial(_log_stats, inactivity_days=inactivity_days, phases=phases)
+    result, out = cluster_map(path, client, fn, stages=stages, conversion_stage=conversion_stage, mapping=mapping,
+                              before=before, buckets=buckets, progress=progress)
+    result.buckets = [b for b, _ in out]
+    result.stats = [value for _, value in out]
+    return result
+
+
+def cluster_stats(path: str | Path, client: Any, *, inactivity_days: float, phases: bool = False,
+                  stages: str | list[str] | None = None, conversion_stage: str | None = None,
+                  mapping: str | Path | Mapping | None = None, before: float | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> Any:
+    """The whole log's ``LogStats``: the workers' buckets summed on the driver in bucket order."""
+    from calibration.stats import StatsSum
+
+    result = cluster_parts(path, client, stages=stages, conversion_stage=conversion_stage, mapping=mapping,
+                           before=before, phases=phases, inactivity_days=inactivity_days, progress=progress)
+    total = StatsSum()
+    for part in result.stats:
+        total.add(part)
+    st = total.result()
+    st.source, st.sha256 = result.source, result.sha256
+    return st
+
+
+def cluster_map(path: str | Path, client: Any, fn: Callable[[EventLog, float], Any], *,
+                stages: str | list[str] | None = None, conversion_stage: str | None = None,
+                mapping: str | Path | Mapping | None = None, before: float | None = None,
+                buckets: int = BUCKETS, progress: Callable[[int, int], None] | None = None,
+                ) -> tuple[ClusterResult, list[tuple[int, Any]]]:
+    """``fn(part, end)`` on the workers for each non-empty bucket's ``EventLog`` (as ``split_log`` gives
+    it), with ``end`` the whole log's last timestamp; the metadata and ``[(bucket, fn(...)), ...]``."""
+    plan = _plan(path, mapping, stages, conversion_stage, before, buckets)
+    plan.layout = _layout(plan)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # hashing overlaps the cluster's work
+        digest = pool.submit(_sha256, plan)
+        provisional = _pass_a(plan, client)
+        plan.sha256 = digest.result()  # the parts carry it, as split_log's do
+    done = _pass_b(plan, client, fn, provisional, progress)
+    ends = [end for _, _, end in done]
+    true_end = max(ends) if ends else provisional
+    if true_end != provisional:  # the last row came after an end row: the statistics need the true end
+        done = _pass_b(plan, client, fn, true_end, progress)
+    meta = ClusterResult(source=plan.source, sha256=plan.sha256, touchpoints=plan.touchpoints,
+                         personas=plan.personas, stages=plan.stages, conversion_stage=plan.conversion_stage,
+                         end=true_end, rows=sum(p.n_rows for p in plan.pieces), notes=plan.notes)
+    return meta, [(b, value) for b, value, _ in done]
+
+
+def _log_stats(part: EventLog, end: float, *, inactivity_days: float, phases: bool) -> Any:
+    from calibration.stats import log_stats  # the lead's module; imported on the worker
+
+    return log_stats(part, end=end, inactivity_days=inactivity_days, phases=phases)
+
+
+# ---------------------------------------------------------------------------------------------- plan
+
+
+def _plan(path: str | Path, mapping, stages, conversion_stage, before, buckets: int) -> _Plan:
+    if mapping is not None and not isinstance(mapping, Mapping):
+        mapping = load_mapping(mapping)
+    mp = mapping or Mapping()
+    stage_names, conv = parse_stages(stages if stages is not None else mp.stages,
+                                     conversion_stage or mp.conversion_stage)
+    source = str(path)
+    fs, files = _files(source)
+    pieces, header = _pieces(fs, files, source)
+    if not pieces or sum(p.n_rows for p in pieces) == 0:
+        raise InputError("the event log is empty (no data rows)", file=source)
+    for column in mp.filter:
+        if column not in header:
+            raise InputError("filter names a column the log does not have", file=source, where=f"[filter] {column}",
+                             hint=closest(column, header))
+    sources = column_sources(mp)
+    for name in REQUIRED:
+        if name == "stage" and mp.stage is not None:
+            continue
+        if sources[name] not in header:
+            raise InputError("missing required column", file=source, where=f"column {sources[name]!r}",
+                             hint=closest(sources[name], header) + " (or map it with --mapping)")
+    wanted = (set(sources.values()) | set(mp.filter) | ({mp.stage.column} if mp.stage else set())
+              | ({mp.persona.column} if mp.persona else set()))
+    persona_src = mp.persona.column if mp.persona is not None else sources["persona"]
+    notes = {"persona_column": persona_src if mp.persona is not None or persona_src in header else None}
+    return _Plan(source=source, fs=fs, pieces=pieces, columns=[c for c in header if c in wanted], header=header,
+                 mapping=mp, stages=stage_names, conversion_stage=conv, before=before, buckets=buckets, notes=notes)
+
+
+def _files(source: str) -> tuple[Any, list[str]]:
+    """The filesystem and the dataset's Parquet files in sorted path order."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(source)
+    try:
+        if fs.isdir(root):
+            files = sorted(f for f in fs.find(root) if f.lower().endswith(_SUFFIXES)
+                           and not any(part.startswith(("_", ".")) for part in f[len(root):].split("/") if part))
+            if not files:
+                raise InputError("the folder holds no Parquet files", file=source,
+                                 hint="expected a folder of *.parquet files")  # as calibration/stream.py says
+            return fs, files
+        if not fs.exists(root):
+            raise InputError("event log not found", file=source)
+    except OSError as exc:
+        raise InputError(f"cannot read the event log: {str(exc).splitlines()[0][:200]}", file=source) from None
+    return fs, [root]
+
+
+def _pieces(fs, files: list[str], source: str) -> tuple[list[_Piece], list[str]]:
+    """Row groups cut into pieces of at most ``PIECE_ROWS`` rows (whole groups), and the header."""
+    pieces: list[_Piece] = []
+    header: list[str] | None = None
+    first = 1
+    for file in files:
+        try:
+            with fs.open(file, "rb") as fh:
+                meta = pq.ParquetFile(fh).metadata
+                names = meta.schema.to_arrow_schema().names
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"cannot read the event log: {str(exc).splitlines()[0][:200]}", file=file,
+                             hint="expected Parquet files") from None
+        if header is None:
+            header = names
+        elif names != header:
+            raise InputError("the dataset's files have different columns", file=file,
+                             value=",".join(names), hint=f"the first file has {','.join(header)}")
+        groups: list[int] = []
+        start, count = first, 0
+        for g in range(meta.num_row_groups):
+            n = meta.row_group(g).num_rows
+            if groups and count + n > PIECE_ROWS:
+                pieces.append(_Piece(file, tuple(groups), start, count))
+                groups, start, count = [], start + count, 0
+            groups.append(g)
+            count += n
+        if groups:
+            pieces.append(_Piece(file, tuple(groups), start, count))
+        first = start + count
+    return [p for p in pieces if p.n_rows], header or []
+
+
+def _layout(plan: _Plan) -> Any:
+    """A ``dayfirst`` rule's layout from the log's first kept row (as the loader reads it from the whole
+    file's), so that every piece and bucket parses alike; None without such a rule."""
+    rule = plan.mapping.timestamp
+    if rule is None or rule.dayfirst is None or rule.format is not None or rule.unit is not None:
+        return None
+    from calibration.timestamps import layout_of
+
+    column = column_sources(plan.mapping)["timestamp"]
+    for piece in plan.pieces:
+        table, rows = _read(plan, piece)
+        if table.num_rows:
+            arr = table[column]
+            if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type) or not arr[0].is_valid:
+                return None  # typed times need no layout; an empty first time is refused by the row checks
+            return layout_of(str(pc.cast(arr[0], pa.string())), rule, Path(plan.source), column, int(rows[0]))
+    return None
+
+
+def _time_layout(plan: _Plan) -> dict:
+    """``layout=`` for parse_time when there is one (older timestamps.py has no such argument)."""
+    return {} if plan.layout is None else {"layout": plan.layout}
+
+
+def _sha256(plan: _Plan) -> str:
+    """SHA-256 of the file, or of the folder's files one after the other; "" when remote."""
+    if "file" not in (plan.fs.protocol if isinstance(plan.fs.protocol, tuple) else (plan.fs.protocol,)):
+        return ""
+    h = hashlib.sha256()
+    for file in dict.fromkeys(p.file for p in plan.pieces):
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- pass A
+
+
+def _read(plan: _Plan, piece: _Piece) -> tuple[pa.Table, np.ndarray]:
+    """A piece's rows the mapping's [filter] keeps, and their file row numbers."""
+    try:
+        with plan.fs.open(piece.file, "rb") as fh:
+            table = pq.ParquetFile(fh).read_row_groups(list(piece.groups), columns=plan.columns)
+    except (pa.ArrowInvalid, OSError) as exc:  # a damaged or vanished file: one line, not a worker traceback
+        raise InputError(f"cannot read the event log: {str(exc).splitlines()[0][:200]}", file=piece.file,
+                         hint="expected Parquet files") from None
+    rows = np.arange(piece.first_row, piece.first_row + table.num_rows, dtype=np.int64)
+    mp = plan.mapping
+    for column in mp.filter:  # as calibration/load.py's _filtered
+        wanted = pa.array(mp.filter_values(column), type=pa.string())
+        keep = pc.is_in(pc.cast(table[column], pa.string()), value_set=wanted).to_numpy(zero_copy_only=False)
+        keep = np.asarray(keep, dtype=bool) & ~np.asarray(pc.is_null(table[column]).to_numpy(zero_copy_only=False))
+        table = table.filter(pa.array(keep))
+        rows = rows[keep]
+    return table.replace_schema_metadata({"journey_header": "\x1f".join(plan.header)}), rows
+
+
+@dataclass
+class _Summary:
+    """What one piece tells about the whole log (or the first check it fails)."""
+
+    kept: int = 0
+    before_kept: int = 0
+    t_max: float = -np.inf
+    touchpoints: set = field(default_factory=set)
+    personas: set = field(default_factory=set)
+    error: tuple | None = None  # (check number, InputError fields): the loader's order of checks
+
+
+def _distinct(arr: pa.ChunkedArray) -> set[str]:
+    """The distinct values as calibration/columns.py's encode_sorted reads them."""
+    if pa.types.is_dictionary(arr.type):
+        return {str(x) for chunk in arr.chunks for x in chunk.dictionary.to_pylist()}
+    return {str(x) for x in pc.unique(arr).to_pylist() if x is not None}
+
+
+def _summarize(plan: _Plan, piece: _Piece) -> _Summary:
+    """Pass A on one piece: the loader's row checks in its order, vocabularies, last timestamp."""
+    try:
+        table, rows = _read(plan, piece)
+    except InputError as err:
+        return _Summary(kept=1, error=(-1, _fields(err)))  # kept=1: reported before "no rows left"
+    out = _Summary(kept=table.num_rows)
+    if not table.num_rows:
+        return out
+    mp, src, path = plan.mapping, column_sources(plan.mapping), Path(plan.source)
+    step = 0
+    try:
+        no_nulls(pc.cast(table[src["customer_id"]], pa.string()), path, src["customer_id"], rows)
+        step = 1
+        time = parse_time(table[src["timestamp"]], path, src["timestamp"], rows, mp.timestamp, **_time_layout(plan))
+        step = 2
+        no_nulls(table[src["touchpoint"]], path, src["touchpoint"], rows)
+        out.touchpoints = _distinct(table[src["touchpoint"]])
+        step = 3
+        if mp.stage is not None:
+            derive_stage(table, mp, plan.stages, path, rows)
+        else:
+            stage_codes(table[src["stage"]], plan.stages, path, src["stage"], rows)
+        step = 4
+        out.personas = _piece_personas(table, mp, src, path, rows)
+        step = 5
+        if src["satisfaction"] in table.column_names:
+            parse_satisfaction(table[src["satisfaction"]], path, src["satisfaction"], rows)
+        step = 6
+        if src["value"] in table.column_names:
+            parse_value(table[src["value"]], path, src["value"], rows)
+    except InputError as err:
+        out.error = (step, _fields(err))
+        return out
+    kept = time < plan.before if plan.before is not None else np.ones(time.size, dtype=bool)
+    out.before_kept = int(kept.sum())
+    if out.before_kept:
+        out.t_max = float(time[kept].max())
+    return out
+
+
+def _piece_personas(table: pa.Table, mp: Mapping, src: dict[str, str], path: Path, rows: np.ndarray) -> set:
+    """The personas this piece's rows name (label indices for a banded [persona] rule)."""
+    if mp.persona is not None:
+        codes, names = derive_persona(table, mp, path)
+        if mp.persona.bands is None:
+            return set(names)
+        return {mp.persona.labels.index(n) for n in names} if (codes >= 0).any() else set()
+    if src["persona"] in table.column_names:
+        no_nulls(table[src["persona"]], path, src["persona"], rows)
+        return _distinct(table[src["persona"]])
+    return set()
+
+
+def _pass_a(plan: _Plan, client) -> float:
+    """Checks and vocabularies of the whole log (on the workers); the provisional last timestamp."""
+    summaries = client.gather(client.map(partial(_summarize, plan), plan.pieces, pure=False))
+    errors = [(s.error[0], i, s.error[1]) for i, s in enumerate(summaries) if s.error is not None]
+    if not sum(s.kept for s in summaries):
+        raise InputError("no rows left after the mapping's [filter]", file=plan.source, where="[filter]",
+                         hint="check the filter values")
+    if errors:  # the loader's first check that fails, at its first row in file order
+        raise InputError(**min(errors, key=lambda e: e[:2])[2])
+    if plan.before is not None and not sum(s.before_kept for s in summaries):
+        raise InputError("no rows before the split", file=plan.source, where="--split")
+    mp = plan.mapping
+    plan.touchpoints = sorted(set().union(*(s.touchpoints for s in summaries)))
+    personas = set().union(*(s.personas for s in summaries))
+    if mp.persona is not None and mp.persona.bands is not None:
+        plan.personas = [label for i, label in enumerate(mp.persona.labels) if i in personas] or list(
+            mp.persona.labels)
+    elif mp.persona is not None or column_sources(mp)["persona"] in plan.header:
+        plan.personas = sorted(personas)
+    else:
+        plan.personas = ["all"]
+    return max(s.t_max for s in summaries)
+
+
+def _fields(err: InputError) -> dict:
+    """An InputError as its fields: rebuilt on the driver, it prints the same line."""
+    return {"message": err.message, "file": err.file, "where": err.where, "value": err.value, "hint": err.hint}
+
+
+# ---------------------------------------------------------------------------------------------- pass B
+
+
+def _frame(plan: _Plan, piece: _Piece) -> pd.DataFrame:
+    """A piece's kept rows with their file row number and bucket (the shuffle's input)."""
+    table, rows = _read(plan, piece)
+    table = _decoded(table)
+    src = column_sources(plan.mapping)
+    if _parse_ns is not None and not pa.types.is_timestamp(table.schema.field(src["timestamp"]).type):
+        # text times parsed once here (pass A checked them): 8 bytes a row through the shuffle, and
+        # parse_time reads the typed UTC column back to the same days
+        ns = _parse_ns(table[src["timestamp"]], Path(plan.source), src["timestamp"], rows, plan.mapping.timestamp,
+                       **_time_layout(plan))
+        i = table.schema.get_field_index(src["timestamp"])
+        table = table.set_column(i, src["timestamp"], pa.array(ns, pa.int64()).cast(pa.timestamp("ns", "UTC")))
+    ids = pc.dictionary_encode(pc.cast(table[column_sources(plan.mapping)["customer_id"]], pa.string()))
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    of_id = bucket_of(ids.dictionary.to_numpy(zero_copy_only=False), plan.buckets)
+    bucket = of_id[ids.indices.fill_null(0).to_numpy(zero_copy_only=False)] if len(ids.dictionary) else (
+        np.zeros(table.num_rows, dtype=np.int64))
+    table = table.append_column("__row", pa.array(rows)).append_column("__bucket", pa.array(bucket))
+    return table.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def _decoded(table: pa.Table) -> pa.Table:
+    """Dictionary columns as plain ones (the codes come from the global vocabularies anyway)."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_dictionary(f.type):
+            table = table.set_column(i, f.name, pc.cast(table[f.name], f.type.value_type))
+    return table
+
+
+def _meta(plan: _Plan) -> pd.DataFrame:
+    with plan.fs.open(plan.pieces[0].file, "rb") as fh:
+        schema = pq.ParquetFile(fh).schema_arrow
+    empty = _decoded(schema.empty_table().select(plan.columns))
+    empty = empty.append_column("__row", pa.array([], pa.int64())).append_column("__bucket", pa.array([], pa.int64()))
+    return empty.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def _pass_b(plan: _Plan, client, fn, end: float, progress, build=None) -> list[tuple[int, Any, float]]:
+    """Dask's shuffle on the bucket, then ``fn(part, end)`` per bucket on the workers, in bucket order."""
+    import dask
+    import dask.dataframe as dd
+    from distributed import as_completed
+
+    frame = dd.from_map(partial(_frame, plan), plan.pieces, meta=_meta(plan), enforce_metadata=False)
+    # the task shuffle holds the whole log in the workers' memory: the faster up to ~10 M rows (2x);
+    # past that P2P, which spills to disk, into one partition a bucket (memory per task ~ a bucket)
+    small = sum(p.n_rows for p in plan.pieces) <= TASK_SHUFFLE_ROWS
+    method = dask.config.get("dataframe.shuffle.method", None) or ("tasks" if small else "p2p")
+    n_out = min(plan.buckets, max(len(plan.pieces), 2 * _n_workers(client))) if small else plan.buckets
+    shuffled = frame.shuffle("__bucket", npartitions=n_out, shuffle_method=method)
+    tasks = [dask.delayed(_buckets_of)(d, plan, fn, end, build or _part) for d in shuffled.to_delayed()]
+    futures = client.compute(tasks)
+    for i, _ in enumerate(as_completed(futures), 1):
+        if progress is not None:
+            progress(i, len(futures))
+    done = [x for f in futures for x in f.result()]
+    errors = [x[1] for x in done if isinstance(x[1], _Failure)]
+    if errors:  # a per-customer check (two personas, duplicates): the first row in file order
+        raise InputError(**min(errors, key=lambda e: (e.row, e.bucket)).fields)
+    return sorted(done, key=lambda x: x[0])
+
+
+def _n_workers(client) -> int:
+    return max(len(client.scheduler_info().get("workers", {})), 1)
+
+
+@dataclass
+class _Failure:
+    """An InputError a bucket raised, with the first row it names (to pick the log's first)."""
+
+    bucket: int
+    row: int
+    fields: dict
+
+
+def _part(table: pa.Table, rows: np.ndarray, plan: _Plan) -> EventLog:
+    """One bucket's EventLog, coded against the whole log's vocabularies."""
+    from calibration.load import log_from_table
+
+    return log_from_table(table, rows, mapping=plan.mapping, stages=plan.stages,
+                          conversion_stage=plan.conversion_stage, source=plan.source, sha256=plan.sha256,
+                          before=plan.before, touchpoints=plan.touchpoints, personas=plan.personas,
+                          time_rule=plan.layout)
+
+
+def _buckets_of(df: pd.DataFrame, plan: _Plan, fn, end: float, build) -> list[tuple[int, Any, float]]:
+    """``(bucket, fn(part, end), part.end)`` for each bucket of one shuffled partition;
+    ``build(table, rows, plan)`` makes the part (``_part``)."""
+    out: list[tuple[int, Any, float]] = []
+    whole = pa.Table.from_pandas(df, preserve_index=False)
+    whole = whole.take(pc.sort_indices(whole, [("__bucket", "ascending"), ("__row", "ascending")]))
+    bucket = whole["__bucket"].to_numpy()
+    rows_all = whole["__row"].to_numpy()
+    whole = whole.drop_columns(["__row", "__bucket"]).replace_schema_metadata(
+        {"journey_header": "\x1f".join(plan.header)})
+    bounds = np.flatnonzero(np.diff(bucket)) + 1
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, bucket.size]):
+        if lo == hi:
+            continue
+        b = int(bucket[lo])
+        table, rows = whole.slice(lo, hi - lo), rows_all[lo:hi]
+        try:
+            part = build(table, rows, plan)
+        except InputError as err:
+            if err.where == "--split":  # none of this bucket's rows is before the split: no customers
+                continue
+            named = re.search(r"rows? (\d+)", err.where or "")
+            out.append((int(b), _Failure(int(b), int(named[1]) if named else 0, _fields(err)), 0.0))
+            continue
+        out.append((int(b), fn(part, end), float(part.end)))
+    return out

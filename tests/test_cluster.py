@@ -1,0 +1,234 @@
+"""The Dask path (calibration/cluster.py) on a LocalCluster of two workers: the same buckets, the same
+metadata and the same model as the in-memory loader on the same rows."""
+from __future__ import annotations
+
+import dataclasses
+import types
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+pytest.importorskip("distributed")
+pytest.importorskip("dask.dataframe")
+
+from calibration import cluster  # noqa: E402
+from calibration import load as load_module  # noqa: E402
+from calibration.buckets import split_log  # noqa: E402
+from calibration.load import load_events  # noqa: E402
+from sim.errors import InputError  # noqa: E402
+from worlds import make_world, simulate_log  # noqa: E402
+
+HAS_TABLE = hasattr(load_module, "log_from_table")
+needs_table = pytest.mark.skipif(not HAS_TABLE, reason="calibration.load.log_from_table not on this branch yet")
+
+MAPPING = """
+[filter]
+site = "shop"
+
+[stage]
+column = "status"
+end_values = ["cancelled"]
+
+[stage.values]
+awareness = "awareness"
+consideration = "consideration"
+decision = "decision"
+retention = "retention"
+advocacy = "advocacy"
+"""
+
+
+@pytest.fixture(scope="module")
+def client():
+    with cluster.local_client(2) as c:
+        yield c
+
+
+def _write(table: pa.Table, folder, name: str) -> dict:
+    """The table as one Parquet file and as a folder of three (small row groups: several pieces)."""
+    one = folder / f"{name}.parquet"
+    pq.write_table(table, one, row_group_size=1500)
+    parts = folder / name
+    parts.mkdir()
+    n = table.num_rows
+    cuts = [0, n // 3, 2 * n // 3, n]
+    for i in range(3):
+        pq.write_table(table.slice(cuts[i], cuts[i + 1] - cuts[i]), parts / f"part-{i}.parquet", row_group_size=1500)
+    return {"one": one, "folder": parts}
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cluster")
+    events = simulate_log(make_world(4), 2500, seed=3, backward_noise=0.05).events
+    # the log ends on a customer's second (or later) row: in the mapped log their first row ends the
+    # journey, so the true end is below the provisional one
+    ids = events["customer_id"].to_numpy(dtype=object)
+    later = events.duplicated("customer_id").to_numpy()
+    times = events["timestamp"].to_numpy(dtype=object)
+    last = max(np.flatnonzero(later), key=lambda i: times[i])
+    last_id = ids[last]
+    events = events[times <= times[last]].reset_index(drop=True)
+    ids = events["customer_id"].to_numpy(dtype=object)
+    plain = pa.Table.from_pandas(events, preserve_index=False)
+    rng = np.random.default_rng(7)
+    status = events["stage"].to_numpy(dtype=object).copy()
+    status[rng.random(status.size) < 0.03] = "cancelled"
+    mine = np.flatnonzero(ids == last_id)
+    status[mine[0]] = "cancelled"
+    site = np.where(rng.random(status.size) < 0.9, "shop", "test").astype(object)
+    site[mine] = "shop"
+    mapped = plain.drop_columns(["stage"]).append_column("status", pa.array(status, pa.string())) \
+        .append_column("site", pa.array(site, pa.string()))
+    mapping = folder / "mapping.toml"
+    mapping.write_text(MAPPING)
+    # day-first times: the layout is read from the log's first row, not each piece's
+    text = pd.to_datetime(events["timestamp"], utc=True).dt.strftime("%d/%m/%Y %H:%M:%S")
+    dayfirst = plain.set_column(plain.schema.get_field_index("timestamp"), "timestamp",
+                                pa.array(text.to_numpy(dtype=object), pa.string()))
+    (folder / "dayfirst.toml").write_text("[timestamp]\ndayfirst = true\n\n[options]\ndrop_duplicates = true\n")
+    return {"plain": _write(plain, folder, "plain"), "mapped": _write(mapped, folder, "mapped"),
+            "dayfirst": _write(dayfirst, folder, "dayfirst"), "mapping": mapping, "folder": folder,
+            "mappings": {"plain": None, "mapped": mapping, "dayfirst": folder / "dayfirst.toml"}}
+
+
+def _tables(table, rows, plan):
+    """A stand-in part (the rows and ids of a bucket), for the plumbing before log_from_table."""
+    ids = pc.cast(table[cluster.column_sources(plan.mapping)["customer_id"]], pa.string()).to_numpy(
+        zero_copy_only=False)
+    _, first = np.unique(ids, return_index=True)
+    return types.SimpleNamespace(end=0.0, rows=rows, ids=ids[np.sort(first)])
+
+
+def _keep(part, end):
+    return part
+
+
+@pytest.mark.parametrize("kind", ["plain", "mapped"])
+def test_metadata_and_bucket_rows_match_the_in_memory_load(client, logs, kind, monkeypatch):
+    monkeypatch.setattr(cluster, "PIECE_ROWS", 3000)  # several pieces a file
+    mapping = logs["mapping"] if kind == "mapped" else None
+    log = load_events(logs[kind]["one"], mapping=mapping)
+    plan = cluster._plan(str(logs[kind]["folder"]), mapping, None, None, None, cluster.BUCKETS)
+    assert len(plan.pieces) > 3
+    end = cluster._pass_a(plan, client)
+    assert plan.touchpoints == log.touchpoints and plan.personas == log.personas and plan.notes == log.notes
+    if kind == "plain":
+        assert end == log.end
+    else:
+        assert end > log.end  # the provisional end: the last row is after an end row
+    done = cluster._pass_b(plan, client, _keep, end, None, build=_tables)
+    ref = list(split_log(log))
+    assert [b for b, _, _ in done] == [b for b, _ in ref]
+    for (_, got, _), (_, want) in zip(done, ref):
+        assert list(got.ids) == list(want.customer_ids)
+        assert np.isin(want.row, got.rows).all()  # the part's rows are among the bucket's kept rows
+        if kind == "plain":
+            assert np.array_equal(np.sort(got.rows), np.sort(want.row))
+
+
+def _same_part(got, want) -> None:
+    for f in dataclasses.fields(want):
+        a, b = getattr(got, f.name), getattr(want, f.name)
+        if f.name in ("source", "sha256", "backward_rows"):
+            continue
+        if isinstance(b, np.ndarray):
+            assert a.dtype == b.dtype and np.array_equal(a, b), f.name
+        else:
+            assert a == b, f.name
+
+
+@needs_table
+@pytest.mark.parametrize("kind", ["plain", "mapped", "dayfirst"])
+def test_parts_on_the_workers_equal_split_log(client, logs, kind, monkeypatch):
+    monkeypatch.setattr(cluster, "PIECE_ROWS", 3000)
+    if kind == "mapped":  # the P2P shuffle (large logs) as well as the task shuffle
+        monkeypatch.setattr(cluster, "TASK_SHUFFLE_ROWS", 0)
+    mapping = logs["mappings"][kind]
+    log = load_events(logs[kind]["one"], mapping=mapping)
+    result, parts = cluster.cluster_map(logs[kind]["folder"], client, _keep, mapping=mapping)
+    ref = list(split_log(log))
+    assert [b for b, _ in parts] == [b for b, _ in ref]
+    for (_, got), (_, want) in zip(parts, ref):
+        _same_part(got, want)
+        assert got.source == str(logs[kind]["folder"]) and got.sha256 == result.sha256
+    assert sum(p.backward_rows for _, p in parts) == log.backward_rows
+    assert (result.touchpoints, result.personas, result.stages, result.conversion_stage, result.end) == (
+        log.touchpoints, log.personas, log.stages, log.conversion_stage, log.end)
+    assert result.rows == pq.ParquetFile(logs[kind]["one"]).metadata.num_rows
+
+
+@needs_table
+def test_one_file_hashes_as_the_loader(client, logs):
+    result, _ = cluster.cluster_map(logs["plain"]["one"], client, _keep)
+    assert result.sha256 == load_events(logs["plain"]["one"]).sha256
+
+
+@needs_table
+@pytest.mark.parametrize("kind", ["plain", "mapped", "dayfirst"])
+def test_the_model_is_the_in_memory_one(client, logs, kind):
+    from calibration.estimate import DEFAULT_INACTIVITY_DAYS, estimate, estimate_stats
+
+    mapping = logs["mappings"][kind]
+    log = load_events(logs[kind]["one"], mapping=mapping)
+    st = cluster.cluster_stats(logs[kind]["folder"], client, inactivity_days=DEFAULT_INACTIVITY_DAYS, mapping=mapping)
+    got = estimate_stats(st).to_json()
+    want = estimate(log).to_json()
+    # the folder and the file differ by name and bytes only
+    got = got.replace(str(logs[kind]["folder"]), str(logs[kind]["one"])).replace(st.sha256, log.sha256)
+    assert got == want
+
+
+def _broken(logs, folder, kind: str) -> tuple:
+    """The plain log with a bad cell in the third file, as one file and as a folder."""
+    table = pq.read_table(logs["plain"]["one"])
+    i = table.num_rows - 10  # in the third file
+    column = {"null id": "customer_id", "bad stage": "stage", "bad time": "timestamp"}[kind]
+    values = table[column].to_pylist()
+    values[i] = {"null id": None, "bad stage": "purchase", "bad time": "yesterday"}[kind]
+    if kind == "bad stage":  # and a bad time after it: the loader's order of checks puts the time first
+        times = table["timestamp"].to_pylist()
+        times[i + 5] = "soon"
+        table = table.set_column(table.schema.get_field_index("timestamp"), "timestamp", pa.array(times, pa.string()))
+    table = table.set_column(table.schema.get_field_index(column), column, pa.array(values, pa.string()))
+    sub = folder / kind.replace(" ", "_")
+    sub.mkdir()
+    return _write(table, sub, "log")
+
+
+@pytest.mark.parametrize("kind", ["null id", "bad stage", "bad time"])
+def test_bad_input_gives_the_loaders_line(client, logs, kind):
+    paths = _broken(logs, logs["folder"], kind)
+    with pytest.raises(InputError) as want:
+        load_events(paths["one"])
+    with pytest.raises(InputError) as got:
+        cluster.cluster_map(paths["folder"], client, _keep)
+    assert str(got.value) == str(want.value).replace(str(paths["one"]), str(paths["folder"]))
+
+
+def test_whole_log_refusals(client, logs, tmp_path):
+    with pytest.raises(InputError, match="no Parquet files"):
+        cluster.cluster_map(tmp_path, client, _keep)
+    with pytest.raises(InputError, match="not found"):
+        cluster.cluster_map(tmp_path / "nope", client, _keep)
+    with pytest.raises(InputError, match="no rows before the split"):
+        cluster.cluster_map(logs["plain"]["folder"], client, _keep, before=1.0)
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "part-0.parquet").write_bytes(logs["plain"]["one"].read_bytes()[:5000])
+    with pytest.raises(InputError, match=r"part-0\.parquet: cannot read the event log"):
+        cluster.cluster_map(damaged, client, _keep)
+
+
+@needs_table
+def test_an_fsspec_url_reads_the_same_rows(client, logs):
+    folder = logs["plain"]["folder"]
+    by_path, parts = cluster.cluster_map(folder, client, _keep)
+    by_url, url_parts = cluster.cluster_map(f"file://{folder}", client, _keep)
+    assert by_url.source == f"file://{folder}" and by_url.sha256 == by_path.sha256
+    assert [b for b, _ in url_parts] == [b for b, _ in parts]
+    assert all(np.array_equal(a.row, b.row) for (_, a), (_, b) in zip(url_parts, parts))
