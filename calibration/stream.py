@@ -53,6 +53,7 @@ from sim.limits import regular_file, sha256_of
 Progress = Callable[[int, int], None]
 _TIME = pa.timestamp("ns", "UTC")  # spilled times are parsed once, in pass 1
 _ROW = "__row"
+HOLD_BYTES = 768 << 20  # Arrow bytes of buckets held in memory before they go to disk
 _BLOCK = 1 << 22  # CSV bytes per batch: the reader reads ~30 blocks ahead, so this bounds memory
 
 # the order load_events checks things in: the first failing check wins, whatever row it is on
@@ -83,6 +84,7 @@ class StreamedLog:
     _folder: Path = field(repr=False)
     _kept: np.ndarray = field(repr=False)  # rows each bucket keeps (before the split)
     _progress: Progress | None = field(default=None, repr=False)
+    _held: dict[int, list[pa.Table]] | None = field(default=None, repr=False)  # buckets kept in memory
 
     def bucket_ids(self) -> list[int]:
         """The non-empty buckets, in order."""
@@ -95,8 +97,11 @@ class StreamedLog:
         raised by the bucket that has it.
         """
         mp = self._mapping.model_copy(update={"filter": {}})  # the spill holds the kept rows only
-        with pa.OSFile(str(_spill_path(self._folder, bucket))) as fh:
-            table = ipc.open_stream(fh).read_all()
+        if self._held is not None:
+            table = pa.concat_tables(self._held[bucket])
+        else:
+            with pa.OSFile(str(_spill_path(self._folder, bucket))) as fh:
+                table = ipc.open_stream(fh).read_all()
         rows = table.column(_ROW).to_numpy()
         return log_from_table(table.drop_columns([_ROW]), rows, mapping=mp, stages=self.stages,
                               conversion_stage=self.conversion_stage, source=self.source, sha256=self.sha256,
@@ -113,7 +118,8 @@ class StreamedLog:
             yield b, part
 
     def close(self) -> None:
-        """Remove the spill files."""
+        """Remove the spill files (and drop the buckets held in memory)."""
+        self._held = None
         shutil.rmtree(self._folder, ignore_errors=True)
 
     def __enter__(self) -> StreamedLog:
@@ -128,9 +134,10 @@ class StreamedLog:
 def open_stream(path: str | Path, *, stages: str | list[str] | None = None, conversion_stage: str | None = None,
                 mapping: str | Path | Mapping | None = None, before: float | None = None, buckets: int = BUCKETS,
                 progress: Progress | None = None, workdir: str | Path | None = None,
-                block_size: int = _BLOCK) -> StreamedLog:
+                block_size: int = _BLOCK, hold_bytes: int = HOLD_BYTES) -> StreamedLog:
     """Read the log once (bounded memory) into per-bucket spill files; the same checks and messages as
-    `load_events`. ``progress(done, total)``: bytes in pass 1, then buckets in parts()."""
+    `load_events`. ``progress(done, total)``: bytes in pass 1, then buckets in parts(). Buckets stay in
+    memory while they take under ``hold_bytes`` (Arrow bytes), else they go to disk."""
     path = Path(path)
     mp = as_mapping(mapping)
     stage_names, conv = parse_stages(stages if stages is not None else mp.stages,
@@ -140,7 +147,7 @@ def open_stream(path: str | Path, *, stages: str | list[str] | None = None, conv
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:  # hashing overlaps the reading
             digest = pool.submit(sha256_of_files, files)
-            p = _read(path, files, mp, stage_names, before, buckets, folder, progress, block_size)
+            p = _read(path, files, mp, stage_names, before, buckets, folder, progress, block_size, hold_bytes)
             p.raise_first()
             sha = digest.result()
     except BaseException:
@@ -150,7 +157,7 @@ def open_stream(path: str | Path, *, stages: str | list[str] | None = None, conv
         source=str(path), sha256=sha, stages=stage_names, conversion_stage=conv, touchpoints=sorted(p.touchpoints),
         personas=p.persona_list(), notes={"persona_column": p.persona_note()}, end=p.end / NS_PER_DAY,
         rows_read=p.rows_read, buckets=buckets, _mapping=mp, _before=before, _folder=folder, _kept=p.kept,
-        _progress=progress)
+        _progress=progress, _held=p.held)
 
 
 def sha256_of_files(files: list[Path]) -> str:
@@ -181,10 +188,10 @@ def _spill_path(folder: Path, bucket: int) -> Path:
 
 
 def _read(path: Path, files: list[Path], mp: Mapping, stage_names: list[str], before: float | None, buckets: int,
-          folder: Path, progress: Progress | None, block: int) -> _Pass:
+          folder: Path, progress: Progress | None, block: int, hold: int = HOLD_BYTES) -> _Pass:
     """Pass 1 over the file(s); CSV restarts (with fresh spill files) where the in-memory reader retries."""
     if len(files) > 1 or is_parquet(files[0]):
-        p = _Pass(path, mp, stage_names, before, buckets, folder)
+        p = _Pass(path, mp, stage_names, before, buckets, folder, hold)
         _read_parquet(p, files, progress)
         return p
     try:
@@ -194,7 +201,7 @@ def _read(path: Path, files: list[Path], mp: Mapping, stage_names: list[str], be
     except READ_ERRORS as exc:
         raise read_error(exc, path) from None
     while True:
-        p = _Pass(path, mp, stage_names, before, buckets, folder)
+        p = _Pass(path, mp, stage_names, before, buckets, folder, hold)
         try:
             _read_csv(p, path, plan, block, progress)
             return p
@@ -269,7 +276,7 @@ class _Pass:
     """Pass 1's state: the first error of each kind, the vocabularies, and the open spill files."""
 
     def __init__(self, path: Path, mp: Mapping, stage_names: list[str], before: float | None, buckets: int,
-                 folder: Path) -> None:
+                 folder: Path, hold: int = HOLD_BYTES) -> None:
         self.path, self.mp, self.stages, self.before, self.buckets, self.folder = \
             path, mp, stage_names, before, buckets, folder
         self.columns = column_sources(mp)
@@ -287,6 +294,11 @@ class _Pass:
         self.read_columns: list[str] | None = None
         self.writers: dict[int, ipc.RecordBatchStreamWriter] = {}
         self.sinks: list[pa.NativeFile] = []
+        # buckets are held in memory until they pass HOLD_BYTES, then spilled: a log that fits
+        # skips the disk, a longer one keeps memory bounded
+        self.hold = hold
+        self.held: dict[int, list[pa.Table]] | None = {} if hold > 0 else None
+        self.held_bytes = 0
         self.schema: pa.Schema | None = None
 
     # -- errors ------------------------------------------------------------------------------------
@@ -435,7 +447,23 @@ class _Pass:
         spill = spill.take(order)
         bounds = np.searchsorted(bucket[order], np.arange(self.buckets + 1))
         for b in np.flatnonzero(np.diff(bounds)):
-            self._writer(int(b)).write_table(spill.slice(bounds[b], bounds[b + 1] - bounds[b]))
+            piece = spill.slice(bounds[b], bounds[b + 1] - bounds[b])
+            if self.held is not None:
+                self.held.setdefault(int(b), []).append(piece)
+            else:
+                self._writer(int(b)).write_table(piece)
+        if self.held is not None:
+            self.held_bytes += spill.nbytes
+            if self.held_bytes > self.hold:
+                self._spill_held()
+
+    def _spill_held(self) -> None:
+        """Write the buckets held in memory to their files; from now on every batch goes to disk."""
+        held, self.held = self.held or {}, None
+        for b in sorted(held):
+            writer = self._writer(b)
+            for piece in held[b]:
+                writer.write_table(piece)
 
     def _writer(self, b: int) -> ipc.RecordBatchStreamWriter:
         w = self.writers.get(b)
@@ -467,6 +495,7 @@ class _Pass:
     def discard(self) -> None:
         """Close and remove the spill files (pass 1 starts again, or failed)."""
         self._close()
+        self.held, self.held_bytes = ({} if self.hold > 0 else None), 0
         for f in self.folder.glob("*.arrows"):
             f.unlink()
 

@@ -175,7 +175,8 @@ def test_the_model_is_the_in_memory_one(client, logs, kind):
 
     mapping = logs["mappings"][kind]
     log = load_events(logs[kind]["one"], mapping=mapping)
-    st = cluster.cluster_stats(logs[kind]["folder"], client, inactivity_days=DEFAULT_INACTIVITY_DAYS, mapping=mapping)
+    st = cluster.cluster_stats(logs[kind]["folder"], client, inactivity_days=DEFAULT_INACTIVITY_DAYS, mapping=mapping,
+                                phases=True)
     got = estimate_stats(st).to_json()
     want = estimate(log).to_json()
     # the folder and the file differ by name and bytes only

@@ -215,11 +215,25 @@ def test_progress_and_spill_files_removed(tmp_path, events):
     csv = tmp_path / "events.csv"
     events.to_csv(csv, index=False)
     seen = []
-    with open_stream(csv, block_size=SMALL, workdir=tmp_path, progress=lambda d, t: seen.append((d, t))) as s:
+    with open_stream(csv, block_size=SMALL, workdir=tmp_path, progress=lambda d, t: seen.append((d, t)),
+                     hold_bytes=0) as s:
         assert list(tmp_path.glob("journey-stream-*/*.arrows"))
         n = sum(1 for _ in s.parts())
     assert seen[-1] == (n, n) and any(t == csv.stat().st_size for _, t in seen)
     assert not list(tmp_path.glob("journey-stream-*"))
+
+
+def test_buckets_held_in_memory_or_spilled_are_the_same(tmp_path, events):
+    csv = tmp_path / "events.csv"
+    events.to_csv(csv, index=False)
+    with open_stream(csv, block_size=SMALL, workdir=tmp_path) as held, \
+            open_stream(csv, block_size=SMALL, workdir=tmp_path, hold_bytes=20_000) as spilled:
+        assert not list(held._folder.glob("*.arrows")) and list(spilled._folder.glob("*.arrows"))
+        for (b1, p1), (b2, p2) in zip(held.parts(), spilled.parts(), strict=True):
+            assert b1 == b2
+            for f in fields(p1):
+                a, c = getattr(p1, f.name), getattr(p2, f.name)
+                assert (a.dtype == c.dtype and np.array_equal(a, c)) if isinstance(a, np.ndarray) else a == c
 
 
 _PEAK = """
