@@ -8,19 +8,54 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from calibration.eventlog import EventLog
 
 BUCKETS = 128  # a 51 M-event log: ~400 k rows a bucket; fixed, so the model never depends on the path
 
 
-def bucket_of(ids: np.ndarray | list[str], buckets: int = BUCKETS) -> np.ndarray:
-    """The bucket (0 .. buckets - 1) of each customer id (strings, as the loader reads them)."""
-    values = np.asarray(ids, dtype=object)
-    if values.size == 0:
+_P = np.uint64(0x100000001B3)  # FNV's 64-bit prime, as the polynomial's base
+
+
+def bucket_of(ids: np.ndarray | list[str] | pa.Array | pa.ChunkedArray, buckets: int = BUCKETS) -> np.ndarray:
+    """The bucket (0 .. buckets - 1) of each customer id (strings, as the loader reads them).
+
+    A polynomial hash of the id's UTF-8 bytes, sum of byte_i * P^i modulo 2^64, mixed by splitmix64's
+    finaliser: numpy integer arithmetic on Arrow's buffers, so the same on every machine and version,
+    and no Python object per id.
+    """
+    arr = ids if isinstance(ids, pa.Array | pa.ChunkedArray) else pa.array(np.asarray(ids, dtype=object),
+                                                                            type=pa.string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = pc.cast(arr, pa.large_string())  # int64 offsets, whatever the input's
+    n = len(arr)
+    if n == 0:
         return np.zeros(0, dtype=np.int64)
-    return (pd.util.hash_array(values, categorize=False) % np.uint64(buckets)).astype(np.int64)
+    offsets_buf, data_buf = arr.buffers()[1], arr.buffers()[2]
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64, count=n + 1, offset=arr.offset * 8)
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    start = offsets[:-1]
+    lengths = offsets[1:] - start
+    h = lengths.astype(np.uint64)
+    top = int(lengths.max())
+    powers = np.cumprod(np.full(max(top, 1), _P, dtype=np.uint64)) // _P  # P^0 .. P^(top - 1), wrapping
+    powers[0] = 1
+    # ids of one length at a time: their bytes as an [ids, length] block, one product with the powers
+    for length in np.unique(lengths):
+        if length == 0:
+            continue
+        idx = np.flatnonzero(lengths == length)
+        block = data[start[idx, None] + np.arange(length)].astype(np.uint64)
+        h[idx] += block @ powers[:length]
+    h ^= h >> np.uint64(30)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(27)
+    h *= np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(31)
+    return (h % np.uint64(buckets)).astype(np.int64)
 
 
 def split_log(log: EventLog, buckets: int = BUCKETS) -> Iterator[tuple[int, EventLog]]:
