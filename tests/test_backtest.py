@@ -343,7 +343,8 @@ def test_cli_backtest_intervals_are_seeded_and_draws_0_leaves_them_out(tmp_path)
         assert res.exit_code == 0, res.output
         return res
 
-    a, b = run("a", "--draws", "20", "--seed", "5"), run("b", "--draws", "20", "--seed", "5")
+    a = run("a", "--draws", "20", "--seed", "5")
+    run("b", "--draws", "20", "--seed", "5")
     assert "inside the 95 % interval" in a.output and "[lo-hi]" in a.output
     data = (tmp_path / "a" / "backtest.json").read_bytes()
     assert data == (tmp_path / "b" / "backtest.json").read_bytes()
