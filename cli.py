@@ -310,6 +310,11 @@ def backtest(
     dwell: Dwell = None,
     touch_order: TouchOrder = 0,
     mapping: MappingOpt = None,
+    draws: Annotated[int, typer.Option(min=0, help="Draws of the fitted model's parameters, each paired with a "
+                                                   "draw of the arrivals: the weekly predictions' 95 % intervals "
+                                                   "(0: none).")] = DEFAULT_DRAWS,
+    seed: Annotated[int | None, typer.Option(help="Seed of the intervals' draws (default fixed: the same log and "
+                                                  "split give identical JSON).")] = None,
     out: Out = None,
 ) -> None:
     """Fit on the early cohort, predict the later one, compare with what earlier customers did."""
@@ -317,7 +322,7 @@ def backtest(
 
     run_backtest(events, split=split, stages=stages, conversion_stage=conversion_stage,
                  inactivity_days=inactivity_days, mapping=mapping, out=out, censoring=censoring, dwell=dwell,
-                 touch_order=touch_order, terminal=True)
+                 touch_order=touch_order, draws=draws, seed=seed, terminal=True)
 
 
 @app.command(epilog="Example: journey forecast model.json scenarios/examples/checkout_fix.toml --start 2024-07-01 "

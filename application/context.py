@@ -20,6 +20,7 @@ STREAMS: dict[str, tuple[int, ...]] = {
     "hotspots": (0x6472617773, 0),  # the same draws as simulate's, so a model's intervals agree across verbs
     "events": (2**31 + 5,),  # the simulated event log (--events-out)
     "forecast": (0x666F7265, 0),  # "fore": journey forecast's arrival paths and outcome noise
+    "backtest": (0x6261636B, 0),  # "back": the backtest's weekly intervals: arrival paths and outcome noise
 }
 
 

@@ -324,12 +324,51 @@ def render_backtest(result: dict[str, Any]) -> None:
                   "what earlier customers of the same age did; * the conversion stage", style="dim")
     wk = result.get("weekly_conversions") or {}
     if wk.get("mae"):
+        if wk.get("coverage"):
+            _weekly_backtest_table(console, wk, result["conversion_stage"])
         m = wk["mae"]
         console.print(f"weekly conversions over the {wk['weeks']} full weeks after the split: mean absolute error "
                       f"{m['predicted']:.1f} (forecast), {m['seasonal_naive']:.1f} (earlier weeks: "
                       f"{wk['baseline'].removeprefix('seasonal naive: ')}); "
                       f"{m['predicted_given_arrivals']:.1f} with the actual arrivals; observed "
                       f"{wk['mean_observed']:.1f} a week", soft_wrap=True, highlight=False)
+        cov = wk.get("coverage")
+        if cov:
+            p, g = cov["predicted"], cov["predicted_given_arrivals"]
+            console.print(f"inside the 95 % interval: {p['inside']} of {p['weeks']} weeks (forecast), "
+                          f"{g['inside']} of {g['weeks']} (with the actual arrivals)", soft_wrap=True,
+                          highlight=False)
+        if wk.get("interval_note"):
+            console.print(f"note: {wk['interval_note']}", soft_wrap=True, highlight=False, markup=False)
+
+
+def _weekly_backtest_table(console: Console, wk: dict[str, Any], stage: str) -> None:
+    """The weeks after the split: observed against both predictions with their 95 % intervals."""
+    table = Table(title=f"customers reaching {stage} per week after the split", title_justify="left")
+    table.add_column("week of", no_wrap=True)
+    for col in ("observed", "forecast [95 %]", "with actual\narrivals [95 %]", "earlier\nweeks"):
+        table.add_column(col, justify="right", no_wrap=True)
+
+    def cell(row: dict[str, Any], key: str) -> str:
+        lo, hi = row[f"{key}_interval"]
+        # a week outside its interval is marked: that miss is surprising
+        mark = "" if lo <= row["observed"] <= hi else " !"
+        return f"{row[key]:,.0f} [{lo:,.0f}-{hi:,.0f}]{mark}"
+
+    rows = wk["rows"]
+    n = len(rows)
+    shown = list(range(n)) if n <= 16 else [*range(6), None, *range(n - 6, n)]
+    for k in shown:
+        if k is None:
+            table.add_row("...", "", "", "", "")
+            continue
+        r = rows[k]
+        naive = "" if r["seasonal_naive"] is None else f"{r['seasonal_naive']:,.0f}"
+        table.add_row(r["start"], f"{r['observed']:,}", cell(r, "predicted"), cell(r, "predicted_given_arrivals"),
+                      naive)
+    console.print(table)
+    console.print("[lo-hi]: 95 % interval (parameters, arrivals, outcome noise); ! observed outside it",
+                  style="dim", markup=False)
 
 
 def render_personas(record: dict[str, Any]) -> None:

@@ -21,9 +21,9 @@ from calibration.estimate import DEFAULT_INACTIVITY_DAYS, estimate
 from calibration.eventlog import EventLog
 from calibration.load import load_events
 from calibration.timestamps import NS_PER_DAY
+from calibration.weekly import weekly_conversions
 from sim.errors import InputError
 from sim.exact import evaluate, reach_by_age
-from sim.forecast import project
 from sim.model import Model
 from sim.records import Record
 from sim.rounding import round6
@@ -188,8 +188,14 @@ class _Cohorts:
 def backtest(events: str | Path, *, split: str, stages: str | list[str] | None = None,
              conversion_stage: str | None = None, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
              mapping: str | Path | None = None, censoring: str = "cure",
-             dwell: str | None = None, touch_order: int = 0) -> tuple[Backtest, Model]:
-    """The backtest record (backtest.json) and the model fitted on the rows before the split."""
+             dwell: str | None = None, touch_order: int = 0, draws: int = 0,
+             draw_stream: np.random.SeedSequence | None = None,
+             stream: np.random.SeedSequence | None = None) -> tuple[Backtest, Model]:
+    """The backtest record (backtest.json) and the model fitted on the rows before the split.
+
+    ``draws`` > 0: the weekly conversions get 95 % intervals (calibration.weekly), the parameter
+    draws seeded by ``draw_stream``, the arrival paths and outcome noise by ``stream``.
+    """
     split_days = parse_split(split)
     full = load_events(events, stages=stages, conversion_stage=conversion_stage, mapping=mapping)
     co, last_idx = _cohorts(full, split, split_days)
@@ -247,7 +253,9 @@ def backtest(events: str | Path, *, split: str, stages: str | list[str] | None =
         by_age=_by_age(co.ages, pred[:, conv], obs[:, conv], naive[:, conv]),
         method=_method(str(model.estimator.get("dwell", "way_out")).split(":")[0]),
         reach_by_age=reach_by_age_table(model, co, conv, reach_all, reach_t),
-        weekly_conversions=weekly_conversions(model, co, reach_all),
+        weekly_conversions=weekly_conversions(
+            model, split_days=split_days, end=full.end, t_first=co.t_first, t_conv=co.t_first + reach_all[:, conv],
+            draws=draws, draw_stream=draw_stream, stream=stream),
     ), model
 
 
@@ -334,7 +342,7 @@ def _by_age(ages: np.ndarray, pred: np.ndarray, obs: np.ndarray, naive: np.ndarr
     return out
 
 
-# ---- over time: reach by age, weekly conversions in calendar time ---------------------------------------
+# ---- over time: reach by age (the weekly conversions: calibration.weekly) ------------------------------
 def reach_by_age_table(model: Model, co: _Cohorts, conv: int, reach_all: np.ndarray,
                        reach_early: np.ndarray) -> list[dict[str, Any]]:
     """Cumulative reach of the conversion stage by age (days since arrival) of the later customers.
@@ -367,72 +375,4 @@ def reach_by_age_table(model: Model, co: _Cohorts, conv: int, reach_all: np.ndar
                     "predicted": round6(float(model_reach[persona[at_risk], i].mean())),
                     "observed": round6(float((t_conv[at_risk] <= a).mean())),
                     "naive": round6(float(naive[i]))})
-    return out
-
-
-def weekly_conversions(model: Model, co: _Cohorts, reach_all: np.ndarray) -> dict[str, Any]:
-    """Weekly conversions in calendar time after the split: observed, the forecast, and a seasonal-naive baseline.
-
-    The forecast is `journey forecast`'s: the model and arrival pattern fitted before the split,
-    every customer since the log's start counted (those in progress at the split too). Beside it the
-    same with the weeks' actual arrivals (the journey model alone), and the seasonal-naive baseline:
-    the same week 52 weeks earlier where the log reaches that far back before the split, else the
-    last full week before the split repeated.
-    """
-    from sim.arrivals import from_model_arrivals
-
-    full = co.full
-    conv = full.conversion_index
-    start = int(np.floor(co.split_days))
-    n_weeks = int((full.end - start) // 7)
-    t_conv = co.t_first + reach_all[:, conv]
-    arrivals = from_model_arrivals(model.arrivals)
-    out: dict[str, Any] = {"start": _iso_day(start), "weeks": n_weeks, "arrivals": arrivals.to_dict()}
-    if n_weeks == 0:
-        out["note"] = "less than a full week after the split: nothing to compare"
-        return out
-    first = arrivals.history_first_day
-    end = start + 7 * n_weeks
-    days = np.arange(first, end)
-    hist = np.zeros(days.size)
-    hist[:arrivals.history.size] = arrivals.history[:days.size]
-    fitted = np.where(days < arrivals.history_end_day, hist, arrivals.mean(days))
-    actual = np.bincount(np.floor(co.t_first).astype(np.int64) - first, minlength=days.size)[:days.size]
-    zero = np.zeros(days.size)
-
-    def weeks_of(daily: np.ndarray) -> np.ndarray:
-        return daily[start - first:].reshape(n_weeks, 7).sum(-1)
-
-    pred = weeks_of(project([model], None, fitted[None], None, zero).conversions[0])
-    pred_actual = weeks_of(project([model], None, actual[None].astype(float), None, zero).conversions[0])
-    edges = start + 7 * np.arange(n_weeks + 1)
-    done = np.isfinite(t_conv)
-    obs = np.histogram(t_conv[done], bins=edges)[0].astype(float)
-    one_year = 364
-    if start - one_year >= first:
-        back = edges - one_year
-        naive = np.histogram(t_conv[done], bins=back)[0].astype(float)
-        idea = "seasonal naive: the same weeks 52 weeks earlier"
-        naive[edges[1:] - one_year > start] = np.nan  # weeks not yet seen at the split
-    else:
-        last = float(((t_conv >= start - 7) & (t_conv < start)).sum())
-        naive = np.full(n_weeks, last)
-        idea = "seasonal naive: the last full week before the split repeated (the log has under a year before it)"
-    ok = ~np.isnan(naive)
-
-    def mae(x: np.ndarray) -> float:
-        return round6(float(np.abs(x[ok] - obs[ok]).mean())) if ok.any() else float("nan")
-
-    out.update({
-        "baseline": idea,
-        "rows": [{"week": w + 1, "start": _iso_day(float(edges[w])), "observed": int(obs[w]),
-                  "predicted": round6(pred[w]), "predicted_given_arrivals": round6(pred_actual[w]),
-                  "seasonal_naive": None if np.isnan(naive[w]) else round6(naive[w])} for w in range(n_weeks)],
-        "mae": {"predicted": mae(pred), "predicted_given_arrivals": mae(pred_actual), "seasonal_naive": mae(naive)},
-        "mean_observed": round6(float(obs.mean())),
-        "method": {"predicted": "journey forecast from the split: the model and the arrival pattern fitted "
-                                "before it (every customer since the log's start; exact)",
-                   "predicted_given_arrivals": "the same with the weeks' actual arrivals: the journey model alone",
-                   "observed": "customers first reaching the conversion stage in the week (any arrival date)"},
-    })
     return out

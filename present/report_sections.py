@@ -5,7 +5,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-from present.figures.backtest import backtest_data, draw_backtest, draw_reach_by_age, draw_weekly, over_time_data
+from present.figures.backtest import (
+    OverTimeData,
+    backtest_data,
+    draw_backtest,
+    draw_reach_by_age,
+    draw_weekly,
+    over_time_data,
+)
 from present.figures.common import figure, pct, points
 from present.figures.evidence import draw_evidence, dwell_rows, evidence_data
 from present.figures.funnel import draw_funnel, funnel_data
@@ -295,10 +302,36 @@ def backtest_section(page: Page, runs: list[Run]) -> None:
                         caption=f"left: share of the later customers reaching {over.stage} within each age; right: "
                                 f"weekly conversions after {over.split}, MAE forecast "
                                 f"{mae.get('predicted', float('nan')):.1f} against {over.baseline} "
-                                f"{mae.get('seasonal_naive', float('nan')):.1f}")
+                                f"{mae.get('seasonal_naive', float('nan')):.1f}" + _coverage_words(over.coverage))
+            if over.predicted_lo:
+                parts.append(_weekly_table(over))
         warning = fallback_box(r.data.get("fallbacks"))
         if warning:
             parts.append(warning)
+
+
+def _coverage_words(cov: dict[str, dict[str, int]]) -> str:
+    """The caption's words on how many observed weeks fell inside the 95 % intervals."""
+    if not cov:
+        return ""
+    p, g = cov["predicted"], cov["predicted_given_arrivals"]
+    return (f"; observed inside the 95 % interval (band) {p['inside']} of {p['weeks']} weeks, "
+            f"{g['inside']} of {g['weeks']} with the actual arrivals (thin lines)")
+
+
+def _weekly_table(over: OverTimeData) -> str:
+    """The weeks after the split: observed, both predictions with their 95 % intervals, seasonal naive."""
+    def iv(lo: float, hi: float, obs: float) -> str:
+        return f"{lo:,.0f} to {hi:,.0f}" + ("" if lo <= obs <= hi else " (outside)")
+
+    rows = [[w, f"{o:,.0f}", f"{p:,.1f}", iv(pl, ph, o), f"{g:,.1f}", iv(gl, gh, o),
+             "" if math.isnan(n) else f"{n:,.0f}"]
+            for w, o, p, pl, ph, g, gl, gh, n in zip(over.weeks, over.observed, over.predicted, over.predicted_lo,
+                                                     over.predicted_hi, over.predicted_given_arrivals,
+                                                     over.given_arrivals_lo, over.given_arrivals_hi,
+                                                     over.seasonal_naive)]
+    return table(["week of", "observed", "forecast", "95 %", "with the actual arrivals", "95 %",
+                  "seasonal naive"], rows, "num")
 
 
 def forecast_section(page: Page, runs: list[Run]) -> None:

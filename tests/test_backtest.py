@@ -283,3 +283,87 @@ def test_seasonal_naive_goes_back_a_year_where_the_log_reaches_that_far(tmp_path
     lo = parse_split("2025-02-04") - 364
     assert wk["rows"][0]["seasonal_naive"] == ((t_conv >= lo) & (t_conv < lo + 7)).sum()
     assert t_first.min() < lo
+
+
+# ---- intervals on the weekly predictions ---------------------------------------------------------------
+WEEKDAY = np.array([1.0, 1.1, 0.5, 0.4, 1.3, 1.2, 1.15])  # by epoch day % 7 (0 = Thursday), as test_forecast's
+
+
+@pytest.fixture(scope="module")
+def weekday_log(tmp_path_factory):
+    """32 weeks (and 2 days) of a known world with a known weekday arrival pattern (~150 a day); split after 16."""
+    world = make_world(43)
+    rng = np.random.default_rng(43)
+    first, H = 19723, 226  # 2024-01-01; the log ends after day 224: 16 full weeks after the split
+    n = rng.poisson(150.0 * WEEKDAY[(first + np.arange(H)) % 7])
+    times = np.concatenate([d + rng.random(k) for d, k in enumerate(n)])
+    journeys = simulate_log(world, times.size, seed=44, arrival_times=times, arrival_days=float(H))
+    return write_log(journeys, tmp_path_factory.mktemp("btw") / "events.csv"), "2024-04-22"  # day 112
+
+
+def _bt_seeds(seed: int):
+    from application.context import RunContext
+
+    ctx = RunContext(seed)
+    return {"draw_stream": ctx.stream("draws"), "stream": ctx.stream("backtest")}
+
+
+def test_weekly_intervals_cover_the_observed_weeks(weekday_log):
+    """16 weeks after the split: the 95 % intervals of both predictions hold >= 13 of the observed weeks
+    (Binomial(16, 0.95) gives 12 or fewer with probability 0.007), and they are no wider than the outcome
+    noise and the fit's uncertainty make them."""
+    path, split = weekday_log
+    wk = backtest(path, split=split, draws=100, **_bt_seeds(1))[0].weekly_conversions
+    assert wk["weeks"] == 16 and wk["draws"] == 100 and wk["seed"] == 1
+    assert wk["arrivals"]["components"] == ["level", "weekly"]
+    rows = wk["rows"]
+    for key in ("predicted", "predicted_given_arrivals"):
+        cov = wk["coverage"][key]
+        inside = sum(r[f"{key}_interval"][0] <= r["observed"] <= r[f"{key}_interval"][1] for r in rows)
+        assert cov == {"inside": inside, "weeks": 16}
+        assert inside >= 13, (key, rows)
+        assert all(r[f"{key}_interval"][0] <= r[key] <= r[f"{key}_interval"][1] for r in rows)
+        # it can fail: Poisson noise alone is 3.92 sqrt(mean) wide; far wider would cover anything
+        ratio = np.mean([(r[f"{key}_interval"][1] - r[f"{key}_interval"][0]) / (3.92 * np.sqrt(r[key]))
+                         for r in rows])
+        assert 0.9 < ratio < 1.6, (key, ratio)
+    # the points are those of the backtest without draws
+    plain = backtest(path, split=split)[0].weekly_conversions
+    assert [r["predicted"] for r in plain["rows"]] == [r["predicted"] for r in rows]
+    assert "coverage" not in plain and "draws" not in plain
+
+
+def test_cli_backtest_intervals_are_seeded_and_draws_0_leaves_them_out(tmp_path):
+    world = make_world(110)
+    path = write_log(simulate_log(world, 3_000, seed=210, arrival_days=200.0, observe_days=200.0),
+                     tmp_path / "events.csv")
+
+    def run(name: str, *args: str) -> dict:
+        res = runner.invoke(app, ["backtest", str(path), "--split", SPLIT, "--out", str(tmp_path / name), *args])
+        assert res.exit_code == 0, res.output
+        return res
+
+    a = run("a", "--draws", "20", "--seed", "5")
+    run("b", "--draws", "20", "--seed", "5")
+    assert "inside the 95 % interval" in a.output and "[lo-hi]" in a.output
+    data = (tmp_path / "a" / "backtest.json").read_bytes()
+    assert data == (tmp_path / "b" / "backtest.json").read_bytes()
+    run("c", "--draws", "20", "--seed", "6")
+    run("none", "--draws", "0")
+    wk = json.loads(data)["weekly_conversions"]
+    other = json.loads((tmp_path / "c" / "backtest.json").read_text())["weekly_conversions"]
+    none = json.loads((tmp_path / "none" / "backtest.json").read_text())["weekly_conversions"]
+    assert wk["rows"] and all("predicted_interval" in r and "predicted_given_arrivals_interval" in r
+                              for r in wk["rows"])
+    assert set(wk["coverage"]) == {"predicted", "predicted_given_arrivals"} and wk["draws"] == 20
+    assert [r["predicted_interval"] for r in other["rows"]] != [r["predicted_interval"] for r in wk["rows"]]
+    assert [r["predicted"] for r in other["rows"]] == [r["predicted"] for r in wk["rows"]]
+    assert not any(k.endswith("_interval") for r in none["rows"] for k in r)
+    assert "coverage" not in none and "draws" not in none and "intervals" not in none["method"]
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["arguments"]["draws"] == 20 and manifest["seed"] == 5
+    from present.figures.backtest import over_time_data
+
+    over = over_time_data(json.loads(data))
+    assert len(over.predicted_lo) == len(wk["rows"]) and over.coverage == wk["coverage"]
+    assert runner.invoke(app, ["backtest", str(path), "--split", SPLIT, "--draws", "-1"]).exit_code == 2

@@ -76,6 +76,12 @@ class OverTimeData(Record):
     seasonal_naive: list[float]
     mae: dict[str, float]
     baseline: str
+    # 95 % intervals per week (empty: a backtest with --draws 0 or written before them)
+    predicted_lo: list[float] = field(default_factory=list)
+    predicted_hi: list[float] = field(default_factory=list)
+    given_arrivals_lo: list[float] = field(default_factory=list)
+    given_arrivals_hi: list[float] = field(default_factory=list)
+    coverage: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def over_time_data(bt: dict[str, Any]) -> OverTimeData | None:
@@ -89,6 +95,9 @@ def over_time_data(bt: dict[str, Any]) -> OverTimeData | None:
     def col(recs: list[dict[str, Any]], key: str) -> list[float]:
         return [math.nan if r.get(key) is None else float(r[key]) for r in recs]
 
+    def end(key: str, i: int) -> list[float]:
+        return [float(r[key][i]) for r in rows] if rows and all(r.get(key) for r in rows) else []
+
     return OverTimeData(split=str(bt["split"]), stage=str(bt.get("conversion_stage", "")),
                         ages=col(ages, "age_days"), age_predicted=col(ages, "predicted"),
                         age_observed=col(ages, "observed"), age_naive=col(ages, "naive"),
@@ -96,7 +105,11 @@ def over_time_data(bt: dict[str, Any]) -> OverTimeData | None:
                         predicted=col(rows, "predicted"),
                         predicted_given_arrivals=col(rows, "predicted_given_arrivals"),
                         seasonal_naive=col(rows, "seasonal_naive"), mae=dict(wk.get("mae") or {}),
-                        baseline=str(wk.get("baseline", "")))
+                        baseline=str(wk.get("baseline", "")),
+                        predicted_lo=end("predicted_interval", 0), predicted_hi=end("predicted_interval", 1),
+                        given_arrivals_lo=end("predicted_given_arrivals_interval", 0),
+                        given_arrivals_hi=end("predicted_given_arrivals_interval", 1),
+                        coverage=dict(wk.get("coverage") or {}))
 
 
 def draw_reach_by_age(data: OverTimeData, ax: Axes) -> None:
@@ -114,14 +127,28 @@ def draw_reach_by_age(data: OverTimeData, ax: Axes) -> None:
 
 
 def draw_weekly(data: OverTimeData, ax: Axes) -> None:
-    """Weekly conversions after the split: observed, the forecast, the seasonal-naive baseline."""
+    """Weekly conversions after the split: observed, the forecast (95 % band), the seasonal-naive baseline."""
     x = list(range(1, len(data.weeks) + 1))
     mae = data.mae
+    cov = data.coverage
+
+    def inside(key: str) -> str:
+        c = cov.get(key)
+        return f", {c['inside']} of {c['weeks']} wk in 95 %" if c else ""
+
+    if data.predicted_lo:
+        ax.fill_between(x, data.predicted_lo, data.predicted_hi, color="#0072B2", alpha=0.15, linewidth=0,
+                        label="95 %, forecast")
+    if data.given_arrivals_lo:
+        ax.plot(x, data.given_arrivals_lo, color="#56B4E9", linewidth=0.8, alpha=0.7,
+                label="95 %, with the actual arrivals")
+        ax.plot(x, data.given_arrivals_hi, color="#56B4E9", linewidth=0.8, alpha=0.7)
     ax.plot(x, data.observed, color=OBSERVED_COLOUR, marker="o", markersize=3, label="observed")
     ax.plot(x, data.predicted, color="#0072B2", marker="o", markersize=3,
-            label=f"forecast (MAE {mae.get('predicted', math.nan):.1f})")
+            label=f"forecast (MAE {mae.get('predicted', math.nan):.1f}{inside('predicted')})")
     ax.plot(x, data.predicted_given_arrivals, color="#56B4E9", linestyle=":",
-            label=f"with the actual arrivals (MAE {mae.get('predicted_given_arrivals', math.nan):.1f})")
+            label=f"with the actual arrivals (MAE {mae.get('predicted_given_arrivals', math.nan):.1f}"
+                  f"{inside('predicted_given_arrivals')})")
     ax.plot(x, data.seasonal_naive, color="#BBBBBB", linestyle="--",
             label=f"seasonal naive (MAE {mae.get('seasonal_naive', math.nan):.1f})")
     weekly_axes(ax, data.weeks, ticks=8, xlabel=f"week starting (split {data.split})",
