@@ -338,8 +338,6 @@ def render_backtest(result: dict[str, Any]) -> None:
             console.print(f"inside the 95 % interval: {p['inside']} of {p['weeks']} weeks (forecast), "
                           f"{g['inside']} of {g['weeks']} (with the actual arrivals)", soft_wrap=True,
                           highlight=False)
-        if wk.get("interval_note"):
-            console.print(f"note: {wk['interval_note']}", soft_wrap=True, highlight=False, markup=False)
 
 
 def _weekly_backtest_table(console: Console, wk: dict[str, Any], stage: str) -> None:

@@ -92,8 +92,6 @@ def weekly_conversions(model: Model, *, split_days: float, end: float, t_first: 
     ivs = _intervals(model, draws, draw_stream, stream, arrivals, days, future, fitted, actual, weeks_of)
     if ivs is not None:
         out.update({"draws": int(draws), "seed": int(draw_stream.entropy)})
-        if "note" in ivs:
-            out["interval_note"] = ivs.pop("note")
     rows = []
     for w in range(n_weeks):
         row: dict[str, Any] = {"week": w + 1, "start": iso_date(int(edges[w])), "observed": int(obs[w]),
@@ -127,8 +125,7 @@ def coverage(rows: list[dict[str, Any]], key: str) -> dict[str, int]:
 def _intervals(model: Model, draws: int, draw_stream: np.random.SeedSequence | None,
                stream: np.random.SeedSequence | None, arrivals, days: np.ndarray, future: np.ndarray,
                fitted: np.ndarray, actual: np.ndarray, weeks_of) -> dict[str, Any] | None:
-    """The weekly 95 % intervals of both predictions (None without draws or without the model's counts), and a
-    ``note`` where the arrivals could not be drawn."""
+    """The weekly 95 % intervals of both predictions (None without draws or without the model's counts)."""
     from sim.uncertainty import has_evidence, parameter_draws
 
     if draws <= 0 or not has_evidence(model):
@@ -141,13 +138,7 @@ def _intervals(model: Model, draws: int, draw_stream: np.random.SeedSequence | N
     paths = np.broadcast_to(fitted, (draws, days.size)).copy()
     out: dict[str, Any] = {}
     if future.any():
-        try:
-            paths[:, future] = arrivals.paths(days[future], np.random.default_rng(seeds[0]), draws)
-        except ValueError:
-            # a weekday never seen before the split has a coefficient near -14 with a huge variance: its
-            # draws overflow the Poisson (journey forecast fails the same way); keep the fitted mean
-            out["note"] = ("the arrival pattern's draws overflow (a weekday without arrivals before the split): "
-                           "the forecast's intervals hold the parameters and outcome noise, not the arrivals'")
+        paths[:, future] = arrivals.paths(days[future], np.random.default_rng(seeds[0]), draws)
     noise = np.random.default_rng(seeds[1])
     for key, a in (("predicted", paths), ("predicted_given_arrivals", np.broadcast_to(actual, paths.shape))):
         expect = weeks_of(project(drawn, None, np.ascontiguousarray(a), None, np.zeros(days.size)).conversions)

@@ -78,7 +78,10 @@ class ArrivalModel:
             coefs = rng.multivariate_normal(self.coef, self.cov, size=n, method="cholesky")
         else:
             coefs = np.broadcast_to(self.coef, (n, self.coef.size))
-        mu = np.exp(np.clip(coefs @ X.T, -50.0, 50.0))
+        # a day's drawn mean at most 10x its fitted one: a weekday the history never saw has a
+        # coefficient near -inf with a vast variance, whose draws would otherwise overflow
+        fitted = np.clip(X @ self.coef, -50.0, 50.0)
+        mu = np.exp(np.clip(coefs @ X.T, -50.0, fitted + np.log(10.0)))
         if self.dispersion > 1.0:  # gamma-Poisson: variance dispersion x mean
             k = self.dispersion - 1.0
             mu = rng.gamma(mu / k, k)
