@@ -55,6 +55,18 @@ class OutcomeFit:
     uncertain: np.ndarray  # [P, S, T] how much of the quiet rows' outcomes their quiet time leaves unknown
     uncertain_lapse: np.ndarray  # [P, S]
 
+    def release_rows(self) -> None:
+        """Drop the per-row arrays (one entry a quiet customer) once only the estimates are needed."""
+        self.quiet = _no_rows()
+        self.w_drop = self.w_lapse = np.zeros(0)
+
+
+def _no_rows() -> QuietRows:
+    """No quiet rows (what `OutcomeFit.release_rows` leaves)."""
+    none = np.zeros(0, dtype=np.int64)
+    return QuietRows(drop=none, lapse=none, cell_d=none, stage_d=none, quiet_d=np.zeros(0), stage_l=none,
+                     quiet_l=np.zeros(0), sure_d=np.zeros(0, bool), sure_l=np.zeros(0, bool))
+
 
 def quiet_rows(st: LogStats, all_rows: bool) -> QuietRows:
     """Quiet last interactions that enter the outcome estimates: a drop-off (or a lapse), or a stay whose

@@ -99,8 +99,7 @@ def fit_dwell(x: DwellInputs, *, phases: bool = False) -> DwellFit:
     P, S, T = x.share.shape
     plain = _plain_model(x.share, x.advance, x.drop, x.lapse, x.rate)
     q, way0 = plain.way_out()
-    v = _visits(x, with_quiet=True)
-    way, leave, timed_exits, exposure = _em(x, v, P, S, q, way0, x.rate, x.m)
+    way, leave, timed_exits, exposure = _em(x, _visits(x, with_quiet=True), P, S, q, way0, x.rate, x.m)
     shape = chosen = sparse = None
     if phases:
         bare = _visits(x, with_quiet=False)

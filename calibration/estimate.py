@@ -92,6 +92,8 @@ def estimate_stats(st: LogStats, *, inactivity_days: float = DEFAULT_INACTIVITY_
     c = count_rows(st, censoring)
     fit = fit_outcomes(st, c, m, censoring)
     notes = fallbacks(st, c, fit, censoring=censoring, inactivity_days=inactivity_days)
+    if censoring == "cure":  # the dwell fit reweighs the customers' last rows itself: free the EM's copies
+        fit.release_rows()
     if c.all_rows:
         notes.insert(0, all_rows_note(st, c, inactivity_days))
 

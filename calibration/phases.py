@@ -484,23 +484,25 @@ def _quiet_weights(quiet: Quiet, way: np.ndarray, pi: np.ndarray, lam: np.ndarra
     """P(over) of each quiet row under the current ways and shapes (see Quiet)."""
     K1 = way.shape[-1]
     ps = quiet.ps
-    flat_way = way.reshape(-1, K1)[ps]
+    way_of = way.reshape(-1, K1)  # gathered one way at a time: a [rows, ways] copy is what grows with the log
     ways = _by_way(pi, K1)
     flat_lam = lam.reshape(-1, K1)
     need = n_phases(pi.reshape(-1, K1, pi.shape[-1]))  # [P * S, 1 + S]: phases past the last weighted add nothing
     t_cut = np.maximum(quiet.t_row + quiet.quiet, 1e-12)
     surv = np.zeros(ps.size)
     for o in range(K1):
-        on = flat_way[:, o] > 0
+        on = way_of[ps, o] > 0
         if on.any():
-            k = int(need[ps[on], o].max())
             cells = ps[on]
-            surv[on] += flat_way[on, o] * mixture_survival(ways[o, :k][:, cells], flat_lam[cells, o] * t_cut[on], k)
+            k = int(need[cells, o].max())
+            surv[on] += way_of[cells, o] * mixture_survival(ways[o, :k][:, cells], flat_lam[cells, o] * t_cut[on], k)
+    del t_cut
     log_b = -stay_rate[ps] * quiet.quiet + np.log(np.maximum(surv, 1e-300))
+    del surv
     k = int(need[ps, 0].max(initial=1))
     dens = _density(ways[0, :k][:, ps], flat_lam[ps, 0], quiet.t_row, k)
     log_a = quiet.log_odds + np.where(
-        quiet.timed, np.log(np.maximum(flat_way[:, 0] * dens, 1e-300)) - np.log(np.maximum(out0[ps], 1e-300)), 0.0)
+        quiet.timed, np.log(np.maximum(way_of[ps, 0] * dens, 1e-300)) - np.log(np.maximum(out0[ps], 1e-300)), 0.0)
     with np.errstate(over="ignore"):
         w = 1.0 / (1.0 + np.exp(np.clip(log_b - log_a, -700, 700)))
     return np.where(quiet.fixed, quiet.w, w)

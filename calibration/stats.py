@@ -220,14 +220,18 @@ class StatsSum:
         self.parts += 1
 
     def result(self) -> LogStats:
-        """The statistics of every bucket added."""
+        """The statistics of every bucket added (once: the per-customer lists are handed over)."""
         if self._head is None:
             raise ValueError("no buckets to add up")
         out = {f.name: getattr(self._head, f.name) for f in fields(LogStats)}
         out.update(self._sums)
         out.update(self._counts)
         out["first_time"] = self._first_time
-        joined = {key: np.concatenate(parts) for key, parts in self._joined.items()}
+        joined = {}
+        while self._joined:  # each list freed as it is joined: per-customer arrays are the big ones
+            key, parts = self._joined.popitem()
+            joined[key] = np.concatenate(parts)
+            del parts
         out["arrival"] = joined.pop("arrival")
         out["tails"] = Tails(**{f.name: joined[f"tails.{f.name}"] for f in fields(Tails)})
         out["late"] = Late(**{f.name: joined[f"late.{f.name}"] for f in fields(Late)})

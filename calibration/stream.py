@@ -147,7 +147,10 @@ def open_stream(path: str | Path, *, stages: str | list[str] | None = None, conv
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:  # hashing overlaps the reading
             digest = pool.submit(sha256_of_files, files)
-            p = _read(path, files, mp, stage_names, before, buckets, folder, progress, block_size, hold_bytes)
+            # a log that may outgrow the hold goes to disk from the start: memory handed back after a
+            # late spill stays with the allocator
+            hold = hold_bytes if _arrow_bytes(files) <= hold_bytes else 0
+            p = _read(path, files, mp, stage_names, before, buckets, folder, progress, block_size, hold)
             p.raise_first()
             sha = digest.result()
     except BaseException:
@@ -158,6 +161,19 @@ def open_stream(path: str | Path, *, stages: str | list[str] | None = None, conv
         personas=p.persona_list(), notes={"persona_column": p.persona_note()}, end=p.end / NS_PER_DAY,
         rows_read=p.rows_read, buckets=buckets, _mapping=mp, _before=before, _folder=folder, _kept=p.kept,
         _progress=progress, _held=p.held)
+
+
+def _arrow_bytes(files: list[Path]) -> int:
+    """About how many bytes the log takes as Arrow columns: Parquet's uncompressed size, else the text's
+    (a gzipped CSV inflates about five times)."""
+    total = 0
+    for f in files:
+        if is_parquet(f):
+            meta = pq.ParquetFile(f).metadata
+            total += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        else:
+            total += f.stat().st_size * (5 if f.name.lower().endswith(".gz") else 1)
+    return total
 
 
 def sha256_of_files(files: list[Path]) -> str:
