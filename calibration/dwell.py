@@ -170,10 +170,9 @@ def _em(x: DwellInputs, v: _Visits, P: int, S: int, q: np.ndarray, way0: np.ndar
     for _ in range(EM_ITERATIONS):
         # in place, one [n, K] array: the censored visits are what grows with the log
         resp = np.log(np.maximum(way.reshape(P * S, K), 1e-300))[c_idx]
-        decay = leave.reshape(P * S, K)[c_idx]
-        decay *= c_t[:, None]
-        resp -= decay
-        del decay
+        rates = leave.reshape(P * S, K)
+        for o in range(K):  # a column at a time: no second [n, K] array
+            resp[:, o] -= rates[c_idx, o] * c_t
         resp -= resp.max(axis=1, keepdims=True)
         np.exp(resp, out=resp)
         resp /= resp.sum(axis=1, keepdims=True)
