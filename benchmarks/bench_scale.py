@@ -12,8 +12,6 @@ process tree (Dask's nanny and worker processes included), sampled every 50 ms:
   * memory: ``journey calibrate --reader memory`` (today's loader: the whole log in memory);
   * stream: ``journey calibrate`` (the default, out of core);
   * dask N: ``journey calibrate LOG --scheduler local --workers N`` (a LocalCluster of N processes).
-Where the CLI lacks the option yet, the same library functions run in the subprocess instead
-(marked "lib" in the table); a path whose module is not there is marked "n/a".
 """
 from __future__ import annotations
 
@@ -136,98 +134,35 @@ def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float, int]
     return wall, peak / 1e9, proc.returncode
 
 
-def _cli_has(option: str) -> bool:
-    out = subprocess.run(["journey", "calibrate", "--help"], capture_output=True, text=True).stdout
-    return option in out
-
-
-def _has(module: str, name: str | None = None) -> bool:
-    code = f"import {module}" + (f"; {module}.{name}" if name else "")
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, env=_env()).returncode == 0
-
-
 def _env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")] + [env.get("PYTHONPATH", "")])
     return env
 
 
-# the library fallbacks: what the CLI options will call
-_LIB_MEMORY = "import sys; from calibration.calibrate import calibrate; calibrate(sys.argv[1], reader='memory')"
-_LIB_STREAM = """import sys
-import numpy as np
-from calibration.estimate import DEFAULT_INACTIVITY_DAYS as DAYS, estimate_stats
-from calibration.stats import StatsSum, log_stats
-from calibration.stream import open_stream
-with open_stream(sys.argv[1]) as stream:  # as calibration.calibrate's stream path
-    end = stream.end
-    while True:
-        total, last = StatsSum(), -np.inf
-        for _, part in stream.parts():
-            total.add(log_stats(part, end=end, inactivity_days=DAYS))
-            last = max(last, part.end)
-        if last == end:
-            break
-        end = last
-    estimate_stats(total.result())
-"""
-_LIB_DASK = """import sys
-from calibration.calibrate import calibration
-from calibration.cluster import local_client
-if __name__ == "__main__":
-    with local_client(int(sys.argv[2])) as client:
-        calibration(sys.argv[1], client=client, reader="stream")
-"""
-# until log_from_table and stats.py are there: the Dask plumbing alone (read, checks, shuffle, sort)
-_LIB_DASK_PLUMBING = """import sys, types
-from calibration import cluster
-def build(table, rows, plan):
-    return types.SimpleNamespace(end=0.0, n=len(rows))
-if __name__ == "__main__":
-    with cluster.local_client(int(sys.argv[2])) as client:
-        plan = cluster._plan(sys.argv[1], None, None, None, None, cluster.BUCKETS)
-        end = cluster._pass_a(plan, client)
-        cluster._pass_b(plan, client, lambda part, end: part.n, end, None, build=build)
-"""
-
-
 def methods(workers: list[int]) -> list[tuple[str, str, object]]:
-    """(name, how, command maker(log) -> argv or None) for each method."""
-    out = tempfile.mkdtemp(prefix="journey-bench-out-")
-    model = str(Path(out) / "model.json")
+    """(name, how, command maker(log) -> argv or None) for each method: fresh `journey calibrate` processes."""
+    model = str(Path(tempfile.mkdtemp(prefix="journey-bench-out-")) / "model.json")
     py = sys.executable
-    has_reader, has_dask_cli = _cli_has("--reader"), _cli_has("--scheduler")
-    has_stats = _has("calibration.stats")
-    has_table = _has("calibration.load", "log_from_table")
 
     def pandas(log):
         return [py, "-c", f"import pandas; pandas.read_csv({str(log)!r})"] if log.suffix == ".csv" else None
 
     def memory(log):
-        if has_reader:
-            return ["journey", "calibrate", str(log), "--reader", "memory", "--out", model]
-        return [py, "-c", _LIB_MEMORY, str(log)]
+        return ["journey", "calibrate", str(log), "--reader", "memory", "--out", model]
 
     def stream(log):
-        if has_reader:
-            return ["journey", "calibrate", str(log), "--out", model]
-        return [py, "-c", _LIB_STREAM, str(log)] if _has("calibration.stream") else None
+        return ["journey", "calibrate", str(log), "--out", model]
 
     def dask(n):
         def cmd(log):
-            if log.suffix == ".csv":
+            if log.suffix == ".csv":  # the Dask path reads Parquet
                 return None
-            if has_dask_cli:
-                return ["journey", "calibrate", str(log), "--scheduler", "local", "--workers", str(n), "--out", model]
-            script = Path(out) / ("run_dask.py" if has_stats and has_table else "run_dask_plumbing.py")
-            script.write_text(_LIB_DASK if has_stats and has_table else _LIB_DASK_PLUMBING)
-            return [py, str(script), str(log), str(n)]
+            return ["journey", "calibrate", str(log), "--scheduler", "local", "--workers", str(n), "--out", model]
         return cmd
 
-    dask_how = "cli" if has_dask_cli else ("lib" if has_stats and has_table else "shuffle only")
-    return ([("pandas.read_csv", "", pandas), ("memory", "cli" if has_reader else "lib", memory),
-             ("stream", "cli" if has_reader else "lib", stream)]
-            + [(f"dask {n}", dask_how, dask(n)) for n in workers])
+    return ([("pandas.read_csv", "", pandas), ("memory", "cli", memory), ("stream", "cli", stream)]
+            + [(f"dask {n}", "cli", dask(n)) for n in workers])
 
 
 def main() -> None:
