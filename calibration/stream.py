@@ -169,7 +169,11 @@ def _arrow_bytes(files: list[Path]) -> int:
     total = 0
     for f in files:
         if is_parquet(f):
-            meta = pq.ParquetFile(f).metadata
+            try:
+                meta = pq.ParquetFile(f).metadata
+            except (pa.ArrowInvalid, OSError):  # not Parquet after all: the reader says so, in one line
+                total += f.stat().st_size
+                continue
             total += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
         else:
             total += f.stat().st_size * (5 if f.name.lower().endswith(".gz") else 1)

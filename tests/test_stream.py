@@ -241,7 +241,7 @@ import resource, sys
 sys.path.insert(0, sys.argv[3])
 if sys.argv[1] == "stream":
     from calibration.stream import open_stream
-    with open_stream(sys.argv[2]) as s:
+    with open_stream(sys.argv[2], hold_bytes=0) as s:  # to disk, as a log over the hold goes
         rows = sum(p.n_rows for _, p in s.parts())
 else:
     from calibration.load import load_events
