@@ -34,14 +34,22 @@ def _dictionary_codes(arr: pa.ChunkedArray, code_of) -> np.ndarray:
     """
     if not pa.types.is_dictionary(arr.type):
         arr = pc.dictionary_encode(arr)
-    out = np.empty(len(arr), dtype=np.int32)
-    pos = 0
-    for chunk in arr.chunks:
-        remap = np.array([code_of(str(x)) for x in chunk.dictionary.to_pylist()] + [-1], dtype=np.int32)
-        idx = chunk.indices.fill_null(len(chunk.dictionary)).to_numpy(zero_copy_only=False)
-        out[pos:pos + len(chunk)] = remap[idx]
-        pos += len(chunk)
-    return out
+    chunks = [c for c in arr.chunks if len(c)]
+    if not chunks:
+        return np.empty(0, dtype=np.int32)
+    # every chunk's dictionary side by side, remapped once; rows index into it by their chunk's offset
+    sizes = np.array([len(c.dictionary) for c in chunks], dtype=np.int64)
+    names = pa.concat_arrays([c.dictionary for c in chunks]).to_pylist()
+    seen: dict = {}
+    remap = np.array([seen.setdefault(x, code_of(str(x))) for x in names] + [-1], dtype=np.int32)
+    lengths = np.array([len(c) for c in chunks], dtype=np.int64)
+    offset = np.repeat(np.concatenate([[0], np.cumsum(sizes)[:-1]]), lengths)
+    idx = pa.chunked_array([c.indices for c in chunks]).combine_chunks()
+    null = np.asarray(idx.is_null().to_numpy(zero_copy_only=False)) if idx.null_count else None
+    codes = idx.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64) + offset
+    if null is not None:
+        codes[null] = len(names)
+    return remap[codes]
 
 
 def distinct(arr: pa.ChunkedArray) -> list[str]:
