@@ -44,6 +44,28 @@ def test_bundled_demo_model_matches_its_log(tmp_path):
     assert fresh == bundled, "regenerate scenarios/demo/model.json with journey calibrate"
 
 
+def test_calibrate_readers_and_a_local_dask_cluster_give_the_same_model(tmp_path):
+    """`--reader memory`, the default stream and `--scheduler local` (Parquet) write the same model."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    parquet = tmp_path / "events.parquet"
+    pq.write_table(pacsv.read_csv(DEMO_EVENTS), parquet)
+    models = {}
+    for name, extra in (("memory", ["--reader", "memory"]), ("stream", []),
+                        ("dask", ["--scheduler", "local", "--workers", "2"])):
+        out = tmp_path / f"{name}.json"
+        result = invoke("calibrate", parquet, "--out", out, *extra)
+        assert result.exit_code == 0, result.output
+        data = json.loads(out.read_text())
+        assert data["provenance"]["arguments"].get("reader", "stream") == ("memory" if name == "memory" else "stream")
+        data.pop("provenance")
+        models[name] = data
+    assert models["memory"] == models["stream"] == models["dask"]
+    bad = invoke("calibrate", parquet, "--out", tmp_path / "x.json", "--reader", "disk")
+    assert bad.exit_code == 2 and "--reader" in bad.stderr and not (tmp_path / "x.json").exists()
+
+
 def test_simulate_summary_manifest_and_interval(tmp_path):
     out = tmp_path / "run"
     result = invoke("simulate", DEMO_MODEL, "--customers", 50_000, "--seed", 3, "--replications", 4, "--out", out)
