@@ -22,6 +22,12 @@ if TYPE_CHECKING:  # stats.py imports row_structure from here
 ALL_ROWS_ABOVE = 0.5
 
 
+def weighted_counts(index: np.ndarray, weights: np.ndarray, length: int) -> np.ndarray:
+    """np.bincount with weights, always float: with no rows numpy returns integer zeros, and sums must
+    have one dtype whatever a bucket or a cell holds."""
+    return np.bincount(index, weights=weights, minlength=length).astype(float, copy=False)
+
+
 def row_structure(cust: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row of a log sorted by customer: its customer's first row, last row, and the stage before it."""
     n = cust.size

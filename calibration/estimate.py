@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from calibration.buckets import split_log
+from calibration.buckets import BUCKETS, split_log
 from calibration.counting import Counts, count_rows
 from calibration.cure import OutcomeFit, drop_weight, fit_outcomes, lapse_weight
 from calibration.dwell import DwellFit, DwellInputs, fit_dwell
@@ -70,10 +70,10 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
                           touch_order=touch_order)
 
 
-def stats_of(log: EventLog, *, inactivity_days: float, phases: bool) -> LogStats:
-    """The statistics of a whole in-memory log, bucket by bucket."""
+def stats_of(log: EventLog, *, inactivity_days: float, phases: bool, buckets: int = BUCKETS) -> LogStats:
+    """The statistics of a whole in-memory log, bucket by bucket (``buckets``: another split, for tests)."""
     st = merge_stats([log_stats(part, end=log.end, inactivity_days=inactivity_days, phases=phases)
-                      for _, part in split_log(log)])
+                      for _, part in split_log(log, buckets)])
     st.backward_rows = log.backward_rows
     return st
 

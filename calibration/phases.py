@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from calibration.counting import weighted_counts
 from sim.phases import FAR, cumulated, kbar, mixture_survival, n_phases, poisson_terms, scaled_powers
 
 CANDIDATES = (1, 2, 3, 4, 6, 8, 12, 16)
@@ -139,7 +140,7 @@ class _Rows:
 
     def sum(self, x: np.ndarray) -> np.ndarray:
         """Per-shape sums of x [rows] -> [n]."""
-        return np.bincount(self.seg, weights=x, minlength=self.n)
+        return weighted_counts(self.seg, x, self.n)
 
     def sum_rows(self, x: np.ndarray) -> np.ndarray:
         """Per-shape sums of x [K, rows] -> [n, K]."""

@@ -9,11 +9,11 @@ rule (and whether every row enters, which depends on the whole log) is applied o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 
-from calibration.counting import row_structure
+from calibration.counting import row_structure, weighted_counts
 from calibration.eventlog import EventLog
 from calibration.experience import ExperienceSums, experience_sums
 from calibration.phases import BinSums, bin_sums, merge_bins
@@ -84,7 +84,6 @@ class LogStats:
     late: Late
     experience: ExperienceSums | None
     value: ValueSums | None
-    extra: dict = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -112,9 +111,11 @@ def log_stats(log: EventLog, *, end: float, inactivity_days: float, phases: bool
     size = P * S * T
 
     def count(mask: np.ndarray, index: np.ndarray, length: int, weights: np.ndarray | None = None) -> np.ndarray:
-        """[2, length] sums of the masked rows, by window part."""
+        """[2, length] sums of the masked rows, by window part: counts, or float sums of ``weights``."""
         key = window[mask] * length + index[mask]
-        return np.bincount(key, weights=None if weights is None else weights[mask], minlength=2 * length)
+        if weights is None:
+            return np.bincount(key, minlength=2 * length)
+        return weighted_counts(key, weights[mask], 2 * length)
 
     gap_rows = live & ~last & (after < final)
     gap_len = np.zeros(n)
@@ -200,11 +201,8 @@ class StatsSum:
             self._sums = {name: np.array(getattr(part, name), copy=True) for name in _SUMMED}
             self._counts = dict.fromkeys(_COUNTS, 0)
         else:
-            for name in _SUMMED:
-                a, b = self._sums[name], getattr(part, name)
-                if a.dtype != np.result_type(a, b):
-                    self._sums[name] = a = a.astype(np.result_type(a, b))
-                a += b
+            for name in _SUMMED:  # counts are integers, weighted sums floats, in every bucket
+                self._sums[name] += getattr(part, name)
         for name in _COUNTS:
             self._counts[name] += getattr(part, name)
         self._first_time = min(self._first_time, part.first_time)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from calibration.buckets import BUCKETS, bucket_of, split_log
-from calibration.estimate import check_options, estimate, estimate_stats
+from calibration.estimate import check_options, estimate, estimate_stats, stats_of
 from calibration.load import load_events
 from calibration.stats import StatsSum, log_stats, merge_stats
 from worlds import make_world, simulate_log, with_leave_speeds, with_phases
@@ -37,10 +37,7 @@ def world_log(tmp_path_factory):
 
 def _split_model(log, buckets: int, **options):
     phases = check_options(**{"inactivity_days": 30.0, **options}) == "phases"
-    parts = [log_stats(p, end=log.end, inactivity_days=options.get("inactivity_days", 30.0), phases=phases)
-             for _, p in split_log(log, buckets)]
-    st = merge_stats(parts)
-    st.backward_rows = log.backward_rows
+    st = stats_of(log, inactivity_days=options.get("inactivity_days", 30.0), phases=phases, buckets=buckets)
     return estimate_stats(st, **options), st
 
 
@@ -136,3 +133,24 @@ def test_buckets_are_stable_and_spread():
     assert counts.min() > 0.6 * counts.mean() and counts.max() < 1.4 * counts.mean()
     # pinned: the bucket of an id must not change between versions or machines (the sums' order would)
     assert bucket_of(["customer-42", "c1", "0", "", "é"]).tolist() == [6, 85, 95, 0, 81]
+
+
+def test_a_last_row_after_an_end_row_moves_the_end_back_on_every_path(tmp_path):
+    """The stream's provisional end is the last row read; a row after a customer's end row is dropped, so
+    the buckets are summed again at the true end. Also a stage some way out leaves without a timed exit:
+    the phase fit's sums of no rows stay floats."""
+    from calibration.calibrate import calibrate
+
+    rows = ["customer_id,timestamp,activity"]
+    for i in range(300):
+        rows += [f"c{i},2024-01-{1 + i % 20:02d}T10:00:00Z,web",
+                 f"c{i},2024-01-{2 + i % 20:02d}T10:00:00Z,{['quit', 'buy', 'look'][i % 3]}"]
+    rows.append("c0,2024-02-20T10:00:00Z,web")  # after c0's end row ("quit"): ignored
+    (tmp_path / "e.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "m.toml").write_text('stages = ["visit", "considering", "bought"]\n[columns]\ntouchpoint = "activity"\n'
+                                     '[stage]\ncolumn = "activity"\nvalues = { buy = "bought", look = "considering" }\n'
+                                     'end_values = ["quit"]\n')
+    streamed = calibrate(tmp_path / "e.csv", mapping=tmp_path / "m.toml")
+    whole = calibrate(tmp_path / "e.csv", mapping=tmp_path / "m.toml", reader="memory")
+    assert streamed.log_summary["last_timestamp"] == "2024-01-21T10:00:00Z"
+    assert streamed.to_json() == whole.to_json()
