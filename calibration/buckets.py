@@ -22,9 +22,11 @@ _P = np.uint64(0x100000001B3)  # FNV's 64-bit prime, as the polynomial's base
 def bucket_of(ids: np.ndarray | list[str] | pa.Array | pa.ChunkedArray, buckets: int = BUCKETS) -> np.ndarray:
     """The bucket (0 .. buckets - 1) of each customer id (strings, as the loader reads them).
 
-    A polynomial hash of the id's UTF-8 bytes, sum of byte_i * P^i modulo 2^64, mixed by splitmix64's
-    finaliser: numpy integer arithmetic on Arrow's buffers, so the same on every machine and version,
-    and no Python object per id.
+    The id's length plus a weighted sum of its UTF-8 bytes, sum of byte_i * w_i modulo 2^64 with fixed
+    weights w_0 = 1, w_i = (P^(i+1) mod 2^64) // P, mixed by splitmix64's finaliser: numpy integer
+    arithmetic on Arrow's buffers, so the same on every machine and version, and no Python object per id.
+    (The weights are pinned: changing them moves customers between buckets, and so the order the
+    model's sums are added in.)
     """
     arr = ids if isinstance(ids, pa.Array | pa.ChunkedArray) else pa.array(np.asarray(ids, dtype=object),
                                                                             type=pa.string())
@@ -41,7 +43,7 @@ def bucket_of(ids: np.ndarray | list[str] | pa.Array | pa.ChunkedArray, buckets:
     lengths = offsets[1:] - start
     h = lengths.astype(np.uint64)
     top = int(lengths.max())
-    powers = np.cumprod(np.full(max(top, 1), _P, dtype=np.uint64)) // _P  # P^0 .. P^(top - 1), wrapping
+    powers = np.cumprod(np.full(max(top, 1), _P, dtype=np.uint64)) // _P  # the weights w_i (see above)
     powers[0] = 1
     # ids of one length at a time: their bytes as an [ids, length] block, one product with the powers
     for length in np.unique(lengths):

@@ -110,21 +110,18 @@ def _streamed(events: str | Path, load: dict, *, inactivity_days: float, phases:
     """The log's statistics, read in batches and summed bucket by bucket (calibration/stream.py)."""
     from calibration.stream import open_stream
 
-    stage = ["reading"]  # the stream reports bytes read, then buckets summed
+    def reading(done: int, total: int) -> None:  # the stream reports the bytes of its one pass
+        progress("reading", done, total)
 
-    def report(done: int, total: int) -> None:
-        progress(stage[0], done, total)
-
-    with open_stream(events, progress=None if progress is None else report, **load) as stream:
-        stage[0] = "summing"
-        end = stream.end
+    with open_stream(events, progress=None if progress is None else reading, **load) as stream:
         buckets = stream.bucket_ids()
 
-        def bucket_stats(bucket: int) -> tuple[LogStats, float]:
-            part = stream.part(bucket)
-            return log_stats(part, end=end, inactivity_days=inactivity_days, phases=phases), part.end
+        def summed(end: float) -> tuple[StatsSum, float]:
+            """The buckets' statistics at ``end``, and the largest part end (the log's true end)."""
+            def bucket_stats(bucket: int) -> tuple[LogStats, float]:
+                part = stream.part(bucket)
+                return log_stats(part, end=end, inactivity_days=inactivity_days, phases=phases), part.end
 
-        while True:
             total, last = StatsSum(), -np.inf
             # buckets read and summed on two threads (numpy and Arrow release the GIL), added in bucket order
             with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
@@ -133,9 +130,11 @@ def _streamed(events: str | Path, load: dict, *, inactivity_days: float, phases:
                     last = max(last, part_end)
                     if progress is not None:
                         progress("summing", i + 1, len(buckets))
-            if last == end:
-                break
-            end = last  # rows after a mapping's end rows were dropped: the log ends earlier, sum again
+            return total, last
+
+        total, last = summed(stream.end)
+        if last != stream.end:  # rows after a mapping's end rows were dropped: the log ends earlier
+            total, _ = summed(last)
         st = total.result()
     st.source, st.sha256 = stream.source, stream.sha256
     return st

@@ -40,8 +40,7 @@ def _dictionary_codes(arr: pa.ChunkedArray, code_of) -> np.ndarray:
     # every chunk's dictionary side by side, remapped once; rows index into it by their chunk's offset
     sizes = np.array([len(c.dictionary) for c in chunks], dtype=np.int64)
     names = pa.concat_arrays([c.dictionary for c in chunks]).to_pylist()
-    seen: dict = {}
-    remap = np.array([seen.setdefault(x, code_of(str(x))) for x in names] + [-1], dtype=np.int32)
+    remap = np.array([code_of(str(x)) for x in names] + [-1], dtype=np.int32)
     lengths = np.array([len(c) for c in chunks], dtype=np.int64)
     offset = np.repeat(np.concatenate([[0], np.cumsum(sizes)[:-1]]), lengths)
     idx = pa.chunked_array([c.indices for c in chunks]).combine_chunks()
