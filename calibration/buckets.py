@@ -42,16 +42,16 @@ def bucket_of(ids: np.ndarray | list[str] | pa.Array | pa.ChunkedArray, buckets:
     start = offsets[:-1]
     lengths = offsets[1:] - start
     h = lengths.astype(np.uint64)
-    top = int(lengths.max())
+    top, short = int(lengths.max()), int(lengths.min())
     powers = np.cumprod(np.full(max(top, 1), _P, dtype=np.uint64)) // _P  # the weights w_i (see above)
     powers[0] = 1
-    # ids of one length at a time: their bytes as an [ids, length] block, one product with the powers
-    for length in np.unique(lengths):
-        if length == 0:
-            continue
-        idx = np.flatnonzero(lengths == length)
-        block = data[start[idx, None] + np.arange(length)].astype(np.uint64)
-        h[idx] += block @ powers[:length]
+    # one byte position at a time over every id that long: a gather and a multiply-add per position
+    for i in range(top):
+        if i < short:
+            h += data[start + i].astype(np.uint64) * powers[i]
+        else:
+            longer = lengths > i
+            h[longer] += data[start[longer] + i].astype(np.uint64) * powers[i]
     h ^= h >> np.uint64(30)
     h *= np.uint64(0xBF58476D1CE4E5B9)
     h ^= h >> np.uint64(27)

@@ -13,7 +13,7 @@ from calibration.estimate import DEFAULT_INACTIVITY_DAYS, check_options, estimat
 from calibration.experience import satisfaction_section
 from calibration.load import load_events
 from calibration.mapping import load_mapping
-from calibration.stats import LogStats, StatsSum, log_stats
+from calibration.stats import LogStats, StatsSum, at_log_end, log_stats
 from calibration.value import section_of
 from sim.errors import InputError
 from sim.limits import finite
@@ -132,9 +132,7 @@ def _streamed(events: str | Path, load: dict, *, inactivity_days: float, phases:
                         progress("summing", i + 1, len(buckets))
             return total, last
 
-        total, last = summed(stream.end)
-        if last != stream.end:  # rows after a mapping's end rows were dropped: the log ends earlier
-            total, _ = summed(last)
+        total, _ = at_log_end(summed, stream.end)
         st = total.result()
     st.source, st.sha256 = stream.source, stream.sha256
     return st

@@ -44,13 +44,9 @@ from calibration.columns import (
 from calibration.eventlog import REQUIRED, EventLog, parse_stages
 from calibration.mapping import Mapping, load_mapping
 from calibration.readers import column_sources
-from calibration.timestamps import parse_time
+from calibration.stats import at_log_end
+from calibration.timestamps import parse_time, parse_time_ns
 from sim.errors import InputError, closest
-
-try:  # calibration/timestamps.py's nanosecond parser (with the streaming reader)
-    from calibration.timestamps import parse_time_ns as _parse_ns
-except ImportError:  # an older timestamps.py: text times go through the shuffle as text
-    _parse_ns = None
 
 PIECE_ROWS = 2_000_000  # rows a pass-A task / shuffle input reads at most (whole row groups)
 TASK_SHUFFLE_ROWS = 10_500_000  # logs up to this many rows use Dask's in-memory task shuffle; larger ones P2P
@@ -177,11 +173,12 @@ def cluster_map(path: str | Path, client: Any, fn: Callable[[EventLog, float], A
         digest = pool.submit(_sha256, plan)
         provisional = _pass_a(plan, client)
         plan.sha256 = digest.result()  # the parts carry it, as split_log's do
-    done = _pass_b(plan, client, fn, provisional, progress)
-    ends = [end for _, _, end in done]
-    true_end = max(ends) if ends else provisional
-    if true_end != provisional:  # the last row came after an end row: the statistics need the true end
-        done = _pass_b(plan, client, fn, true_end, progress)
+
+    def at(end: float) -> tuple[list[tuple[int, Any, float]], float]:
+        done = _pass_b(plan, client, fn, end, progress)
+        return done, max((e for _, _, e in done), default=end)
+
+    done, true_end = at_log_end(at, provisional)
     meta = ClusterResult(source=plan.source, sha256=plan.sha256, touchpoints=plan.touchpoints,
                          personas=plan.personas, stages=plan.stages, conversion_stage=plan.conversion_stage,
                          end=true_end, rows=sum(p.n_rows for p in plan.pieces), notes=plan.notes)
@@ -448,10 +445,10 @@ def _frame(plan: _Plan, piece: _Piece) -> pd.DataFrame:
     table, rows = _read(plan, piece)
     table = _decoded(table)
     src = column_sources(plan.mapping)
-    if _parse_ns is not None and not pa.types.is_timestamp(table.schema.field(src["timestamp"]).type):
+    if not pa.types.is_timestamp(table.schema.field(src["timestamp"]).type):
         # text times parsed once here (pass A checked them): 8 bytes a row through the shuffle, and
         # parse_time reads the typed UTC column back to the same days
-        ns = _parse_ns(table[src["timestamp"]], Path(plan.source), src["timestamp"], rows, plan.mapping.timestamp,
+        ns = parse_time_ns(table[src["timestamp"]], Path(plan.source), src["timestamp"], rows, plan.mapping.timestamp,
                        **_time_layout(plan))
         i = table.schema.get_field_index(src["timestamp"])
         table = table.set_column(i, src["timestamp"], pa.array(ns, pa.int64()).cast(pa.timestamp("ns", "UTC")))

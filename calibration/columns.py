@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -163,6 +162,7 @@ def persona_rule_codes(table: pa.Table, mp: Mapping, path: Path) -> tuple[np.nda
         remap[order] = np.arange(len(names), dtype=np.int32)
         codes = remap[enc.indices.fill_null(len(names)).to_numpy(zero_copy_only=False)]
         return codes, [names[i] for i in order]
+    import pandas as pd  # imported when needed: most logs never reach pandas
     values = pd.to_numeric(pd.Series(s.to_numpy(zero_copy_only=False)), errors="coerce").to_numpy(dtype=float)
     codes = np.searchsorted(np.asarray(rule.bands, dtype=float), values, side="right").astype(np.int32) - 1
     codes[np.isnan(values)] = -1
@@ -185,6 +185,7 @@ def check_first_persona(codes: np.ndarray, rows: np.ndarray, table: pa.Table, ta
 def parse_satisfaction(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray) -> np.ndarray:
     """Satisfaction per row, 1 to 5, NaN where missing."""
     text = pc.cast(arr, pa.string())
+    import pandas as pd  # imported when needed: most logs never reach pandas
     values = pd.to_numeric(pd.Series(text.to_numpy(zero_copy_only=False)), errors="coerce")
     out = values.to_numpy(dtype=float, na_value=np.nan)
     missing = pc.or_(pc.is_null(text), pc.is_in(text, value_set=pa.array(_NULL_WORDS)))
@@ -203,6 +204,7 @@ def parse_value(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray)
     # only an empty cell reads as null (readers._NULLS): "NaN" and "NA" stay text, and are refused below
     text = pc.cast(arr, pa.string()).to_numpy(zero_copy_only=False)
     empty = np.array([t is None or (isinstance(t, str) and not t.strip()) for t in text], dtype=bool)
+    import pandas as pd  # imported when needed: most logs never reach pandas
     out = pd.to_numeric(pd.Series(np.where(empty, "0", text)), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     bad = ~np.isfinite(out) | (out < 0)
     if bad.any():

@@ -167,18 +167,18 @@ def _em(x: DwellInputs, v: _Visits, P: int, S: int, q: np.ndarray, way0: np.ndar
     cw_t = c_w * c_t
     censored_visits = np.zeros_like(days)
     censored_days = np.zeros_like(days)
+    resp = np.empty((K, c_idx.size))  # [K, n]: each way out a contiguous row; the visits are what grows
     for _ in range(EM_ITERATIONS):
-        # in place, one [n, K] array: the censored visits are what grows with the log
-        resp = np.log(np.maximum(way.reshape(P * S, K), 1e-300))[c_idx]
+        log_way = np.log(np.maximum(way.reshape(P * S, K), 1e-300))
         rates = leave.reshape(P * S, K)
-        for o in range(K):  # a column at a time: no second [n, K] array
-            resp[:, o] -= rates[c_idx, o] * c_t
-        resp -= resp.max(axis=1, keepdims=True)
+        for o in range(K):
+            np.subtract(log_way[c_idx, o], rates[c_idx, o] * c_t, out=resp[o])
+        resp -= resp.max(axis=0)
         np.exp(resp, out=resp)
-        resp /= resp.sum(axis=1, keepdims=True)
-        censored_visits = np.stack([np.bincount(c_idx, weights=resp[:, o] * c_w, minlength=P * S)
+        resp /= resp.sum(axis=0)
+        censored_visits = np.stack([np.bincount(c_idx, weights=resp[o] * c_w, minlength=P * S)
                                     for o in range(K)], -1).reshape(P, S, K)
-        censored_days = np.stack([np.bincount(c_idx, weights=resp[:, o] * cw_t, minlength=P * S)
+        censored_days = np.stack([np.bincount(c_idx, weights=resp[o] * cw_t, minlength=P * S)
                                   for o in range(K)], -1).reshape(P, S, K)
         visits = exits + censored_visits
         new_way = (visits + m * way0) / np.maximum(visits.sum(-1, keepdims=True) + m, 1e-300)

@@ -9,7 +9,9 @@ rule (and whether every row enters, which depends on the whole log) is applied o
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import TypeVar
 
 import numpy as np
 
@@ -18,6 +20,8 @@ from calibration.eventlog import EventLog
 from calibration.experience import ExperienceSums, experience_sums
 from calibration.phases import BinSums, bin_sums, merge_bins
 from calibration.value import ValueSums, value_sums
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -161,6 +165,19 @@ def log_stats(log: EventLog, *, end: float, inactivity_days: float, phases: bool
         late=Late(ps=ps[late].astype(np.int32), entry_time=entry_time[late]),
         experience=experience_sums(log, before), value=value_sums(log, before, after),
     )
+
+
+def at_log_end(compute: Callable[[float], tuple[T, float]], provisional: float) -> tuple[T, float]:
+    """``compute(end)`` (a result and the largest bucket end) at the log's true end.
+
+    A reader's end is provisional (the last row it kept): rows after a journey's end row are dropped only
+    when a bucket is built, so the true end is the largest bucket end, and the statistics, which split
+    rows by the outcome window before the end, are computed again where it is earlier.
+    """
+    result, last = compute(provisional)
+    if last != provisional:
+        result, _ = compute(last)
+    return result, last
 
 
 def _entry_rows(first: np.ndarray, before: np.ndarray) -> np.ndarray:

@@ -369,7 +369,7 @@ class _Pass:
                 self.touchpoints.update(distinct(tp))
         if mp.stage is not None:
             self._check(_STAGE, derive_stage, table, mp, self.stages, path, rows)
-        else:
+        elif not self._known_stages(table[cols["stage"]]):
             self._check(_STAGE, stage_codes, table[cols["stage"]], self.stages, path, cols["stage"], rows)
         self._persona(table, rows)
         if cols["satisfaction"] in table.column_names:
@@ -415,6 +415,14 @@ class _Pass:
             self._check(_TIME_KIND, no_nulls, arr, self.path, column, rows)
             return None
         return self._check(_TIME_KIND, parse_time_ns, arr, self.path, column, rows, rule, layout=self.layout)
+
+    def _known_stages(self, arr: pa.ChunkedArray) -> bool:
+        """Every row names a known stage, by the dictionaries alone (a fresh read's dictionaries hold only
+        values its rows use; after a [filter] they may not, so then every row is checked)."""
+        if self.mp.filter or arr.null_count or not pa.types.is_dictionary(arr.type):
+            return False
+        known = set(self.stages)
+        return all(str(name) in known for chunk in arr.chunks for name in chunk.dictionary.to_pylist())
 
     def _persona(self, table: pa.Table, rows: np.ndarray) -> None:
         mp, path = self.mp, self.path

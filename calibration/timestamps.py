@@ -8,16 +8,18 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from pandas.tseries.api import guess_datetime_format
 
 from calibration.columns import no_nulls
 from calibration.mapping import TimestampRule
 from sim.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 NS_PER_DAY = 86_400e9
 
@@ -127,6 +129,7 @@ def _parse_iso(s: pa.ChunkedArray, zone: str, path: Path, column: str, rows: np.
         ns = np.asarray(ns.to_numpy(zero_copy_only=False), dtype=np.int64)
         return _localize(ns, zone) if typ.tz is None else ns
     # mixed zones or formats: pandas' ISO 8601 parser, slower but exact (zone-less rows as UTC first)
+    import pandas as pd  # imported when needed: most logs never reach pandas
     text = pd.Series(s.to_numpy(zero_copy_only=False))
     values = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
     bad = values.isna().to_numpy()
@@ -144,6 +147,7 @@ def _parse_iso(s: pa.ChunkedArray, zone: str, path: Path, column: str, rows: np.
 def _parse_format(s: pa.ChunkedArray, fmt: str, origin: str, zone: str, path: Path, column: str,
                   rows: np.ndarray) -> np.ndarray:
     aware = "%z" in fmt or "%Z" in fmt
+    import pandas as pd  # imported when needed: most logs never reach pandas
     values = pd.to_datetime(pd.Series(s.to_numpy(zero_copy_only=False)), format=fmt, utc=aware, errors="coerce")
     bad = values.isna().to_numpy()
     if bad.any():
@@ -164,6 +168,7 @@ def _layout_of_first(first: str, dayfirst: bool, path: Path, column: str,
     year_first = re.match(r"\d{4}\D", value) is not None
     with warnings.catch_warnings():  # pandas warns when the value contradicts dayfirst: checked below
         warnings.simplefilter("ignore", UserWarning)
+        from pandas.tseries.api import guess_datetime_format
         fmt = guess_datetime_format(value, dayfirst=dayfirst and not year_first)
     where = f"row {rows[0]}, column {column!r}"
     if fmt is None:
@@ -199,6 +204,7 @@ def _epoch_ns(arr: pa.ChunkedArray, unit: str, path: Path, column: str, rows: np
         try:
             values = np.asarray(pc.cast(s, pa.int64()).to_numpy(zero_copy_only=False))
         except pa.ArrowInvalid:  # decimals, spaces or junk: pandas tells them apart
+            import pandas as pd  # imported when needed: most logs never reach pandas
             num = pd.to_numeric(pd.Series(s.to_numpy(zero_copy_only=False)), errors="coerce")
             bad = num.isna().to_numpy()
             if bad.any():
@@ -233,6 +239,7 @@ def _not_iso_hint(value: str) -> str:
     year_first = re.match(r"\d{4}\D", v) is not None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
+        from pandas.tseries.api import guess_datetime_format
         day = None if year_first else guess_datetime_format(v, dayfirst=True)
         month = guess_datetime_format(v, dayfirst=False)
     if day and month and day != month:

@@ -131,6 +131,26 @@ def test_mappings_stream_like_the_whole_log(tmp_path, extra):
     same_parts(log, mapping=mapping)
 
 
+def test_an_unknown_stage_on_a_row_the_filter_drops_is_not_refused(tmp_path):
+    """The stream checks stages by each batch's dictionary; after a [filter] a dictionary may still hold
+    a dropped row's value, so there every kept row is checked instead (as load_events does)."""
+    rows = ["customer_id,timestamp,touchpoint,stage,status"]
+    rows += [f"c{i % 23},2024-01-{1 + i % 28:02d}T{i % 24:02d}:00:00,web,"
+             f"{'purchase' if i % 50 == 7 else ['awareness', 'consideration'][i % 2]},"
+             f"{'START' if i % 50 == 7 else 'COMPLETE'}" for i in range(600)]
+    log = tmp_path / "log.csv"
+    log.write_text("\n".join(rows) + "\n")
+    mapping = tmp_path / "map.toml"
+    mapping.write_text('[filter]\nstatus = "COMPLETE"\n')
+    same_parts(log, mapping=mapping)
+    mapping.write_text('[filter]\nstatus = ["COMPLETE", "START"]\n')  # kept: refused on both paths
+    with pytest.raises(InputError, match="unknown stage") as want:
+        load_events(log, mapping=mapping)
+    with pytest.raises(InputError) as got, open_stream(log, mapping=mapping, block_size=SMALL) as s:
+        list(s.parts())
+    assert str(got.value) == str(want.value)
+
+
 @pytest.mark.parametrize("layout, fmt", [
     ('format = "%d/%m/%Y %H:%M"', "%d/%m/%Y %H:%M"),
     ("dayfirst = true", "%d/%m/%Y %H:%M"),
