@@ -1,6 +1,7 @@
 """`journey calibrate`: event log in, model JSON out (written atomically, with its provenance)."""
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ def run_calibrate(events: str | Path, out: str | Path, *, stages: str | None = N
     terminal as the CLI does (discovered personas, the summary line, estimator warnings, a progress bar on
     long reads). ``scheduler``: a Dask scheduler's address, or ``local`` for a cluster of ``workers`` here."""
     started = utc_now()
+    lean_arrow_memory()
     check_output_file(out, "model", [events, mapping])  # before the work: never the log, never a user's file
     if assignments is not None and Path(assignments).resolve() == Path(out).resolve():
         raise InputError("is the same file as --out", file=assignments, where="--assignments",
@@ -57,6 +59,20 @@ def run_calibrate(events: str | Path, out: str | Path, *, stages: str | None = N
     if terminal:
         _show(model, out, assignments)
     return model
+
+
+def lean_arrow_memory() -> None:
+    """Arrow's buffers from jemalloc, unless ARROW_DEFAULT_MEMORY_POOL chooses: it hands a read batch's
+    memory back sooner than pyarrow's default (mimalloc). Measured on a 50 M-event log: peak 1.6 GB
+    against 1.9 GB, the same time. A process-wide choice, so made here, not in the libraries."""
+    import pyarrow as pa
+
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except NotImplementedError:  # a pyarrow built without jemalloc: keep its default
+        pass
 
 
 @contextmanager

@@ -275,7 +275,7 @@ def _read_parquet(p: _Pass, files: list[Path], progress: Progress | None) -> Non
     wanted = wanted_columns(p.mp)
     for f in files:
         try:
-            pf = pq.ParquetFile(f)
+            pf = pq.ParquetFile(f, read_dictionary=_dictionary_columns(f, p.mp))
             names = pf.schema_arrow.names
             meta = {"journey_header": "\x1f".join(names)}
             size, n = f.stat().st_size, max(pf.metadata.num_rows, 1)
@@ -290,6 +290,18 @@ def _read_parquet(p: _Pass, files: list[Path], progress: Progress | None) -> Non
             raise read_error(exc, f if len(files) > 1 else p.path) from None
         done += size
     p.finish()
+
+
+def _dictionary_columns(path: Path, mp: Mapping) -> list[str]:
+    """The text columns read dictionary-encoded, as the CSV reader reads them: a row group's dictionary
+    instead of a string per row. Not under a [filter]: there a vocabulary is what the kept rows name,
+    and a dictionary would still hold the dropped rows' values."""
+    if mp.filter:
+        return []
+    src = column_sources(mp)
+    low = {src["touchpoint"], src["stage"], src["persona"]}
+    return [f.name for f in pq.read_schema(path)
+            if f.name in low and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
 
 
 class _Pass:
