@@ -144,13 +144,21 @@ def sniff_delimiter(path: Path) -> pacsv.ParseOptions:
 
 
 def _read_csv(path: Path, include: list[str], types: dict, parse: pacsv.ParseOptions) -> pa.Table:
-    return with_block(lambda block: pacsv.read_csv(
-        path,
-        parse_options=parse,
-        read_options=pacsv.ReadOptions(block_size=block),
-        convert_options=pacsv.ConvertOptions(include_columns=include, column_types=types,
-                                             strings_can_be_null=True, null_values=_NULLS),
-    ), 1 << 24)
+    def read(threads: bool) -> pa.Table:
+        return with_block(lambda block: pacsv.read_csv(
+            path,
+            parse_options=parse,
+            read_options=pacsv.ReadOptions(block_size=block, use_threads=threads),
+            convert_options=pacsv.ConvertOptions(include_columns=include, column_types=types,
+                                                 strings_can_be_null=True, null_values=_NULLS),
+        ), 1 << 24)
+
+    try:
+        return read(True)
+    except pa.ArrowInvalid as exc:
+        if not re.search(r"Expected \d+ columns", str(exc)) or "Row #" in str(exc):
+            raise
+        return read(False)  # the threaded reader does not count rows: read again on one, which names the row
 
 
 def with_block(read, block: int):

@@ -247,7 +247,10 @@ def _read_csv(p: _Pass, path: Path, plan, block: int, progress: Progress | None)
         codec = None
     with pa.OSFile(str(path)) as raw:
         stream = pa.CompressedInputStream(raw, codec.name) if codec is not None else raw
-        reader = pacsv.open_csv(stream, parse_options=plan.parse, read_options=pacsv.ReadOptions(block_size=block),
+        # one thread: the prefetch thread is the reader's, the other core checks batches; a parse
+        # error then names its row
+        reader = pacsv.open_csv(stream, parse_options=plan.parse,
+                                read_options=pacsv.ReadOptions(block_size=block, use_threads=False),
                                 convert_options=csv_convert(plan))
         for batch in _prefetched(reader):
             p.add(pa.Table.from_batches([batch]).replace_schema_metadata(plan.metadata))

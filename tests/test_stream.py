@@ -211,6 +211,18 @@ def test_bad_input_gives_the_in_memory_line(tmp_path, text):
     assert not list(tmp_path.glob("journey-stream-*"))
 
 
+def test_a_row_with_an_extra_field_is_named_on_both_readers(tmp_path):
+    """The threaded reader does not count rows; the stream reads on one thread and the in-memory loader
+    reads again on one after such an error, so both name the row."""
+    path = tmp_path / "log.csv"
+    path.write_text(_late("7,2024-01-02,web,awareness,x,extra\n"))
+    row = path.read_text().splitlines().index("7,2024-01-02,web,awareness,x,extra")
+    with pytest.raises(InputError, match=f"row {row}: cannot read the event log: 6 fields where the header has 5"):
+        load_events(path)
+    with pytest.raises(InputError, match=f"row {row}: "), open_stream(path, block_size=SMALL):
+        pass
+
+
 @pytest.mark.parametrize("extra, before", [
     ('[filter]\nstatus = "NOPE"\n', None),
     ('[filter]\nstatuz = "COMPLETE"\n', None),
