@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from sim._version import __version__
-from sim.engines.events import EVENTS_METADATA_KEY
 from sim.errors import InputError
 from sim.limits import sha256_of
 
@@ -328,6 +327,8 @@ def _written_by_journey(path: Path, kind: str) -> bool:
     if kind == "events":
         try:
             import pyarrow.parquet as pq
+
+            from sim.engines.events import EVENTS_METADATA_KEY  # here: the engines are not light to import
 
             schema = pq.read_schema(path)  # the footer only
         except (OSError, ValueError, ImportError):

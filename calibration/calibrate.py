@@ -57,14 +57,15 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
     bounded however long the log; ``memory`` loads it whole first (persona discovery always does). A Dask
     ``client`` sums the buckets on its workers (calibration/cluster.py). Every path gives the same model.
     ``progress(what, done, total)`` hears of long reads."""
-    from calibration import personas as discovery
-
     finite(inactivity_days, "--inactivity-days")  # nan and inf pass Typer's float parsing
     if reader not in READERS:
         raise InputError("unknown reader", where="--reader", value=reader, hint="use stream or memory")
     if assignments is not None:
         _check_assignments(assignments, events, personas)
-    k = discovery.parse_personas(personas)
+    discovery = None
+    if personas is not None:  # the discovery module (scipy's sparse matrices) only when asked for
+        from calibration import personas as discovery
+    k = None if discovery is None else discovery.parse_personas(personas)
     dwell_model = check_options(inactivity_days=inactivity_days, censoring=censoring, dwell=dwell,
                                 touch_order=touch_order)
     phases = dwell_model == "phases"

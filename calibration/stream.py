@@ -20,7 +20,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.dataset as ds
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
@@ -195,6 +194,8 @@ def sha256_of_files(files: list[Path]) -> str:
 def _parquet_files(path: Path) -> list[Path]:
     """A folder's Parquet files in sorted path order (hidden and ``_`` files, e.g. _SUCCESS, skipped)."""
     try:
+        import pyarrow.dataset as ds  # only for a folder: it imports pandas
+
         files = sorted(Path(f) for f in ds.dataset(str(path), format="parquet").files)
     except READ_ERRORS as exc:
         raise read_error(exc, path) from None
