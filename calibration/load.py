@@ -115,12 +115,19 @@ def _log(table: pa.Table, rows: np.ndarray, mp: Mapping, stage_names: list[str],
          personas: list[str] | None, time_rule: Layout | None) -> EventLog:
     columns = column_sources(mp)
     vocab = unfiltered_vocabularies(table, mp, columns)
+    # a part of a log is coded against the whole log's lists directly
+    tp_global = touchpoints is not None
+    per_global = personas is not None and mp.persona is None and columns["persona"] in table.column_names
+    if tp_global:
+        vocab[columns["touchpoint"]] = list(touchpoints)
+    if per_global:
+        vocab[columns["persona"]] = list(personas)
     table, rows = _filtered(table, rows, mp, path)
     check_required(table, mp, columns, path)
     r, codes = _read_rows(table, mp, columns, stage_names, path, rows, time_rule, vocab)
-    if touchpoints is not None:
-        r.touchpoint, codes.touchpoints = to_global(r.touchpoint, codes.touchpoints, touchpoints), list(touchpoints)
-    if personas is not None:
+    if (tp_global and (r.touchpoint < 0).any()) or (per_global and (r.persona < 0).any()):
+        raise ValueError("a row's value is not in the log's vocabulary")  # a caller's bug, not bad input
+    if personas is not None and not per_global:  # a [persona] rule's codes, or everyone "all"
         r.persona, codes.personas = to_global(r.persona, codes.personas, personas), list(personas)
     table_rows = rows  # file row number of each table row (increasing), for messages
     if before is not None:
