@@ -12,10 +12,15 @@ process tree (Dask's nanny and worker processes included), sampled every 50 ms:
   * memory: ``journey calibrate --reader memory`` (today's loader: the whole log in memory);
   * stream: ``journey calibrate`` (the default, out of core);
   * dask N: ``journey calibrate LOG --scheduler local --workers N`` (a LocalCluster of N processes).
+
+Below 51 M each method runs ``--repeat`` times (default 3) and the table shows the median wall; every
+calibrating method's model is checked against the first one at its size ("same model": everything but
+the provenance and the log's path and hash, to the bit).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -140,29 +145,41 @@ def _env() -> dict:
     return env
 
 
-def methods(workers: list[int]) -> list[tuple[str, str, object]]:
-    """(name, how, command maker(log) -> argv or None) for each method: fresh `journey calibrate` processes."""
-    model = str(Path(tempfile.mkdtemp(prefix="journey-bench-out-")) / "model.json")
+def methods(workers: list[int], out: Path) -> list[tuple[str, str, object]]:
+    """(name, how, command maker(log, model path) -> argv or None) for each method: fresh `journey
+    calibrate` processes, each writing its model to the path given."""
     py = sys.executable
 
-    def pandas(log):
+    def pandas(log, model):
         return [py, "-c", f"import pandas; pandas.read_csv({str(log)!r})"] if log.suffix == ".csv" else None
 
-    def memory(log):
-        return ["journey", "calibrate", str(log), "--reader", "memory", "--out", model]
+    def memory(log, model):
+        return ["journey", "calibrate", str(log), "--reader", "memory", "--out", str(model)]
 
-    def stream(log):
-        return ["journey", "calibrate", str(log), "--out", model]
+    def stream(log, model):
+        return ["journey", "calibrate", str(log), "--out", str(model)]
 
     def dask(n):
-        def cmd(log):
+        def cmd(log, model):
             if log.suffix == ".csv":  # the Dask path reads Parquet
                 return None
-            return ["journey", "calibrate", str(log), "--scheduler", "local", "--workers", str(n), "--out", model]
+            return ["journey", "calibrate", str(log), "--scheduler", "local", "--workers", str(n), "--out", str(model)]
         return cmd
 
     return ([("pandas.read_csv", "", pandas), ("memory", "cli", memory), ("stream", "cli", stream)]
             + [(f"dask {n}", "cli", dask(n)) for n in workers])
+
+
+def model_content(path: Path) -> dict | None:
+    """A model JSON without what names the run or the file (provenance, the log's path and hash): two
+    readers of the same rows must agree on everything else, to the bit."""
+    if not path.exists():
+        return None
+    model = json.loads(path.read_text())
+    model.pop("provenance", None)
+    for key in ("source", "sha256"):
+        model.get("log", {}).pop(key, None)
+    return model
 
 
 def main() -> None:
@@ -171,19 +188,23 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2", help="Dask worker counts")
     ap.add_argument("--skip-memory", action="store_true", help="skip the in-memory path at 51 M (~16 GB)")
     ap.add_argument("--only", default="", help="comma-separated method names to run (default: all)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs of each method below 51 M (the table shows the median wall; 51 M runs once)")
     args = ap.parse_args()
     FOLDER.mkdir(exist_ok=True)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     workers = [int(w) for w in args.workers.split(",") if w.strip()]
     only = {m.strip() for m in args.only.split(",") if m.strip()}
+    out = Path(tempfile.mkdtemp(prefix="journey-bench-out-"))
     table = []
     for size in sizes:
         rows = SIZES[size]
         logs = [parquet_log(10_000_000, 5)] if size == "51M" else [csv_log(rows), parquet_log(rows)]
+        first_model = None  # every method's model at this size must be the first one's
         for log in logs:
             n = n_rows(log)
             fmt = "Parquet folder" if log.is_dir() else log.suffix.lstrip(".")
-            for name, how, make in methods(workers):
+            for name, how, make in methods(workers, out):
                 if only and name not in only:
                     continue
                 if name == "memory" and size == "51M":
@@ -194,18 +215,27 @@ def main() -> None:
                     log_used = log
                 if log.suffix == ".parquet" and name in ("memory", "stream") and log.with_suffix(".csv").exists():
                     continue  # the single-process readers are measured on the CSV
-                cmd = make(log_used)
+                model = out / f"{size}-{fmt}-{name.replace(' ', '')}.json"
+                cmd = make(log_used, model)
                 if cmd is None:
                     continue
-                wall, peak, rc = measure(cmd, _env())
-                table.append((size, fmt, name, how, n, wall, peak, rc))
-                print(f"{size} {fmt} {name} ({how}): {wall:.1f} s, {peak:.2f} GB" + (f", exit {rc}" if rc else ""),
-                      file=sys.stderr)
-    print("| events | log | method | how | wall s | M events/s | peak RSS GB |")
-    print("|---|---|---|---|---:|---:|---:|")
-    for _size, fmt, name, how, n, wall, peak, rc in table:
+                runs = [measure(cmd, _env()) for _ in range(1 if size == "51M" else max(args.repeat, 1))]
+                walls = sorted(r[0] for r in runs)
+                wall, peak, rc = walls[len(walls) // 2], max(r[1] for r in runs), max(r[2] for r in runs)
+                same = ""
+                if how == "cli" and not rc:
+                    content = model_content(model)
+                    first_model = content if first_model is None else first_model
+                    same = "yes" if content == first_model else "NO"
+                table.append((size, fmt, name, how, n, wall, walls, peak, rc, same))
+                print(f"{size} {fmt} {name} ({how}): {wall:.1f} s (runs {', '.join(f'{w:.1f}' for w in walls)}), "
+                      f"{peak:.2f} GB, same model: {same or '-'}" + (f", exit {rc}" if rc else ""), file=sys.stderr)
+    print("| events | log | method | wall s (median) | runs | M events/s | peak RSS GB | same model |")
+    print("|---|---|---|---:|---|---:|---:|---|")
+    for _size, fmt, name, _how, n, wall, walls, peak, rc, same in table:
         rate = "failed" if rc else f"{n / wall / 1e6:.2f}"
-        print(f"| {n / 1e6:.1f} M | {fmt} | {name} | {how} | {wall:.1f} | {rate} | {peak:.2f} |")
+        print(f"| {n / 1e6:.1f} M | {fmt} | {name} | {wall:.1f} | {' '.join(f'{w:.1f}' for w in walls)} | {rate} "
+              f"| {peak:.2f} | {same} |")
 
 
 if __name__ == "__main__":
