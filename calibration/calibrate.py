@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -60,6 +61,9 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
     finite(inactivity_days, "--inactivity-days")  # nan and inf pass Typer's float parsing
     if reader not in READERS:
         raise InputError("unknown reader", where="--reader", value=reader, hint="use stream or memory")
+    if client is None and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", str(events)):
+        raise InputError("a URL is read on a Dask cluster", file=str(events), where="--scheduler",
+                         hint="add --scheduler local (or the cluster's tcp://host:8786), or copy the files here")
     if assignments is not None:
         _check_assignments(assignments, events, personas)
     discovery = None

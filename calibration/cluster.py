@@ -296,11 +296,6 @@ def _layout(plan: _Plan) -> Any:
     return None
 
 
-def _time_layout(plan: _Plan) -> dict:
-    """``layout=`` for parse_time when there is one (older timestamps.py has no such argument)."""
-    return {} if plan.layout is None else {"layout": plan.layout}
-
-
 def _sha256(plan: _Plan) -> str:
     """SHA-256 of the file, or of the folder's files one after the other; "" when remote."""
     if "file" not in (plan.fs.protocol if isinstance(plan.fs.protocol, tuple) else (plan.fs.protocol,)):
@@ -368,7 +363,7 @@ def _summarize(plan: _Plan, piece: _Piece) -> _Summary:
     try:
         no_nulls(pc.cast(table[src["customer_id"]], pa.string()), path, src["customer_id"], rows)
         step = 1
-        time = parse_time(table[src["timestamp"]], path, src["timestamp"], rows, mp.timestamp, **_time_layout(plan))
+        time = parse_time(table[src["timestamp"]], path, src["timestamp"], rows, mp.timestamp, layout=plan.layout)
         step = 2
         no_nulls(table[src["touchpoint"]], path, src["touchpoint"], rows)
         out.touchpoints = _distinct(table[src["touchpoint"]])
@@ -449,7 +444,7 @@ def _frame(plan: _Plan, piece: _Piece) -> pd.DataFrame:
         # text times parsed once here (pass A checked them): 8 bytes a row through the shuffle, and
         # parse_time reads the typed UTC column back to the same days
         ns = parse_time_ns(table[src["timestamp"]], Path(plan.source), src["timestamp"], rows, plan.mapping.timestamp,
-                       **_time_layout(plan))
+                       layout=plan.layout)
         i = table.schema.get_field_index(src["timestamp"])
         table = table.set_column(i, src["timestamp"], pa.array(ns, pa.int64()).cast(pa.timestamp("ns", "UTC")))
     ids = pc.dictionary_encode(pc.cast(table[column_sources(plan.mapping)["customer_id"]], pa.string()))

@@ -64,6 +64,9 @@ def test_calibrate_readers_and_a_local_dask_cluster_give_the_same_model(tmp_path
     assert models["memory"] == models["stream"] == models["dask"]
     bad = invoke("calibrate", parquet, "--out", tmp_path / "x.json", "--reader", "disk")
     assert bad.exit_code == 2 and "--reader" in bad.stderr and not (tmp_path / "x.json").exists()
+    url = invoke("calibrate", "s3://bucket/log/", "--out", tmp_path / "x.json")  # no cluster: said so, URL intact
+    assert url.exit_code == 2 and "s3://bucket/log/: --scheduler: a URL is read on a Dask cluster" in url.stderr
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_simulate_summary_manifest_and_interval(tmp_path):
