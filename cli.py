@@ -144,6 +144,10 @@ Customers = Annotated[int | None, typer.Option(help="Cohort size per replication
 Seed = Annotated[int | None, typer.Option(help="Random seed; the same seed gives identical JSON.")]
 Replications = Annotated[int, typer.Option(help="Independent runs; the CI comes from their spread.")]
 Jobs = Annotated[int, typer.Option(help="Parallel processes for replications (same results as 1).")]
+Scheduler = Annotated[str | None, typer.Option(help="Run the replications on a Dask cluster: its scheduler's "
+                                                    "address (tcp://host:8786), or local for one on this machine; "
+                                                    "the same results as here (docs/cluster.md).")]
+Workers = Annotated[int, typer.Option(min=1, max=256, help="Workers of --scheduler local.")]
 Engine = Annotated[str, typer.Option(help="auto (simpy when the scenario has [capacity]), fast or simpy.")]
 Out = Annotated[Path | None, typer.Option(help="Run directory (default results/<command>-<UTC time>/).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
@@ -183,7 +187,7 @@ def calibrate(
     scheduler: Annotated[str | None, typer.Option(help="Sum the buckets on a Dask cluster: its scheduler's address "
                                                        "(tcp://host:8786), or local for a cluster on this machine "
                                                        "(see docs/cluster.md).")] = None,
-    workers: Annotated[int, typer.Option(min=1, max=256, help="Workers of --scheduler local.")] = 2,
+    workers: Workers = 2,
 ) -> None:
     """Estimate a journey model from an event log."""
     from application.calibrate import run_calibrate
@@ -195,7 +199,8 @@ def calibrate(
 
 
 @app.command(epilog="Examples: journey simulate model.json --customers 1000000 --seed 7\n\n"
-                    "journey simulate scenarios/examples/checkout_fix.toml --replications 10 --jobs 2")
+                    "journey simulate scenarios/examples/checkout_fix.toml --replications 10 --jobs 2\n\n"
+                    "journey simulate model.json --replications 40 --scheduler tcp://host:8786")
 @handled
 def simulate(
     target: Annotated[Path, _path_arg(metavar="MODEL_OR_SCENARIO", help="Model JSON or scenario TOML.")],
@@ -211,12 +216,15 @@ def simulate(
     draws: Draws = DEFAULT_DRAWS,
     out: Out = None,
     quiet: Quiet = False,
+    scheduler: Scheduler = None,
+    workers: Workers = 2,
 ) -> None:
     """Simulate customers through a calibrated journey."""
     from application.simulate import simulate_command
 
     simulate_command(target, customers=customers, seed=seed, replications=replications, engine=engine,
-                     horizon_days=horizon_days, jobs=jobs, events_out=events_out, draws=draws, out=out, quiet=quiet)
+                     horizon_days=horizon_days, jobs=jobs, events_out=events_out, draws=draws, out=out, quiet=quiet,
+                     scheduler=scheduler, workers=workers)
 
 
 @app.command(epilog="Example: journey compare model.json scenarios/examples/checkout_fix.toml --out results/cmp")
@@ -232,12 +240,14 @@ def compare(
     draws: Draws = DEFAULT_DRAWS,
     out: Out = None,
     quiet: Quiet = False,
+    scheduler: Scheduler = None,
+    workers: Workers = 2,
 ) -> None:
     """Compare scenarios with a baseline using common random numbers."""
     from application.compare import compare_command
 
     compare_command(base, scenarios, customers=customers, seed=seed, replications=replications, engine=engine,
-                    jobs=jobs, draws=draws, out=out, quiet=quiet)
+                    jobs=jobs, draws=draws, out=out, quiet=quiet, scheduler=scheduler, workers=workers)
 
 
 @app.command(epilog="Example: journey hotspots model.json --top 10")

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+from application.cluster import dask_client, scheduler_args
 from application.progress import read_progress
 from application.rundir import check_output_file, provenance, utc_now, write_text_atomic
 from calibration.calibrate import calibration
@@ -50,8 +49,7 @@ def run_calibrate(events: str | Path, out: str | Path, *, stages: str | None = N
         args["currency"] = currency
     if reader != "stream":
         args["reader"] = reader
-    if scheduler is not None:
-        args.update(scheduler=scheduler, workers=workers if scheduler == "local" else None)
+    args.update(scheduler_args(scheduler, workers))
     model.provenance = provenance("calibrate", args, [events, mapping], started=started,
                                   known_hashes={str(events): model.log_summary["sha256"]})
     model.provenance["finished"] = utc_now()
@@ -73,18 +71,6 @@ def lean_arrow_memory() -> None:
         pa.set_memory_pool(pa.jemalloc_memory_pool())
     except NotImplementedError:  # a pyarrow built without jemalloc: keep its default
         pass
-
-
-@contextmanager
-def dask_client(scheduler: str | None, workers: int) -> Iterator[object | None]:
-    """A Dask client for --scheduler (None without one): a local cluster of ``workers``, or the address given."""
-    if scheduler is None:
-        yield None
-        return
-    from calibration.cluster import connect
-
-    with connect(scheduler, workers) as client:
-        yield client
 
 
 def _show(model: Model, out: str | Path, assignments: str | Path | None) -> None:

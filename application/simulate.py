@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from application.cluster import check_runner, dask_client, scheduler_args
 from application.context import RunContext
 from application.rundir import check_output_file, check_run_out, run_directory
 from sim.errors import InputError
@@ -13,17 +14,19 @@ from sim.summary import Summary, weekly_csv
 
 def simulate_command(target: str | Path, *, customers: int | None, seed: int | None, replications: int,
                      engine: str, horizon_days: float | None, jobs: int, events_out: str | Path | None, draws: int,
-                     out: str | Path | None, quiet: bool) -> None:
+                     out: str | Path | None, quiet: bool, scheduler: str | None = None, workers: int = 2) -> None:
     """The command: a note on --jobs, the run under a progress bar, the summary on the terminal."""
     from application.progress import progress_bar
     from application.terminal import echo, render_note, render_summary
 
+    check_runner(jobs, scheduler)
     render_note(jobs_note(jobs, replications))
     total = (customers or 0) * replications
     with progress_bar("simulating", total or None, quiet=quiet) as advance:
         path, summary = run_simulate(target, customers=customers, seed=seed, replications=replications,
                                      engine=engine, out=out, horizon_days=horizon_days, jobs=jobs,
-                                     events_out=events_out, progress=advance, draws=draws)
+                                     events_out=events_out, progress=advance, draws=draws, scheduler=scheduler,
+                                     workers=workers)
     render_summary(summary.to_dict())
     echo(f"-> {path / 'summary.json'}")
 
@@ -42,8 +45,10 @@ def _check_events_out(events_out: str | Path, out: str | Path | None, inputs: li
 def run_simulate(path: str | Path, *, customers: int | None, seed: int | None, replications: int,
                  engine: str, out: str | Path | None, horizon_days: float | None = None, jobs: int = 1,
                  events_out: str | Path | None = None, progress: Callable[[int], None] | None = None,
-                 draws: int = 0) -> tuple[Path, Summary]:
-    """Simulate, then write the run directory (summary.json, weekly.csv, funnel.png) and the event log."""
+                 draws: int = 0, scheduler: str | None = None, workers: int = 2) -> tuple[Path, Summary]:
+    """Simulate, then write the run directory (summary.json, weekly.csv, funnel.png) and the event log;
+    ``scheduler``: the replications on a Dask cluster (``local``: one of ``workers`` here), same results."""
+    check_runner(jobs, scheduler)
     target = load_target(path)
     ctx = RunContext.from_option(seed)
     if out is not None:  # fail before the work, not after it
@@ -53,9 +58,11 @@ def run_simulate(path: str | Path, *, customers: int | None, seed: int | None, r
     args = {"target": str(path), "customers": customers, "seed": ctx.seed, "replications": replications,
             "engine": engine, "horizon_days": horizon_days, "jobs": jobs,
             "events_out": str(events_out) if events_out else None, "draws": draws}
-    summary, results = simulate_target(target, customers=customers, streams=ctx, replications=replications,
-                                       engine=engine, horizon_days=horizon_days, jobs=jobs, progress=progress,
-                                       draws=draws)
+    args.update(scheduler_args(scheduler, workers))
+    with dask_client(scheduler, workers) as client:
+        summary, results = simulate_target(target, customers=customers, streams=ctx, replications=replications,
+                                           engine=engine, horizon_days=horizon_days, jobs=jobs, progress=progress,
+                                           draws=draws, client=client)
     with run_directory("simulate", out, args, target.inputs, seed=ctx.seed) as run:
         run.json("summary.json", summary.to_dict())
         run.text("weekly.csv", weekly_csv(results))

@@ -36,6 +36,7 @@ from sim.simulate import (
     Target,
     children,
     choose_engine,
+    on_cluster,
     run_replications,
     target_draws,
 )
@@ -165,11 +166,15 @@ def _batch_sizes(n: int, k: int) -> list[int]:
 
 
 def _simulate(target: Target, n: int, streams: Streams, replications: int, engine: str, horizon: float | None,
-              batches: int, jobs: int, advance: Callable[[float], None]) -> list[EngineResult]:
+              batches: int, jobs: int, advance: Callable[[float], None], client=None) -> list[EngineResult]:
     """The pairing units of one target: its replications, or its batches when R = 1."""
     sc = target.scenario
     arrival = sc.arrival_days if sc is not None else None
     capacity = (sc.capacity or None) if sc is not None else None
+    if batches > 1 and client is not None:  # the batches as tasks: the same children, so the same results
+        tasks = [("fast", target.model, size, child, horizon, arrival, None)
+                 for size, child in zip(_batch_sizes(n, batches), children(streams.stream("batches"), batches))]
+        return on_cluster(client, tasks, advance)
     if batches > 1:
         from sim.engines import fast
 
@@ -180,7 +185,7 @@ def _simulate(target: Target, n: int, streams: Streams, replications: int, engin
         return out
     return run_replications(target.model, n, streams.stream("replications"), replications, engine=engine,
                             horizon_days=horizon,
-                            arrival_days=arrival, capacity=capacity, jobs=jobs, progress=advance)
+                            arrival_days=arrival, capacity=capacity, jobs=jobs, progress=advance, client=client)
 
 
 def _pooled(units: list[EngineResult], batched: bool) -> list[EngineResult]:
@@ -296,8 +301,8 @@ def comparison_csv(comparison: Comparison) -> str:
 
 def compare_targets(base: Target, scenarios: list[Target], *, customers: int | None, streams: Streams,
                     replications: int = 1, engine: str = "auto", jobs: int = 1,
-                    progress: Callable[[float], None] | None = None, draws: int = 0) -> Comparison:
-    """The comparison record (no files written)."""
+                    progress: Callable[[float], None] | None = None, draws: int = 0, client=None) -> Comparison:
+    """The comparison record (no files written); ``client``: run the replications on a Dask cluster."""
     if not scenarios:
         raise InputError("give at least one scenario to compare with the base", where="SCENARIO")
     if replications < 1:
@@ -312,7 +317,7 @@ def compare_targets(base: Target, scenarios: list[Target], *, customers: int | N
     advance = progress or (lambda amount: None)
 
     seed = streams.seed
-    units = [_simulate(t, n, streams, replications, chosen, horizon, batches, jobs, advance) for t in targets]
+    units = [_simulate(t, n, streams, replications, chosen, horizon, batches, jobs, advance, client) for t in targets]
     exacts = [evaluate(t.model, horizon_days=horizon) for t in targets]
     summaries = []
     for target, u, exact in zip(targets, units, exacts):

@@ -172,10 +172,10 @@ def jobs_note(jobs: int, replications: int, cores: int | None = None) -> str | N
 def run_replications(model: Model, customers: int, seed: np.random.SeedSequence | int, replications: int, *,
                      engine: str = "fast", horizon_days: float | None = None, arrival_days: float | None = None,
                      capacity: dict | None = None, jobs: int = 1,
-                     progress: Callable[[int], None] | None = None) -> list[EngineResult]:
+                     progress: Callable[[int], None] | None = None, client=None) -> list[EngineResult]:
     """R independent replications, the spawn children of ``seed`` (an int: of SeedSequence(seed)).
 
-    The results are the same for any ``jobs``."""
+    The results are the same for any ``jobs``, and on a Dask ``client``'s workers (one task a replication)."""
     if customers < 1:
         raise InputError("must be at least 1", where="--customers", value=customers)
     if replications < 1:
@@ -186,6 +186,8 @@ def run_replications(model: Model, customers: int, seed: np.random.SeedSequence 
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     tasks = [(engine, model, customers, ss, horizon_days, arrival_days, capacity)
              for ss in children(root, replications)]
+    if client is not None:  # (``jobs`` is for a run here)
+        return on_cluster(client, tasks, progress)
     if jobs == 1 or replications == 1:
         return [_run_one(task, progress) for task in tasks]
     from concurrent.futures import ProcessPoolExecutor  # lazy: most runs are single-process
@@ -197,6 +199,26 @@ def run_replications(model: Model, customers: int, seed: np.random.SeedSequence 
             if progress is not None:
                 progress(customers)
         return out
+
+
+def on_cluster(client, tasks: list[tuple], progress: Callable[[int], None] | None = None) -> list[EngineResult]:
+    """``(engine, model, customers, seed, horizon, arrival, capacity)`` tasks on a Dask cluster, results in
+    task order: the seeds travel with the tasks, so the results are those of a run here. The model goes to
+    each worker once."""
+    model = client.scatter(tasks[0][1], broadcast=True)
+    futures = client.map(_run_with, [model] * len(tasks), [(t[0], *t[2:]) for t in tasks], pure=False)
+    out = []
+    for task, future in zip(tasks, futures):
+        out.append(future.result())
+        if progress is not None:
+            progress(task[2])
+    return out
+
+
+def _run_with(model: Model, task: tuple) -> EngineResult:
+    """One replication on a worker, of the model scattered there."""
+    engine, *rest = task
+    return _run_one((engine, model, *rest))
 
 
 def children(root: np.random.SeedSequence, n: int) -> list[np.random.SeedSequence]:
@@ -211,9 +233,10 @@ EXPECTED_NOTE_CAPACITY = ("expected_conversion_rate ignores capacity limits (que
 
 def simulate_target(target: Target, *, customers: int | None = None, streams: Streams, replications: int = 1,
                     engine: str = "auto", horizon_days: float | None = None, jobs: int = 1,
-                    progress: Callable[[int], None] | None = None, draws: int = 0
+                    progress: Callable[[int], None] | None = None, draws: int = 0, client=None
                     ) -> tuple[Summary, list[EngineResult]]:
-    """Simulate one target: its summary.json record and the replications' results (nothing written)."""
+    """Simulate one target: its summary.json record and the replications' results (nothing written);
+    ``client``: run the replications on a Dask cluster."""
     sc = target.scenario
     n = customers if customers is not None else (getattr(sc, "customers", None) or 100_000)
     horizon = horizon_days if horizon_days is not None else getattr(sc, "horizon_days", None)
@@ -223,7 +246,7 @@ def simulate_target(target: Target, *, customers: int | None = None, streams: St
     chosen = choose_engine(engine, [target])
     results = run_replications(target.model, n, streams.stream("replications"), replications, engine=chosen,
                                horizon_days=horizon, arrival_days=arrival, capacity=capacity, jobs=jobs,
-                               progress=progress)
+                               progress=progress, client=client)
     exact = evaluate(target.model, horizon_days=horizon)
     summary = summarize(target.model, results, exact, customers=n, seed=streams.seed, engine=chosen,
                         horizon_days=horizon)

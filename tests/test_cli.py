@@ -165,3 +165,22 @@ def test_version():
 
     result = invoke("--version")
     assert result.exit_code == 0 and result.output.strip() == f"journey {__version__}"
+
+
+def test_simulate_and_compare_on_a_local_dask_cluster_write_the_same_records(tmp_path):
+    """--scheduler local runs the replications on two workers: the same summary.json and comparison.json;
+    the manifest says where they ran; --jobs with --scheduler is refused before anything is written."""
+    pytest.importorskip("distributed")
+    fix = DEMO_MODEL.parents[1] / "examples" / "checkout_fix.toml"
+    for name, extra in (("here", []), ("there", ["--scheduler", "local", "--workers", "2"])):
+        assert invoke("simulate", DEMO_MODEL, "--customers", "4000", "--replications", "3", "--seed", "1",
+                      "--out", tmp_path / f"sim-{name}", "--quiet", *extra).exit_code == 0
+        assert invoke("compare", DEMO_MODEL, fix, "--customers", "4000", "--replications", "2", "--seed", "1",
+                      "--out", tmp_path / f"cmp-{name}", "--quiet", *extra).exit_code == 0
+    for run, record in (("sim", "summary.json"), ("cmp", "comparison.json")):
+        assert (tmp_path / f"{run}-here" / record).read_bytes() == (tmp_path / f"{run}-there" / record).read_bytes()
+        manifest = json.loads((tmp_path / f"{run}-there" / "manifest.json").read_text())
+        assert manifest["arguments"]["scheduler"] == "local" and manifest["arguments"]["workers"] == 2
+        assert "scheduler" not in json.loads((tmp_path / f"{run}-here" / "manifest.json").read_text())["arguments"]
+    both = invoke("simulate", DEMO_MODEL, "--jobs", "2", "--scheduler", "local", "--out", tmp_path / "x")
+    assert both.exit_code == 2 and "--jobs" in both.stderr and not (tmp_path / "x").exists()

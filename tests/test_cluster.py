@@ -233,3 +233,27 @@ def test_an_fsspec_url_reads_the_same_rows(client, logs):
     assert by_url.source == f"file://{folder}" and by_url.sha256 == by_path.sha256
     assert [b for b, _ in url_parts] == [b for b, _ in parts]
     assert all(np.array_equal(a.row, b.row) for (_, a), (_, b) in zip(url_parts, parts))
+
+
+def test_replications_and_batches_on_the_cluster_are_those_run_here(client):
+    """simulate's replications (fast and SimPy) and compare's batches as tasks on the workers: the seeds go
+    with the tasks, so the records are the same, to the bit."""
+    from application.context import RunContext
+    from conftest import DEMO_MODEL
+    from sim.compare import compare_targets
+    from sim.simulate import load_target, simulate_target
+
+    examples = DEMO_MODEL.parents[1] / "examples"
+    for target, engine in ((load_target(DEMO_MODEL), "fast"), (load_target(examples / "sales_chat_capacity.toml"),
+                                                               "auto")):
+        runs = [simulate_target(target, customers=3000, streams=RunContext.from_option(4), replications=3,
+                                engine=engine, client=c)
+                for c in (None, client)]
+        assert runs[0][0].to_dict() == runs[1][0].to_dict()
+        assert all(np.array_equal(a.reached, b.reached) and np.array_equal(a.interactions, b.interactions)
+                   for a, b in zip(runs[0][1], runs[1][1]))
+    base = load_target(DEMO_MODEL)
+    fix = load_target(examples / "checkout_fix.toml", on=base)
+    here, there = (compare_targets(base, [fix], customers=40_000, streams=RunContext.from_option(2), client=c)
+                   for c in (None, client))  # one replication: the cohort runs in batches
+    assert here.to_dict() == there.to_dict()
