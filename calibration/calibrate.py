@@ -75,6 +75,7 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
     phases = dwell_model == "phases"
     load = {"stages": stages, "conversion_stage": conversion_stage, "mapping": mapping, "before": before}
     log = posterior = record = None
+    files: list[Path] = []  # the log's files, hashed during the estimate (the streaming reader's)
     if k is not None or reader == "memory":
         if client is None and Path(events).is_dir():
             raise InputError("a folder of Parquet files is read in batches, not whole", file=events,
@@ -91,9 +92,18 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
 
         st = cluster_stats(events, client, inactivity_days=inactivity_days, phases=phases, **load)
     else:
-        st = _streamed(events, load, inactivity_days=inactivity_days, phases=phases, progress=progress)
-    model = estimate_stats(st, inactivity_days=inactivity_days, censoring=censoring, dwell=dwell,
-                           touch_order=touch_order)
+        st, files = _streamed(events, load, inactivity_days=inactivity_days, phases=phases, progress=progress)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # the streamed log's hash on the core the estimate leaves idle (reading keeps both busy)
+        digest = None
+        if files:
+            from calibration.stream import sha256_of_files
+
+            digest = pool.submit(sha256_of_files, files)
+        model = estimate_stats(st, inactivity_days=inactivity_days, censoring=censoring, dwell=dwell,
+                               touch_order=touch_order)
+        if digest is not None:
+            st.sha256 = model.log_summary["sha256"] = digest.result()
     if st.experience is not None:
         model.extras["experience"] = satisfaction_section(st.experience, st.stages, st.touchpoints)
     csv = None
@@ -111,14 +121,15 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
 
 
 def _streamed(events: str | Path, load: dict, *, inactivity_days: float, phases: bool,
-              progress: Callable[[str, int, int], None] | None) -> LogStats:
-    """The log's statistics, read in batches and summed bucket by bucket (calibration/stream.py)."""
+              progress: Callable[[str, int, int], None] | None) -> tuple[LogStats, list[Path]]:
+    """The log's statistics, read in batches and summed bucket by bucket (calibration/stream.py), and the
+    files read, not yet hashed (``sha256`` "")."""
     from calibration.stream import open_stream
 
     def reading(done: int, total: int) -> None:  # the stream reports the bytes of its one pass
         progress("reading", done, total)
 
-    with open_stream(events, progress=None if progress is None else reading, **load) as stream:
+    with open_stream(events, progress=None if progress is None else reading, hash_log=False, **load) as stream:
         buckets = stream.bucket_ids()
 
         def summed(end: float) -> tuple[StatsSum, float]:
@@ -139,8 +150,8 @@ def _streamed(events: str | Path, load: dict, *, inactivity_days: float, phases:
 
         total, _ = at_log_end(summed, stream.end)
         st = total.result()
-    st.source, st.sha256 = stream.source, stream.sha256
-    return st
+    st.source, st.sha256 = stream.source, ""
+    return st, stream.files
 
 
 def _check_assignments(path: str | Path, events: str | Path, personas: str | int | None) -> None:

@@ -78,6 +78,7 @@ class StreamedLog:
     end: float
     rows_read: int
     buckets: int
+    files: list[Path]  # the file, or the folder's Parquet files in the order they were read
     _mapping: Mapping = field(repr=False)
     _before: float | None = field(repr=False)
     _folder: Path = field(repr=False)
@@ -133,10 +134,11 @@ class StreamedLog:
 def open_stream(path: str | Path, *, stages: str | list[str] | None = None, conversion_stage: str | None = None,
                 mapping: str | Path | Mapping | None = None, before: float | None = None, buckets: int = BUCKETS,
                 progress: Progress | None = None, workdir: str | Path | None = None,
-                block_size: int = _BLOCK, hold_bytes: int = HOLD_BYTES) -> StreamedLog:
+                block_size: int = _BLOCK, hold_bytes: int = HOLD_BYTES, hash_log: bool = True) -> StreamedLog:
     """Read the log once (bounded memory) into per-bucket spill files; the same checks and messages as
     `load_events`. ``progress(done, total)``: bytes in pass 1, then buckets in parts(). Buckets stay in
-    memory while they take under ``hold_bytes`` (Arrow bytes), else they go to disk."""
+    memory while they take under ``hold_bytes`` (Arrow bytes), else they go to disk. ``hash_log=False``:
+    no SHA-256 while reading (``sha256`` is ""; the caller hashes ``files`` when a core is free)."""
     path = Path(path)
     mp = as_mapping(mapping)
     stage_names, conv = parse_stages(stages if stages is not None else mp.stages,
@@ -145,20 +147,20 @@ def open_stream(path: str | Path, *, stages: str | list[str] | None = None, conv
     folder = Path(tempfile.mkdtemp(prefix="journey-stream-", dir=workdir))
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:  # hashing overlaps the reading
-            digest = pool.submit(sha256_of_files, files)
+            digest = pool.submit(sha256_of_files, files) if hash_log else None
             # a log that may outgrow the hold goes to disk from the start: memory handed back after a
             # late spill stays with the allocator
             hold = hold_bytes if _arrow_bytes(files) <= hold_bytes else 0
             p = _read(path, files, mp, stage_names, before, buckets, folder, progress, block_size, hold)
             p.raise_first()
-            sha = digest.result()
+            sha = digest.result() if digest is not None else ""
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return StreamedLog(
         source=str(path), sha256=sha, stages=stage_names, conversion_stage=conv, touchpoints=sorted(p.touchpoints),
         personas=p.persona_list(), notes={"persona_column": p.persona_note()}, end=p.end / NS_PER_DAY,
-        rows_read=p.rows_read, buckets=buckets, _mapping=mp, _before=before, _folder=folder, _kept=p.kept,
+        rows_read=p.rows_read, buckets=buckets, files=files, _mapping=mp, _before=before, _folder=folder, _kept=p.kept,
         _progress=progress, _held=p.held)
 
 
