@@ -131,6 +131,27 @@ def test_mappings_stream_like_the_whole_log(tmp_path, extra):
     same_parts(log, mapping=mapping)
 
 
+def test_a_parquet_log_under_a_filter_keeps_the_kept_rows_vocabulary(tmp_path):
+    """The stream reads a Parquet log's text columns as dictionaries, except under a [filter]: a row
+    group's dictionary would still name what the dropped rows hold (here a touchpoint only they have)."""
+    n = 4_000
+    table = pa.table({
+        "customer_id": [f"c{i % 301}" for i in range(n)],
+        "timestamp": [f"2024-0{1 + i // 1000}-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z" for i in range(n)],
+        "touchpoint": ["fax" if i % 97 == 5 else ["web", "email", "call"][i % 3] for i in range(n)],
+        "stage": [["awareness", "consideration"][i % 2] for i in range(n)],
+        "status": ["DRAFT" if i % 97 == 5 else "DONE" for i in range(n)]})
+    log = tmp_path / "log.parquet"
+    pq.write_table(table, log, row_group_size=1_000)
+    mapping = tmp_path / "map.toml"
+    mapping.write_text('[filter]\nstatus = "DONE"\n')
+    same_parts(log, mapping=mapping)
+    with open_stream(log, mapping=mapping) as s:
+        assert "fax" not in s.touchpoints
+    with open_stream(log) as s:  # no filter: read as dictionaries, the same names as the whole log
+        assert s.touchpoints == load_events(log).touchpoints == ["call", "email", "fax", "web"]
+
+
 def test_an_unknown_stage_on_a_row_the_filter_drops_is_not_refused(tmp_path):
     """The stream checks stages by each batch's dictionary; after a [filter] a dictionary may still hold
     a dropped row's value, so there every kept row is checked instead (as load_events does)."""
