@@ -21,7 +21,7 @@ once (phases beyond a candidate's count held at weight 0), each shape stopping o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -480,28 +480,44 @@ def _by_way(pi: np.ndarray, K1: int) -> np.ndarray:
     return np.ascontiguousarray(pi.reshape(-1, K1, pi.shape[-1]).transpose(1, 2, 0))
 
 
+QUIET_BLOCK = 1 << 20  # quiet rows weighed at once: their [phases, rows] arrays stay bounded however long the log
+
+
 def _quiet_weights(quiet: Quiet, way: np.ndarray, pi: np.ndarray, lam: np.ndarray, stay_rate: np.ndarray,
                    out0: np.ndarray) -> np.ndarray:
-    """P(over) of each quiet row under the current ways and shapes (see Quiet)."""
+    """P(over) of each quiet row under the current ways and shapes (see Quiet), a block of rows at a time
+    (each row's weight is its own: the blocks give the rows' weights as one pass would)."""
     K1 = way.shape[-1]
-    ps = quiet.ps
     way_of = way.reshape(-1, K1)  # gathered one way at a time: a [rows, ways] copy is what grows with the log
-    ways = _by_way(pi, K1)
-    flat_lam = lam.reshape(-1, K1)
     need = n_phases(pi.reshape(-1, K1, pi.shape[-1]))  # [P * S, 1 + S]: phases past the last weighted add nothing
+    ps = quiet.ps
+    # phases summed per way out: the whole log's, so every block sums the same terms
+    phases = [int(need[ps, o][way_of[ps, o] > 0].max(initial=0)) for o in range(K1)]
+    phases0 = int(need[ps, 0].max(initial=1))
+    ways, flat_lam = _by_way(pi, K1), lam.reshape(-1, K1)
+    out = np.empty(ps.size)
+    for lo in range(0, ps.size, QUIET_BLOCK):
+        rows = slice(lo, lo + QUIET_BLOCK)
+        block = Quiet(**{f.name: getattr(quiet, f.name)[rows] for f in fields(Quiet)})
+        out[rows] = _quiet_block(block, way_of, ways, flat_lam, phases, phases0, stay_rate, out0)
+    return out
+
+
+def _quiet_block(quiet: Quiet, way_of: np.ndarray, ways: np.ndarray, flat_lam: np.ndarray, phases: list[int],
+                 phases0: int, stay_rate: np.ndarray, out0: np.ndarray) -> np.ndarray:
+    """`_quiet_weights` of a block of quiet rows."""
+    ps = quiet.ps
     t_cut = np.maximum(quiet.t_row + quiet.quiet, 1e-12)
     surv = np.zeros(ps.size)
-    for o in range(K1):
+    for o, k in enumerate(phases):
         on = way_of[ps, o] > 0
         if on.any():
             cells = ps[on]
-            k = int(need[cells, o].max())
             surv[on] += way_of[cells, o] * mixture_survival(ways[o, :k][:, cells], flat_lam[cells, o] * t_cut[on], k)
     del t_cut
     log_b = -stay_rate[ps] * quiet.quiet + np.log(np.maximum(surv, 1e-300))
     del surv
-    k = int(need[ps, 0].max(initial=1))
-    dens = _density(ways[0, :k][:, ps], flat_lam[ps, 0], quiet.t_row, k)
+    dens = _density(ways[0, :phases0][:, ps], flat_lam[ps, 0], quiet.t_row, phases0)
     log_a = quiet.log_odds + np.where(
         quiet.timed, np.log(np.maximum(way_of[ps, 0] * dens, 1e-300)) - np.log(np.maximum(out0[ps], 1e-300)), 0.0)
     with np.errstate(over="ignore"):

@@ -321,3 +321,17 @@ def test_a_scenario_chain_keeps_the_base_states():
     for p in range(WORLD.n_personas):
         a, b = generator(WORLD, p), generator(out, p)
         assert a.Q.shape == b.Q.shape and np.array_equal(a.stage_of, b.stage_of)
+
+
+def test_quiet_rows_weighed_in_blocks_give_the_same_model(tmp_path, monkeypatch):
+    """The phase fit weighs quiet rows a block at a time (bounded memory); any block size, the same model."""
+    from calibration import phases as phase_fit
+
+    world = with_phases(with_leave_speeds(make_world(302), seed=302), 4)
+    path = tmp_path / "events.csv"
+    simulate_log(world, 3_000, seed=5, arrival_days=90.0, observe_days=90.0).events.to_csv(path, index=False)
+    log = load_events(path)
+    whole = estimate(log, dwell="phases")
+    monkeypatch.setattr(phase_fit, "QUIET_BLOCK", 97)
+    assert estimate(log, dwell="phases").to_dict() == whole.to_dict()
+    assert whole.phases.shape[-1] > 1  # the shapes were fitted, not the exponential shortcut
