@@ -31,6 +31,7 @@ from sim.phases import FAR, cumulated, kbar, mixture_survival, n_phases, poisson
 CANDIDATES = (1, 2, 3, 4, 6, 8, 12, 16)
 _CLIMB = ((1, 2, 3, 4), (6, 8), (12, 16))  # candidates fitted together; later groups only where the climb goes on
 ROUNDS = 3  # quiet rows reweighted with the shapes, then the EM again
+QUIET_BLOCK = 1 << 20  # quiet rows weighed at once: their [phases, rows] arrays stay bounded however long the log
 OUTER_ITERATIONS = 40
 INNER = 2  # shape steps per outer iteration
 SELECT_ITERATIONS = 200
@@ -480,26 +481,20 @@ def _by_way(pi: np.ndarray, K1: int) -> np.ndarray:
     return np.ascontiguousarray(pi.reshape(-1, K1, pi.shape[-1]).transpose(1, 2, 0))
 
 
-QUIET_BLOCK = 1 << 20  # quiet rows weighed at once: their [phases, rows] arrays stay bounded however long the log
-
-
 def _quiet_weights(quiet: Quiet, way: np.ndarray, pi: np.ndarray, lam: np.ndarray, stay_rate: np.ndarray,
                    out0: np.ndarray) -> np.ndarray:
-    """P(over) of each quiet row under the current ways and shapes (see Quiet), a block of rows at a time
-    (each row's weight is its own: the blocks give the rows' weights as one pass would)."""
+    """P(over) of each quiet row under the current ways and shapes (see Quiet), QUIET_BLOCK rows at a time."""
     K1 = way.shape[-1]
     way_of = way.reshape(-1, K1)  # gathered one way at a time: a [rows, ways] copy is what grows with the log
     need = n_phases(pi.reshape(-1, K1, pi.shape[-1]))  # [P * S, 1 + S]: phases past the last weighted add nothing
     ps = quiet.ps
-    # phases summed per way out: the whole log's, so every block sums the same terms
+    # the phases summed per way out are the whole log's: every block sums the same terms, as one pass would
     phases = [int(need[ps, o][way_of[ps, o] > 0].max(initial=0)) for o in range(K1)]
-    phases0 = int(need[ps, 0].max(initial=1))
-    ways, flat_lam = _by_way(pi, K1), lam.reshape(-1, K1)
+    ways, flat_lam, phases0 = _by_way(pi, K1), lam.reshape(-1, K1), int(need[ps, 0].max(initial=1))
     out = np.empty(ps.size)
     for lo in range(0, ps.size, QUIET_BLOCK):
-        rows = slice(lo, lo + QUIET_BLOCK)
-        block = Quiet(**{f.name: getattr(quiet, f.name)[rows] for f in fields(Quiet)})
-        out[rows] = _quiet_block(block, way_of, ways, flat_lam, phases, phases0, stay_rate, out0)
+        block = Quiet(**{f.name: getattr(quiet, f.name)[lo:lo + QUIET_BLOCK] for f in fields(Quiet)})
+        out[lo:lo + QUIET_BLOCK] = _quiet_block(block, way_of, ways, flat_lam, phases, phases0, stay_rate, out0)
     return out
 
 
@@ -514,9 +509,7 @@ def _quiet_block(quiet: Quiet, way_of: np.ndarray, ways: np.ndarray, flat_lam: n
         if on.any():
             cells = ps[on]
             surv[on] += way_of[cells, o] * mixture_survival(ways[o, :k][:, cells], flat_lam[cells, o] * t_cut[on], k)
-    del t_cut
     log_b = -stay_rate[ps] * quiet.quiet + np.log(np.maximum(surv, 1e-300))
-    del surv
     dens = _density(ways[0, :phases0][:, ps], flat_lam[ps, 0], quiet.t_row, phases0)
     log_a = quiet.log_odds + np.where(
         quiet.timed, np.log(np.maximum(way_of[ps, 0] * dens, 1e-300)) - np.log(np.maximum(out0[ps], 1e-300)), 0.0)
