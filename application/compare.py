@@ -20,8 +20,8 @@ def compare_command(base: str | Path, scenarios: list[str | Path], *, customers:
     from sim.simulate import jobs_note
 
     run_size(customers or 1, replications)  # at once: a cohort of R = 1 runs in batches, not replications
-    check_runner(jobs, scheduler)
-    render_note(jobs_note(jobs, replications))
+    if scheduler is None:  # (with one, run_compare refuses --jobs above 1)
+        render_note(jobs_note(jobs, replications))
     path, comparison = run_compare(base, scenarios, customers=customers, seed=seed, replications=replications,
                                    engine=engine, jobs=jobs, out=out, quiet=quiet, draws=draws, scheduler=scheduler,
                                    workers=workers)

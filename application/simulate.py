@@ -19,8 +19,8 @@ def simulate_command(target: str | Path, *, customers: int | None, seed: int | N
     from application.progress import progress_bar
     from application.terminal import echo, render_note, render_summary
 
-    check_runner(jobs, scheduler)
-    render_note(jobs_note(jobs, replications))
+    if scheduler is None:  # (with one, run_simulate refuses --jobs above 1)
+        render_note(jobs_note(jobs, replications))
     total = (customers or 0) * replications
     with progress_bar("simulating", total or None, quiet=quiet) as advance:
         path, summary = run_simulate(target, customers=customers, seed=seed, replications=replications,

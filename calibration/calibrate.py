@@ -17,7 +17,7 @@ from calibration.mapping import load_mapping
 from calibration.stats import LogStats, StatsSum, at_log_end, log_stats
 from calibration.value import section_of
 from sim.errors import InputError
-from sim.limits import finite
+from sim.limits import finite, sha256_of_files
 from sim.model import Model
 
 READERS = ("stream", "memory")
@@ -95,11 +95,7 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
         st, files = _streamed(events, load, inactivity_days=inactivity_days, phases=phases, progress=progress)
     with ThreadPoolExecutor(max_workers=1) as pool:
         # the streamed log's hash on the core the estimate leaves idle (reading keeps both busy)
-        digest = None
-        if files:
-            from calibration.stream import sha256_of_files
-
-            digest = pool.submit(sha256_of_files, files)
+        digest = pool.submit(sha256_of_files, files) if files else None
         model = estimate_stats(st, inactivity_days=inactivity_days, censoring=censoring, dwell=dwell,
                                touch_order=touch_order)
         if digest is not None:

@@ -16,7 +16,6 @@ partitions depending on the columns projected, so partition numbers are no base 
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +46,7 @@ from calibration.readers import column_sources
 from calibration.stats import at_log_end
 from calibration.timestamps import parse_time, parse_time_ns
 from sim.errors import InputError, closest
+from sim.limits import sha256_of_files
 
 PIECE_ROWS = 2_000_000  # rows a pass-A task / shuffle input reads at most (whole row groups)
 TASK_SHUFFLE_ROWS = 10_500_000  # logs up to this many rows use Dask's in-memory task shuffle; larger ones P2P
@@ -300,12 +300,7 @@ def _sha256(plan: _Plan) -> str:
     """SHA-256 of the file, or of the folder's files one after the other; "" when remote."""
     if "file" not in (plan.fs.protocol if isinstance(plan.fs.protocol, tuple) else (plan.fs.protocol,)):
         return ""
-    h = hashlib.sha256()
-    for file in dict.fromkeys(p.file for p in plan.pieces):
-        with open(file, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+    return sha256_of_files(list(dict.fromkeys(p.file for p in plan.pieces)))
 
 
 # ---------------------------------------------------------------------------------------------- pass A

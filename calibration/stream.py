@@ -8,7 +8,6 @@ one `split_log(load_events(...))` gives for it. Memory: one batch in pass 1, one
 """
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -47,7 +46,7 @@ from calibration.readers import (
 )
 from calibration.timestamps import NS_PER_DAY, Layout, layout_of, parse_time_ns
 from sim.errors import InputError
-from sim.limits import regular_file, sha256_of
+from sim.limits import regular_file, sha256_of_files
 
 Progress = Callable[[int, int], None]
 _TIME = pa.timestamp("ns", "UTC")  # spilled times are parsed once, in pass 1
@@ -179,18 +178,6 @@ def _arrow_bytes(files: list[Path]) -> int:
         else:
             total += f.stat().st_size * (5 if f.name.lower().endswith(".gz") else 1)
     return total
-
-
-def sha256_of_files(files: list[Path]) -> str:
-    """SHA-256 of one file, or of several files' bytes one after the other (a Parquet folder)."""
-    if len(files) == 1:
-        return sha256_of(files[0])
-    h = hashlib.sha256()
-    for f in files:
-        with Path(f).open("rb") as fh:
-            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
 
 
 def _parquet_files(path: Path) -> list[Path]:
@@ -439,8 +426,7 @@ class _Pass:
         values its rows use; after a [filter] they may not, so then every row is checked)."""
         if self.mp.filter or arr.null_count or not pa.types.is_dictionary(arr.type):
             return False
-        known = set(self.stages)
-        return all(str(name) in known for chunk in arr.chunks for name in chunk.dictionary.to_pylist())
+        return set(distinct(arr)) <= set(self.stages)
 
     def _persona(self, table: pa.Table, rows: np.ndarray) -> None:
         mp, path = self.mp, self.path

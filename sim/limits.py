@@ -107,8 +107,14 @@ def run_size(customers: int, replications: int, *, where: str = "--customers") -
 
 def sha256_of(path: str | Path) -> str:
     """The file's SHA-256, read in 1 MiB blocks (a log may be gigabytes)."""
+    return sha256_of_files([path])
+
+
+def sha256_of_files(paths: list[str | Path]) -> str:
+    """SHA-256 of the files' bytes one after the other (a Parquet folder's files; one file: its own hash)."""
     h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
+    for path in paths:
+        with Path(path).open("rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()
