@@ -45,13 +45,14 @@ def bucket_of(ids: np.ndarray | list[str] | pa.Array | pa.ChunkedArray, buckets:
     top, short = int(lengths.max()), int(lengths.min())
     powers = np.cumprod(np.full(max(top, 1), _P, dtype=np.uint64)) // _P  # the weights w_i (see above)
     powers[0] = 1
-    # one byte position at a time over every id that long: a gather and a multiply-add per position
+    if top > short:  # zero bytes past the last id's end: a short id's missing bytes then add 0
+        data = np.concatenate([data[:offsets[-1]], np.zeros(top, dtype=np.uint8)])
+    # one byte position at a time over every id: a gather and a multiply-add per position
     for i in range(top):
-        if i < short:
-            h += data[start + i].astype(np.uint64) * powers[i]
-        else:
-            longer = lengths > i
-            h[longer] += data[start[longer] + i].astype(np.uint64) * powers[i]
+        byte = data[start + i]
+        if i >= short:
+            byte *= lengths > i
+        h += byte.astype(np.uint64) * powers[i]
     h ^= h >> np.uint64(30)
     h *= np.uint64(0xBF58476D1CE4E5B9)
     h ^= h >> np.uint64(27)

@@ -119,10 +119,17 @@ def csv_plan(path: Path, mp: Mapping) -> CsvPlan:
     return CsvPlan(parse, head, include, types, time_col, time_type)
 
 
-def csv_convert(plan: CsvPlan) -> pacsv.ConvertOptions:
-    """The reader's conversion options for a plan."""
-    return pacsv.ConvertOptions(include_columns=plan.include, column_types=plan.types,
+def csv_convert(plan: CsvPlan, *, dictionaries: bool = True) -> pacsv.ConvertOptions:
+    """The reader's conversion options for a plan; ``dictionaries=False``: the dictionary-typed columns
+    (`dictionary_columns`) read as text, for the caller to encode."""
+    types = plan.types if dictionaries else {c: pa.string() if t == _DICT else t for c, t in plan.types.items()}
+    return pacsv.ConvertOptions(include_columns=plan.include, column_types=types,
                                 strings_can_be_null=True, null_values=_NULLS)
+
+
+def dictionary_columns(plan: CsvPlan) -> list[str]:
+    """The columns a plan reads dictionary-encoded (touchpoint, stage, persona, [filter] and rule columns)."""
+    return [c for c, t in plan.types.items() if t == _DICT]
 
 
 _DICT = pa.dictionary(pa.int32(), pa.string())

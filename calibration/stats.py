@@ -114,12 +114,15 @@ def log_stats(log: EventLog, *, end: float, inactivity_days: float, phases: bool
     to_idx = persona * S + after
     size = P * S * T
 
-    def count(mask: np.ndarray, index: np.ndarray, length: int, weights: np.ndarray | None = None) -> np.ndarray:
-        """[2, length] sums of the masked rows, by window part: counts, or float sums of ``weights``."""
-        key = window[mask] * length + index[mask]
+    def count(mask: np.ndarray, key: np.ndarray, length: int, weights: np.ndarray | None = None) -> np.ndarray:
+        """[2, length] sums of the masked rows of a `windowed` key: counts, or float sums of ``weights``."""
         if weights is None:
-            return np.bincount(key, minlength=2 * length)
-        return weighted_counts(key, weights[mask], 2 * length)
+            return np.bincount(key[mask], minlength=2 * length)
+        return weighted_counts(key[mask], weights[mask], 2 * length)
+
+    def windowed(index: np.ndarray, length: int) -> np.ndarray:
+        """The window part in front of an index (computed once per index, shared by its counts)."""
+        return window * length + index
 
     gap_rows = live & ~last & (after < final)
     gap_len = np.zeros(n)
@@ -134,6 +137,7 @@ def log_stats(log: EventLog, *, end: float, inactivity_days: float, phases: bool
     stay_next = np.flatnonzero(live & ~advanced & ~last)
     entry = live & (first | np.r_[False, advanced[:-1]])
     late = np.flatnonzero(timed_moves & (window == 1))
+    w_cell, w_to, w_way = windowed(cell, size), windowed(to_idx, P * S), windowed(way, P * S * K)
     return LogStats(
         touchpoints=log.touchpoints, stages=log.stages, personas=log.personas, conversion_stage=log.conversion_stage,
         source=log.source, sha256=log.sha256, notes=log.notes, end=float(end), inactivity_days=float(inactivity_days),
@@ -141,18 +145,18 @@ def log_stats(log: EventLog, *, end: float, inactivity_days: float, phases: bool
         backward_rows=int(log.backward_rows), live_rows=int(live.sum()), window_rows=int(window.sum()),
         known_rows=int((live & (advanced | ~last | certain)).sum()),
         interactions=np.bincount(cell[live], minlength=size).reshape(P, S, T),
-        decided=count(live, cell, size).reshape(2, P, S, T),
-        advanced=count(moves, cell * S + after, size * S).reshape(2, P, S, T, S),
-        stay_seen=count(live & ~advanced & ~last, cell, size).reshape(2, P, S, T),
-        entered=count(moves & (after < final), to_idx, P * S).reshape(2, P, S),
-        gaps=count(gap_rows, to_idx, P * S).reshape(2, P, S),
-        days_seen=count(gap_rows, to_idx, P * S, gap_len).reshape(2, P, S),
-        followed_rows=count(live & (advanced | ~last), cell, size).reshape(2, P, S, T),
+        decided=count(live, w_cell, size).reshape(2, P, S, T),
+        advanced=count(moves, windowed(cell * S + after, size * S), size * S).reshape(2, P, S, T, S),
+        stay_seen=count(live & ~advanced & ~last, w_cell, size).reshape(2, P, S, T),
+        entered=count(moves & (after < final), w_to, P * S).reshape(2, P, S),
+        gaps=count(gap_rows, w_to, P * S).reshape(2, P, S),
+        days_seen=count(gap_rows, w_to, P * S, gap_len).reshape(2, P, S),
+        followed_rows=count(live & (advanced | ~last), w_cell, size).reshape(2, P, S, T),
         first_in_stage=np.bincount(cell[entry], minlength=size).reshape(P, S, T),
         pairs=np.bincount(cell[stay_next] * T + tp[stay_next + 1], minlength=size * T).reshape(P, S, T, T),
-        move_exits=count(moves, way, P * S * K).reshape(2, P, S, K),
-        move_timed=count(timed_moves, way, P * S * K).reshape(2, P, S, K),
-        move_days=count(timed_moves, way, P * S * K, in_stage).reshape(2, P, S, K),
+        move_exits=count(moves, w_way, P * S * K).reshape(2, P, S, K),
+        move_timed=count(timed_moves, w_way, P * S * K).reshape(2, P, S, K),
+        move_days=count(timed_moves, w_way, P * S * K, in_stage).reshape(2, P, S, K),
         move_bins=[bin_sums(way[timed_moves & (window == w)], in_stage[timed_moves & (window == w)])
                    for w in (0, 1)] if phases else None,
         persona_customers=np.bincount(log.persona_of_customer, minlength=P),

@@ -40,6 +40,7 @@ from calibration.readers import (
     column_sources,
     csv_convert,
     csv_plan,
+    dictionary_columns,
     is_parquet,
     read_error,
     wanted_columns,
@@ -101,6 +102,8 @@ class StreamedLog:
         else:
             with pa.OSFile(str(_spill_path(self._folder, bucket))) as fh:
                 table = ipc.open_stream(fh).read_all()
+        # one chunk a column: coding a column of a batch's pieces walks every piece's dictionary
+        table = table.combine_chunks()
         rows = table.column(_ROW).to_numpy()
         return log_from_table(table.drop_columns([_ROW]), rows, mapping=mp, stages=self.stages,
                               conversion_stage=self.conversion_stage, source=self.source, sha256=self.sha256,
@@ -238,12 +241,18 @@ def _read_csv(p: _Pass, path: Path, plan, block: int, progress: Progress | None)
     with pa.OSFile(str(path)) as raw:
         stream = pa.CompressedInputStream(raw, codec.name) if codec is not None else raw
         # one thread: the prefetch thread is the reader's, the other core checks batches; a parse
-        # error then names its row
+        # error then names its row. The parser is the slower of the two, so the low-cardinality
+        # columns are read as text and dictionary-encoded here (the same table as the reader's own)
         reader = pacsv.open_csv(stream, parse_options=plan.parse,
                                 read_options=pacsv.ReadOptions(block_size=block, use_threads=False),
-                                convert_options=csv_convert(plan))
+                                convert_options=csv_convert(plan, dictionaries=False))
+        encode = dictionary_columns(plan)
         for batch in _prefetched(reader):
-            p.add(pa.Table.from_batches([batch]).replace_schema_metadata(plan.metadata))
+            table = pa.Table.from_batches([batch]).replace_schema_metadata(plan.metadata)
+            for name in encode:
+                table = table.set_column(table.schema.get_field_index(name), name,
+                                         pc.dictionary_encode(table[name]))
+            p.add(table)
             if progress is not None:
                 progress(min(raw.tell(), total), total)
     p.finish()
