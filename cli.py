@@ -158,12 +158,14 @@ Draws = Annotated[int, typer.Option(min=0, help="Draws of the model's parameters
 
 @app.command(epilog="Examples: journey calibrate events.csv.gz --out model.json --inactivity-days 30\n\n"
                     "journey calibrate events.csv.gz --out model.json --personas auto --assignments personas.csv\n\n"
+                    "journey calibrate s3://bucket/log/ --out model.json\n\n"
                     "journey calibrate s3://bucket/log/ --out model.json --scheduler tcp://host:8786")
 @handled
 def calibrate(
     events: Annotated[str, _path_arg(metavar="EVENTS", help="Event log: CSV, CSV.gz, Parquet or a folder of Parquet "
-                                                            "files (with --scheduler also an s3:// or other "
-                                                            "fsspec URL).")],
+                                                            "files, or the URL of a Parquet file or folder "
+                                                            "(s3://, gs://, file://: fsspec and its package "
+                                                            "for the store).")],
     out: Annotated[Path, typer.Option(help="Model JSON to write.")],
     stages: Stages = None,
     conversion_stage: ConvStage = None,

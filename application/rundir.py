@@ -188,7 +188,9 @@ def provenance(command: str, arguments: dict[str, Any], inputs: list[str | Path]
         "python": platform.python_version(),
         "numpy": _version("numpy"),
         "pandas": _version("pandas"),
-        "inputs": {str(p): known.get(str(p)) or sha256_of(p) for p in inputs if p is not None and Path(p).is_file()},
+        # a URL's digest only when its reader took one (a remote dataset is not read twice to hash it)
+        "inputs": {str(p): known.get(str(p)) or sha256_of(p) for p in inputs
+                   if p is not None and (known.get(str(p)) or Path(p).is_file())},
         "started": started or utc_now(),
     }
 

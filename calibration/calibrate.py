@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from calibration.estimate import DEFAULT_INACTIVITY_DAYS, check_options, estimat
 from calibration.experience import satisfaction_section
 from calibration.load import load_events
 from calibration.mapping import load_mapping
+from calibration.sources import is_url
 from calibration.stats import LogStats, StatsSum, at_log_end, log_stats
 from calibration.value import section_of
 from sim.errors import InputError
@@ -61,9 +61,11 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
     finite(inactivity_days, "--inactivity-days")  # nan and inf pass Typer's float parsing
     if reader not in READERS:
         raise InputError("unknown reader", where="--reader", value=reader, hint="use stream or memory")
-    if client is None and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", str(events)):
-        raise InputError("a URL is read on a Dask cluster", file=str(events), where="--scheduler",
-                         hint="add --scheduler local (or the cluster's tcp://host:8786), or copy the files here")
+    if client is None and is_url(events) and (personas is not None or reader == "memory"):
+        raise InputError("a URL is read in batches (or on a cluster), not whole", file=events,
+                         where="--personas" if personas is not None else "--reader",
+                         hint="copy the files here for " + ("persona discovery" if personas is not None
+                                                            else "--reader memory"))
     if assignments is not None:
         _check_assignments(assignments, events, personas)
     discovery = None

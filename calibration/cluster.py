@@ -43,6 +43,7 @@ from calibration.columns import (
 from calibration.eventlog import REQUIRED, EventLog, parse_stages
 from calibration.mapping import Mapping, load_mapping
 from calibration.readers import column_sources
+from calibration.sources import dataset_files, is_local
 from calibration.stats import at_log_end
 from calibration.timestamps import parse_time, parse_time_ns
 from sim.errors import InputError, closest
@@ -50,7 +51,6 @@ from sim.limits import sha256_of_files
 
 PIECE_ROWS = 2_000_000  # rows a pass-A task / shuffle input reads at most (whole row groups)
 TASK_SHUFFLE_ROWS = 10_500_000  # logs up to this many rows use Dask's in-memory task shuffle; larger ones P2P
-_SUFFIXES = (".parquet", ".pq", ".parq")
 
 
 @dataclass
@@ -201,7 +201,7 @@ def _plan(path: str | Path, mapping, stages, conversion_stage, before, buckets: 
     stage_names, conv = parse_stages(stages if stages is not None else mp.stages,
                                      conversion_stage or mp.conversion_stage)
     source = str(path)
-    fs, files = _files(source)
+    fs, files = dataset_files(source)
     pieces, header = _pieces(fs, files, source)
     if not pieces or sum(p.n_rows for p in pieces) == 0:
         raise InputError("the event log is empty (no data rows)", file=source)
@@ -222,26 +222,6 @@ def _plan(path: str | Path, mapping, stages, conversion_stage, before, buckets: 
     notes = {"persona_column": persona_src if mp.persona is not None or persona_src in header else None}
     return _Plan(source=source, fs=fs, pieces=pieces, columns=[c for c in header if c in wanted], header=header,
                  mapping=mp, stages=stage_names, conversion_stage=conv, before=before, buckets=buckets, notes=notes)
-
-
-def _files(source: str) -> tuple[Any, list[str]]:
-    """The filesystem and the dataset's Parquet files in sorted path order."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(source)
-    try:
-        if fs.isdir(root):
-            files = sorted(f for f in fs.find(root) if f.lower().endswith(_SUFFIXES)
-                           and not any(part.startswith(("_", ".")) for part in f[len(root):].split("/") if part))
-            if not files:
-                raise InputError("the folder holds no Parquet files", file=source,
-                                 hint="expected a folder of *.parquet files")  # as calibration/stream.py says
-            return fs, files
-        if not fs.exists(root):
-            raise InputError("event log not found", file=source)
-    except OSError as exc:
-        raise InputError(f"cannot read the event log: {str(exc).splitlines()[0][:200]}", file=source) from None
-    return fs, [root]
 
 
 def _pieces(fs, files: list[str], source: str) -> tuple[list[_Piece], list[str]]:
@@ -298,7 +278,7 @@ def _layout(plan: _Plan) -> Any:
 
 def _sha256(plan: _Plan) -> str:
     """SHA-256 of the file, or of the folder's files one after the other; "" when remote."""
-    if "file" not in (plan.fs.protocol if isinstance(plan.fs.protocol, tuple) else (plan.fs.protocol,)):
+    if not is_local(plan.fs):
         return ""
     return sha256_of_files(list(dict.fromkeys(p.file for p in plan.pieces)))
 

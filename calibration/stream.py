@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
@@ -45,6 +46,7 @@ from calibration.readers import (
     read_error,
     wanted_columns,
 )
+from calibration.sources import PARQUET_SUFFIXES, dataset_files, is_local, is_url
 from calibration.timestamps import NS_PER_DAY, Layout, layout_of, parse_time_ns
 from sim.errors import InputError
 from sim.limits import regular_file, sha256_of_files
@@ -78,7 +80,7 @@ class StreamedLog:
     end: float
     rows_read: int
     buckets: int
-    files: list[Path]  # the file, or the folder's Parquet files in the order they were read
+    files: list[Path]  # the local files read (the file, or the folder's in order), to hash; [] for a remote URL
     _mapping: Mapping = field(repr=False)
     _before: float | None = field(repr=False)
     _folder: Path = field(repr=False)
@@ -138,22 +140,28 @@ def open_stream(path: str | Path, *, stages: str | list[str] | None = None, conv
                 progress: Progress | None = None, workdir: str | Path | None = None,
                 block_size: int = _BLOCK, hold_bytes: int = HOLD_BYTES, hash_log: bool = True) -> StreamedLog:
     """Read the log once (bounded memory) into per-bucket spill files; the same checks and messages as
-    `load_events`. ``progress(done, total)``: bytes in pass 1, then buckets in parts(). Buckets stay in
-    memory while they take under ``hold_bytes`` (Arrow bytes), else they go to disk. ``hash_log=False``:
-    no SHA-256 while reading (``sha256`` is ""; the caller hashes ``files`` when a core is free)."""
-    path = Path(path)
+    `load_events`. ``path``: a CSV (optionally gzipped) or Parquet file, a folder of Parquet files, or
+    the URL of a Parquet file or folder (``s3://``, ``file://``…; calibration/sources.py; a remote one
+    is not hashed: ``sha256`` "", ``files`` []). ``progress(done, total)``: bytes in pass 1, then buckets
+    in parts(). Buckets stay in memory while they take under ``hold_bytes`` (Arrow bytes), else they go
+    to disk. ``hash_log=False``: no SHA-256 while reading (``sha256`` is ""; the caller hashes ``files``
+    when a core is free)."""
     mp = as_mapping(mapping)
     stage_names, conv = parse_stages(stages if stages is not None else mp.stages,
                                      conversion_stage or mp.conversion_stage)
-    files = _parquet_files(path) if path.is_dir() else [regular_file(path, "event log")]
+    if is_url(path):
+        path, fs, files, local = _url_files(str(path))
+    else:
+        path, fs = Path(path), None
+        files = local = _parquet_files(path) if path.is_dir() else [regular_file(path, "event log")]
     folder = Path(tempfile.mkdtemp(prefix="journey-stream-", dir=workdir))
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:  # hashing overlaps the reading
-            digest = pool.submit(sha256_of_files, files) if hash_log else None
+            digest = pool.submit(sha256_of_files, local) if hash_log and local else None
             # a log that may outgrow the hold goes to disk from the start: memory handed back after a
             # late spill stays with the allocator
-            hold = hold_bytes if _arrow_bytes(files) <= hold_bytes else 0
-            p = _read(path, files, mp, stage_names, before, buckets, folder, progress, block_size, hold)
+            hold = hold_bytes if _arrow_bytes(files, fs) <= hold_bytes else 0
+            p = _read(path, files, fs, mp, stage_names, before, buckets, folder, progress, block_size, hold)
             p.raise_first()
             sha = digest.result() if digest is not None else ""
     except BaseException:
@@ -162,20 +170,41 @@ def open_stream(path: str | Path, *, stages: str | list[str] | None = None, conv
     return StreamedLog(
         source=str(path), sha256=sha, stages=stage_names, conversion_stage=conv, touchpoints=sorted(p.touchpoints),
         personas=p.persona_list(), notes={"persona_column": p.persona_note()}, end=p.end / NS_PER_DAY,
-        rows_read=p.rows_read, buckets=buckets, files=files, _mapping=mp, _before=before, _folder=folder, _kept=p.kept,
+        rows_read=p.rows_read, buckets=buckets, files=local, _mapping=mp, _before=before, _folder=folder, _kept=p.kept,
         _progress=progress, _held=p.held)
 
 
-def _arrow_bytes(files: list[Path]) -> int:
+def _url_files(url: str) -> tuple[str, pafs.FileSystem, list[str], list[Path]]:
+    """A URL's Parquet files (calibration/sources.py), the filesystem Arrow reads them through, and
+    the same files as local paths when the URL is this machine's (``file://``: hashed as a path is)."""
+    fsspec_fs, files = dataset_files(url)
+    if not all(f.lower().endswith(PARQUET_SUFFIXES) for f in files):
+        raise InputError("a URL is read as Parquet (one file or a folder of them)", file=url,
+                         hint="copy a CSV log here and give its path, or write it as Parquet")
+    local = [Path(f) for f in files] if is_local(fsspec_fs) else []
+    # files named with their scheme, as messages show them (fsspec takes either form)
+    return url, pafs.PyFileSystem(pafs.FSSpecHandler(fsspec_fs)), [fsspec_fs.unstrip_protocol(f) for f in files], local
+
+
+def _size(f: Path | str, fs: pafs.FileSystem | None) -> int:
+    return f.stat().st_size if fs is None else fs.get_file_info(str(f)).size
+
+
+def _parquet(f: Path | str, fs: pafs.FileSystem | None, **options) -> pq.ParquetFile:
+    """A Parquet file, here or through a URL's filesystem."""
+    return pq.ParquetFile(f if fs is None else fs.open_input_file(str(f)), **options)
+
+
+def _arrow_bytes(files: list[Path] | list[str], fs: pafs.FileSystem | None = None) -> int:
     """About how many bytes the log takes as Arrow columns: Parquet's uncompressed size, else the text's
     (a gzipped CSV inflates about five times)."""
     total = 0
     for f in files:
-        if is_parquet(f):
+        if is_parquet(Path(f)):
             try:
-                meta = pq.ParquetFile(f).metadata
-            except (pa.ArrowInvalid, OSError):  # not Parquet after all: the reader says so, in one line
-                total += f.stat().st_size
+                meta = _parquet(f, fs).metadata
+            except READ_ERRORS:  # not Parquet after all, or unreadable: the reader says so, in one line
+                total += _size(f, fs)
                 continue
             total += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
         else:
@@ -200,12 +229,14 @@ def _spill_path(folder: Path, bucket: int) -> Path:
     return folder / f"{bucket:04d}.arrows"
 
 
-def _read(path: Path, files: list[Path], mp: Mapping, stage_names: list[str], before: float | None, buckets: int,
-          folder: Path, progress: Progress | None, block: int, hold: int = HOLD_BYTES) -> _Pass:
-    """Pass 1 over the file(s); CSV restarts (with fresh spill files) where the in-memory reader retries."""
-    if len(files) > 1 or is_parquet(files[0]):
+def _read(path: Path | str, files: list[Path] | list[str], fs: pafs.FileSystem | None, mp: Mapping,
+          stage_names: list[str], before: float | None, buckets: int, folder: Path, progress: Progress | None,
+          block: int, hold: int = HOLD_BYTES) -> _Pass:
+    """Pass 1 over the file(s); CSV restarts (with fresh spill files) where the in-memory reader retries.
+    ``fs``: the filesystem of a URL's Parquet files (None: local paths)."""
+    if len(files) > 1 or is_parquet(Path(files[0])):
         p = _Pass(path, mp, stage_names, before, buckets, folder, hold)
-        _read_parquet(p, files, progress)
+        _read_parquet(p, files, fs, progress)
         return p
     try:
         plan = csv_plan(path, mp)
@@ -271,16 +302,24 @@ def _prefetched(batches) -> Iterator[pa.RecordBatch]:
             yield batch
 
 
-def _read_parquet(p: _Pass, files: list[Path], progress: Progress | None) -> None:
-    total = sum(f.stat().st_size for f in files)
+def _read_parquet(p: _Pass, files: list[Path] | list[str], fs: pafs.FileSystem | None,
+                  progress: Progress | None) -> None:
     done = 0
     wanted = wanted_columns(p.mp)
-    for f in files:
+    try:
+        sizes = [_size(f, fs) for f in files]
+    except READ_ERRORS as exc:
+        raise read_error(exc, p.path) from None
+    total = sum(sizes)
+    for f, size in zip(files, sizes):
         try:
-            pf = pq.ParquetFile(f, read_dictionary=_dictionary_columns(f, p.mp))
+            pf = _parquet(f, fs)
+            dictionaries = _dictionary_columns(pf.schema_arrow, p.mp)
+            if dictionaries:
+                pf = _parquet(f, fs, read_dictionary=dictionaries)
             names = pf.schema_arrow.names
             meta = {"journey_header": "\x1f".join(names)}
-            size, n = f.stat().st_size, max(pf.metadata.num_rows, 1)
+            n = max(pf.metadata.num_rows, 1)
             seen = 0
             for batch in _prefetched(pf.iter_batches(batch_size=1 << 18, columns=[c for c in names if c in wanted])):
                 p.add(pa.Table.from_batches([batch]).replace_schema_metadata(meta))
@@ -294,7 +333,7 @@ def _read_parquet(p: _Pass, files: list[Path], progress: Progress | None) -> Non
     p.finish()
 
 
-def _dictionary_columns(path: Path, mp: Mapping) -> list[str]:
+def _dictionary_columns(schema: pa.Schema, mp: Mapping) -> list[str]:
     """The text columns read dictionary-encoded, as the CSV reader reads them: a row group's dictionary
     instead of a string per row. Not under a [filter]: there a vocabulary is what the kept rows name,
     and a dictionary would still hold the dropped rows' values."""
@@ -302,7 +341,7 @@ def _dictionary_columns(path: Path, mp: Mapping) -> list[str]:
         return []
     src = column_sources(mp)
     low = {src["touchpoint"], src["stage"], src["persona"]}
-    return [f.name for f in pq.read_schema(path)
+    return [f.name for f in schema
             if f.name in low and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
 
 

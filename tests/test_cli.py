@@ -64,8 +64,16 @@ def test_calibrate_readers_and_a_local_dask_cluster_give_the_same_model(tmp_path
     assert models["memory"] == models["stream"] == models["dask"]
     bad = invoke("calibrate", parquet, "--out", tmp_path / "x.json", "--reader", "disk")
     assert bad.exit_code == 2 and "--reader" in bad.stderr and not (tmp_path / "x.json").exists()
-    url = invoke("calibrate", "s3://bucket/log/", "--out", tmp_path / "x.json")  # no cluster: said so, URL intact
-    assert url.exit_code == 2 and "s3://bucket/log/: --scheduler: a URL is read on a Dask cluster" in url.stderr
+    out = tmp_path / "url.json"
+    result = invoke("calibrate", f"file://{parquet}", "--out", out)  # a URL without a cluster: the stream reads it
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    inputs = data.pop("provenance")["inputs"]
+    assert inputs == {f"file://{parquet}": data["log"]["sha256"]}
+    assert data["log"].pop("source") == f"file://{parquet}"
+    assert data == {**models["stream"], "log": {k: v for k, v in models["stream"]["log"].items() if k != "source"}}
+    url = invoke("calibrate", "nosuch://bucket/log/", "--out", tmp_path / "x.json")  # one line, the URL intact
+    assert url.exit_code == 2 and "nosuch://bucket/log/: cannot open the URL: Protocol not known" in url.stderr
     assert not (tmp_path / "x.json").exists()
 
 

@@ -83,6 +83,46 @@ def test_csv_gzip_parquet_and_a_parquet_folder_stream_like_the_whole_log(tmp_pat
     same_parts(one, stream_path=folder)
 
 
+def test_a_parquet_url_streams_like_the_local_files(tmp_path, events):
+    """fsspec URLs (memory:// stands in for an object store, file:// is this disk) give the same parts; a
+    remote dataset is not hashed (that would read it twice), a file:// one is, as its path is."""
+    fsspec = pytest.importorskip("fsspec")
+    from calibration.calibrate import calibrate
+
+    table = pa.Table.from_pandas(events, preserve_index=False)
+    one = tmp_path / "events.parquet"
+    pq.write_table(table, one, row_group_size=2_000)
+    folder = tmp_path / "log"
+    folder.mkdir()
+    for i, (lo, hi) in enumerate(((0, 7_000), (7_000, table.num_rows))):
+        pq.write_table(table.slice(lo, hi - lo), folder / f"part-{i}.parquet", row_group_size=1_500)
+    memory = fsspec.filesystem("memory")
+    root = f"/journey-test-{tmp_path.name}"
+    try:
+        for f in folder.iterdir():
+            memory.pipe(f"{root}/log/{f.name}", f.read_bytes())
+        memory.pipe(f"{root}/log/_SUCCESS", b"")
+        memory.pipe(f"{root}/events.parquet", one.read_bytes())
+        memory.pipe(f"{root}/events.csv", b"customer_id,timestamp,touchpoint,stage\n")
+        same_parts(one, stream_path=f"memory://{root}/log/")
+        same_parts(one, stream_path=f"memory://{root}/events.parquet")
+        with open_stream(f"memory://{root}/log") as s:
+            assert s.sha256 == "" and s.files == [] and s.source == f"memory://{root}/log"
+        with open_stream(f"file://{folder}") as s, open_stream(folder) as t:
+            assert s.sha256 == t.sha256 != "" and s.files == t.files and s.source == f"file://{folder}"
+        for url, message in ((f"memory://{root}/events.csv", "a URL is read as Parquet"),
+                             (f"memory://{root}/nothing/", "event log not found"),
+                             ("nosuch://bucket/log/", "cannot open the URL: Protocol not known")):
+            with pytest.raises(InputError, match=message) as err:
+                open_stream(url)
+            assert str(err.value).startswith(url + ": ")
+        for option, value in (("reader", "memory"), ("personas", "auto")):  # those need the whole log here
+            with pytest.raises(InputError, match=f"--{option}: a URL is read in batches"):
+                calibrate(f"memory://{root}/log/", **{option: value})
+    finally:
+        memory.rm(root, recursive=True)
+
+
 def test_before_and_time_disorder(tmp_path, events):
     shuffled = events.sample(frac=1.0, random_state=3)  # first appearance differs from time order
     csv = tmp_path / "shuffled.csv"

@@ -1,0 +1,61 @@
+"""Where an event log lives: a local path, or a URL (``s3://``, ``gs://``, ``file://``…) read through fsspec.
+
+A URL names a Parquet file or a folder of Parquet files; both the stream (calibration/stream.py) and the
+cluster (calibration/cluster.py) list such a dataset with `dataset_files`, so they read the same files in
+the same order. Object stores need fsspec's package for them (s3fs, gcsfs, adlfs).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from sim.errors import InputError
+
+PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(source: str | Path) -> bool:
+    """A URL (``scheme://…``) rather than a local path."""
+    return isinstance(source, str) and _URL.match(source) is not None
+
+
+def dataset_files(source: str) -> tuple[Any, list[str]]:
+    """The fsspec filesystem of a URL and its Parquet files in sorted path order (a folder's files, hidden
+    and ``_`` ones such as _SUCCESS skipped; or the one file)."""
+    fs, root = url_filesystem(source)
+    try:
+        if fs.isdir(root):
+            files = sorted(f for f in fs.find(root) if f.lower().endswith(PARQUET_SUFFIXES)
+                           and not any(part.startswith(("_", ".")) for part in f[len(root):].split("/") if part))
+            if not files:
+                raise InputError("the folder holds no Parquet files", file=source,
+                                 hint="expected a folder of *.parquet files")
+            return fs, files
+        if not fs.exists(root):
+            raise InputError("event log not found", file=source, hint="check the URL")
+    except OSError as exc:
+        raise InputError(f"cannot read the event log: {str(exc).splitlines()[0][:200]}", file=source) from None
+    return fs, [root]
+
+
+def url_filesystem(source: str) -> tuple[Any, str]:
+    """The fsspec filesystem of a URL and the path inside it; one line when the scheme's package is missing."""
+    try:
+        import fsspec
+    except ImportError:
+        raise InputError("reading a URL needs fsspec", file=source,
+                         hint="pip install fsspec (and s3fs, gcsfs or adlfs for the object store)") from None
+    try:
+        return fsspec.core.url_to_fs(source)
+    except (ImportError, ValueError) as exc:  # "Install s3fs to access S3", "Protocol not known: xyz"
+        raise InputError(f"cannot open the URL: {str(exc).splitlines()[0][:200]}", file=source,
+                         hint="install fsspec's package for this scheme (s3fs, gcsfs, adlfs), or copy the files "
+                              "here") from None
+
+
+def is_local(fs: Any) -> bool:
+    """The filesystem is this machine's disk (its files can be hashed without a second download)."""
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocol or "local" in protocol
