@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from calibration.buckets import BUCKETS, bucket_of, split_log
@@ -133,6 +134,10 @@ def test_buckets_are_stable_and_spread():
     assert counts.min() > 0.6 * counts.mean() and counts.max() < 1.4 * counts.mean()
     # pinned: the bucket of an id must not change between versions or machines (the sums' order would)
     assert bucket_of(["customer-42", "c1", "0", "", "é"]).tolist() == [6, 85, 95, 0, 81]
+    # an id's bucket is its own, whatever ids share its batch (shorter ones add zeros past their end)
+    ids = [f"id-{i}é" * (i % 4) for i in range(500)]
+    arr = pa.chunked_array([pa.array(ids[:200]), pa.array(ids[200:])]).slice(37)
+    assert bucket_of(arr).tolist() == [int(bucket_of([x])[0]) for x in ids[37:]]
 
 
 def test_a_last_row_after_an_end_row_moves_the_end_back_on_every_path(tmp_path):
