@@ -62,25 +62,37 @@ def bucket_of(ids: np.ndarray | list[str] | pa.Array | pa.ChunkedArray, buckets:
 
 
 def split_log(log: EventLog, buckets: int = BUCKETS) -> Iterator[tuple[int, EventLog]]:
-    """Each non-empty bucket's customers as a log of their own, in bucket order.
+    """Each non-empty bucket's customers as a log of their own, in bucket order (see `LogSplit`)."""
+    split = LogSplit(log, buckets)
+    for b in split.buckets:
+        yield b, split.part(b)
+
+
+class LogSplit:
+    """A log cut into its buckets: ``buckets`` lists the non-empty ones in order, ``part(b)`` gives one.
 
     Customers keep their order (first appearance in the file) and are renumbered from 0; every
-    other code (touchpoints, personas, stages) stays the log's.
+    other code (touchpoints, personas, stages) stays the log's. ``part`` may be called from several
+    threads at once (each bucket writes only its own customers' new codes).
     """
-    of_customer = bucket_of(log.customer_ids, buckets).astype(np.uint8 if buckets <= 256 else np.int64)
-    of_row = of_customer[log.customer]
-    row_order = np.argsort(of_row, kind="stable")  # a radix sort on small integers: O(n)
-    row_bounds = np.searchsorted(of_row[row_order], np.arange(buckets + 1))
-    cust_order = np.argsort(of_customer, kind="stable")
-    cust_bounds = np.searchsorted(of_customer[cust_order], np.arange(buckets + 1))
-    new_code = np.empty(log.n_customers, dtype=np.int64)
-    for b in range(buckets):
-        customers = cust_order[cust_bounds[b]:cust_bounds[b + 1]]
-        if customers.size == 0:
-            continue
-        rows = row_order[row_bounds[b]:row_bounds[b + 1]]
-        new_code[customers] = np.arange(customers.size)
-        yield b, _part(log, rows, customers, new_code)
+
+    def __init__(self, log: EventLog, buckets: int = BUCKETS) -> None:
+        self.log = log
+        of_customer = bucket_of(log.customer_ids, buckets).astype(np.uint8 if buckets <= 256 else np.int64)
+        of_row = of_customer[log.customer]
+        self._row_order = np.argsort(of_row, kind="stable")  # a radix sort on small integers: O(n)
+        self._row_bounds = np.searchsorted(of_row[self._row_order], np.arange(buckets + 1))
+        self._cust_order = np.argsort(of_customer, kind="stable")
+        self._cust_bounds = np.searchsorted(of_customer[self._cust_order], np.arange(buckets + 1))
+        self._new_code = np.empty(log.n_customers, dtype=np.int64)
+        self.buckets = [int(b) for b in np.flatnonzero(np.diff(self._cust_bounds))]
+
+    def part(self, b: int) -> EventLog:
+        """Bucket ``b``'s customers as a log of their own."""
+        customers = self._cust_order[self._cust_bounds[b]:self._cust_bounds[b + 1]]
+        rows = self._row_order[self._row_bounds[b]:self._row_bounds[b + 1]]
+        self._new_code[customers] = np.arange(customers.size)
+        return _part(self.log, rows, customers, self._new_code)
 
 
 def _part(log: EventLog, rows: np.ndarray, customers: np.ndarray, new_code: np.ndarray) -> EventLog:

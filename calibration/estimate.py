@@ -28,12 +28,14 @@ sequences.py, dwell.py (way-out dwell), fallbacks.py; this module assembles the 
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from calibration.buckets import BUCKETS, split_log
+from calibration.buckets import BUCKETS, LogSplit
 from calibration.counting import Counts, count_rows
 from calibration.cure import OutcomeFit, drop_weight, fit_outcomes, lapse_weight
 from calibration.dwell import DwellFit, DwellInputs, fit_dwell
@@ -42,7 +44,7 @@ from calibration.fallbacks import all_rows_note, fallbacks, touch_order_note
 from calibration.phases import merge_bins
 from calibration.pooling import pool_shares
 from calibration.sequences import touch_dependence, touch_sequences
-from calibration.stats import LogStats, log_stats, merge_stats
+from calibration.stats import LogStats, StatsSum, log_stats
 from sim.errors import InputError
 from sim.model import Model
 
@@ -72,8 +74,17 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
 
 def stats_of(log: EventLog, *, inactivity_days: float, phases: bool, buckets: int = BUCKETS) -> LogStats:
     """The statistics of a whole in-memory log, bucket by bucket (``buckets``: another split, for tests)."""
-    st = merge_stats([log_stats(part, end=log.end, inactivity_days=inactivity_days, phases=phases)
-                      for _, part in split_log(log, buckets)])
+    split = LogSplit(log, buckets)
+
+    def bucket_stats(bucket: int) -> LogStats:
+        return log_stats(split.part(bucket), end=log.end, inactivity_days=inactivity_days, phases=phases)
+
+    total = StatsSum()
+    # two threads, as the stream sums its buckets (numpy releases the GIL); added in bucket order
+    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+        for part_stats in pool.map(bucket_stats, split.buckets):
+            total.add(part_stats)
+    st = total.result()
     st.backward_rows = log.backward_rows
     return st
 

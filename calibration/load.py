@@ -252,6 +252,9 @@ def _sort(r: _Rows, n_customers: int) -> None:
         # sorted customer column is a plain repeat
         if n_customers <= 1 << 16:  # numpy's stable sort of 16-bit keys is a radix sort: O(n)
             order = np.argsort(r.customer.astype(np.uint16), kind="stable")
+        elif n_customers <= 1 << 32:  # two such sorts, the low 16 bits first: the same stable order
+            order = np.argsort((r.customer & 0xFFFF).astype(np.uint16), kind="stable")
+            order = order[np.argsort((r.customer[order] >> 16).astype(np.uint16), kind="stable")]
         else:
             order = np.argsort(r.customer * n_rows + np.arange(n_rows, dtype=np.int64))
         customer = np.repeat(np.arange(n_customers, dtype=np.int64), np.bincount(r.customer, minlength=n_customers))

@@ -54,6 +54,23 @@ def test_equal_timestamps_keep_file_order_and_zones_are_utc(tmp_path):
     assert [log.touchpoints[t] for t in log.touchpoint[rows]] == ["web", "checkout"]
 
 
+@pytest.mark.parametrize("customers", [500, 70_000])  # 70 000: more than a 16-bit sort key holds
+def test_rows_sorted_by_customer_in_first_appearance_then_time(tmp_path, customers):
+    rng = np.random.default_rng(5)
+    n = 2 * customers
+    ids = rng.permutation(np.repeat(np.arange(customers), 2))
+    stamp = pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(np.sort(rng.integers(0, 10**7, n)), unit="s")
+    frame = pd.DataFrame({"customer_id": [f"c{i}" for i in ids], "timestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                          "touchpoint": "web", "stage": "awareness", "persona": "x"})
+    frame.to_csv(tmp_path / "log.csv", index=False)
+    log = load_events(tmp_path / "log.csv")
+    first = {c: i for i, c in enumerate(dict.fromkeys(frame["customer_id"]))}  # codes by first appearance
+    want = frame.assign(code=frame["customer_id"].map(first), row=np.arange(1, n + 1))
+    want = want.sort_values("code", kind="stable")
+    assert log.customer_ids.tolist() == list(first)
+    assert log.customer.tolist() == want["code"].tolist() and log.row.tolist() == want["row"].tolist()
+
+
 def test_persona_defaults_to_all(tmp_path):
     path = write(tmp_path, "customer_id,timestamp,touchpoint,stage\n1,2024-01-01,web,awareness\n")
     assert load_events(path).personas == ["all"]
