@@ -312,7 +312,7 @@ def optimize(
 @app.command(epilog="Example: journey backtest events.csv --split 2024-05-01 --out results/bt")
 @handled
 def backtest(
-    events: Annotated[Path, _path_arg(metavar="EVENTS", help="Event log: CSV, CSV.gz or Parquet.")],
+    events: Annotated[str, _path_arg(metavar="EVENTS", help="Event log: CSV, CSV.gz or Parquet (a local file).")],
     split: Annotated[str, typer.Option(help="Fit on rows before this ISO 8601 date, e.g. 2024-05-01 "
                                             "(midnight UTC); predict the customers who start after it.")],
     stages: Stages = None,

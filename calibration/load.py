@@ -33,6 +33,7 @@ from calibration.columns import (
 from calibration.eventlog import REQUIRED, EventLog, parse_stages
 from calibration.mapping import Mapping, load_mapping
 from calibration.readers import column_sources, header_names, read_table
+from calibration.sources import is_url
 from calibration.timestamps import Layout, parse_time
 from sim.errors import InputError, closest
 from sim.limits import regular_file, sha256_of
@@ -42,6 +43,9 @@ def load_events(path: str | Path, *, stages: str | list[str] | None = None,
                 conversion_stage: str | None = None, mapping: str | Path | Mapping | None = None,
                 before: float | None = None) -> EventLog:
     """Load, map and check an event log. ``before`` (days) keeps only rows earlier than it."""
+    if is_url(path):  # before Path(), which would fold "s3://" into "s3:/"
+        raise InputError("a URL is read by journey calibrate (streamed, or on a cluster), not whole", file=path,
+                         hint="copy the files here and give their path")
     path = Path(path)
     mp = as_mapping(mapping)
     # the mapping's stage list is the default; --stages / --conversion-stage override it

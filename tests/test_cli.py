@@ -135,6 +135,8 @@ def test_default_run_directory_and_recorded_seed(tmp_path, monkeypatch):
     (["simulate", "{foreign}"], "schema version"),
     (["calibrate", "missing.csv", "--out", "{out}/m.json"], "not found"),
     (["calibrate", str(DEMO_EVENTS), "--out", "{out}/m.json", "--conversion-stage", "purchase"], "purchase"),
+    (["backtest", "s3://bucket/log.parquet", "--split", "2024-01-10", "--out", "{out}"],
+     "s3://bucket/log.parquet: a URL is read by journey calibrate"),  # the URL intact, not s3:/bucket
 ])
 def test_bad_input_exit_2_one_line_nothing_written(tmp_path, args, fragment):
     bad = tmp_path / "bad.json"
