@@ -1,7 +1,6 @@
 """Calibration: event log in, Model out (pure; `journey calibrate` writes it: application/calibrate.py)."""
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from calibration.experience import satisfaction_section
 from calibration.load import load_events
 from calibration.mapping import load_mapping
 from calibration.sources import is_url
-from calibration.stats import LogStats, StatsSum, at_log_end, log_stats
+from calibration.stats import LogStats, StatsSum, at_log_end, in_bucket_order, log_stats
 from calibration.value import section_of
 from sim.errors import InputError
 from sim.limits import finite, sha256_of_files
@@ -137,13 +136,11 @@ def _streamed(events: str | Path, load: dict, *, inactivity_days: float, phases:
                 return log_stats(part, end=end, inactivity_days=inactivity_days, phases=phases), part.end
 
             total, last = StatsSum(), -np.inf
-            # buckets read and summed on two threads (numpy and Arrow release the GIL), added in bucket order
-            with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
-                for i, (part_stats, part_end) in enumerate(pool.map(bucket_stats, buckets)):
-                    total.add(part_stats)
-                    last = max(last, part_end)
-                    if progress is not None:
-                        progress("summing", i + 1, len(buckets))
+            for i, (part_stats, part_end) in enumerate(in_bucket_order(bucket_stats, buckets)):
+                total.add(part_stats)
+                last = max(last, part_end)
+                if progress is not None:
+                    progress("summing", i + 1, len(buckets))
             return total, last
 
         total, _ = at_log_end(summed, stream.end)

@@ -28,8 +28,6 @@ sequences.py, dwell.py (way-out dwell), fallbacks.py; this module assembles the 
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,7 +42,7 @@ from calibration.fallbacks import all_rows_note, fallbacks, touch_order_note
 from calibration.phases import merge_bins
 from calibration.pooling import pool_shares
 from calibration.sequences import touch_dependence, touch_sequences
-from calibration.stats import LogStats, StatsSum, log_stats
+from calibration.stats import LogStats, StatsSum, in_bucket_order, log_stats
 from sim.errors import InputError
 from sim.model import Model
 
@@ -80,10 +78,8 @@ def stats_of(log: EventLog, *, inactivity_days: float, phases: bool, buckets: in
         return log_stats(split.part(bucket), end=log.end, inactivity_days=inactivity_days, phases=phases)
 
     total = StatsSum()
-    # two threads, as the stream sums its buckets (numpy releases the GIL); added in bucket order
-    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
-        for part_stats in pool.map(bucket_stats, split.buckets):
-            total.add(part_stats)
+    for part_stats in in_bucket_order(bucket_stats, split.buckets):
+        total.add(part_stats)
     st = total.result()
     st.backward_rows = log.backward_rows
     return st

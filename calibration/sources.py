@@ -42,11 +42,8 @@ def dataset_files(source: str) -> tuple[Any, list[str]]:
 
 def url_filesystem(source: str) -> tuple[Any, str]:
     """The fsspec filesystem of a URL and the path inside it; one line when the scheme's package is missing."""
-    try:
-        import fsspec
-    except ImportError:
-        raise InputError("reading a URL needs fsspec", file=source,
-                         hint="pip install fsspec (and s3fs, gcsfs or adlfs for the object store)") from None
+    import fsspec  # a dependency; imported here, as only URLs and the cluster need it
+
     try:
         return fsspec.core.url_to_fs(source)
     except (ImportError, ValueError) as exc:  # "Install s3fs to access S3", "Protocol not known: xyz"

@@ -9,7 +9,9 @@ rule (and whether every row enters, which depends on the whole log) is applied o
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from typing import TypeVar
 
@@ -169,6 +171,13 @@ def log_stats(log: EventLog, *, end: float, inactivity_days: float, phases: bool
         late=Late(ps=ps[late].astype(np.int32), entry_time=entry_time[late]),
         experience=experience_sums(log, before), value=value_sums(log, before, after),
     )
+
+
+def in_bucket_order(compute: Callable[[int], T], buckets: list[int]) -> Iterator[T]:
+    """``compute(bucket)`` of each bucket, in the order given, on two threads (numpy and Arrow release the
+    GIL): added up as they come, the sums keep the bucket order every path adds in."""
+    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+        yield from pool.map(compute, buckets)
 
 
 def at_log_end(compute: Callable[[float], tuple[T, float]], provisional: float) -> tuple[T, float]:

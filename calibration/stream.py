@@ -315,8 +315,8 @@ def _read_parquet(p: _Pass, files: list[Path] | list[str], fs: pafs.FileSystem |
         try:
             pf = _parquet(f, fs)
             dictionaries = _dictionary_columns(pf.schema_arrow, p.mp)
-            if dictionaries:
-                pf = _parquet(f, fs, read_dictionary=dictionaries)
+            if dictionaries:  # the footer already read, not fetched again
+                pf = _parquet(f, fs, read_dictionary=dictionaries, metadata=pf.metadata)
             names = pf.schema_arrow.names
             meta = {"journey_header": "\x1f".join(names)}
             n = max(pf.metadata.num_rows, 1)
