@@ -43,7 +43,7 @@ from calibration.columns import (
 from calibration.eventlog import REQUIRED, EventLog, parse_stages
 from calibration.mapping import Mapping, load_mapping
 from calibration.readers import column_sources
-from calibration.sources import dataset_files, is_local
+from calibration.sources import dataset_files, is_local, same_columns
 from calibration.stats import at_log_end
 from calibration.timestamps import parse_time, parse_time_ns
 from sim.errors import InputError, closest
@@ -239,9 +239,7 @@ def _pieces(fs, files: list[str], source: str) -> tuple[list[_Piece], list[str]]
                              hint="expected Parquet files") from None
         if header is None:
             header = names
-        elif names != header:
-            raise InputError("the dataset's files have different columns", file=file,
-                             value=",".join(names), hint=f"the first file has {','.join(header)}")
+        same_columns(names, header, file)
         groups: list[int] = []
         start, count = first, 0
         for g in range(meta.num_row_groups):

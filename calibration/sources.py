@@ -21,6 +21,13 @@ def is_url(source: str | Path) -> bool:
     return isinstance(source, str) and _URL.match(source) is not None
 
 
+def same_columns(names: list[str], header: list[str], file: str | Path) -> None:
+    """Refuse a dataset file whose columns (names and order) are not the first file's."""
+    if names != header:
+        raise InputError("the dataset's files have different columns", file=file, value=",".join(names),
+                         hint=f"the first file has {','.join(header)}")
+
+
 def dataset_files(source: str) -> tuple[Any, list[str]]:
     """The fsspec filesystem of a URL and its Parquet files in sorted path order (a folder's files, hidden
     and ``_`` ones such as _SUCCESS skipped; or the one file)."""

@@ -46,7 +46,7 @@ from calibration.readers import (
     read_error,
     wanted_columns,
 )
-from calibration.sources import PARQUET_SUFFIXES, dataset_files, is_local, is_url
+from calibration.sources import PARQUET_SUFFIXES, dataset_files, is_local, is_url, same_columns
 from calibration.timestamps import NS_PER_DAY, Layout, layout_of, parse_time_ns
 from sim.errors import InputError
 from sim.limits import regular_file, sha256_of_files
@@ -311,9 +311,12 @@ def _read_parquet(p: _Pass, files: list[Path] | list[str], fs: pafs.FileSystem |
     except READ_ERRORS as exc:
         raise read_error(exc, p.path) from None
     total = sum(sizes)
+    header: list[str] | None = None
     for f, size in zip(files, sizes):
         try:
             pf = _parquet(f, fs)
+            header = header or pf.schema_arrow.names
+            same_columns(pf.schema_arrow.names, header, f)
             dictionaries = _dictionary_columns(pf.schema_arrow, p.mp)
             if dictionaries:  # the footer already read, not fetched again
                 pf = _parquet(f, fs, read_dictionary=dictionaries, metadata=pf.metadata)

@@ -123,6 +123,24 @@ def test_a_parquet_url_streams_like_the_local_files(tmp_path, events):
         memory.rm(root, recursive=True)
 
 
+def test_a_folder_file_without_a_column_is_refused_in_one_line(tmp_path, events):
+    """A folder's later file with other columns (a required one missing, or reordered) is named, in the
+    cluster's words, before any of its rows are read (it was an internal KeyError)."""
+    table = pa.Table.from_pandas(events, preserve_index=False)
+    for name, second in (("missing", table.slice(9_000).drop_columns(["stage"])),
+                         ("reordered", table.slice(9_000).select(table.column_names[::-1]))):
+        folder = tmp_path / name
+        folder.mkdir()
+        pq.write_table(table.slice(0, 9_000), folder / "part-0.parquet")
+        pq.write_table(second, folder / "part-1.parquet")
+        with pytest.raises(InputError) as got:
+            open_stream(folder)
+        text = str(got.value)
+        assert text.startswith(f"{folder / 'part-1.parquet'}: the dataset's files have different columns"), text
+        assert f"the first file has {','.join(table.column_names)}" in text
+        assert not list(folder.glob("*.arrows"))
+
+
 def test_before_and_time_disorder(tmp_path, events):
     shuffled = events.sample(frac=1.0, random_state=3)  # first appearance differs from time order
     csv = tmp_path / "shuffled.csv"
