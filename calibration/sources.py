@@ -13,6 +13,7 @@ from typing import Any
 from sim.errors import InputError
 
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+_TEXT_SUFFIXES = (".csv", ".csv.gz", ".tsv")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -29,16 +30,23 @@ def same_columns(names: list[str], header: list[str], file: str | Path) -> None:
 
 
 def dataset_files(source: str) -> tuple[Any, list[str]]:
-    """The fsspec filesystem of a URL and its Parquet files in sorted path order (a folder's files, hidden
-    and ``_`` ones such as _SUCCESS skipped; or the one file)."""
+    """The fsspec filesystem of a URL or local path and its Parquet files in sorted path order (a folder's
+    files named *.parquet, *.pq or *.parq, hidden and ``_`` ones such as _SUCCESS skipped; or the one file).
+    The stream and the cluster list a folder with this one rule, so they read the same rows in one order."""
     fs, root = url_filesystem(source)
     try:
         if fs.isdir(root):
-            files = sorted(f for f in fs.find(root) if f.lower().endswith(PARQUET_SUFFIXES)
-                           and not any(part.startswith(("_", ".")) for part in f[len(root):].split("/") if part))
+            shown = sorted(f for f in fs.find(root)
+                           if not any(part.startswith(("_", ".")) for part in f[len(root):].split("/") if part))
+            files = [f for f in shown if f.lower().endswith(PARQUET_SUFFIXES)]
             if not files:
+                names = ", ".join("*" + suffix for suffix in PARQUET_SUFFIXES)
+                text = sum(f.lower().endswith(_TEXT_SUFFIXES) for f in shown)
+                if text:
+                    raise InputError(f"the folder holds {text} CSV file(s), not Parquet", file=source,
+                                     hint=f"give one CSV file, or write the log as Parquet files ({names})")
                 raise InputError("the folder holds no Parquet files", file=source,
-                                 hint="expected a folder of *.parquet files")
+                                 hint=f"expected files named {names}")
             return fs, files
         if not fs.exists(root):
             raise InputError("event log not found", file=source, hint="check the URL")

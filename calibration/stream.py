@@ -213,16 +213,9 @@ def _arrow_bytes(files: list[Path] | list[str], fs: pafs.FileSystem | None = Non
 
 
 def _parquet_files(path: Path) -> list[Path]:
-    """A folder's Parquet files in sorted path order (hidden and ``_`` files, e.g. _SUCCESS, skipped)."""
-    try:
-        import pyarrow.dataset as ds  # only for a folder: it imports pandas
-
-        files = sorted(Path(f) for f in ds.dataset(str(path), format="parquet").files)
-    except READ_ERRORS as exc:
-        raise read_error(exc, path) from None
-    if not files:
-        raise InputError("the folder holds no Parquet files", file=path, hint="expected a folder of *.parquet files")
-    return files
+    """A local folder's Parquet files, by the rule the cluster lists them with (calibration/sources.py)."""
+    _, files = dataset_files(str(path))
+    return [Path(f) for f in files]
 
 
 def _spill_path(folder: Path, bucket: int) -> Path:

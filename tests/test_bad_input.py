@@ -113,6 +113,8 @@ def bad(tmp_path_factory) -> Path:
     for name, content in FILES.items():
         (d / name).write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
     (d / "folder").mkdir()
+    (d / "csv-folder").mkdir()
+    (d / "csv-folder" / "part-1.csv").write_text("customer_id,timestamp,touchpoint,stage\n")
     (d / "rundir_garbage").mkdir()
     (d / "rundir_garbage" / "summary.json").write_bytes(os.urandom(300))
     (d / "rundir_empty").mkdir()
@@ -154,6 +156,7 @@ CASES = [
     ("cal-missing", ["calibrate", "{d}/nope.csv"], ["nope.csv", "not found"]),
     ("cal-dangling-link", ["calibrate", "{d}/dangling.csv"], ["dangling.csv", "not found"]),
     ("cal-directory", ["calibrate", "{d}/folder"], ["folder", "no Parquet files"]),
+    ("cal-csv-folder", ["calibrate", "{d}/csv-folder"], ["csv-folder", "1 CSV file(s), not Parquet", "give one CSV"]),
     ("cal-empty", ["calibrate", "{d}/empty.csv"], ["empty.csv", "empty"]),
     ("cal-header-only", ["calibrate", "{d}/header.csv"], ["header.csv", "empty"]),
     ("cal-missing-column", ["calibrate", "{d}/nocol.csv"], ["nocol.csv", "'touchpoint'", "missing"]),
