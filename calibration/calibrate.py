@@ -10,7 +10,7 @@ import numpy as np
 
 from calibration.estimate import DEFAULT_INACTIVITY_DAYS, check_options, estimate_stats, stats_of
 from calibration.experience import satisfaction_section
-from calibration.load import load_events
+from calibration.load import load_events, refusal_order
 from calibration.mapping import load_mapping
 from calibration.sources import is_url
 from calibration.stats import LogStats, StatsSum, at_log_end, in_bucket_order, log_stats
@@ -131,16 +131,24 @@ def _streamed(events: str | Path, load: dict, *, inactivity_days: float, phases:
 
         def summed(end: float) -> tuple[StatsSum, float]:
             """The buckets' statistics at ``end``, and the largest part end (the log's true end)."""
-            def bucket_stats(bucket: int) -> tuple[LogStats, float]:
-                part = stream.part(bucket)
+            def bucket_stats(bucket: int) -> tuple[LogStats | InputError, float]:
+                try:
+                    part = stream.part(bucket)
+                except InputError as err:  # a per-customer check: every bucket is read to find the log's first
+                    return err, -np.inf
                 return log_stats(part, end=end, inactivity_days=inactivity_days, phases=phases), part.end
 
-            total, last = StatsSum(), -np.inf
+            total, last, refused = StatsSum(), -np.inf, []
             for i, (part_stats, part_end) in enumerate(in_bucket_order(bucket_stats, buckets)):
-                total.add(part_stats)
+                if isinstance(part_stats, InputError):
+                    refused.append(part_stats)
+                elif not refused:
+                    total.add(part_stats)
                 last = max(last, part_end)
                 if progress is not None:
                     progress("summing", i + 1, len(buckets))
+            if refused:
+                raise min(refused, key=refusal_order)  # buckets in order: ties go to the first
             return total, last
 
         total, _ = at_log_end(summed, stream.end)

@@ -16,7 +16,6 @@ partitions depending on the columns projected, so partition numbers are no base 
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -41,6 +40,7 @@ from calibration.columns import (
     stage_codes,
 )
 from calibration.eventlog import REQUIRED, EventLog, parse_stages
+from calibration.load import log_from_table, refusal_order
 from calibration.mapping import Mapping, load_mapping
 from calibration.readers import column_sources
 from calibration.sources import dataset_files, is_local, same_columns
@@ -465,8 +465,8 @@ def _pass_b(plan: _Plan, client, fn, end: float, progress, build=None) -> list[t
             progress(i, len(futures))
     done = [x for f in futures for x in f.result()]
     errors = [x[1] for x in done if isinstance(x[1], _Failure)]
-    if errors:  # a per-customer check (two personas, duplicates): the first row in file order
-        raise InputError(**min(errors, key=lambda e: (e.row, e.bucket)).fields)
+    if errors:  # a per-customer check (two personas, duplicates): the one the whole log gives
+        raise InputError(**min(errors, key=lambda e: (e.order, e.bucket)).fields)
     return sorted(done, key=lambda x: x[0])
 
 
@@ -479,14 +479,12 @@ class _Failure:
     """An InputError a bucket raised, with the first row it names (to pick the log's first)."""
 
     bucket: int
-    row: int
+    order: tuple[int, int]  # calibration.load.refusal_order
     fields: dict
 
 
 def _part(table: pa.Table, rows: np.ndarray, plan: _Plan) -> EventLog:
     """One bucket's EventLog, coded against the whole log's vocabularies."""
-    from calibration.load import log_from_table
-
     return log_from_table(table, rows, mapping=plan.mapping, stages=plan.stages,
                           conversion_stage=plan.conversion_stage, source=plan.source, sha256=plan.sha256,
                           before=plan.before, touchpoints=plan.touchpoints, personas=plan.personas,
@@ -514,8 +512,7 @@ def _buckets_of(df: pd.DataFrame, plan: _Plan, fn, end: float, build) -> list[tu
         except InputError as err:
             if err.where == "--split":  # none of this bucket's rows is before the split: no customers
                 continue
-            named = re.search(r"rows? (\d+)", err.where or "")
-            out.append((int(b), _Failure(int(b), int(named[1]) if named else 0, _fields(err)), 0.0))
+            out.append((int(b), _Failure(int(b), refusal_order(err), _fields(err)), 0.0))
             continue
         out.append((int(b), fn(part, end), float(part.end)))
     return out

@@ -18,11 +18,26 @@ _NULL_WORDS = ("NA", "N/A", "NaN", "nan", "null", "None")  # read as missing onl
 
 
 def no_nulls(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray) -> None:
-    """Refuse an empty value in a column that needs one."""
-    if arr.null_count:
-        i = int(np.flatnonzero(np.asarray(pc.is_null(arr).to_numpy(zero_copy_only=False)))[0])
+    """Refuse an empty value in a column that needs one: a null, or an empty text (a CSV reads an empty
+    cell as null; Parquet may hold "", which must mean the same)."""
+    empty = pc.is_null(arr) if arr.null_count else None
+    if _has_empty_text(arr):
+        blank = pc.equal(pc.binary_length(arr.cast(pa.string()) if pa.types.is_dictionary(arr.type) else arr), 0)
+        blank = pc.fill_null(blank, False)
+        empty = blank if empty is None else pc.or_(empty, blank)
+    if empty is not None:
+        i = int(np.flatnonzero(np.asarray(empty.to_numpy(zero_copy_only=False)))[0])
         raise InputError("empty value", file=path, where=f"row {rows[i]}, column {column!r}",
                          hint="every row needs a value here")
+
+
+def _has_empty_text(arr: pa.ChunkedArray) -> bool:
+    """Some row holds "" (a dictionary column is asked through its dictionaries: no row is decoded)."""
+    if pa.types.is_dictionary(arr.type):
+        return any(pc.any(pc.equal(pc.binary_length(c.dictionary), 0)).as_py() for c in arr.chunks if len(c))
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        return bool(pc.any(pc.equal(pc.binary_length(arr), 0)).as_py())
+    return False
 
 
 def _dictionary_codes(arr: pa.ChunkedArray, code_of) -> np.ndarray:
@@ -174,7 +189,7 @@ def check_first_persona(codes: np.ndarray, rows: np.ndarray, table: pa.Table, ta
     """Refuse a customer whose first row has no usable [persona] value."""
     bad = codes < 0
     if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+        i = int(np.flatnonzero(bad)[np.argmin(rows[bad])])  # the first in the file, as every path reports it
         value = table[rule.column][int(np.searchsorted(table_rows, rows[i]))].as_py()
         what = (f"a number of at least {rule.bands[0]:g}" if rule.bands is not None else "a value")
         raise InputError(f"[persona] column needs {what} on each customer's first row", file=path,
@@ -188,7 +203,7 @@ def parse_satisfaction(arr: pa.ChunkedArray, path: Path, column: str, rows: np.n
     import pandas as pd  # imported when needed: most logs never reach pandas
     values = pd.to_numeric(pd.Series(text.to_numpy(zero_copy_only=False)), errors="coerce")
     out = values.to_numpy(dtype=float, na_value=np.nan)
-    missing = pc.or_(pc.is_null(text), pc.is_in(text, value_set=pa.array(_NULL_WORDS)))
+    missing = pc.or_(pc.is_null(text), pc.is_in(text, value_set=pa.array(("",) + _NULL_WORDS)))
     raw_null = np.asarray(missing.to_numpy(zero_copy_only=False), dtype=bool)
     bad = np.isnan(out) & ~raw_null
     bad |= ~np.isnan(out) & ((out < 1) | (out > 5))

@@ -7,6 +7,7 @@ times, calibration/columns.py checks and codes the other columns, calibration/ev
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
@@ -284,6 +285,24 @@ def _end_journeys(r: _Rows, n_customers: int) -> np.ndarray:
     return ended
 
 
+# the checks that need all of a customer's rows, in the order _log runs them; a log cut into buckets
+# reports the refusal the whole log gives: the earliest check that fails, at the first row it names
+PER_CUSTOMER_CHECKS = ("[persona] column needs", "contradictory rows", "duplicate rows")
+
+
+def first_in_file(failing: np.ndarray, row: np.ndarray, *, earlier: bool = False) -> int:
+    """The failing position whose file row comes first (``earlier``: the row before it, the pair's first)."""
+    return int(failing[np.argmin(row[failing - 1] if earlier else row[failing])])
+
+
+def refusal_order(err: InputError) -> tuple[int, int]:
+    """Where a bucket's per-customer refusal ranks among the log's: (check, first row named)."""
+    rank = next((i for i, head in enumerate(PER_CUSTOMER_CHECKS) if err.message.startswith(head)),
+                len(PER_CUSTOMER_CHECKS))
+    named = re.search(r"rows? (\d+)", err.where or "")
+    return rank, int(named[1]) if named else 0
+
+
 def _personas_of_customers(r: _Rows, codes: _Codes, table: pa.Table, table_rows: np.ndarray, path: Path,
                            mp: Mapping) -> np.ndarray:
     """Each customer's persona (from the first row); refuses a customer with two."""
@@ -295,7 +314,7 @@ def _personas_of_customers(r: _Rows, codes: _Codes, table: pa.Table, table_rows:
         r.persona = persona_of_customer[r.customer]
     clash = r.persona != persona_of_customer[r.customer]
     if clash.any():
-        i = int(np.flatnonzero(clash)[0])
+        i = first_in_file(np.flatnonzero(clash), r.row)
         personas, c = codes.personas, r.customer[i]
         raise InputError("contradictory rows: customer has more than one persona", file=path,
                          where=f"row {r.row[i]}, column {codes.persona_src!r}",
@@ -315,7 +334,7 @@ def _duplicates(r: _Rows, codes: _Codes, path: Path, mp: Mapping) -> None:
     if mp.options.drop_duplicates:
         r.take(~same_as_prev)
         return
-    i = int(np.flatnonzero(same_as_prev)[0])
+    i = first_in_file(np.flatnonzero(same_as_prev), r.row, earlier=True)
     raise InputError("duplicate rows (same customer, timestamp, touchpoint and stage)", file=path,
                      where=f"rows {r.row[i - 1]} and {r.row[i]}", value=str(codes.customer_ids[r.customer[i]]),
                      hint="remove the duplicates, or set drop_duplicates = true under [options] "

@@ -20,7 +20,7 @@ from calibration import load as load_module  # noqa: E402
 from calibration.buckets import split_log  # noqa: E402
 from calibration.load import load_events  # noqa: E402
 from sim.errors import InputError  # noqa: E402
-from worlds import make_world, simulate_log  # noqa: E402
+from worlds import make_world, simulate_log, with_customer_refusals  # noqa: E402
 
 HAS_TABLE = hasattr(load_module, "log_from_table")
 needs_table = pytest.mark.skipif(not HAS_TABLE, reason="calibration.load.log_from_table not on this branch yet")
@@ -204,6 +204,20 @@ def _broken(logs, folder, kind: str) -> tuple:
 @pytest.mark.parametrize("kind", ["null id", "bad stage", "bad time"])
 def test_bad_input_gives_the_loaders_line(client, logs, kind):
     paths = _broken(logs, logs["folder"], kind)
+    with pytest.raises(InputError) as want:
+        load_events(paths["one"])
+    with pytest.raises(InputError) as got:
+        cluster.cluster_map(paths["folder"], client, _keep)
+    assert str(got.value) == str(want.value).replace(str(paths["one"]), str(paths["folder"]))
+
+
+@pytest.mark.parametrize("clash", [False, True])
+def test_a_per_customer_refusal_is_the_whole_logs(client, logs, tmp_path, clash):
+    """Duplicates in many buckets (and a later persona clash, the earlier check): the workers' buckets
+    report what the whole log's check reports (the first row in the file of the earliest check)."""
+    events = pq.read_table(logs["plain"]["one"]).to_pandas()
+    table = pa.Table.from_pandas(with_customer_refusals(events, seed=5, clash=clash), preserve_index=False)
+    paths = _write(table, tmp_path, "refused")
     with pytest.raises(InputError) as want:
         load_events(paths["one"])
     with pytest.raises(InputError) as got:

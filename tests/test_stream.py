@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import subprocess
 import sys
 from dataclasses import fields
@@ -19,7 +20,7 @@ from calibration.buckets import split_log
 from calibration.load import load_events
 from calibration.stream import open_stream
 from sim.errors import InputError
-from worlds import simulate_log
+from worlds import simulate_log, with_customer_refusals
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -166,6 +167,57 @@ def test_a_folder_is_listed_by_the_clusters_rule(tmp_path, events):
     events.to_csv(tmp_path / "csvs" / "a.csv", index=False)
     with pytest.raises(InputError, match=r"csvs: the folder holds 1 CSV file\(s\), not Parquet; give one CSV file"):
         open_stream(tmp_path / "csvs")
+
+
+@pytest.mark.parametrize("clash", [False, True])
+def test_a_per_customer_refusal_is_the_whole_logs(tmp_path, events, clash):
+    """Duplicates in many buckets (and a persona clash, the earlier check, late in the file): the stream
+    names what the whole log's check names, the first row in the file of the earliest check that fails
+    (it named its first refusing bucket's)."""
+    from calibration.calibrate import calibrate
+
+    bad = with_customer_refusals(events, seed=3, clash=clash)
+    path = tmp_path / "bad.csv"
+    bad.to_csv(path, index=False)
+    with pytest.raises(InputError) as want:
+        load_events(path)
+    assert str(want.value).split(": ")[2].startswith("contradictory rows" if clash else "duplicate rows")
+    for reader in ("stream", "memory"):
+        with pytest.raises(InputError) as got:
+            calibrate(path, reader=reader)
+        assert str(got.value) == str(want.value), reader
+    rows = [int(x) for x in re.findall(r"\d+", want.value.where)]
+    if clash:  # the one changed row, late in the file (rows count from 1 after the header)
+        assert rows == [len(bad) - 3 + 1]
+    else:  # the repeated pair that starts first in the file
+        key = ["customer_id", "timestamp", "touchpoint", "stage"]
+        starts = bad[bad.duplicated(key, keep=False)].reset_index().groupby(key)["index"].min()
+        assert rows[0] == int(starts.min()) + 1
+
+
+@pytest.mark.parametrize("column", ["customer_id", "timestamp", "touchpoint", "stage", "persona"])
+def test_an_empty_text_in_parquet_is_an_empty_cell(tmp_path, events, column):
+    """Parquet can hold "" where a CSV has an empty cell (read as null): both are "empty value" at that
+    row on every reader, not a touchpoint (or persona) named "" as 0.5.2 took it; an empty satisfaction
+    is missing, as in a CSV."""
+    from calibration.calibrate import calibrate
+
+    bad = events.astype({"timestamp": str}).copy()
+    bad.loc[40, column] = ""
+    csv, parquet = tmp_path / "bad.csv", tmp_path / "bad.parquet"
+    bad.to_csv(csv, index=False)
+    pq.write_table(pa.Table.from_pandas(bad, preserve_index=False), parquet)
+    want = f"row 41, column {column!r}: empty value; every row needs a value here"
+    for path in (csv, parquet):
+        for reader in ("stream", "memory"):
+            with pytest.raises(InputError) as got:
+                calibrate(path, reader=reader)
+            assert str(got.value) == f"{path}: {want}", (path.suffix, reader)
+    if column == "persona":
+        rated = events.assign(satisfaction=np.where(np.arange(len(events)) % 5 == 0, "4", ""))
+        pq.write_table(pa.Table.from_pandas(rated, preserve_index=False), parquet)
+        model = calibrate(parquet)
+        assert model.to_json() == calibrate(parquet, reader="memory").to_json()
 
 
 def test_before_and_time_disorder(tmp_path, events):

@@ -340,3 +340,21 @@ def _walk_deadline(model: Model, rng: np.random.Generator, persona: np.ndarray, 
             clock[idx] = np.minimum(nxt, deadline[idx])
         step += 1
     return cols, highest
+
+
+def with_customer_refusals(events: pd.DataFrame, seed: int = 0, *, clash: bool = False) -> pd.DataFrame:
+    """A log that several per-customer checks refuse, spread over many buckets: rows repeated (the copies
+    later in the file than some originals, earlier than others) and, with ``clash``, a customer whose
+    persona changes late in the file. Every reader must report the refusal the whole log gives."""
+    rng = np.random.default_rng(seed)
+    n = len(events)
+    picked = np.sort(rng.choice(np.arange(n // 3, n), size=12, replace=False))
+    copies = events.iloc[picked]
+    # half the copies go near the start, half at the end: the first pair in the file is not the first
+    # customer's, nor the first bucket's
+    out = pd.concat([events.iloc[:50], copies.iloc[::2], events.iloc[50:], copies.iloc[1::2]], ignore_index=True)
+    if clash:
+        i = len(out) - 3
+        personas = sorted(set(out["persona"]))
+        out.loc[i, "persona"] = next(p for p in personas if p != out.loc[i, "persona"])
+    return out
