@@ -8,6 +8,7 @@ one `split_log(load_events(...))` gives for it. Memory: one batch in pass 1, one
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -215,7 +216,8 @@ def _arrow_bytes(files: list[Path] | list[str], fs: pafs.FileSystem | None = Non
 def _parquet_files(path: Path) -> list[Path]:
     """A local folder's Parquet files, by the rule the cluster lists them with (calibration/sources.py)."""
     _, files = dataset_files(str(path))
-    return [Path(f) for f in files]
+    root = os.path.abspath(path)  # fsspec lists absolute paths; messages name them under the path given
+    return [path / os.path.relpath(f, root) for f in files]
 
 
 def _spill_path(folder: Path, bucket: int) -> Path:
