@@ -163,9 +163,9 @@ Draws = Annotated[int, typer.Option(min=0, help="Draws of the model's parameters
 @handled
 def calibrate(
     events: Annotated[str, _path_arg(metavar="EVENTS", help="Event log: CSV, CSV.gz, Parquet or a folder of Parquet "
-                                                            "files, or the URL of a Parquet file or folder "
-                                                            "(s3://, gs://, file://: fsspec and its package "
-                                                            "for the store).")],
+                                                            "files, or the URL of one of those (a CSV file or "
+                                                            "a Parquet file or folder; s3://, gs://, file://: "
+                                                            "fsspec and its package for the store).")],
     out: Annotated[Path, typer.Option(help="Model JSON to write.")],
     stages: Stages = None,
     conversion_stage: ConvStage = None,

@@ -43,7 +43,7 @@ from calibration.eventlog import REQUIRED, EventLog, parse_stages
 from calibration.load import log_from_table, refusal_order
 from calibration.mapping import Mapping, load_mapping
 from calibration.readers import column_sources
-from calibration.sources import dataset_files, is_local, same_columns
+from calibration.sources import PARQUET_SUFFIXES, dataset_files, is_local, same_columns
 from calibration.stats import at_log_end
 from calibration.timestamps import parse_time, parse_time_ns
 from sim.errors import InputError, closest
@@ -202,6 +202,9 @@ def _plan(path: str | Path, mapping, stages, conversion_stage, before, buckets: 
                                      conversion_stage or mp.conversion_stage)
     source = str(path)
     fs, files = dataset_files(source)
+    if not files[0].lower().endswith(PARQUET_SUFFIXES):  # one file, named as a CSV is (a folder holds Parquet)
+        raise InputError("the cluster reads Parquet, not CSV", file=source,
+                         hint="drop --scheduler to stream the CSV on this machine, or write it as Parquet")
     pieces, header = _pieces(fs, files, source)
     if not pieces or sum(p.n_rows for p in pieces) == 0:
         raise InputError("the event log is empty (no data rows)", file=source)

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from calibration.eventlog import OPTIONAL, REQUIRED
 from calibration.mapping import Mapping
+from calibration.sources import PARQUET_SUFFIXES
 from sim.errors import InputError
 
 
@@ -46,7 +48,7 @@ def read_table(path: Path, mp: Mapping) -> pa.Table:
 
 def is_parquet(path: Path) -> bool:
     """Parquet by its name (anything else is read as CSV, optionally compressed)."""
-    return path.name.lower().endswith((".parquet", ".pq"))
+    return path.name.lower().endswith(PARQUET_SUFFIXES)
 
 
 READ_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError, EOFError)
@@ -88,11 +90,12 @@ def wanted_columns(mp: Mapping) -> set[str]:
             | ({mp.persona.column} if mp.persona else set()))
 
 
-def csv_plan(path: Path, mp: Mapping) -> CsvPlan:
-    """Sniff the delimiter, check the header, and choose each wanted column's type."""
+def csv_plan(path: Path | str, mp: Mapping, fs: pafs.FileSystem | None = None) -> CsvPlan:
+    """Sniff the delimiter, check the header, and choose each wanted column's type (``fs``: the filesystem
+    of a URL, calibration/sources.py; None: a local path)."""
     wanted = wanted_columns(mp)
-    parse = sniff_delimiter(path)
-    head = _csv_header(path, parse)
+    parse = sniff_delimiter(path, fs)
+    head = _csv_header(path, parse, fs)
     twice = sorted({c for c in head if c in wanted and head.count(c) > 1})
     if twice:
         raise InputError("the header names this column more than once", file=path, where=f"column {twice[0]!r}",
@@ -113,7 +116,7 @@ def csv_plan(path: Path, mp: Mapping) -> CsvPlan:
     if time_col in types and as_text:
         types[time_col] = pa.string()  # read as the mapping says, not by the reader's ISO parser
     elif time_col in types:
-        time_type = _sniff_time_type(path, time_col, parse)
+        time_type = _sniff_time_type(path, time_col, parse, fs)
     if time_type is not None:
         types[time_col] = time_type
     return CsvPlan(parse, head, include, types, time_col, time_type)
@@ -137,10 +140,25 @@ _DICT = pa.dictionary(pa.int32(), pa.string())
 _NULLS = [""]
 
 
-def sniff_delimiter(path: Path) -> pacsv.ParseOptions:
+def open_text(path: Path | str, fs: pafs.FileSystem | None = None) -> pa.NativeFile:
+    """A CSV's bytes, decompressed as its name says (``.gz``…), from this disk or a URL's filesystem."""
+    if fs is None:
+        return pa.input_stream(str(path), compression="detect")
+    return pa.input_stream(fs.open_input_file(str(path)), compression=codec_of(path))
+
+
+def codec_of(path: Path | str) -> str | None:
+    """The compression a file's name says (``gzip`` for ``.gz``), None for none."""
+    try:
+        return pa.Codec.detect(str(path)).name
+    except (TypeError, ValueError):
+        return None
+
+
+def sniff_delimiter(path: Path | str, fs: pafs.FileSystem | None = None) -> pacsv.ParseOptions:
     """Comma, semicolon (spreadsheet exports in many locales), tab or pipe, from the header line."""
     try:
-        with pa.input_stream(str(path), compression="detect") as stream:
+        with open_text(path, fs) as stream:
             head = stream.read(1 << 16).decode("utf-8", errors="replace").lstrip("\ufeff")
     except (pa.ArrowInvalid, OSError, EOFError):
         return pacsv.ParseOptions()
@@ -179,13 +197,13 @@ def with_block(read, block: int):
             block *= 8
 
 
-def _sniff_time_type(path: Path, column: str, parse: pacsv.ParseOptions) -> pa.DataType | None:
+def _sniff_time_type(path: Path | str, column: str, parse: pacsv.ParseOptions,
+                     fs: pafs.FileSystem | None = None) -> pa.DataType | None:
     """Timestamp type for the reader from the first rows: zoned, naive, or None (mixed/unknown)."""
+    convert = pacsv.ConvertOptions(include_columns=[column], column_types={column: pa.string()})
     try:
-        batch = with_block(lambda block: pacsv.open_csv(
-            path, parse_options=parse, read_options=pacsv.ReadOptions(block_size=block),
-            convert_options=pacsv.ConvertOptions(include_columns=[column],
-                                                 column_types={column: pa.string()})).read_next_batch(), 1 << 16)
+        batch = with_block(lambda block: _opened_csv(path, fs, parse, block, convert, lambda r: r.read_next_batch()),
+                           1 << 16)
     except (pa.ArrowInvalid, StopIteration, OSError):
         return None
     values = [v for v in batch.column(0).to_pylist() if v]
@@ -199,6 +217,15 @@ def _sniff_time_type(path: Path, column: str, parse: pacsv.ParseOptions) -> pa.D
     return None
 
 
+def _opened_csv(path: Path | str, fs: pafs.FileSystem | None, parse: pacsv.ParseOptions, block: int,
+                convert: pacsv.ConvertOptions, take):
+    """``take(reader)`` of a CSV reader on the file's start, the file closed after (a store may hand the
+    same file object to each open)."""
+    with open_text(path, fs) as source:
+        return take(pacsv.open_csv(source, parse_options=parse, read_options=pacsv.ReadOptions(block_size=block),
+                                   convert_options=convert))
+
+
 def header_names(table: pa.Table) -> list[str]:
     """Every column of the file, including those not read."""
     meta = table.schema.metadata or {}
@@ -206,12 +233,11 @@ def header_names(table: pa.Table) -> list[str]:
     return raw.decode("utf-8").split("\x1f") if raw else list(table.column_names)
 
 
-def _csv_header(path: Path, parse: pacsv.ParseOptions) -> list[str]:
+def _csv_header(path: Path | str, parse: pacsv.ParseOptions, fs: pafs.FileSystem | None = None) -> list[str]:
     """The CSV's header row."""
     try:
-        names = with_block(lambda block: pacsv.open_csv(
-            path, parse_options=parse, read_options=pacsv.ReadOptions(block_size=block),
-            convert_options=pacsv.ConvertOptions(column_types={})).schema.names, 1 << 16)
+        names = with_block(lambda block: _opened_csv(path, fs, parse, block, pacsv.ConvertOptions(column_types={}),
+                                                     lambda r: r.schema.names), 1 << 16)
     except pa.ArrowInvalid as exc:
         if "Empty CSV file" in str(exc):
             raise InputError("the event log is empty", file=path) from None

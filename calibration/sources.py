@@ -1,8 +1,9 @@
 """Where an event log lives: a local path, or a URL (``s3://``, ``gs://``, ``file://``…) read through fsspec.
 
-A URL names a Parquet file or a folder of Parquet files; both the stream (calibration/stream.py) and the
-cluster (calibration/cluster.py) list such a dataset with `dataset_files`, so they read the same files in
-the same order. Object stores need fsspec's package for them (s3fs, gcsfs, adlfs).
+A URL names a file (CSV, streamed here only, or Parquet) or a folder of Parquet files; both the
+stream (calibration/stream.py) and the cluster (calibration/cluster.py) list such a dataset, and a local
+folder, with `dataset_files`, so they read the same files in the same order. Object stores need fsspec's
+package for them (s3fs, gcsfs, adlfs).
 """
 from __future__ import annotations
 

@@ -39,6 +39,7 @@ from calibration.load import as_mapping, check_required, filter_rows, log_from_t
 from calibration.mapping import Mapping
 from calibration.readers import (
     READ_ERRORS,
+    codec_of,
     column_sources,
     csv_convert,
     csv_plan,
@@ -47,7 +48,7 @@ from calibration.readers import (
     read_error,
     wanted_columns,
 )
-from calibration.sources import PARQUET_SUFFIXES, dataset_files, is_local, is_url, same_columns
+from calibration.sources import dataset_files, is_local, is_url, same_columns
 from calibration.timestamps import NS_PER_DAY, Layout, layout_of, parse_time_ns
 from sim.errors import InputError
 from sim.limits import regular_file, sha256_of_files
@@ -142,7 +143,7 @@ def open_stream(path: str | Path, *, stages: str | list[str] | None = None, conv
                 block_size: int = _BLOCK, hold_bytes: int = HOLD_BYTES, hash_log: bool = True) -> StreamedLog:
     """Read the log once (bounded memory) into per-bucket spill files; the same checks and messages as
     `load_events`. ``path``: a CSV (optionally gzipped) or Parquet file, a folder of Parquet files, or
-    the URL of a Parquet file or folder (``s3://``, ``file://``…; calibration/sources.py; a remote one
+    the URL of one of those (``s3://``, ``file://``…; calibration/sources.py; a remote one
     is not hashed: ``sha256`` "", ``files`` []). ``progress(done, total)``: bytes in pass 1, then buckets
     in parts(). Buckets stay in memory while they take under ``hold_bytes`` (Arrow bytes), else they go
     to disk. ``hash_log=False``: no SHA-256 while reading (``sha256`` is ""; the caller hashes ``files``
@@ -176,12 +177,9 @@ def open_stream(path: str | Path, *, stages: str | list[str] | None = None, conv
 
 
 def _url_files(url: str) -> tuple[str, pafs.FileSystem, list[str], list[Path]]:
-    """A URL's Parquet files (calibration/sources.py), the filesystem Arrow reads them through, and
+    """A URL's files (calibration/sources.py), the filesystem Arrow reads them through, and
     the same files as local paths when the URL is this machine's (``file://``: hashed as a path is)."""
-    fsspec_fs, files = dataset_files(url)
-    if not all(f.lower().endswith(PARQUET_SUFFIXES) for f in files):
-        raise InputError("a URL is read as Parquet (one file or a folder of them)", file=url,
-                         hint="copy a CSV log here and give its path, or write it as Parquet")
+    fsspec_fs, files = dataset_files(url)  # one file (CSV or Parquet), or a folder's Parquet files
     local = [Path(f) for f in files] if is_local(fsspec_fs) else []
     # files named with their scheme, as messages show them (fsspec takes either form)
     return url, pafs.PyFileSystem(pafs.FSSpecHandler(fsspec_fs)), [fsspec_fs.unstrip_protocol(f) for f in files], local
@@ -209,7 +207,7 @@ def _arrow_bytes(files: list[Path] | list[str], fs: pafs.FileSystem | None = Non
                 continue
             total += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
         else:
-            total += f.stat().st_size * (5 if f.name.lower().endswith(".gz") else 1)
+            total += _size(f, fs) * (5 if str(f).lower().endswith(".gz") else 1)
     return total
 
 
@@ -228,13 +226,13 @@ def _read(path: Path | str, files: list[Path] | list[str], fs: pafs.FileSystem |
           stage_names: list[str], before: float | None, buckets: int, folder: Path, progress: Progress | None,
           block: int, hold: int = HOLD_BYTES) -> _Pass:
     """Pass 1 over the file(s); CSV restarts (with fresh spill files) where the in-memory reader retries.
-    ``fs``: the filesystem of a URL's Parquet files (None: local paths)."""
+    ``fs``: the filesystem of a URL's files (None: local paths)."""
     if len(files) > 1 or is_parquet(Path(files[0])):
         p = _Pass(path, mp, stage_names, before, buckets, folder, hold)
         _read_parquet(p, files, fs, progress)
         return p
     try:
-        plan = csv_plan(path, mp)
+        plan = csv_plan(path, mp, fs)
     except InputError:
         raise
     except READ_ERRORS as exc:
@@ -242,7 +240,7 @@ def _read(path: Path | str, files: list[Path] | list[str], fs: pafs.FileSystem |
     while True:
         p = _Pass(path, mp, stage_names, before, buckets, folder, hold)
         try:
-            _read_csv(p, path, plan, block, progress)
+            _read_csv(p, path, fs, plan, block, progress)
             return p
         except pa.ArrowInvalid as exc:
             p.discard()
@@ -258,14 +256,11 @@ def _read(path: Path | str, files: list[Path] | list[str], fs: pafs.FileSystem |
             raise read_error(exc, path) from None
 
 
-def _read_csv(p: _Pass, path: Path, plan, block: int, progress: Progress | None) -> None:
-    total = path.stat().st_size
-    try:
-        codec = pa.Codec.detect(str(path))
-    except (TypeError, ValueError):
-        codec = None
-    with pa.OSFile(str(path)) as raw:
-        stream = pa.CompressedInputStream(raw, codec.name) if codec is not None else raw
+def _read_csv(p: _Pass, path: Path | str, fs: pafs.FileSystem | None, plan, block: int,
+              progress: Progress | None) -> None:
+    total, codec = _size(path, fs), codec_of(path)
+    with pa.OSFile(str(path)) if fs is None else fs.open_input_file(str(path)) as raw:
+        stream = pa.CompressedInputStream(raw, codec) if codec is not None else raw
         # one thread: the prefetch thread is the reader's, the other core checks batches; a parse
         # error then names its row. The parser is the slower of the two, so the low-cardinality
         # columns are read as text and dictionary-encoded here (the same table as the reader's own)

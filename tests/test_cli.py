@@ -1,6 +1,7 @@
 """The command line end to end: calibrate, simulate, demo; exit codes and reproducibility."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -72,6 +73,17 @@ def test_calibrate_readers_and_a_local_dask_cluster_give_the_same_model(tmp_path
     assert inputs == {f"file://{parquet}": data["log"]["sha256"]}
     assert data["log"].pop("source") == f"file://{parquet}"
     assert data == {**models["stream"], "log": {k: v for k, v in models["stream"]["log"].items() if k != "source"}}
+    out = tmp_path / "csv-url.json"
+    result = invoke("calibrate", f"file://{DEMO_EVENTS.resolve()}", "--out", out)  # a CSV.gz URL streams too
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    data.pop("provenance")
+    assert data["log"].pop("source") == f"file://{DEMO_EVENTS.resolve()}"
+    assert data["log"].pop("sha256") == hashlib.sha256(DEMO_EVENTS.read_bytes()).hexdigest()  # file:// is hashed
+    assert data == {**models["stream"], "log": {k: v for k, v in models["stream"]["log"].items()
+                                                if k not in ("source", "sha256")}}
+    csv_cluster = invoke("calibrate", DEMO_EVENTS, "--out", tmp_path / "x.json", "--scheduler", "local")
+    assert csv_cluster.exit_code == 2 and "the cluster reads Parquet, not CSV; drop --scheduler" in csv_cluster.stderr
     url = invoke("calibrate", "nosuch://bucket/log/", "--out", tmp_path / "x.json")  # one line, the URL intact
     assert url.exit_code == 2 and "nosuch://bucket/log/: cannot open the URL: Protocol not known" in url.stderr
     assert not (tmp_path / "x.json").exists()

@@ -84,9 +84,10 @@ def test_csv_gzip_parquet_and_a_parquet_folder_stream_like_the_whole_log(tmp_pat
     same_parts(one, stream_path=folder)
 
 
-def test_a_parquet_url_streams_like_the_local_files(tmp_path, events):
-    """fsspec URLs (memory:// stands in for an object store, file:// is this disk) give the same parts; a
-    remote dataset is not hashed (that would read it twice), a file:// one is, as its path is."""
+def test_a_url_streams_like_the_local_files(tmp_path, events):
+    """fsspec URLs (memory:// stands in for an object store, file:// is this disk) of Parquet and CSV
+    (gzipped too) give the same parts and the same messages, naming the URL; a remote dataset is not
+    hashed (that would read it twice), a file:// one is, as its path is."""
     fsspec = pytest.importorskip("fsspec")
     from calibration.calibrate import calibrate
 
@@ -104,19 +105,33 @@ def test_a_parquet_url_streams_like_the_local_files(tmp_path, events):
             memory.pipe(f"{root}/log/{f.name}", f.read_bytes())
         memory.pipe(f"{root}/log/_SUCCESS", b"")
         memory.pipe(f"{root}/events.parquet", one.read_bytes())
-        memory.pipe(f"{root}/events.csv", b"customer_id,timestamp,touchpoint,stage\n")
+        csv = tmp_path / "events.csv"
+        events.to_csv(csv, index=False)
+        memory.pipe(f"{root}/events.csv", csv.read_bytes())
+        memory.pipe(f"{root}/events.csv.gz", gzip.compress(csv.read_bytes()))
+        memory.pipe(f"{root}/header.csv", b"customer_id,timestamp,touchpoint,stage\n")
+        bad = csv.read_text().splitlines()
+        bad[41] = bad[41].replace(",awareness,", ",nowhere,").replace(",consideration,", ",nowhere,")
+        memory.pipe(f"{root}/bad.csv", "\n".join(bad).encode())
         same_parts(one, stream_path=f"memory://{root}/log/")
+        for name in ("events.csv", "events.csv.gz"):  # a CSV URL streams as the local file does
+            same_parts(csv, stream_path=f"memory://{root}/{name}")
+        with open_stream(f"file://{csv}") as s, open_stream(csv) as t:
+            assert s.sha256 == t.sha256 != "" and s.files == t.files
         same_parts(one, stream_path=f"memory://{root}/events.parquet")
         with open_stream(f"memory://{root}/log") as s:
             assert s.sha256 == "" and s.files == [] and s.source == f"memory://{root}/log"
         with open_stream(f"file://{folder}") as s, open_stream(folder) as t:
             assert s.sha256 == t.sha256 != "" and s.files == t.files and s.source == f"file://{folder}"
-        for url, message in ((f"memory://{root}/events.csv", "a URL is read as Parquet"),
+        with pytest.raises(InputError) as want:
+            load_events(csv.with_name("bad.csv")) if csv.with_name("bad.csv").write_text("\n".join(bad)) else None
+        for url, message in ((f"memory://{root}/header.csv", "the event log is empty"),
+                             (f"memory://{root}/bad.csv", str(want.value).split(": ", 1)[1]),
                              (f"memory://{root}/nothing/", "event log not found"),
                              ("nosuch://bucket/log/", "cannot open the URL: Protocol not known")):
-            with pytest.raises(InputError, match=message) as err:
+            with pytest.raises(InputError) as err:
                 open_stream(url)
-            assert str(err.value).startswith(url + ": ")
+            assert str(err.value).startswith(url + ": ") and message in str(err.value)
         for option, value in (("reader", "memory"), ("personas", "auto")):  # those need the whole log here
             with pytest.raises(InputError, match=f"--{option}: a URL is read in batches"):
                 calibrate(f"memory://{root}/log/", **{option: value})
