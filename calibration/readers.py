@@ -5,6 +5,8 @@ Only the columns the mapping names are read; the whole header is kept for "did y
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,3 +245,16 @@ def _csv_header(path: Path | str, parse: pacsv.ParseOptions, fs: pafs.FileSystem
             raise InputError("the event log is empty", file=path) from None
         raise
     return names
+
+
+def prefetched(batches) -> Iterator[pa.RecordBatch]:
+    """The batches, the next one read (GIL released) while the caller works on this one."""
+    it = iter(batches)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = pool.submit(next, it, None)
+        while True:
+            batch = ahead.result()
+            if batch is None:
+                return
+            ahead = pool.submit(next, it, None)
+            yield batch

@@ -45,6 +45,7 @@ from calibration.readers import (
     csv_plan,
     dictionary_columns,
     is_parquet,
+    prefetched,
     read_error,
     wanted_columns,
 )
@@ -162,8 +163,9 @@ def open_stream(path: str | Path, *, stages: str | list[str] | None = None, conv
             digest = pool.submit(sha256_of_files, local) if hash_log and local else None
             # a log that may outgrow the hold goes to disk from the start: memory handed back after a
             # late spill stays with the allocator
-            hold = hold_bytes if _arrow_bytes(files, fs) <= hold_bytes else 0
-            p = _read(path, files, fs, mp, stage_names, before, buckets, folder, progress, block_size, hold)
+            need = _arrow_bytes(files, fs)
+            hold = hold_bytes if need <= hold_bytes else 0
+            p = _read(path, files, fs, mp, stage_names, before, buckets, folder, progress, block_size, (hold, need))
             p.raise_first()
             sha = digest.result() if digest is not None else ""
     except BaseException:
@@ -224,11 +226,12 @@ def _spill_path(folder: Path, bucket: int) -> Path:
 
 def _read(path: Path | str, files: list[Path] | list[str], fs: pafs.FileSystem | None, mp: Mapping,
           stage_names: list[str], before: float | None, buckets: int, folder: Path, progress: Progress | None,
-          block: int, hold: int = HOLD_BYTES) -> _Pass:
+          block: int, hold: tuple[int, int] = (HOLD_BYTES, 0)) -> _Pass:
     """Pass 1 over the file(s); CSV restarts (with fresh spill files) where the in-memory reader retries.
-    ``fs``: the filesystem of a URL's files (None: local paths)."""
+    ``fs``: the filesystem of a URL's files (None: local paths); ``hold``: the bytes held in memory before
+    the buckets go to disk, and the log's Arrow size (for a full disk's message)."""
     if len(files) > 1 or is_parquet(Path(files[0])):
-        p = _Pass(path, mp, stage_names, before, buckets, folder, hold)
+        p = _Pass(path, mp, stage_names, before, buckets, folder, *hold)
         _read_parquet(p, files, fs, progress)
         return p
     try:
@@ -238,7 +241,7 @@ def _read(path: Path | str, files: list[Path] | list[str], fs: pafs.FileSystem |
     except READ_ERRORS as exc:
         raise read_error(exc, path) from None
     while True:
-        p = _Pass(path, mp, stage_names, before, buckets, folder, hold)
+        p = _Pass(path, mp, stage_names, before, buckets, folder, *hold)
         try:
             _read_csv(p, path, fs, plan, block, progress)
             return p
@@ -268,7 +271,7 @@ def _read_csv(p: _Pass, path: Path | str, fs: pafs.FileSystem | None, plan, bloc
                                 read_options=pacsv.ReadOptions(block_size=block, use_threads=False),
                                 convert_options=csv_convert(plan, dictionaries=False))
         encode = dictionary_columns(plan)
-        for batch in _prefetched(reader):
+        for batch in prefetched(reader):
             table = pa.Table.from_batches([batch]).replace_schema_metadata(plan.metadata)
             for name in encode:
                 table = table.set_column(table.schema.get_field_index(name), name,
@@ -277,19 +280,6 @@ def _read_csv(p: _Pass, path: Path | str, fs: pafs.FileSystem | None, plan, bloc
             if progress is not None:
                 progress(min(raw.tell(), total), total)
     p.finish()
-
-
-def _prefetched(batches) -> Iterator[pa.RecordBatch]:
-    """The batches, the next one read (GIL released) while the caller works on this one."""
-    it = iter(batches)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        ahead = pool.submit(next, it, None)
-        while True:
-            batch = ahead.result()
-            if batch is None:
-                return
-            ahead = pool.submit(next, it, None)
-            yield batch
 
 
 def _read_parquet(p: _Pass, files: list[Path] | list[str], fs: pafs.FileSystem | None,
@@ -314,7 +304,7 @@ def _read_parquet(p: _Pass, files: list[Path] | list[str], fs: pafs.FileSystem |
             meta = {"journey_header": "\x1f".join(names)}
             n = max(pf.metadata.num_rows, 1)
             seen = 0
-            for batch in _prefetched(pf.iter_batches(batch_size=1 << 18, columns=[c for c in names if c in wanted])):
+            for batch in prefetched(pf.iter_batches(batch_size=1 << 18, columns=[c for c in names if c in wanted])):
                 p.add(pa.Table.from_batches([batch]).replace_schema_metadata(meta))
                 seen += batch.num_rows
                 if progress is not None:
@@ -342,7 +332,7 @@ class _Pass:
     """Pass 1's state: the first error of each kind, the vocabularies, and the open spill files."""
 
     def __init__(self, path: Path, mp: Mapping, stage_names: list[str], before: float | None, buckets: int,
-                 folder: Path, hold: int = HOLD_BYTES) -> None:
+                 folder: Path, hold: int = HOLD_BYTES, need: int = 0) -> None:
         self.path, self.mp, self.stages, self.before, self.buckets, self.folder = \
             path, mp, stage_names, before, buckets, folder
         self.columns = column_sources(mp)
@@ -362,7 +352,7 @@ class _Pass:
         self.sinks: list[pa.NativeFile] = []
         # buckets are held in memory until they pass HOLD_BYTES, then spilled: a log that fits
         # skips the disk, a longer one keeps memory bounded
-        self.hold = hold
+        self.hold, self.need = hold, need
         self.held: dict[int, list[pa.Table]] | None = {} if hold > 0 else None
         self.held_bytes = 0
         self.schema: pa.Schema | None = None
@@ -522,7 +512,7 @@ class _Pass:
             if self.held is not None:
                 self.held.setdefault(int(b), []).append(piece)
             else:
-                self._writer(int(b)).write_table(piece)
+                self._write(int(b), piece)
         if self.held is not None:
             self.held_bytes += spill.nbytes
             if self.held_bytes > self.hold:
@@ -532,9 +522,19 @@ class _Pass:
         """Write the buckets held in memory to their files; from now on every batch goes to disk."""
         held, self.held = self.held or {}, None
         for b in sorted(held):
-            writer = self._writer(b)
             for piece in held[b]:
-                writer.write_table(piece)
+                self._write(b, piece)
+
+    def _write(self, b: int, piece: pa.Table) -> None:
+        try:
+            self._writer(b).write_table(piece)
+        except OSError as exc:  # a full disk, most likely: the spill folder is the user's to choose
+            raise self._no_room(exc) from None
+
+    def _no_room(self, exc: OSError) -> InputError:
+        return InputError(f"cannot write the stream's temporary files: {str(exc).splitlines()[0][:160]}",
+                          file=self.folder.parent, hint=f"set TMPDIR to a folder with room for about "
+                          f"{max(self.need / 2**30, 0.1):.1f} GB (this log's rows as Arrow), or free space there")
 
     def _writer(self, b: int) -> ipc.RecordBatchStreamWriter:
         w = self.writers.get(b)
@@ -556,16 +556,18 @@ class _Pass:
         elif self.before is not None and not self.kept.any():
             self._record(_BEFORE, InputError("no rows before the split", file=self.path, where="--split"))
 
-    def _close(self) -> None:
-        for w in self.writers.values():
-            w.close()
-        for s in self.sinks:
-            s.close()
-        self.writers, self.sinks = {}, []
+    def _close(self, *, dropping: bool = False) -> None:  # dropping: removed next, a failed flush is moot
+        files, self.writers, self.sinks = [*self.writers.values(), *self.sinks], {}, []
+        for f in files:
+            try:
+                f.close()
+            except OSError as exc:
+                if not dropping:
+                    raise self._no_room(exc) from None
 
     def discard(self) -> None:
         """Close and remove the spill files (pass 1 starts again, or failed)."""
-        self._close()
+        self._close(dropping=True)
         self.held, self.held_bytes = ({} if self.hold > 0 else None), 0
         for f in self.folder.glob("*.arrows"):
             f.unlink()

@@ -235,6 +235,25 @@ def test_an_empty_text_in_parquet_is_an_empty_cell(tmp_path, events, column):
         assert model.to_json() == calibrate(parquet, reader="memory").to_json()
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a disk that is always full)")
+def test_a_full_disk_for_the_spill_is_one_line(tmp_path, events, monkeypatch):
+    """The spill folder's disk filling up names the folder and says how to give it room (it was an internal
+    error, exit 1); the spill folder is removed."""
+    import calibration.stream as stream
+
+    csv = tmp_path / "events.csv"
+    events.to_csv(csv, index=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setattr(stream, "_spill_path", lambda folder, bucket: Path("/dev/full"))
+    with pytest.raises(InputError) as err:
+        open_stream(csv, block_size=SMALL, hold_bytes=0, workdir=work)
+    text = str(err.value)
+    assert text.startswith(f"{work}: cannot write the stream's temporary files: "), text
+    assert "No space left on device" in text and "; set TMPDIR to a folder with room for about" in text
+    assert not list(work.iterdir())
+
+
 def test_before_and_time_disorder(tmp_path, events):
     shuffled = events.sample(frac=1.0, random_state=3)  # first appearance differs from time order
     csv = tmp_path / "shuffled.csv"
