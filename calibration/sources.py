@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sim.errors import InputError
 
@@ -30,16 +30,26 @@ def same_columns(names: list[str], header: list[str], file: str | Path) -> None:
                          hint=f"the first file has {','.join(header)}")
 
 
-def dataset_files(source: str) -> tuple[Any, list[str]]:
+class Dataset(NamedTuple):
+    """A log's files, as `dataset_files` lists them."""
+
+    fs: Any  # the fsspec filesystem
+    files: list[str]
+    folder: bool  # a folder's files: all Parquet, whatever their names say
+
+
+def dataset_files(source: str) -> Dataset:
     """The fsspec filesystem of a URL or local path and its Parquet files in sorted path order (a folder's
-    files named *.parquet, *.pq or *.parq, hidden and ``_`` ones such as _SUCCESS skipped; or the one file).
+    files named *.parquet, *.pq or *.parq, else its files with no suffix at all, as Hive, Athena and Trino
+    name theirs; hidden and ``_`` ones such as _SUCCESS skipped; or the one file).
     The stream and the cluster list a folder with this one rule, so they read the same rows in one order."""
     fs, root = url_filesystem(source)
     try:
         if fs.isdir(root):
             shown = sorted(f for f in fs.find(root)
                            if not any(part.startswith(("_", ".")) for part in f[len(root):].split("/") if part))
-            files = [f for f in shown if f.lower().endswith(PARQUET_SUFFIXES)]
+            files = [f for f in shown if f.lower().endswith(PARQUET_SUFFIXES)] \
+                or [f for f in shown if "." not in f.rsplit("/", 1)[-1]]
             if not files:
                 names = ", ".join("*" + suffix for suffix in PARQUET_SUFFIXES)
                 text = sum(f.lower().endswith(_TEXT_SUFFIXES) for f in shown)
@@ -47,13 +57,13 @@ def dataset_files(source: str) -> tuple[Any, list[str]]:
                     raise InputError(f"the folder holds {text} CSV file(s), not Parquet", file=source,
                                      hint=f"give one CSV file, or write the log as Parquet files ({names})")
                 raise InputError("the folder holds no Parquet files", file=source,
-                                 hint=f"expected files named {names}")
-            return fs, files
+                                 hint=f"expected files named {names} (or with no suffix, as Hive writes)")
+            return Dataset(fs, files, True)
         if not fs.exists(root):
             raise InputError("event log not found", file=source, hint="check the URL")
     except OSError as exc:
         raise InputError(f"cannot read the event log: {str(exc).splitlines()[0][:200]}", file=source) from None
-    return fs, [root]
+    return Dataset(fs, [root], False)
 
 
 def url_filesystem(source: str) -> tuple[Any, str]:

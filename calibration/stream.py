@@ -153,9 +153,10 @@ def open_stream(path: str | Path, *, stages: str | list[str] | None = None, conv
     stage_names, conv = parse_stages(stages if stages is not None else mp.stages,
                                      conversion_stage or mp.conversion_stage)
     if is_url(path):
-        path, fs, files, local = _url_files(str(path))
+        path, fs, files, local, parquet = _url_files(str(path))
     else:
         path, fs = Path(path), None
+        parquet = path.is_dir() or is_parquet(path)  # a folder holds Parquet, whatever its files' names
         files = local = _parquet_files(path) if path.is_dir() else [regular_file(path, "event log")]
     folder = Path(tempfile.mkdtemp(prefix="journey-stream-", dir=workdir))
     try:
@@ -163,9 +164,10 @@ def open_stream(path: str | Path, *, stages: str | list[str] | None = None, conv
             digest = pool.submit(sha256_of_files, local) if hash_log and local else None
             # a log that may outgrow the hold goes to disk from the start: memory handed back after a
             # late spill stays with the allocator
-            need = _arrow_bytes(files, fs)
+            need = _arrow_bytes(files, fs, parquet)
             hold = hold_bytes if need <= hold_bytes else 0
-            p = _read(path, files, fs, mp, stage_names, before, buckets, folder, progress, block_size, (hold, need))
+            p = _read(path, files, fs, parquet, mp, stage_names, before, buckets, folder, progress, block_size,
+                      (hold, need))
             p.raise_first()
             sha = digest.result() if digest is not None else ""
     except BaseException:
@@ -178,13 +180,15 @@ def open_stream(path: str | Path, *, stages: str | list[str] | None = None, conv
         _progress=progress, _held=p.held)
 
 
-def _url_files(url: str) -> tuple[str, pafs.FileSystem, list[str], list[Path]]:
-    """A URL's files (calibration/sources.py), the filesystem Arrow reads them through, and
-    the same files as local paths when the URL is this machine's (``file://``: hashed as a path is)."""
-    fsspec_fs, files = dataset_files(url)  # one file (CSV or Parquet), or a folder's Parquet files
+def _url_files(url: str) -> tuple[str, pafs.FileSystem, list[str], list[Path], bool]:
+    """A URL's files (calibration/sources.py), the filesystem Arrow reads them through, the same files
+    as local paths when the URL is this machine's (``file://``: hashed as a path is), and whether they
+    are Parquet (a folder's, or one file named so; else one CSV)."""
+    fsspec_fs, files, folder = dataset_files(url)
     local = [Path(f) for f in files] if is_local(fsspec_fs) else []
     # files named with their scheme, as messages show them (fsspec takes either form)
-    return url, pafs.PyFileSystem(pafs.FSSpecHandler(fsspec_fs)), [fsspec_fs.unstrip_protocol(f) for f in files], local
+    return (url, pafs.PyFileSystem(pafs.FSSpecHandler(fsspec_fs)), [fsspec_fs.unstrip_protocol(f) for f in files],
+            local, folder or is_parquet(Path(files[0])))
 
 
 def _size(f: Path | str, fs: pafs.FileSystem | None) -> int:
@@ -196,12 +200,12 @@ def _parquet(f: Path | str, fs: pafs.FileSystem | None, **options) -> pq.Parquet
     return pq.ParquetFile(f if fs is None else fs.open_input_file(str(f)), **options)
 
 
-def _arrow_bytes(files: list[Path] | list[str], fs: pafs.FileSystem | None = None) -> int:
+def _arrow_bytes(files: list[Path] | list[str], fs: pafs.FileSystem | None = None, parquet: bool = False) -> int:
     """About how many bytes the log takes as Arrow columns: Parquet's uncompressed size, else the text's
     (a gzipped CSV inflates about five times)."""
     total = 0
     for f in files:
-        if is_parquet(Path(f)):
+        if parquet:
             try:
                 meta = _parquet(f, fs).metadata
             except READ_ERRORS:  # not Parquet after all, or unreadable: the reader says so, in one line
@@ -215,7 +219,7 @@ def _arrow_bytes(files: list[Path] | list[str], fs: pafs.FileSystem | None = Non
 
 def _parquet_files(path: Path) -> list[Path]:
     """A local folder's Parquet files, by the rule the cluster lists them with (calibration/sources.py)."""
-    _, files = dataset_files(str(path))
+    files = dataset_files(str(path)).files
     root = os.path.abspath(path)  # fsspec lists absolute paths; messages name them under the path given
     return [path / os.path.relpath(f, root) for f in files]
 
@@ -224,13 +228,13 @@ def _spill_path(folder: Path, bucket: int) -> Path:
     return folder / f"{bucket:04d}.arrows"
 
 
-def _read(path: Path | str, files: list[Path] | list[str], fs: pafs.FileSystem | None, mp: Mapping,
+def _read(path: Path | str, files: list[Path] | list[str], fs: pafs.FileSystem | None, parquet: bool, mp: Mapping,
           stage_names: list[str], before: float | None, buckets: int, folder: Path, progress: Progress | None,
           block: int, hold: tuple[int, int] = (HOLD_BYTES, 0)) -> _Pass:
     """Pass 1 over the file(s); CSV restarts (with fresh spill files) where the in-memory reader retries.
     ``fs``: the filesystem of a URL's files (None: local paths); ``hold``: the bytes held in memory before
     the buckets go to disk, and the log's Arrow size (for a full disk's message)."""
-    if len(files) > 1 or is_parquet(Path(files[0])):
+    if parquet:
         p = _Pass(path, mp, stage_names, before, buckets, folder, *hold)
         _read_parquet(p, files, fs, progress)
         return p

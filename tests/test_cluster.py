@@ -249,6 +249,23 @@ def test_an_fsspec_url_reads_the_same_rows(client, logs):
     assert all(np.array_equal(a.row, b.row) for (_, a), (_, b) in zip(url_parts, parts))
 
 
+def test_a_folder_of_files_without_a_suffix_reads_as_parquet(client, logs, tmp_path):
+    """Hive, Athena and Trino write their Parquet files with no suffix: such a folder is the same rows (and a
+    lone CSV is refused in one line, the cluster reading Parquet only)."""
+    folder = logs["plain"]["folder"]
+    hive = tmp_path / "hive"
+    hive.mkdir()
+    for f in sorted(folder.glob("*.parquet")):
+        (hive / f.stem).write_bytes(f.read_bytes())
+    _, parts = cluster.cluster_map(folder, client, _keep)
+    _, hive_parts = cluster.cluster_map(hive, client, _keep)
+    assert [b for b, _ in hive_parts] == [b for b, _ in parts]
+    assert all(np.array_equal(a.row, b.row) for (_, a), (_, b) in zip(hive_parts, parts))
+    (tmp_path / "log.csv").write_text("customer_id,timestamp,touchpoint,stage\n")
+    with pytest.raises(InputError, match="log.csv: the cluster reads Parquet, not CSV; drop --scheduler"):
+        cluster.cluster_map(tmp_path / "log.csv", client, _keep)
+
+
 def test_replications_and_batches_on_the_cluster_are_those_run_here(client):
     """simulate's replications (fast and SimPy) and compare's batches as tasks on the workers: the seeds go
     with the tasks, so the records are the same, to the bit."""

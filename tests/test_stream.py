@@ -158,9 +158,9 @@ def test_a_folder_file_without_a_column_is_refused_in_one_line(tmp_path, events)
 
 
 def test_a_folder_is_listed_by_the_clusters_rule(tmp_path, events):
-    """The stream reads a folder's *.parquet files (nested ones too) in sorted path order, as the cluster
-    lists them (calibration.sources.dataset_files); other, hidden and _ files are left alone. 0.5.2's
-    stream read every file and failed on a README."""
+    """The stream reads a folder's *.parquet files (nested ones too; else its files with no suffix, as Hive
+    writes them) in sorted path order, as the cluster lists them (calibration.sources.dataset_files);
+    other, hidden and _ files are left alone. 0.5.2's stream read every file and failed on a README."""
     from calibration.sources import dataset_files
 
     table = pa.Table.from_pandas(events, preserve_index=False)
@@ -171,13 +171,22 @@ def test_a_folder_is_listed_by_the_clusters_rule(tmp_path, events):
     (folder / "README.txt").write_text("exported by the shop\n")
     (folder / "_SUCCESS").write_text("")
     (folder / ".part-0.parquet.crc").write_bytes(b"\0")
-    _, listed = dataset_files(str(folder))
+    listed = dataset_files(str(folder)).files
     with open_stream(folder) as s:
         assert [str(f) for f in s.files] == listed
         assert [f.name for f in s.files] == ["year=2024-late.pq", "part-0.parquet"]  # "-" sorts before "/"
     one = tmp_path / "events.parquet"
     pq.write_table(pa.concat_tables([table.slice(6_000), table.slice(0, 6_000)]), one)
     same_parts(one, stream_path=folder)
+    hive = tmp_path / "hive"  # Hive, Athena and Trino name their files with no suffix
+    hive.mkdir()
+    pq.write_table(table.slice(6_000), hive / "20240101_000000_00001_aaaaa_1")
+    pq.write_table(table.slice(0, 6_000), hive / "20240101_000000_00001_aaaaa_2")
+    (hive / "notes.md").write_text("not data\n")
+    assert [Path(f).name for f in dataset_files(str(hive)).files] == ["20240101_000000_00001_aaaaa_1",
+                                                                        "20240101_000000_00001_aaaaa_2"]
+    same_parts(one, stream_path=hive)
+    same_parts(one, stream_path=f"file://{hive}")
     (tmp_path / "csvs").mkdir()
     events.to_csv(tmp_path / "csvs" / "a.csv", index=False)
     with pytest.raises(InputError, match=r"csvs: the folder holds 1 CSV file\(s\), not Parquet; give one CSV file"):
