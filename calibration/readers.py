@@ -29,6 +29,7 @@ def column_sources(mp: Mapping) -> dict[str, str]:
 
 def read_table(path: Path, mp: Mapping) -> pa.Table:
     """The columns of the log the mapping needs (CSV or Parquet), as a table."""
+    plan = None
     try:
         if is_parquet(path):
             return pq.read_table(path)
@@ -45,7 +46,7 @@ def read_table(path: Path, mp: Mapping) -> pa.Table:
     except InputError:
         raise
     except READ_ERRORS as exc:
-        raise read_error(exc, path) from None
+        raise read_error(exc, path, plan.header if plan is not None else None) from None
 
 
 def is_parquet(path: Path) -> bool:
@@ -56,14 +57,21 @@ def is_parquet(path: Path) -> bool:
 READ_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError, EOFError)
 
 
-def read_error(exc: Exception, path: Path) -> InputError:
-    """The one-line message for a file the reader cannot read (``exc`` one of READ_ERRORS)."""
+def read_error(exc: Exception, path: Path | str, header: list[str] | None = None) -> InputError:
+    """The one-line message for a file the reader cannot read (``exc`` one of READ_ERRORS; ``header``: a
+    CSV's columns, to name the one Arrow numbers)."""
     msg = str(exc).splitlines()[0][:200]
     bad = re.search(r"Row #(\d+): Expected (\d+) columns, got (\d+)", msg)
     if bad:  # the reader counts the header as row 1; journey's rows are data rows
         return InputError(f"cannot read the event log: {bad[3]} fields where the header has {bad[2]}",
                           file=path, where=f"row {int(bad[1]) - 1}",
                           hint="quote a field that holds the delimiter, or remove the extra field")
+    text = re.search(r"CSV column #(\d+): Row #(\d+): CSV conversion error to string: invalid UTF8", msg)
+    if text:
+        i = int(text[1])
+        column = repr(header[i]) if header is not None and i < len(header) else f"#{i + 1}"
+        return InputError("text that is not UTF-8", file=path, where=f"row {int(text[2]) - 1}, column {column}",
+                          hint="save the log as UTF-8 (e.g. iconv -f latin1 -t utf-8 old.csv > new.csv)")
     msg = re.sub(r"(Expected \d+ columns, got \d+):.*", r"\1 in a row", msg)  # not the raw row
     return InputError(f"cannot read the event log: {msg}", file=path,
                       hint="expected CSV (optionally .gz) with a header row, or Parquet")
@@ -183,7 +191,7 @@ def _read_csv(path: Path, include: list[str], types: dict, parse: pacsv.ParseOpt
     try:
         return read(True)
     except pa.ArrowInvalid as exc:
-        if not re.search(r"Expected \d+ columns", str(exc)) or "Row #" in str(exc):
+        if not re.search(r"Expected \d+ columns|invalid UTF8", str(exc)) or "Row #" in str(exc):
             raise
         return read(False)  # the threaded reader does not count rows: read again on one, which names the row
 

@@ -257,10 +257,10 @@ def _read(path: Path | str, files: list[Path] | list[str], fs: pafs.FileSystem |
                 plan.types[plan.time_column] = pa.string()  # mixed or odd timestamps: parse them as text
                 plan.time_type = None
             else:
-                raise read_error(exc, path) from None
+                raise read_error(exc, path, plan.header) from None
         except READ_ERRORS as exc:
             p.discard()
-            raise read_error(exc, path) from None
+            raise read_error(exc, path, plan.header) from None
 
 
 def _read_csv(p: _Pass, path: Path | str, fs: pafs.FileSystem | None, plan, block: int,

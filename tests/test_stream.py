@@ -424,6 +424,21 @@ def test_a_row_with_an_extra_field_is_named_on_both_readers(tmp_path):
         pass
 
 
+def test_text_that_is_not_utf8_is_named_on_both_readers(tmp_path):
+    """A Latin-1 byte in a read column: both readers name its row and column and say how to convert (the
+    in-memory loader reads again on one thread to find the row, as for an extra field)."""
+    path = tmp_path / "log.csv"
+    path.write_bytes(_late("7,2024-01-02,caf\xe9,awareness,x\n").encode("latin-1"))
+    row = path.read_bytes().splitlines().index(b"7,2024-01-02,caf\xe9,awareness,x")
+    want = f"{path}: row {row}, column 'touchpoint': text that is not UTF-8; save the log as UTF-8"
+    with pytest.raises(InputError) as got:
+        load_events(path)
+    assert str(got.value).startswith(want), str(got.value)
+    with pytest.raises(InputError) as got, open_stream(path, block_size=SMALL):
+        pass
+    assert str(got.value).startswith(want), str(got.value)
+
+
 @pytest.mark.parametrize("extra, before", [
     ('[filter]\nstatus = "NOPE"\n', None),
     ('[filter]\nstatuz = "COMPLETE"\n', None),
