@@ -45,7 +45,7 @@ from calibration.mapping import Mapping, load_mapping
 from calibration.readers import column_sources
 from calibration.sources import PARQUET_SUFFIXES, dataset_files, is_local, same_columns
 from calibration.stats import at_log_end
-from calibration.timestamps import parse_time, parse_time_ns
+from calibration.timestamps import ZoneTally, parse_time, parse_time_ns
 from sim.errors import InputError, closest
 from sim.limits import sha256_of_files
 
@@ -315,6 +315,7 @@ class _Summary:
     t_max: float = -np.inf
     touchpoints: set = field(default_factory=set)
     personas: set = field(default_factory=set)
+    zones: ZoneTally = field(default_factory=ZoneTally)
     error: tuple | None = None  # (check number, InputError fields): the loader's order of checks
 
 
@@ -339,7 +340,8 @@ def _summarize(plan: _Plan, piece: _Piece) -> _Summary:
     try:
         no_nulls(pc.cast(table[src["customer_id"]], pa.string()), path, src["customer_id"], rows)
         step = 1
-        time = parse_time(table[src["timestamp"]], path, src["timestamp"], rows, mp.timestamp, layout=plan.layout)
+        time = parse_time(table[src["timestamp"]], path, src["timestamp"], rows, mp.timestamp, layout=plan.layout,
+                          zones=out.zones)
         step = 2
         no_nulls(table[src["touchpoint"]], path, src["touchpoint"], rows)
         out.touchpoints = _distinct(table[src["touchpoint"]])
@@ -391,6 +393,10 @@ def _pass_a(plan: _Plan, client) -> float:
     if plan.before is not None and not sum(s.before_kept for s in summaries):
         raise InputError("no rows before the split", file=plan.source, where="--split")
     mp = plan.mapping
+    zones = ZoneTally()
+    for s in summaries:
+        zones.add(s.zones)
+    plan.notes.update(zones.note())
     plan.touchpoints = sorted(set().union(*(s.touchpoints for s in summaries)))
     personas = set().union(*(s.personas for s in summaries))
     if mp.persona is not None and mp.persona.bands is not None:
@@ -488,10 +494,12 @@ class _Failure:
 
 def _part(table: pa.Table, rows: np.ndarray, plan: _Plan) -> EventLog:
     """One bucket's EventLog, coded against the whole log's vocabularies."""
-    return log_from_table(table, rows, mapping=plan.mapping, stages=plan.stages,
+    part = log_from_table(table, rows, mapping=plan.mapping, stages=plan.stages,
                           conversion_stage=plan.conversion_stage, source=plan.source, sha256=plan.sha256,
                           before=plan.before, touchpoints=plan.touchpoints, personas=plan.personas,
                           time_rule=plan.layout)
+    part.notes = dict(plan.notes)  # the whole log's (pass A counted the time zones)
+    return part
 
 
 def _buckets_of(df: pd.DataFrame, plan: _Plan, fn, end: float, build) -> list[tuple[int, Any, float]]:

@@ -80,7 +80,20 @@ def fallbacks(st: LogStats, c: Counts, fit: OutcomeFit, *, censoring: str,
         out.append({"kind": "cells", "count": k, "of": n_,
                     "message": f"{k} of {n_} persona x stage x touchpoint cells had no interaction with a known "
                                "outcome and use the all-persona estimate"})
+    out.extend(zone_notes(st.notes))
     return out
+
+
+def zone_notes(notes: dict[str, Any]) -> list[dict[str, Any]]:
+    """A log whose timestamps mix rows with a time zone and rows without (no mapping naming their zone):
+    the latter were read as UTC, which local times are not."""
+    zoneless, zoned = notes.get("zoneless_rows", 0), notes.get("zoned_rows", 0)
+    if not (zoneless and zoned):
+        return []
+    return [{"kind": "time_zone", "count": int(zoneless), "of": int(zoneless + zoned),
+             "message": f"{zoneless:,} of {zoneless + zoned:,} timestamps name no time zone while the others do; "
+                        "they were read as UTC: if they are local times, set [timestamp] timezone in a "
+                        "--mapping file"}]
 
 
 def all_rows_note(st: LogStats, c: Counts, inactivity_days: float) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from calibration.eventlog import REQUIRED, EventLog, parse_stages
 from calibration.mapping import Mapping, load_mapping
 from calibration.readers import column_sources, header_names, read_table
 from calibration.sources import is_url
-from calibration.timestamps import Layout, parse_time
+from calibration.timestamps import Layout, ZoneTally, parse_time
 from sim.errors import InputError, closest
 from sim.limits import regular_file, sha256_of
 
@@ -57,7 +57,7 @@ def load_events(path: str | Path, *, stages: str | list[str] | None = None,
         digest = pool.submit(sha256_of, path)
         table = read_table(path, mp)
         return _log(table, np.arange(1, table.num_rows + 1, dtype=np.int64), mp, stage_names, conv, path,
-                    digest.result, before, None, None, None)
+                    digest.result, before, None, None, None, zones=ZoneTally())
 
 
 def as_mapping(mapping: str | Path | Mapping | None) -> Mapping:
@@ -117,7 +117,9 @@ class _Codes:
 
 def _log(table: pa.Table, rows: np.ndarray, mp: Mapping, stage_names: list[str], conv: str, path: Path,
          digest: Callable[[], str], before: float | None, touchpoints: list[str] | None,
-         personas: list[str] | None, time_rule: Layout | None) -> EventLog:
+         personas: list[str] | None, time_rule: Layout | None, zones: ZoneTally | None = None) -> EventLog:
+    """``zones``: the whole log's rows with and without a time zone, noted when they mix (a part's readers
+    count them in their first pass)."""
     columns = column_sources(mp)
     vocab = unfiltered_vocabularies(table, mp, columns)
     # a part of a log is coded against the whole log's lists directly
@@ -129,7 +131,7 @@ def _log(table: pa.Table, rows: np.ndarray, mp: Mapping, stage_names: list[str],
         vocab[columns["persona"]] = list(personas)
     table, rows = _filtered(table, rows, mp, path)
     check_required(table, mp, columns, path)
-    r, codes = _read_rows(table, mp, columns, stage_names, path, rows, time_rule, vocab)
+    r, codes = _read_rows(table, mp, columns, stage_names, path, rows, time_rule, vocab, zones)
     if (tp_global and (r.touchpoint < 0).any()) or (per_global and (r.persona < 0).any()):
         raise ValueError("a row's value is not in the log's vocabulary")  # a caller's bug, not bad input
     if personas is not None and not per_global:  # a [persona] rule's codes, or everyone "all"
@@ -154,7 +156,8 @@ def _log(table: pa.Table, rows: np.ndarray, mp: Mapping, stage_names: list[str],
         end=float(r.time.max()), backward_rows=backward, satisfaction=r.satisfaction, value=r.value, ended=ended,
         # where the personas came from (None: no column, everyone is "all"); --personas needs None
         notes={"persona_column": codes.persona_src
-               if mp.persona is not None or codes.persona_src in table.column_names else None},
+               if mp.persona is not None or codes.persona_src in table.column_names else None,
+               **(zones.note() if zones is not None else {})},
     )
 
 
@@ -206,7 +209,8 @@ def check_required(table: pa.Table, mp: Mapping, columns: dict[str, str], path: 
 
 
 def _read_rows(table: pa.Table, mp: Mapping, columns: dict[str, str], stage_names: list[str], path: Path,
-               rows: np.ndarray, time_rule: Layout | None, vocab: dict[str, list[str]]) -> tuple[_Rows, _Codes]:
+               rows: np.ndarray, time_rule: Layout | None, vocab: dict[str, list[str]],
+               zones: ZoneTally | None = None) -> tuple[_Rows, _Codes]:
     """Every column coded and checked, in file order."""
     def col(name: str) -> pa.ChunkedArray:
         return table[columns[name]]
@@ -217,7 +221,7 @@ def _read_rows(table: pa.Table, mp: Mapping, columns: dict[str, str], stage_name
     cust_code = cust_enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     customer_ids = np.asarray(cust_enc.dictionary.to_numpy(zero_copy_only=False))
 
-    time = parse_time(col("timestamp"), path, columns["timestamp"], rows, mp.timestamp, layout=time_rule)
+    time = parse_time(col("timestamp"), path, columns["timestamp"], rows, mp.timestamp, layout=time_rule, zones=zones)
 
     tp_arr = col("touchpoint")
     no_nulls(tp_arr, path, columns["touchpoint"], rows)

@@ -50,7 +50,7 @@ from calibration.readers import (
     wanted_columns,
 )
 from calibration.sources import dataset_files, is_local, is_url, same_columns
-from calibration.timestamps import NS_PER_DAY, Layout, layout_of, parse_time_ns
+from calibration.timestamps import NS_PER_DAY, Layout, ZoneTally, layout_of, parse_time_ns
 from sim.errors import InputError
 from sim.limits import regular_file, sha256_of_files
 
@@ -110,9 +110,11 @@ class StreamedLog:
         # one chunk a column: coding a column of a batch's pieces walks every piece's dictionary
         table = table.combine_chunks()
         rows = table.column(_ROW).to_numpy()
-        return log_from_table(table.drop_columns([_ROW]), rows, mapping=mp, stages=self.stages,
+        part = log_from_table(table.drop_columns([_ROW]), rows, mapping=mp, stages=self.stages,
                               conversion_stage=self.conversion_stage, source=self.source, sha256=self.sha256,
                               before=self._before, touchpoints=self.touchpoints, personas=self.personas)
+        part.notes = dict(self.notes)  # the whole log's (pass 1 counted the time zones)
+        return part
 
     def parts(self) -> Iterator[tuple[int, EventLog]]:
         """Each non-empty bucket's log, in bucket order (see `part`); the first bucket with a
@@ -175,7 +177,7 @@ def open_stream(path: str | Path, *, stages: str | list[str] | None = None, conv
         raise
     return StreamedLog(
         source=str(path), sha256=sha, stages=stage_names, conversion_stage=conv, touchpoints=sorted(p.touchpoints),
-        personas=p.persona_list(), notes={"persona_column": p.persona_note()}, end=p.end / NS_PER_DAY,
+        personas=p.persona_list(), notes={"persona_column": p.persona_note(), **p.zones.note()}, end=p.end / NS_PER_DAY,
         rows_read=p.rows_read, buckets=buckets, files=local, _mapping=mp, _before=before, _folder=folder, _kept=p.kept,
         _progress=progress, _held=p.held)
 
@@ -360,6 +362,7 @@ class _Pass:
         self.held: dict[int, list[pa.Table]] | None = {} if hold > 0 else None
         self.held_bytes = 0
         self.schema: pa.Schema | None = None
+        self.zones = ZoneTally()
 
     # -- errors ------------------------------------------------------------------------------------
     def _record(self, kind: int, exc: InputError) -> None:
@@ -454,7 +457,8 @@ class _Pass:
         if self.layout_failed:  # still look for empty cells (reported first)
             self._check(_TIME_KIND, no_nulls, arr, self.path, column, rows)
             return None
-        return self._check(_TIME_KIND, parse_time_ns, arr, self.path, column, rows, rule, layout=self.layout)
+        return self._check(_TIME_KIND, parse_time_ns, arr, self.path, column, rows, rule, layout=self.layout,
+                           zones=self.zones)
 
     def _known_stages(self, arr: pa.ChunkedArray) -> bool:
         """Every row names a known stage, by the dictionaries alone (a fresh read's dictionaries hold only

@@ -24,6 +24,29 @@ if TYPE_CHECKING:
 NS_PER_DAY = 86_400e9
 
 
+@dataclass
+class ZoneTally:
+    """How many rows' times named their zone and how many did not (read as UTC, no mapping naming their
+    zone): a log that mixes the two may hold local times read as UTC, which calibrate says out loud."""
+
+    zoned: int = 0
+    zoneless: int = 0
+
+    def add(self, other: ZoneTally) -> None:
+        """Another part's counts."""
+        self.zoned += other.zoned
+        self.zoneless += other.zoneless
+
+    def note(self) -> dict[str, int]:
+        """The log notes for a mix (``zoneless_rows``, ``zoned_rows``), else none."""
+        return {"zoneless_rows": self.zoneless, "zoned_rows": self.zoned} if self.zoned and self.zoneless else {}
+
+    def count(self, zoned: int, n: int) -> None:
+        """``n`` rows, ``zoned`` of them with a zone."""
+        self.zoned += zoned
+        self.zoneless += n - zoned
+
+
 @dataclass(frozen=True)
 class Layout:
     """A timestamp layout read from the file's first row (``dayfirst``): strptime codes (None: ISO
@@ -41,24 +64,30 @@ def layout_of(first: str, rule: TimestampRule, path: Path, column: str, row: int
 
 
 def parse_time(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray,
-                rule: TimestampRule | None = None, *, layout: Layout | None = None) -> np.ndarray:
+               rule: TimestampRule | None = None, *, layout: Layout | None = None,
+               zones: ZoneTally | None = None) -> np.ndarray:
     """Days since 1970-01-01 UTC: ISO 8601 (vectorised, no guessing), or as the mapping's [timestamp] says.
 
-    ``layout``: the ``dayfirst`` layout already read from the file's first row (for a part of a file).
+    ``layout``: the ``dayfirst`` layout already read from the file's first row (for a part of a file);
+    ``zones``: counts the rows whose time named a zone and those whose did not (epoch numbers neither).
     """
-    return _days(parse_time_ns(arr, path, column, rows, rule, layout=layout))
+    return _days(parse_time_ns(arr, path, column, rows, rule, layout=layout, zones=zones))
 
 
 def parse_time_ns(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray,
-                  rule: TimestampRule | None = None, *, layout: Layout | None = None) -> np.ndarray:
+                  rule: TimestampRule | None = None, *, layout: Layout | None = None,
+                  zones: ZoneTally | None = None) -> np.ndarray:
     """As ``parse_time``, in UTC nanoseconds (int64)."""
     rule = rule or TimestampRule()
+    # counted only where zone-less times default to UTC: a mapping's timezone says what they are
+    zones = zones if zones is not None and rule.timezone is None else ZoneTally()
     zone = rule.timezone or "UTC"
     if pa.types.is_date(arr.type):  # a Parquet date column: midnight, as its ISO text would be read
         arr = pc.cast(arr, pa.timestamp("ns"))
     if pa.types.is_timestamp(arr.type):  # typed already (Parquet, or the CSV reader's ISO parser)
         no_nulls(arr, path, column, rows)
         _in_ns_range(arr, path, column, rows)
+        zones.count(len(arr) if arr.type.tz else 0, len(arr))
         ts = arr if arr.type.tz else _assume_zone(arr, zone)
         return np.asarray(pc.cast(pc.cast(ts, pa.timestamp("ns", "UTC")), pa.int64())
                           .to_numpy(zero_copy_only=False), dtype=np.int64)
@@ -76,8 +105,9 @@ def parse_time_ns(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarra
     elif fmt is None and rule.dayfirst is not None:
         fmt, origin = _layout_of_first(str(s[0]), rule.dayfirst, path, column, rows)
     if fmt is not None:
+        zones.count(len(s) if "%z" in fmt or "%Z" in fmt else 0, len(s))
         return _parse_format(s, fmt, origin, zone, path, column, rows)
-    return _parse_iso(s, zone, path, column, rows)
+    return _parse_iso(s, zone, path, column, rows, zones)
 
 
 _ZONED = r"(?:Z|[+-]\d\d(?::?\d\d)?)\s*$"
@@ -120,13 +150,15 @@ def _localize(ns: np.ndarray, zone: str) -> np.ndarray:
     return np.asarray(pc.cast(local, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def _parse_iso(s: pa.ChunkedArray, zone: str, path: Path, column: str, rows: np.ndarray) -> np.ndarray:
+def _parse_iso(s: pa.ChunkedArray, zone: str, path: Path, column: str, rows: np.ndarray,
+               zones: ZoneTally) -> np.ndarray:
     for typ in (pa.timestamp("ns", "UTC"), pa.timestamp("ns")):  # all zoned, or all zone-less
         try:
             ns = pc.cast(pc.cast(s, typ), pa.int64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
         ns = np.asarray(ns.to_numpy(zero_copy_only=False), dtype=np.int64)
+        zones.count(len(s) if typ.tz is not None else 0, len(s))
         return _localize(ns, zone) if typ.tz is None else ns
     # mixed zones or formats: pandas' ISO 8601 parser, slower but exact (zone-less rows as UTC first)
     import pandas as pd  # imported when needed: most logs never reach pandas
@@ -138,8 +170,9 @@ def _parse_iso(s: pa.ChunkedArray, zone: str, path: Path, column: str, rows: np.
         raise InputError("unparseable timestamp", file=path, where=f"row {rows[i]}, column {column!r}",
                          value=str(s[i]), hint=_not_iso_hint(str(s[i])))
     ns = _datetime_ns(values, s, path, column, rows)
+    naive = ~text.str.contains(_ZONED, regex=True).to_numpy(dtype=bool)
+    zones.count(int((~naive).sum()), len(s))
     if zone != "UTC":  # the zone-less rows were local times
-        naive = ~text.str.contains(_ZONED, regex=True).to_numpy(dtype=bool)
         ns[naive] = _localize(ns[naive], zone)
     return ns
 

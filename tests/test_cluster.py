@@ -225,6 +225,20 @@ def test_a_per_customer_refusal_is_the_whole_logs(client, logs, tmp_path, clash)
     assert str(got.value) == str(want.value).replace(str(paths["one"]), str(paths["folder"]))
 
 
+def test_time_zone_counts_are_the_whole_logs(client, logs, tmp_path):
+    """Times partly without a zone: pass A's counts on the workers are the loader's, in the metadata and
+    in every bucket's notes (the model's time-zone warning reads them)."""
+    events = pq.read_table(logs["plain"]["one"]).to_pandas()
+    stamps = pd.to_datetime(events["timestamp"], utc=True)
+    naive = np.arange(len(events)) % 4 == 1
+    text = np.where(naive, stamps.dt.strftime("%Y-%m-%d %H:%M:%S.%f"), stamps.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    paths = _write(pa.Table.from_pandas(events.assign(timestamp=text), preserve_index=False), tmp_path, "zones")
+    want = load_events(paths["one"]).notes
+    assert want["zoneless_rows"] == int(naive.sum()) and want["zoned_rows"] == int((~naive).sum())
+    meta, parts = cluster.cluster_map(paths["folder"], client, _keep)
+    assert meta.notes == want and all(part.notes == want for _, part in parts)
+
+
 def test_whole_log_refusals(client, logs, tmp_path):
     with pytest.raises(InputError, match="no Parquet files"):
         cluster.cluster_map(tmp_path, client, _keep)

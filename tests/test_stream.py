@@ -439,6 +439,38 @@ def test_text_that_is_not_utf8_is_named_on_both_readers(tmp_path):
     assert str(got.value).startswith(want), str(got.value)
 
 
+def test_timestamps_with_and_without_a_zone_are_said_out_loud(tmp_path, events):
+    """A log whose times partly name no zone (read as UTC) gets the same counts on every reader and a
+    warning in the model's fallbacks; one zone throughout, none, or a mapping's timezone, gets neither."""
+    from calibration.calibrate import calibrate
+
+    stamps = pd.to_datetime(events["timestamp"], utc=True)
+    naive = np.arange(len(events)) % 3 == 0
+    text = np.where(naive, stamps.dt.strftime("%Y-%m-%d %H:%M:%S.%f"), stamps.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    mixed = events.assign(timestamp=text)
+    csv, parquet = tmp_path / "mixed.csv", tmp_path / "mixed.parquet"
+    mixed.to_csv(csv, index=False)
+    pq.write_table(pa.Table.from_pandas(mixed, preserve_index=False), parquet)
+    want = {"zoneless_rows": int(naive.sum()), "zoned_rows": int((~naive).sum())}
+    assert load_events(csv).notes == {"persona_column": "persona", **want}
+    same_parts(csv)  # the stream's notes are the whole log's
+    same_parts(parquet)
+    fallback = [f for f in calibrate(parquet).estimator["fallbacks"] if f["kind"] == "time_zone"]
+    assert fallback and fallback[0]["count"] == want["zoneless_rows"] and "set [timestamp] timezone" in \
+        fallback[0]["message"]
+    assert calibrate(csv).to_json() == calibrate(csv, reader="memory").to_json()
+    zone = tmp_path / "zone.toml"  # the mapping says what the zone-less times are: nothing to say
+    zone.write_text('[timestamp]\ntimezone = "Europe/Berlin"\n')
+    assert "zoneless_rows" not in load_events(csv, mapping=zone).notes
+    with open_stream(csv, mapping=zone) as s:
+        assert "zoneless_rows" not in s.notes
+    for one in (stamps.dt.strftime("%Y-%m-%d %H:%M:%S.%f"), stamps.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")):
+        events.assign(timestamp=one).to_csv(csv, index=False)
+        assert "zoneless_rows" not in load_events(csv).notes
+        with open_stream(csv) as s:
+            assert "zoneless_rows" not in s.notes
+
+
 @pytest.mark.parametrize("extra, before", [
     ('[filter]\nstatus = "NOPE"\n', None),
     ('[filter]\nstatuz = "COMPLETE"\n', None),
