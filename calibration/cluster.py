@@ -42,8 +42,8 @@ from calibration.columns import (
 from calibration.eventlog import REQUIRED, EventLog, parse_stages
 from calibration.load import log_from_table, refusal_order
 from calibration.mapping import Mapping, load_mapping
-from calibration.readers import column_sources
-from calibration.sources import PARQUET_SUFFIXES, dataset_files, is_local, same_columns
+from calibration.readers import column_sources, is_parquet
+from calibration.sources import dataset_files, is_local, same_columns
 from calibration.stats import at_log_end
 from calibration.timestamps import ZoneTally, parse_time, parse_time_ns
 from sim.errors import InputError, closest
@@ -202,7 +202,7 @@ def _plan(path: str | Path, mapping, stages, conversion_stage, before, buckets: 
                                      conversion_stage or mp.conversion_stage)
     source = str(path)
     fs, files, folder = dataset_files(source)
-    if not folder and not files[0].lower().endswith(PARQUET_SUFFIXES):  # one file, not named as Parquet is
+    if not folder and not is_parquet(Path(files[0])):  # one file, not named as Parquet is
         raise InputError("the cluster reads Parquet, not CSV", file=source,
                          hint="drop --scheduler to stream the CSV on this machine, or write it as Parquet")
     pieces, header = _pieces(fs, files, source)

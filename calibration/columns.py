@@ -40,6 +40,11 @@ def _has_empty_text(arr: pa.ChunkedArray) -> bool:
     return False
 
 
+def first_in_file(failing: np.ndarray, row: np.ndarray, *, earlier: bool = False) -> int:
+    """The failing position whose file row comes first (``earlier``: the row before it, the pair's first)."""
+    return int(failing[np.argmin(row[failing - 1] if earlier else row[failing])])
+
+
 def _dictionary_codes(arr: pa.ChunkedArray, code_of) -> np.ndarray:
     """Codes of a (possibly dictionary-typed) column via ``code_of(name) -> int``, chunk by chunk.
 
@@ -189,7 +194,7 @@ def check_first_persona(codes: np.ndarray, rows: np.ndarray, table: pa.Table, ta
     """Refuse a customer whose first row has no usable [persona] value."""
     bad = codes < 0
     if bad.any():
-        i = int(np.flatnonzero(bad)[np.argmin(rows[bad])])  # the first in the file, as every path reports it
+        i = first_in_file(np.flatnonzero(bad), rows)  # the first in the file, as every path reports it
         value = table[rule.column][int(np.searchsorted(table_rows, rows[i]))].as_py()
         what = (f"a number of at least {rule.bands[0]:g}" if rule.bands is not None else "a value")
         raise InputError(f"[persona] column needs {what} on each customer's first row", file=path,

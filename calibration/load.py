@@ -24,6 +24,7 @@ from calibration.columns import (
     distinct,
     encode_sorted,
     end_rows,
+    first_in_file,
     no_nulls,
     parse_satisfaction,
     parse_value,
@@ -292,11 +293,6 @@ def _end_journeys(r: _Rows, n_customers: int) -> np.ndarray:
 # the checks that need all of a customer's rows, in the order _log runs them; a log cut into buckets
 # reports the refusal the whole log gives: the earliest check that fails, at the first row it names
 PER_CUSTOMER_CHECKS = ("[persona] column needs", "contradictory rows", "duplicate rows")
-
-
-def first_in_file(failing: np.ndarray, row: np.ndarray, *, earlier: bool = False) -> int:
-    """The failing position whose file row comes first (``earlier``: the row before it, the pair's first)."""
-    return int(failing[np.argmin(row[failing - 1] if earlier else row[failing])])
 
 
 def refusal_order(err: InputError) -> tuple[int, int]:
