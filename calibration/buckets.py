@@ -87,6 +87,11 @@ class LogSplit:
         self._new_code = np.empty(log.n_customers, dtype=np.int64)
         self.buckets = [int(b) for b in np.flatnonzero(np.diff(self._cust_bounds))]
 
+    @property
+    def customer_order(self) -> np.ndarray:
+        """The log's customer codes in the parts' order: bucket by bucket, each part's customers in turn."""
+        return self._cust_order
+
     def part(self, b: int) -> EventLog:
         """Bucket ``b``'s customers as a log of their own."""
         customers = self._cust_order[self._cust_bounds[b]:self._cust_bounds[b + 1]]

@@ -1,14 +1,19 @@
 """Calibration: event log in, Model out (pure; `journey calibrate` writes it: application/calibrate.py)."""
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
 
 import numpy as np
 
+from calibration.counting import every_row_decided
 from calibration.estimate import DEFAULT_INACTIVITY_DAYS, check_options, estimate_stats, stats_of
+from calibration.eventlog import EventLog
 from calibration.experience import satisfaction_section
 from calibration.load import load_events, refusal_order
 from calibration.mapping import load_mapping
@@ -20,6 +25,7 @@ from sim.limits import finite, sha256_of_files
 from sim.model import Model
 
 READERS = ("stream", "memory")
+T = TypeVar("T")
 
 
 @dataclass
@@ -54,17 +60,18 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
     text comes back in the record).
 
     ``reader``: ``stream`` (default) reads the log in batches and sums it bucket by bucket, so memory stays
-    bounded however long the log; ``memory`` loads it whole first (persona discovery always does). A Dask
+    bounded however long the log (persona discovery too); ``memory`` loads it whole first. A Dask
     ``client`` sums the buckets on its workers (calibration/cluster.py). Every path gives the same model.
     ``progress(what, done, total)`` hears of long reads."""
     finite(inactivity_days, "--inactivity-days")  # nan and inf pass Typer's float parsing
     if reader not in READERS:
         raise InputError("unknown reader", where="--reader", value=reader, hint="use stream or memory")
-    if client is None and is_url(events) and (personas is not None or reader == "memory"):
-        raise InputError("a URL is read in batches (or on a cluster), not whole", file=events,
-                         where="--personas" if personas is not None else "--reader",
-                         hint="copy the files here for " + ("persona discovery" if personas is not None
-                                                            else "--reader memory"))
+    if client is None and is_url(events) and reader == "memory":
+        raise InputError("a URL is read in batches (or on a cluster), not whole", file=events, where="--reader",
+                         hint="copy the files here for --reader memory")
+    if client is not None and personas is not None:
+        raise InputError("persona discovery reads the log on this machine, not on a cluster", where="--personas",
+                         hint="drop --scheduler (the stream reads a URL too)")
     if assignments is not None:
         _check_assignments(assignments, events, personas)
     discovery = None
@@ -75,16 +82,16 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
                                 touch_order=touch_order)
     phases = dwell_model == "phases"
     load = {"stages": stages, "conversion_stage": conversion_stage, "mapping": mapping, "before": before}
+    if k is not None:
+        seed = discovery.DEFAULT_SEED if seed is None else seed
     log = posterior = record = None
     files: list[Path] = []  # the log's files, hashed during the estimate (the streaming reader's)
-    if k is not None or reader == "memory":
+    if reader == "memory":
         if client is None and Path(events).is_dir():
             raise InputError("a folder of Parquet files is read in batches, not whole", file=events,
-                             where="--personas" if k is not None else "--reader",
-                             hint="drop --reader memory (persona discovery needs one file)")
+                             where="--reader", hint="drop --reader memory")
         log = load_events(events, **load)
         if k is not None:
-            seed = discovery.DEFAULT_SEED if seed is None else seed
             log, posterior, record = discovery.discover(log, personas=personas, seed=seed,
                                                         inactivity_days=inactivity_days, censoring=censoring)
         st = stats_of(log, inactivity_days=inactivity_days, phases=phases)
@@ -93,7 +100,11 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
 
         st = cluster_stats(events, client, inactivity_days=inactivity_days, phases=phases, **load)
     else:
-        st, files = _streamed(events, load, inactivity_days=inactivity_days, phases=phases, progress=progress)
+        find = None if k is None else _Find(discovery, personas, seed, censoring, assignments is not None)
+        st, files = _streamed(events, load, inactivity_days=inactivity_days, phases=phases, progress=progress,
+                              find=find)
+        if find is not None:
+            posterior, record = find.found.posterior, find.found.record
     with ThreadPoolExecutor(max_workers=1) as pool:
         # the streamed log's hash on the core the estimate leaves idle (reading keeps both busy)
         digest = pool.submit(sha256_of_files, files) if files else None
@@ -108,7 +119,9 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
         record["profiles"] = discovery.profiles(model)
         model.extras["personas_discovered"] = record
         if assignments is not None:
-            csv = discovery.assignments_csv(log, posterior, model.personas)
+            ids, first = ((log.customer_ids, discovery.first_rows(log)) if log is not None
+                          else (find.customer_ids, find.first_rows))
+            csv = discovery.assignments_csv(ids, posterior, model.personas, first)
     if currency is None and mapping is not None:
         currency = load_mapping(mapping).currency
     section = section_of(st.value, st.personas, st.stages, currency)
@@ -117,10 +130,26 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
     return Calibration(model=model, assignments_csv=csv)
 
 
+@dataclass
+class _Find:
+    """Persona discovery on the stream: what to find, then what was found (the customers in its order)."""
+
+    discovery: ModuleType  # calibration.personas
+    personas: str | int
+    seed: int
+    censoring: str
+    keep_ids: bool  # for --assignments: the customers' ids and first rows
+    found: Any = None  # a personas.Discovered
+    customer_ids: np.ndarray | None = None
+    first_rows: np.ndarray | None = None  # each customer's first row in the file
+
+
 def _streamed(events: str | Path, load: dict, *, inactivity_days: float, phases: bool,
-              progress: Callable[[str, int, int], None] | None) -> tuple[LogStats, list[Path]]:
+              progress: Callable[[str, int, int], None] | None, find: _Find | None = None
+              ) -> tuple[LogStats, list[Path]]:
     """The log's statistics, read in batches and summed bucket by bucket (calibration/stream.py), and the
-    files read, not yet hashed (``sha256`` "")."""
+    files read, not yet hashed (``sha256`` ""). ``find``: discover personas first, from the buckets'
+    features (calibration/personas.py), as `discover` does on a log in memory."""
     from calibration.stream import open_stream
 
     def reading(done: int, total: int) -> None:  # the stream reports the bytes of its one pass
@@ -129,32 +158,85 @@ def _streamed(events: str | Path, load: dict, *, inactivity_days: float, phases:
     with open_stream(events, progress=None if progress is None else reading, hash_log=False, **load) as stream:
         buckets = stream.bucket_ids()
 
-        def summed(end: float) -> tuple[StatsSum, float]:
-            """The buckets' statistics at ``end``, and the largest part end (the log's true end)."""
-            def bucket_stats(bucket: int) -> tuple[LogStats | InputError, float]:
+        def each_part(compute: Callable[[int, EventLog], T], what: str) -> Iterator[T]:
+            """``compute(bucket, part)`` of every bucket, in bucket order; a per-customer refusal is the
+            log's first, raised once every bucket has been read."""
+            def one(bucket: int) -> T | InputError:
                 try:
                     part = stream.part(bucket)
-                except InputError as err:  # a per-customer check: every bucket is read to find the log's first
-                    return err, -np.inf
-                return log_stats(part, end=end, inactivity_days=inactivity_days, phases=phases), part.end
+                except InputError as err:
+                    return err
+                return compute(bucket, part)
 
-            total, last, refused = StatsSum(), -np.inf, []
-            for i, (part_stats, part_end) in enumerate(in_bucket_order(bucket_stats, buckets)):
-                if isinstance(part_stats, InputError):
-                    refused.append(part_stats)
+            refused = []
+            for i, got in enumerate(in_bucket_order(one, buckets)):
+                if isinstance(got, InputError):
+                    refused.append(got)
                 elif not refused:
-                    total.add(part_stats)
-                last = max(last, part_end)
+                    yield got
                 if progress is not None:
-                    progress("summing", i + 1, len(buckets))
+                    progress(what, i + 1, len(buckets))
             if refused:
                 raise min(refused, key=refusal_order)  # buckets in order: ties go to the first
+
+        fill = _discovered(find, stream, each_part, inactivity_days) if find is not None else None
+
+        def summed(end: float) -> tuple[StatsSum, float]:
+            """The buckets' statistics at ``end``, and the largest part end (the log's true end)."""
+            def bucket_stats(bucket: int, part: EventLog) -> tuple[LogStats, float]:
+                if fill is not None:
+                    part = fill(bucket, part)
+                return log_stats(part, end=end, inactivity_days=inactivity_days, phases=phases), part.end
+
+            total, last = StatsSum(), -np.inf
+            for part_stats, part_end in each_part(bucket_stats, "summing"):
+                total.add(part_stats)
+                last = max(last, part_end)
             return total, last
 
         total, _ = at_log_end(summed, stream.end)
         st = total.result()
     st.source, st.sha256 = stream.source, ""
     return st, stream.files
+
+
+def _discovered(find: _Find, stream, each_part, inactivity_days: float) -> Callable[[int, EventLog], EventLog]:
+    """Personas found from the stream's buckets (``find.found``), and the function that gives a bucket's
+    part its customers' personas. Two reads of the buckets: the log's end and the rows in its outcome
+    window (the rule for which rows have an outcome), then each bucket's features."""
+    d = find.discovery
+    d.check_no_personas(stream.notes, stream.source)
+
+    def counted(end: float) -> tuple[tuple[int, int], float]:
+        live = window = 0
+        last = -np.inf
+        for (lv, win), part_end in each_part(
+                lambda b, part: (d.window_rows(part, end=end, inactivity_days=inactivity_days), part.end), "personas"):
+            live, window, last = live + lv, window + win, max(last, part_end)
+        return (live, window), last
+
+    (live, window), end = at_log_end(counted, stream.end)
+    every_row = every_row_decided(live, window, find.censoring)
+    def bucket_features(bucket: int, part: EventLog):
+        ids = (part.customer_ids, d.first_rows(part)) if find.keep_ids else None
+        return bucket, part.n_customers, d.features(part, inactivity_days=inactivity_days, censoring=find.censoring,
+                                                    end=end, every_row=every_row), ids
+
+    parts = list(each_part(bucket_features, "personas"))
+    starts = dict(zip([p[0] for p in parts], np.cumsum([0] + [p[1] for p in parts])[:-1].tolist(), strict=True))
+    if find.keep_ids:
+        find.customer_ids = np.concatenate([p[3][0] for p in parts])
+        find.first_rows = np.concatenate([p[3][1] for p in parts])
+    features = d.stacked([p[2] for p in parts])
+    del parts  # the parts' features: the stacked copy is all the fit needs
+    find.found = found = d.discover_features(features, personas=find.personas, seed=find.seed)
+
+    def fill(bucket: int, part: EventLog) -> EventLog:
+        start = starts[bucket]
+        return dataclasses.replace(part, persona_of_customer=found.drawn[start:start + part.n_customers],
+                                   personas=found.names, notes={**part.notes, "personas_discovered": True})
+
+    return fill
 
 
 def _check_assignments(path: str | Path, events: str | Path, personas: str | int | None) -> None:

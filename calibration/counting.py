@@ -57,10 +57,16 @@ class Counts:
     history: float  # days from the first row to the log's end
 
 
+def every_row_decided(live_rows: int, window_rows: int, censoring: str) -> bool:
+    """Every live row enters the outcome estimates: the cure model, where the outcome window holds most
+    live rows (the rule the plain fit and persona discovery share)."""
+    return censoring == "cure" and window_rows > ALL_ROWS_ABOVE * live_rows
+
+
 def outcome_rows(st: LogStats, censoring: str) -> bool:
     """Whether every live row enters the outcome estimates (the cure model on a short history), or only
     those before the outcome window; an InputError where no outcome is decided."""
-    all_rows = censoring == "cure" and st.window_rows > ALL_ROWS_ABOVE * st.live_rows
+    all_rows = every_row_decided(st.live_rows, st.window_rows, censoring)
     if all_rows:
         # the window would leave most rows undecided: every row enters, known ones as they are,
         # quiet last ones weighted by P(over | quiet time)

@@ -14,17 +14,20 @@ most rows undecided), rows after the final stage are ignored. Parameters are shr
 all-customer estimate with ``PRIOR`` pseudo-counts (no cell has probability 0). K runs from 1 to
 ``max_k`` (stopping after BIC rose twice); for each K a few seeded k-means++ starts run a short
 EM, the best runs to convergence, and BIC picks K. Personas are then named ``segment_1``... by
-size, and each customer goes to its most likely persona, so the final model is today's estimate.
+size, and each customer's persona is drawn from its posterior (seeded), so the final model is today's
+estimate on those personas. The features are built bucket by bucket (calibration/buckets.py), the
+customers in the buckets' order, so that a log streamed in batches gives the same personas.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from calibration.counting import ALL_ROWS_ABOVE, row_structure
+from calibration.counting import every_row_decided, row_structure
 from calibration.estimate import DEFAULT_INACTIVITY_DAYS
 from calibration.eventlog import EventLog
 from sim.errors import InputError
@@ -46,7 +49,6 @@ class Features:
     """Per-customer sufficient statistics of the plain journey model."""
 
     X: sp.csr_matrix  # [C, F] counts (days for the gap-days block)
-    XT: sp.csr_matrix  # its transpose, for the M step
     S: int
     T: int
     q_cust: np.ndarray  # quiet last interactions (drop or stay): customer, cell (s*T + t), stage, quiet days
@@ -58,6 +60,11 @@ class Features:
     l_days: np.ndarray
     valid: np.ndarray  # [S, S + 2] outcomes a stage has: stay, drop, advance to u
     seen: np.ndarray  # [S, T] pairs with an interaction
+
+    @functools.cached_property
+    def XT(self) -> sp.csr_matrix:  # noqa: N802 (the matrix's name)
+        """X's transpose, for the M step (made when first needed: a part's features never need it)."""
+        return self.X.T.tocsr()
 
     @property
     def n_customers(self) -> int:
@@ -79,27 +86,36 @@ class Features:
         return self.offsets[-1] + self.S
 
 
-def features(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
-             censoring: str = "cure") -> Features:
-    """The sparse per-customer counts and the quiet rows, with the plain fit's censoring."""
+def window_rows(log: EventLog, *, end: float, inactivity_days: float = DEFAULT_INACTIVITY_DAYS) -> tuple[int, int]:
+    """The log's live rows (before the final stage) and how many of them lie in the outcome window
+    before ``end``: summed over a log's parts, `every_row_decided` of them is the whole log's rule."""
+    _, _, before = row_structure(log.customer, log.stage.astype(np.int64))
+    live = before < len(log.stages) - 1
+    return int(live.sum()), int((live & (log.time > end - inactivity_days)).sum())
+
+
+def features(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS, censoring: str = "cure",
+             end: float | None = None, every_row: bool | None = None) -> Features:
+    """The sparse per-customer counts and the quiet rows, with the plain fit's censoring. For a part of a
+    log: ``end`` the whole log's end, ``every_row`` its `every_row_decided` (None: this log's own)."""
     S, T = len(log.stages), len(log.touchpoints)
     final = S - 1
+    end = log.end if end is None else end
     cust, time, tp, after = log.customer, log.time, log.touchpoint.astype(np.int64), log.stage.astype(np.int64)
     n = cust.size
     first, last, before = row_structure(cust, after)
     live = before < final
     advanced = after > before
     certain = log.ended[cust] if log.ended is not None else np.zeros(n, dtype=bool)
-    in_window = live & (time > log.end - inactivity_days)
-    if censoring == "cure" and in_window.sum() > ALL_ROWS_ABOVE * live.sum():
-        decided = live.copy()
-    else:
-        decided = live & ~in_window
+    in_window = live & (time > end - inactivity_days)
+    if every_row is None:
+        every_row = every_row_decided(int(live.sum()), int(in_window.sum()), censoring)
+    decided = live.copy() if every_row else live & ~in_window
     cure = censoring != "window"  # the window rule: a decided quiet row is over
-    quiet_time = log.end - time
+    quiet_time = end - time
     cell = before * T + tp
 
-    F = Features(X=sp.csr_matrix((0, 0)), XT=sp.csr_matrix((0, 0)), S=S, T=T, q_cust=cust[:0], q_cell=cell[:0],
+    F = Features(X=sp.csr_matrix((0, 0)), S=S, T=T, q_cust=cust[:0], q_cell=cell[:0],
                  q_stage=cell[:0], q_days=time[:0], l_cust=cust[:0], l_stage=cell[:0], l_days=time[:0],
                  valid=_valid(S), seen=np.zeros((S, T), dtype=bool))
     o_share, o_out, o_ans, o_lap, o_gap, o_days = F.offsets
@@ -131,9 +147,24 @@ def features(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
     X.sum_duplicates()
     seen = np.bincount(cell[live], minlength=S * T).reshape(S, T) > 0
     return dataclasses.replace(
-        F, X=X, XT=X.T.tocsr(), q_cust=cust[quiet], q_cell=cell[quiet], q_stage=before[quiet],
+        F, X=X, q_cust=cust[quiet], q_cell=cell[quiet], q_stage=before[quiet],
         q_days=quiet_time[quiet], l_cust=cust[quiet_l], l_stage=after[quiet_l], l_days=quiet_time[quiet_l],
         seen=seen)
+
+
+def stacked(parts: list[Features]) -> Features:
+    """The parts' customers one after another (a log's buckets, in order), as one log's features."""
+    head = parts[0]
+    offset = np.cumsum([0] + [p.n_customers for p in parts])[:-1]
+    X = sp.vstack([p.X for p in parts], format="csr")
+
+    def joined(name: str, shift: bool = False) -> np.ndarray:
+        return np.concatenate([getattr(p, name) + (o if shift else 0) for p, o in zip(parts, offset, strict=True)])
+
+    return dataclasses.replace(
+        head, X=X, q_cust=joined("q_cust", True), q_cell=joined("q_cell"),
+        q_stage=joined("q_stage"), q_days=joined("q_days"), l_cust=joined("l_cust", True),
+        l_stage=joined("l_stage"), l_days=joined("l_days"), seen=np.logical_or.reduce([p.seen for p in parts]))
 
 
 def _valid(S: int) -> np.ndarray:
@@ -295,7 +326,7 @@ def _subset(F: Features, idx: np.ndarray) -> Features:
     where[idx] = np.arange(idx.size)
     X = F.X[idx]
     q, lq = where[F.q_cust] >= 0, where[F.l_cust] >= 0
-    return dataclasses.replace(F, X=X, XT=X.T.tocsr(), q_cust=where[F.q_cust[q]], q_cell=F.q_cell[q],
+    return dataclasses.replace(F, X=X, q_cust=where[F.q_cust[q]], q_cell=F.q_cell[q],
                                q_stage=F.q_stage[q], q_days=F.q_days[q], l_cust=where[F.l_cust[lq]],
                                l_stage=F.l_stage[lq], l_days=F.l_days[lq])
 
@@ -347,17 +378,54 @@ def parse_personas(value: str | int | None) -> int | None:
     return k
 
 
+def check_no_personas(notes: dict, source: str) -> None:
+    """Refuse discovery on a log that names its personas (``notes``: the log's, or a stream's)."""
+    if notes.get("persona_column"):
+        raise InputError("the log already has personas (a persona column or a mapping's [persona]); "
+                         "--personas discovers them only when it has none", file=source,
+                         where=f"column {notes['persona_column']!r}", hint="drop --personas")
+
+
+@dataclasses.dataclass
+class Discovered:
+    """Personas found for the customers of some features, in the features' customer order."""
+
+    drawn: np.ndarray  # [C] each customer's persona, drawn from its posterior
+    posterior: np.ndarray  # [C, K], columns in the personas' order
+    names: list[str]
+    record: dict[str, Any]  # for the model JSON (profiles added once the model is fitted)
+
+
 def discover(log: EventLog, *, personas: str | int = "auto", seed: int = DEFAULT_SEED, max_k: int = MAX_K,
              inactivity_days: float = DEFAULT_INACTIVITY_DAYS, censoring: str = "cure"
              ) -> tuple[EventLog, np.ndarray, dict[str, Any]]:
     """Personas for a log without a persona column: (the log with them filled in, posterior [C, K]
-    with columns in the personas' order, the record for the model JSON)."""
+    with columns in the personas' order, the record for the model JSON).
+
+    The features are built bucket by bucket and the customers taken in the buckets' order, as the
+    streaming reader does (calibration/calibrate.py), so both give the same personas."""
+    from calibration.buckets import LogSplit
+
+    check_no_personas(log.notes, log.source)
+    split = LogSplit(log)
+    every_row = every_row_decided(*window_rows(log, end=log.end, inactivity_days=inactivity_days), censoring)
+    F = stacked([features(split.part(b), inactivity_days=inactivity_days, censoring=censoring, end=log.end,
+                          every_row=every_row) for b in split.buckets])
+    found = discover_features(F, personas=personas, seed=seed, max_k=max_k)
+    order = split.customer_order  # the log's customer codes in the features' order
+    persona = np.empty(log.n_customers, dtype=np.int32)
+    persona[order] = found.drawn
+    posterior = np.empty_like(found.posterior)
+    posterior[order] = found.posterior
+    filled = dataclasses.replace(log, persona_of_customer=persona, personas=found.names,
+                                 notes={**log.notes, "personas_discovered": True})
+    return filled, posterior, found.record
+
+
+def discover_features(F: Features, *, personas: str | int = "auto", seed: int = DEFAULT_SEED,
+                      max_k: int = MAX_K) -> Discovered:
+    """K by BIC (or the K given), the mixture's posterior, and each customer's persona drawn from it."""
     fixed = parse_personas(personas)
-    if log.notes.get("persona_column"):
-        raise InputError("the log already has personas (a persona column or a mapping's [persona]); "
-                         "--personas discovers them only when it has none", file=log.source,
-                         where=f"column {log.notes['persona_column']!r}", hint="drop --personas")
-    F = features(log, inactivity_days=inactivity_days, censoring=censoring)
     C = F.n_customers
     rng = np.random.default_rng([seed, 0])
     sampled = C > SEARCH_SAMPLE
@@ -398,12 +466,10 @@ def discover(log: EventLog, *, personas: str | int = "auto", seed: int = DEFAULT
         R = R[:, keep] / np.maximum(R[:, keep].sum(1, keepdims=True), 1e-300)
         drawn = np.searchsorted(keep, drawn).astype(np.int32)
         names = [f"segment_{i + 1}" for i in range(keep.size)]
-    filled = dataclasses.replace(log, persona_of_customer=drawn, personas=names,
-                                 notes={**log.notes, "personas_discovered": True})
     record = {
         "method": "finite mixture of journey models (shares, outcomes with the cure model for quiet "
                   "interactions, lapse, exponential gaps per stage), fitted by EM on each customer's "
-                  "interactions; each customer goes to its most likely persona and the model is fitted on them",
+                  "interactions; each customer's persona is drawn from its posterior and the model is fitted on them",
         "criterion": "BIC" + (f" on a random sample of {SEARCH_SAMPLE:,} customers" if sampled else "")
                      if not fixed else "fixed K (--personas)",
         "table": [{"k": f["k"], "log_likelihood": round(float(f["log_likelihood"]), 3),
@@ -418,7 +484,7 @@ def discover(log: EventLog, *, personas: str | int = "auto", seed: int = DEFAULT
                       "posteriors and the most likely persona",
         "assigned_confidently": round(float((R.max(1) > 0.9).mean()), 4),
     }
-    return filled, R, record
+    return Discovered(drawn=drawn, posterior=R, names=names, record=record)
 
 
 # ---- profiles ----------------------------------------------------------------------------
@@ -465,12 +531,21 @@ def profiles(model, top: int = 3) -> dict[str, dict[str, Any]]:
     return out
 
 
-def assignments_csv(log: EventLog, posterior: np.ndarray, names: list[str]) -> str:
-    """customer_id, one posterior column per persona, chosen."""
+def first_rows(log: EventLog) -> np.ndarray:
+    """Each customer's first data row in the file (rows are sorted by customer, every customer has one)."""
+    starts = np.flatnonzero(np.r_[True, log.customer[1:] != log.customer[:-1]]) if log.customer.size else []
+    return np.minimum.reduceat(log.row, starts) if log.customer.size else log.row[:0]
+
+
+def assignments_csv(customer_ids: np.ndarray, posterior: np.ndarray, names: list[str], first_row: np.ndarray) -> str:
+    """customer_id, one posterior column per persona, chosen: a row per customer, in the order of their
+    first rows in the file (``first_row``), whichever order the reader met them in."""
+    order = np.argsort(first_row, kind="stable")
+    customer_ids, posterior = customer_ids[order], posterior[order]
     chosen = np.array(names)[posterior.argmax(1)]
     lines = ["customer_id," + ",".join(names) + ",chosen"]
     body = np.char.mod("%.6f", posterior)
-    ids = [_csv_field(str(c)) for c in log.customer_ids]
+    ids = [_csv_field(str(c)) for c in customer_ids]
     lines.extend(f"{c}," + ",".join(row) + f",{k}" for c, row, k in zip(ids, body, chosen, strict=True))
     return "\n".join(lines) + "\n"
 

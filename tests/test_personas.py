@@ -3,18 +3,26 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from calibration.calibrate import calibrate, calibration
 from cli import app
+from sim.errors import InputError
 from sim.exact import evaluate
 from sim.model import Model
 from worlds import make_world, simulate_log
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
 MIX = (0.5, 0.3, 0.2)
 
 
@@ -172,3 +180,62 @@ def test_downstream_commands_on_discovered_personas(three, tmp_path):
     assert names == ["more segment_3", "checkout for segment_1"]
     html = (tmp_path / "report.html").read_text()
     assert "Personas discovered from behaviour" in html and "segment_3" in html
+
+
+def _without_provenance(model: Model) -> dict:
+    data = json.loads(model.to_json())
+    data.pop("provenance", None)
+    return data
+
+
+def test_the_stream_finds_the_personas_the_whole_log_gives(three, tmp_path, monkeypatch):
+    """The stream builds the features bucket by bucket, as `discover` does on the log in memory: the same
+    model, record and assignments (in the file's order), K searched on every customer or on a sample,
+    from one CSV or a folder of Parquet files (which could not be discovered on before)."""
+    from calibration import personas
+
+    monkeypatch.setattr(personas, "SEARCH_SAMPLE", 4_000)  # the sampled search, on a small log
+    runs = {}
+    for reader in ("stream", "memory"):
+        res = calibration(three["plain"], personas="auto", reader=reader, assignments=tmp_path / "a.csv")
+        runs[reader] = (_without_provenance(res.model), res.assignments_csv)
+    assert runs["stream"][0] == runs["memory"][0] and runs["stream"][1] == runs["memory"][1]
+    assert runs["stream"][0]["personas_discovered"]["customers_in_search"] == 4_000
+    ids = [line.split(",")[0] for line in runs["stream"][1].splitlines()[1:]]
+    first_seen = pd.read_csv(three["plain"], usecols=["customer_id"])["customer_id"].drop_duplicates()
+    assert ids == first_seen.tolist()  # the file's order, whatever order the buckets met them in
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    table = pa.Table.from_pandas(pd.read_csv(three["plain"]), preserve_index=False)
+    for i, start in enumerate(range(0, table.num_rows, table.num_rows // 3 + 1)):
+        pq.write_table(table.slice(start, table.num_rows // 3 + 1), folder / f"part-{i}.parquet")
+    got = _without_provenance(calibration(folder, personas="auto").model)
+    want = dict(runs["stream"][0])
+    for d in (got, want):
+        d["log"] = {k: v for k, v in d["log"].items() if k not in ("source", "sha256")}
+    assert got == want
+
+
+@pytest.mark.parametrize("censoring", ["cure", "window"])
+def test_the_stream_finds_them_on_a_real_log_whose_end_moves(tmp_path, censoring):
+    """BPI 2012 (its mapping without [persona]: end rows, a filter, duplicates dropped), with a row after
+    a declined application's end as the file's last: the log's true end is known only once the buckets
+    are built, and both readers find the same personas at it."""
+    mapping = tmp_path / "map.toml"
+    text = (ROOT / "scenarios" / "mappings" / "bpic2012_mapping.toml").read_text()
+    mapping.write_text(re.sub(r"^\[persona\].*?(?=^\[)", "", text, flags=re.S | re.M))
+    log = pd.read_csv(DATA / "bpic2012_slice.csv.gz", dtype=str)
+    declined = log[log["concept:name"] == "A_DECLINED"].iloc[0].copy()
+    declined["concept:name"], declined["time:timestamp"] = "W_Nabellen offertes", "2012-06-01T00:00:00.000+02:00"
+    path = tmp_path / "bpi.csv"
+    pd.concat([log, declined.to_frame().T]).to_csv(path, index=False)
+    models = [_without_provenance(calibrate(path, mapping=mapping, personas="auto", censoring=censoring,
+                                            reader=reader)) for reader in ("stream", "memory")]
+    assert models[0] == models[1]
+    assert models[0]["log"]["last_timestamp"] < "2012-06"  # the row after the end row is not the log's end
+    assert models[0]["personas_discovered"]["chosen_k"] >= 2
+
+
+def test_personas_are_refused_on_a_cluster_in_one_line(three):
+    with pytest.raises(InputError, match="--personas: persona discovery reads the log on this machine"):
+        calibration(three["plain"], personas="auto", client=object())
