@@ -1,25 +1,29 @@
-"""Persona discovery speed: plain `journey calibrate` against `--personas auto` on a 1 M-event log.
+"""Persona discovery speed and memory: plain `journey calibrate` against `--personas auto` (streamed, and
+with `--reader memory`) on a 1 M-event log, or on a log given.
 
     python benchmarks/bench_personas.py [--rows 1000000] [--keep] [--repeats 2]
+    python benchmarks/bench_personas.py --log FOLDER --memory-log ONE.parquet --repeats 1
 
 Generates a known-truth log with tests/worlds.py (make_world(3), three personas) and writes it
-without its persona column, then times both calibrations as fresh processes and prints seconds
-and the ratio, with the K table and the discovered shares against the truth.
+without its persona column (or takes ``--log``), then runs each calibration as a fresh process and
+prints seconds and peak RSS of the process (benchmarks/bench_scale.py's sampler), the ratio, the K
+table, the discovered shares against the truth, and whether both readers gave the same model.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_scale import measure  # noqa: E402
 
 from worlds import make_world, simulate_log  # noqa: E402
 
@@ -31,12 +35,20 @@ def make_log(path: Path, rows: int) -> list[float]:
     return sorted(world.persona_share.tolist(), reverse=True)
 
 
-def timed(args: list[str]) -> float:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import sys; sys.argv[0] = 'journey'; from cli import app; app()", *args],
-                   check=True, env=env, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t
+def timed(args: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GB) of one `journey` run as a fresh process."""
+    wall, peak, code = measure([sys.executable, "-c", "import sys; sys.argv[0] = 'journey'; from cli import app; app()",
+                                *args], env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if code:
+        raise SystemExit(f"journey {' '.join(args)} failed ({code})")
+    return wall, peak
+
+
+def _content(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    data.pop("provenance", None)
+    data["log"] = {k: v for k, v in data["log"].items() if k not in ("source", "sha256")}
+    return data
 
 
 def main() -> None:
@@ -44,26 +56,44 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--keep", action="store_true", help="keep and reuse the generated log in /tmp")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--log", type=Path, help="an existing log without a persona column (a file or Parquet folder)")
+    ap.add_argument("--memory-log", type=Path, help="the same rows as one file, for --reader memory (default --log)")
     args = ap.parse_args()
-    folder = Path(tempfile.gettempdir()) / "journey-bench" if args.keep else Path(tempfile.mkdtemp())
+    folder = Path(tempfile.gettempdir()) / "journey-bench" if args.keep or args.log else Path(tempfile.mkdtemp())
     folder.mkdir(exist_ok=True)
-    log = folder / f"events-nopersona-{args.rows}.csv"
-    truth = make_log(log, args.rows) if not (args.keep and log.exists()) else None
-    plain = [timed(["calibrate", str(log), "--out", str(folder / "plain.json")]) for _ in range(args.repeats)]
-    auto = [timed(["calibrate", str(log), "--out", str(folder / "auto.json"), "--personas", "auto"])
-            for _ in range(args.repeats)]
+    truth = None
+    if args.log is not None:
+        log = args.log
+    else:
+        log = folder / f"events-nopersona-{args.rows}.csv"
+        truth = make_log(log, args.rows) if not (args.keep and log.exists()) else None
+    whole = args.memory_log or log
+    runs = {
+        "plain calibrate": ["calibrate", str(log), "--out", str(folder / "plain.json")],
+        "--personas auto (stream)": ["calibrate", str(log), "--out", str(folder / "auto.json"), "--personas", "auto"],
+        "--personas auto --reader memory": ["calibrate", str(whole), "--out", str(folder / "auto-memory.json"),
+                                            "--personas", "auto", "--reader", "memory"],
+    }
+    if whole.is_dir():
+        del runs["--personas auto --reader memory"]  # the in-memory reader takes one file
+    measured = {name: [timed(cmd) for _ in range(args.repeats)] for name, cmd in runs.items()}
     model = json.loads((folder / "auto.json").read_text())
     found = model["personas_discovered"]
-    rows = sum(1 for _ in log.open()) - 1
-    print(f"log: {rows:,} rows, {model['log']['customers']:,} customers ({log})")
+    print(f"log: {model['log']['rows']:,} rows, {model['log']['customers']:,} customers ({log})")
     for r in found["table"]:
         print(f"  K={r['k']}: log-likelihood {r['log_likelihood']:,.1f}  BIC {r['bic']:,.1f}")
     shares = [p["share"] for p in found["profiles"].values()]
     print(f"chosen K = {found['chosen_k']} ({found['criterion']}); shares {shares}"
           + (f", truth {[round(x, 4) for x in truth]}" if truth else ""))
-    print(f"plain calibrate:        {min(plain):.2f} s (runs {', '.join(f'{x:.2f}' for x in plain)})")
-    print(f"--personas auto:        {min(auto):.2f} s (runs {', '.join(f'{x:.2f}' for x in auto)})")
-    print(f"ratio (best of each):   {min(auto) / min(plain):.1f}x")
+    for name, got in measured.items():
+        best = min(got)
+        print(f"{name:34s} {best[0]:7.2f} s  peak {max(p for _, p in got):.2f} GB  "
+              f"(runs {', '.join(f'{w:.2f}' for w, _ in got)})")
+    plain, auto = min(measured["plain calibrate"])[0], min(measured["--personas auto (stream)"])[0]
+    print(f"ratio --personas / plain (best of each): {auto / plain:.1f}x")
+    if "--personas auto --reader memory" in measured:
+        same = _content(folder / "auto.json") == _content(folder / "auto-memory.json")
+        print(f"stream and memory give the same model: {'yes' if same else 'NO'}")
 
 
 if __name__ == "__main__":

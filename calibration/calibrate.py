@@ -1,17 +1,14 @@
 """Calibration: event log in, Model out (pure; `journey calibrate` writes it: application/calibrate.py)."""
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any, TypeVar
 
 import numpy as np
 
-from calibration.counting import every_row_decided
 from calibration.estimate import DEFAULT_INACTIVITY_DAYS, check_options, estimate_stats, stats_of
 from calibration.eventlog import EventLog
 from calibration.experience import satisfaction_section
@@ -82,29 +79,32 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
                                 touch_order=touch_order)
     phases = dwell_model == "phases"
     load = {"stages": stages, "conversion_stage": conversion_stage, "mapping": mapping, "before": before}
+    find = None  # persona discovery's options (calibration/discovery.py)
     if k is not None:
-        seed = discovery.DEFAULT_SEED if seed is None else seed
-    log = posterior = record = None
+        find = {"personas": personas, "seed": discovery.DEFAULT_SEED if seed is None else seed,
+                "inactivity_days": inactivity_days, "censoring": censoring}
+    log = posterior = record = ids = first = None
     files: list[Path] = []  # the log's files, hashed during the estimate (the streaming reader's)
     if reader == "memory":
         if client is None and Path(events).is_dir():
             raise InputError("a folder of Parquet files is read in batches, not whole", file=events,
                              where="--reader", hint="drop --reader memory")
         log = load_events(events, **load)
-        if k is not None:
-            log, posterior, record = discovery.discover(log, personas=personas, seed=seed,
-                                                        inactivity_days=inactivity_days, censoring=censoring)
+        if find is not None:
+            from calibration.discovery import discover
+
+            log, posterior, record = discover(log, **find)
+            ids, first = log.customer_ids, discovery.first_rows(log)
         st = stats_of(log, inactivity_days=inactivity_days, phases=phases)
     elif client is not None:
         from calibration.cluster import cluster_stats
 
         st = cluster_stats(events, client, inactivity_days=inactivity_days, phases=phases, **load)
     else:
-        find = None if k is None else _Find(discovery, personas, seed, censoring, assignments is not None)
-        st, files = _streamed(events, load, inactivity_days=inactivity_days, phases=phases, progress=progress,
-                              find=find)
-        if find is not None:
-            posterior, record = find.found.posterior, find.found.record
+        st, files, found = _streamed(events, load, inactivity_days=inactivity_days, phases=phases,
+                                     progress=progress, find=find, posterior=assignments is not None)
+        if found is not None:
+            posterior, record, ids, first = found.posterior, found.record, found.customer_ids, found.first_rows
     with ThreadPoolExecutor(max_workers=1) as pool:
         # the streamed log's hash on the core the estimate leaves idle (reading keeps both busy)
         digest = pool.submit(sha256_of_files, files) if files else None
@@ -119,8 +119,6 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
         record["profiles"] = discovery.profiles(model)
         model.extras["personas_discovered"] = record
         if assignments is not None:
-            ids, first = ((log.customer_ids, discovery.first_rows(log)) if log is not None
-                          else (find.customer_ids, find.first_rows))
             csv = discovery.assignments_csv(ids, posterior, model.personas, first)
     if currency is None and mapping is not None:
         currency = load_mapping(mapping).currency
@@ -130,26 +128,12 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
     return Calibration(model=model, assignments_csv=csv)
 
 
-@dataclass
-class _Find:
-    """Persona discovery on the stream: what to find, then what was found (the customers in its order)."""
-
-    discovery: ModuleType  # calibration.personas
-    personas: str | int
-    seed: int
-    censoring: str
-    keep_ids: bool  # for --assignments: the customers' ids and first rows
-    found: Any = None  # a personas.Discovered
-    customer_ids: np.ndarray | None = None
-    first_rows: np.ndarray | None = None  # each customer's first row in the file
-
-
 def _streamed(events: str | Path, load: dict, *, inactivity_days: float, phases: bool,
-              progress: Callable[[str, int, int], None] | None, find: _Find | None = None
-              ) -> tuple[LogStats, list[Path]]:
-    """The log's statistics, read in batches and summed bucket by bucket (calibration/stream.py), and the
-    files read, not yet hashed (``sha256`` ""). ``find``: discover personas first, from the buckets'
-    features (calibration/personas.py), as `discover` does on a log in memory."""
+              progress: Callable[[str, int, int], None] | None, find: dict | None = None, posterior: bool = False
+              ) -> tuple[LogStats, list[Path], Any]:
+    """The log's statistics, read in batches and summed bucket by bucket (calibration/stream.py), the
+    files read, not yet hashed (``sha256`` ""), and the personas found (None without ``find``: discovery's
+    options; calibration/discovery.py, as `discover` finds them on a log in memory)."""
     from calibration.stream import open_stream
 
     def reading(done: int, total: int) -> None:  # the stream reports the bytes of its one pass
@@ -179,13 +163,19 @@ def _streamed(events: str | Path, load: dict, *, inactivity_days: float, phases:
             if refused:
                 raise min(refused, key=refusal_order)  # buckets in order: ties go to the first
 
-        fill = _discovered(find, stream, each_part, inactivity_days) if find is not None else None
+        found = None
+        if find is not None:
+            from calibration.discovery import discover_buckets
+            from calibration.personas import check_no_personas
+
+            check_no_personas(stream.notes, stream.source)
+            found = discover_buckets(each_part, stream.end, posterior=posterior, **find)
 
         def summed(end: float) -> tuple[StatsSum, float]:
             """The buckets' statistics at ``end``, and the largest part end (the log's true end)."""
             def bucket_stats(bucket: int, part: EventLog) -> tuple[LogStats, float]:
-                if fill is not None:
-                    part = fill(bucket, part)
+                if found is not None:
+                    part = found.fill(bucket, part)
                 return log_stats(part, end=end, inactivity_days=inactivity_days, phases=phases), part.end
 
             total, last = StatsSum(), -np.inf
@@ -197,46 +187,7 @@ def _streamed(events: str | Path, load: dict, *, inactivity_days: float, phases:
         total, _ = at_log_end(summed, stream.end)
         st = total.result()
     st.source, st.sha256 = stream.source, ""
-    return st, stream.files
-
-
-def _discovered(find: _Find, stream, each_part, inactivity_days: float) -> Callable[[int, EventLog], EventLog]:
-    """Personas found from the stream's buckets (``find.found``), and the function that gives a bucket's
-    part its customers' personas. Two reads of the buckets: the log's end and the rows in its outcome
-    window (the rule for which rows have an outcome), then each bucket's features."""
-    d = find.discovery
-    d.check_no_personas(stream.notes, stream.source)
-
-    def counted(end: float) -> tuple[tuple[int, int], float]:
-        live = window = 0
-        last = -np.inf
-        for (lv, win), part_end in each_part(
-                lambda b, part: (d.window_rows(part, end=end, inactivity_days=inactivity_days), part.end), "personas"):
-            live, window, last = live + lv, window + win, max(last, part_end)
-        return (live, window), last
-
-    (live, window), end = at_log_end(counted, stream.end)
-    every_row = every_row_decided(live, window, find.censoring)
-    def bucket_features(bucket: int, part: EventLog):
-        ids = (part.customer_ids, d.first_rows(part)) if find.keep_ids else None
-        return bucket, part.n_customers, d.features(part, inactivity_days=inactivity_days, censoring=find.censoring,
-                                                    end=end, every_row=every_row), ids
-
-    parts = list(each_part(bucket_features, "personas"))
-    starts = dict(zip([p[0] for p in parts], np.cumsum([0] + [p[1] for p in parts])[:-1].tolist(), strict=True))
-    if find.keep_ids:
-        find.customer_ids = np.concatenate([p[3][0] for p in parts])
-        find.first_rows = np.concatenate([p[3][1] for p in parts])
-    features = d.stacked([p[2] for p in parts])
-    del parts  # the parts' features: the stacked copy is all the fit needs
-    find.found = found = d.discover_features(features, personas=find.personas, seed=find.seed)
-
-    def fill(bucket: int, part: EventLog) -> EventLog:
-        start = starts[bucket]
-        return dataclasses.replace(part, persona_of_customer=found.drawn[start:start + part.n_customers],
-                                   personas=found.names, notes={**part.notes, "personas_discovered": True})
-
-    return fill
+    return st, stream.files, found
 
 
 def _check_assignments(path: str | Path, events: str | Path, personas: str | int | None) -> None:

@@ -13,15 +13,14 @@ Censoring is the plain fit's: the same rows are decided (the outcome window unle
 most rows undecided), rows after the final stage are ignored. Parameters are shrunk toward the
 all-customer estimate with ``PRIOR`` pseudo-counts (no cell has probability 0). K runs from 1 to
 ``max_k`` (stopping after BIC rose twice); for each K a few seeded k-means++ starts run a short
-EM, the best runs to convergence, and BIC picks K. Personas are then named ``segment_1``... by
-size, and each customer's persona is drawn from its posterior (seeded), so the final model is today's
-estimate on those personas. The features are built bucket by bucket (calibration/buckets.py), the
-customers in the buckets' order, so that a log streamed in batches gives the same personas.
+EM, the best runs to convergence, and BIC picks K (`fit_personas`). Personas are then named
+``segment_1``... by size, and each customer's persona is drawn from its posterior (seeded), so the
+final model is today's estimate on those personas. calibration/discovery.py runs these steps over a
+log's buckets (streamed or in memory alike).
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import numpy as np
@@ -60,11 +59,6 @@ class Features:
     l_days: np.ndarray
     valid: np.ndarray  # [S, S + 2] outcomes a stage has: stay, drop, advance to u
     seen: np.ndarray  # [S, T] pairs with an interaction
-
-    @functools.cached_property
-    def XT(self) -> sp.csr_matrix:  # noqa: N802 (the matrix's name)
-        """X's transpose, for the M step (made when first needed: a part's features never need it)."""
-        return self.X.T.tocsr()
 
     @property
     def n_customers(self) -> int:
@@ -153,18 +147,31 @@ def features(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
 
 
 def stacked(parts: list[Features]) -> Features:
-    """The parts' customers one after another (a log's buckets, in order), as one log's features."""
+    """The parts' customers one after another (a log's buckets, in order), as one log's features. The list
+    is emptied as it is copied, so that each part's matrix is freed once copied (not two copies at once)."""
     head = parts[0]
-    offset = np.cumsum([0] + [p.n_customers for p in parts])[:-1]
-    X = sp.vstack([p.X for p in parts], format="csr")
+    C, nnz = sum(p.n_customers for p in parts), sum(p.X.nnz for p in parts)
+    index = np.int32 if max(nnz, C) < np.iinfo(np.int32).max else np.int64
+    data, indices = np.empty(nnz, dtype=head.X.dtype), np.empty(nnz, dtype=index)
+    indptr = np.zeros(C + 1, dtype=index)
+    quiet: dict[str, list[np.ndarray]] = {name: [] for name in _QUIET}
+    seen = np.zeros_like(head.seen)
+    row = at = 0
+    while parts:
+        p = parts.pop(0)
+        n, m = p.n_customers, p.X.nnz
+        data[at:at + m], indices[at:at + m] = p.X.data, p.X.indices
+        indptr[row + 1:row + n + 1] = p.X.indptr[1:] + at
+        for name in _QUIET:
+            quiet[name].append(getattr(p, name) + (row if name in ("q_cust", "l_cust") else 0))
+        seen |= p.seen
+        row, at = row + n, at + m
+        del p
+    X = sp.csr_matrix((data, indices, indptr), shape=(C, head.X.shape[1]))
+    return dataclasses.replace(head, X=X, seen=seen, **{name: np.concatenate(quiet[name]) for name in _QUIET})
 
-    def joined(name: str, shift: bool = False) -> np.ndarray:
-        return np.concatenate([getattr(p, name) + (o if shift else 0) for p, o in zip(parts, offset, strict=True)])
 
-    return dataclasses.replace(
-        head, X=X, q_cust=joined("q_cust", True), q_cell=joined("q_cell"),
-        q_stage=joined("q_stage"), q_days=joined("q_days"), l_cust=joined("l_cust", True),
-        l_stage=joined("l_stage"), l_days=joined("l_days"), seen=np.logical_or.reduce([p.seen for p in parts]))
+_QUIET = ("q_cust", "q_cell", "q_stage", "q_days", "l_cust", "l_stage", "l_days")
 
 
 def _valid(S: int) -> np.ndarray:
@@ -192,7 +199,7 @@ def _m_step(F: Features, R: np.ndarray, prior: Params | None) -> Params:
     S, T = F.S, F.T
     K = R.shape[1]
     o_share, o_out, o_ans, o_lap, o_gap, o_days = F.offsets
-    N = np.asarray(F.XT @ R).T  # [K, F]
+    N = np.asarray(F.X.T @ R).T  # [K, F]; X.T is a view (CSC), the same sums as a CSR copy, in the same order
     share_n = N[:, o_share:o_out].reshape(K, S, T)
     out_n = N[:, o_out:o_ans].reshape(K, S, T, S + 2)
     answered, lapsed = N[:, o_ans:o_lap].copy(), N[:, o_lap:o_gap].copy()
@@ -320,7 +327,7 @@ def _kmeans_start(F: Features, K: int, rng: np.random.Generator) -> np.ndarray:
     return R
 
 
-def _subset(F: Features, idx: np.ndarray) -> Features:
+def subset(F: Features, idx: np.ndarray) -> Features:
     """The features of customers ``idx`` (sorted), renumbered 0..len(idx)-1."""
     where = np.full(F.n_customers, -1, dtype=np.int64)
     where[idx] = np.arange(idx.size)
@@ -387,104 +394,93 @@ def check_no_personas(notes: dict, source: str) -> None:
 
 
 @dataclasses.dataclass
-class Discovered:
-    """Personas found for the customers of some features, in the features' customer order."""
+class Fit:
+    """The mixture chosen for a log: its parameters, the components' order by size, and the record."""
 
-    drawn: np.ndarray  # [C] each customer's persona, drawn from its posterior
-    posterior: np.ndarray  # [C, K], columns in the personas' order
-    names: list[str]
-    record: dict[str, Any]  # for the model JSON (profiles added once the model is fitted)
-
-
-def discover(log: EventLog, *, personas: str | int = "auto", seed: int = DEFAULT_SEED, max_k: int = MAX_K,
-             inactivity_days: float = DEFAULT_INACTIVITY_DAYS, censoring: str = "cure"
-             ) -> tuple[EventLog, np.ndarray, dict[str, Any]]:
-    """Personas for a log without a persona column: (the log with them filled in, posterior [C, K]
-    with columns in the personas' order, the record for the model JSON).
-
-    The features are built bucket by bucket and the customers taken in the buckets' order, as the
-    streaming reader does (calibration/calibrate.py), so both give the same personas."""
-    from calibration.buckets import LogSplit
-
-    check_no_personas(log.notes, log.source)
-    split = LogSplit(log)
-    every_row = every_row_decided(*window_rows(log, end=log.end, inactivity_days=inactivity_days), censoring)
-    F = stacked([features(split.part(b), inactivity_days=inactivity_days, censoring=censoring, end=log.end,
-                          every_row=every_row) for b in split.buckets])
-    found = discover_features(F, personas=personas, seed=seed, max_k=max_k)
-    order = split.customer_order  # the log's customer codes in the features' order
-    persona = np.empty(log.n_customers, dtype=np.int32)
-    persona[order] = found.drawn
-    posterior = np.empty_like(found.posterior)
-    posterior[order] = found.posterior
-    filled = dataclasses.replace(log, persona_of_customer=persona, personas=found.names,
-                                 notes={**log.notes, "personas_discovered": True})
-    return filled, posterior, found.record
+    params: Params
+    order: np.ndarray  # components by size (largest first): persona i is component order[i]
+    record: dict[str, Any]
 
 
-def discover_features(F: Features, *, personas: str | int = "auto", seed: int = DEFAULT_SEED,
-                      max_k: int = MAX_K) -> Discovered:
-    """K by BIC (or the K given), the mixture's posterior, and each customer's persona drawn from it."""
-    fixed = parse_personas(personas)
-    C = F.n_customers
-    rng = np.random.default_rng([seed, 0])
-    sampled = C > SEARCH_SAMPLE
-    F_search = _subset(F, np.sort(rng.choice(C, SEARCH_SAMPLE, replace=False))) if sampled else F
-    if fixed:
-        ks = [fixed]
-    else:
-        ks = list(range(1, max(1, min(max_k, C)) + 1))
+def fit_personas(F: Features, *, personas: int | None, max_k: int, seed: int, rng: np.random.Generator,
+                 customers: int) -> Fit:
+    """K by BIC on a sample of ``SEARCH_SAMPLE`` of ``F``'s customers (or the K given), then fitted on all
+    of ``F`` (the log's ``customers``, or a sample of them: calibration/discovery.py)."""
+    n = F.n_customers
+    searched = n > SEARCH_SAMPLE
+    F_search = subset(F, np.sort(rng.choice(n, SEARCH_SAMPLE, replace=False))) if searched else F
+    ks = [personas] if personas else list(range(1, max(1, min(max_k, n)) + 1))
     fits: list[dict[str, Any]] = []
     rising = 0
     for k in ks:
-        if k > C:
-            raise InputError(f"more personas than customers ({C})", where="--personas", value=k)
+        if k > n:
+            raise InputError(f"more personas than customers ({n})", where="--personas", value=k)
         fit = fit_mixture(F_search, k, seed=seed)
-        if fits and fit["bic"] > min(f["bic"] for f in fits):
-            rising += 1
-        else:
-            rising = 0
+        rising = rising + 1 if fits and fit["bic"] > min(f["bic"] for f in fits) else 0
         fits.append(fit)
-        if not fixed and rising >= 2:  # BIC rose twice in a row: larger K will not win
+        if not personas and rising >= 2:  # BIC rose twice in a row: larger K will not win
             break
     best = min(fits, key=lambda f: f["bic"])
-    R = best["posterior"]
-    final_ll = best["log_likelihood"]
-    if sampled:  # refine the chosen K on every customer, from the sample's estimates
-        R0, _ = _e_step(F, best["params"])
-        _, R, final_ll, _ = _em(F, R0, MAX_EM, best["params"])
-    order = np.argsort(-R.sum(0), kind="stable")  # by size, largest first
-    R = R[:, order]
-    names = [f"segment_{i + 1}" for i in range(R.shape[1])]
-    # Each customer's persona is drawn from its posterior (seeded): the personas' customers and
-    # counts are then the mixture's in expectation. The most likely persona instead would hand the
-    # ambiguous short journeys all to the largest persona (its share and conversion biased).
-    drawn = np.minimum((rng.random(C)[:, None] > np.cumsum(R, axis=1)).sum(1), R.shape[1] - 1).astype(np.int32)
-    present = np.bincount(drawn, minlength=len(names)) > 0
-    if not present.all():  # a persona no customer was drawn for: drop it, renumber
-        keep = np.flatnonzero(present)
-        R = R[:, keep] / np.maximum(R[:, keep].sum(1, keepdims=True), 1e-300)
-        drawn = np.searchsorted(keep, drawn).astype(np.int32)
-        names = [f"segment_{i + 1}" for i in range(keep.size)]
+    params, R, final_ll = best["params"], best["posterior"], best["log_likelihood"]
+    if searched:  # refine the chosen K on every customer of F, from the search's estimates
+        R0, _ = _e_step(F, params)
+        params, R, final_ll, _ = _em(F, R0, MAX_EM, params)
+    sample = f" on a random sample of {n:,} customers" if n < customers else ""
     record = {
         "method": "finite mixture of journey models (shares, outcomes with the cure model for quiet "
                   "interactions, lapse, exponential gaps per stage), fitted by EM on each customer's "
                   "interactions; each customer's persona is drawn from its posterior and the model is fitted on them",
-        "criterion": "BIC" + (f" on a random sample of {SEARCH_SAMPLE:,} customers" if sampled else "")
-                     if not fixed else "fixed K (--personas)",
+        "criterion": ("BIC" + (f" on a random sample of {SEARCH_SAMPLE:,} customers" if searched else "")
+                      if not personas else "fixed K (--personas)"),
         "table": [{"k": f["k"], "log_likelihood": round(float(f["log_likelihood"]), 3),
                    "bic": round(float(f["bic"]), 3), "parameters": f["parameters"]} for f in fits],
-        "chosen_k": len(names),
+        "chosen_k": None,  # the personas some customer is drawn for (name_by_size)
         "seed": int(seed),
         "starts": STARTS,
-        "customers": int(C),
+        "customers": int(customers),
         "customers_in_search": int(F_search.n_customers),
+        "customers_in_fit": int(n),
+        "fit": f"the chosen K fitted{sample or ' on every customer'}; every customer's posterior under that fit",
         "final_log_likelihood": round(float(final_ll), 3),
         "assignment": "each customer's persona drawn from its posterior (seeded); --assignments writes the "
                       "posteriors and the most likely persona",
-        "assigned_confidently": round(float((R.max(1) > 0.9).mean()), 4),
+        "assigned_confidently": None,
     }
-    return Discovered(drawn=drawn, posterior=R, names=names, record=record)
+    return Fit(params=params, order=np.argsort(-R.sum(0), kind="stable"), record=record)
+
+
+def posterior(F: Features, fit: Fit) -> np.ndarray:
+    """Each customer's posterior [C, K] under the fit, columns in the personas' order (by size)."""
+    R, _ = _e_step(F, fit.params)
+    return R[:, fit.order]
+
+
+def draw(R: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each customer's persona drawn from its posterior: the personas' customers and counts are then the
+    mixture's in expectation. The most likely persona instead would hand the ambiguous short journeys
+    all to the largest persona (its share and conversion biased)."""
+    return np.minimum((rng.random(R.shape[0])[:, None] > np.cumsum(R, axis=1)).sum(1), R.shape[1] - 1).astype(np.int32)
+
+
+def name_by_size(fit: Fit, drawn: np.ndarray, R: np.ndarray | None,
+                 confident: int) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """``segment_1``… by the customers drawn for each persona, most first (so the model's shares fall
+    with the number); a persona no one was drawn for is dropped. Completes the record (``confident``:
+    customers whose most likely persona has a posterior above 0.9)."""
+    counts = np.bincount(drawn, minlength=fit.order.size)
+    present = np.flatnonzero(counts > 0)
+    order = present[np.argsort(-counts[present], kind="stable")]  # ties keep the fit's order
+    renumber = np.full(counts.size, -1, dtype=np.int32)
+    renumber[order] = np.arange(order.size, dtype=np.int32)
+    drawn = renumber[drawn]
+    if R is not None:
+        R = R[:, order]
+        if order.size < counts.size:
+            R = R / np.maximum(R.sum(1, keepdims=True), 1e-300)
+    names = [f"segment_{i + 1}" for i in range(order.size)]
+    fit.record["chosen_k"] = len(names)
+    fit.record["assigned_confidently"] = round(confident / max(drawn.size, 1), 4)
+    return names, drawn, R
 
 
 # ---- profiles ----------------------------------------------------------------------------

@@ -239,3 +239,23 @@ def test_the_stream_finds_them_on_a_real_log_whose_end_moves(tmp_path, censoring
 def test_personas_are_refused_on_a_cluster_in_one_line(three):
     with pytest.raises(InputError, match="--personas: persona discovery reads the log on this machine"):
         calibration(three["plain"], personas="auto", client=object())
+
+
+def test_a_log_of_more_customers_than_the_fit_sample(three, monkeypatch):
+    """Past ``FIT_SAMPLE`` customers the mixture is fitted on a seeded sample of them and every customer
+    is given its posterior under that fit (memory bounded by the sample): both readers agree, the
+    record says so, and the personas are still the truth's."""
+    from calibration import discovery
+
+    monkeypatch.setattr(discovery, "FIT_SAMPLE", 8_000)
+    got = {reader: calibrate(three["plain"], personas="auto", reader=reader) for reader in ("stream", "memory")}
+    assert _without_provenance(got["stream"]) == _without_provenance(got["memory"])
+    rec = got["stream"].extras["personas_discovered"]
+    assert rec["customers"] == 20_000 and rec["customers_in_fit"] == 8_000 and rec["chosen_k"] == 3
+    assert "on a random sample of 8,000 customers" in rec["fit"]
+    world, found = three["world"], got["stream"]
+    order = np.argsort(-world.persona_share)
+    print("shares", found.persona_share, "truth", world.persona_share[order])
+    assert np.abs(found.persona_share - world.persona_share[order]).max() <= 0.05
+    truth = evaluate(world).conversion_by_persona[order]
+    assert np.abs(evaluate(found).conversion_by_persona - truth).max() <= 0.04
