@@ -381,6 +381,8 @@ def render_personas(record: dict[str, Any]) -> None:
         table.add_row(f"{row['k']}{mark}", f"{row['log_likelihood']:,.1f}", f"{row['bic']:,.1f}",
                       str(row["parameters"]))
     console.print(table)
+    if record.get("customers_in_fit", record["customers"]) < record["customers"]:  # said: a sample, not all
+        console.print(record["fit"][0].upper() + record["fit"][1:], markup=False, highlight=False)
     for name, prof in record.get("profiles", {}).items():
         console.print(f"{name}: {prof['description']}", markup=False, highlight=False)
 

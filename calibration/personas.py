@@ -425,7 +425,7 @@ def fit_personas(F: Features, *, personas: int | None, max_k: int, seed: int, rn
     if searched:  # refine the chosen K on every customer of F, from the search's estimates
         R0, _ = _e_step(F, params)
         params, R, final_ll, _ = _em(F, R0, MAX_EM, params)
-    sample = f" on a random sample of {n:,} customers" if n < customers else ""
+    sample = f" on a random sample of {n:,} of the {customers:,} customers" if n < customers else ""
     record = {
         "method": "finite mixture of journey models (shares, outcomes with the cure model for quiet "
                   "interactions, lapse, exponential gaps per stage), fitted by EM on each customer's "

@@ -252,7 +252,12 @@ def test_a_log_of_more_customers_than_the_fit_sample(three, monkeypatch):
     assert _without_provenance(got["stream"]) == _without_provenance(got["memory"])
     rec = got["stream"].extras["personas_discovered"]
     assert rec["customers"] == 20_000 and rec["customers_in_fit"] == 8_000 and rec["chosen_k"] == 3
-    assert "on a random sample of 8,000 customers" in rec["fit"]
+    assert "on a random sample of 8,000 of the 20,000 customers" in rec["fit"]
+    out = three["folder"] / "sampled.json"
+    res = runner.invoke(app, ["calibrate", str(three["plain"]), "--out", str(out), "--personas", "auto"])
+    assert res.exit_code == 0, res.output
+    assert "The chosen K fitted on a random sample of 8,000 of the 20,000 customers; every customer's posterior " \
+           "under that fit" in " ".join(res.output.split())
     world, found = three["world"], got["stream"]
     order = np.argsort(-world.persona_share)
     print("shares", found.persona_share, "truth", world.persona_share[order])
