@@ -191,7 +191,7 @@ def _without_provenance(model: Model) -> dict:
 def test_the_stream_finds_the_personas_the_whole_log_gives(three, tmp_path, monkeypatch):
     """The stream builds the features bucket by bucket, as `discover` does on the log in memory: the same
     model, record and assignments (in the file's order), K searched on every customer or on a sample,
-    from one CSV or a folder of Parquet files (which could not be discovered on before)."""
+    from one CSV, a folder of Parquet files or its URL (neither could be discovered on before)."""
     from calibration import personas
 
     monkeypatch.setattr(personas, "SEARCH_SAMPLE", 4_000)  # the sampled search, on a small log
@@ -211,9 +211,17 @@ def test_the_stream_finds_the_personas_the_whole_log_gives(three, tmp_path, monk
         pq.write_table(table.slice(start, table.num_rows // 3 + 1), folder / f"part-{i}.parquet")
     got = _without_provenance(calibration(folder, personas="auto").model)
     want = dict(runs["stream"][0])
-    for d in (got, want):
+    fsspec = pytest.importorskip("fsspec")
+    memory, root = fsspec.filesystem("memory"), "/journey-test-personas"
+    try:  # an object store's URL (memory:// stands in), streamed here
+        for f in sorted(folder.iterdir()):
+            memory.pipe(f"{root}/parts/{f.name}", f.read_bytes())
+        remote = _without_provenance(calibration(f"memory://{root}/parts/", personas="auto").model)
+    finally:
+        memory.rm(root, recursive=True)
+    for d in (got, want, remote):
         d["log"] = {k: v for k, v in d["log"].items() if k not in ("source", "sha256")}
-    assert got == want
+    assert got == want == remote
 
 
 @pytest.mark.parametrize("censoring", ["cure", "window"])
