@@ -71,17 +71,17 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
                          hint="drop --scheduler (the stream reads a URL too)")
     if assignments is not None:
         _check_assignments(assignments, events, personas)
-    discovery = None
-    if personas is not None:  # the discovery module (scipy's sparse matrices) only when asked for
-        from calibration import personas as discovery
-    k = None if discovery is None else discovery.parse_personas(personas)
+    mix = None  # the persona mixture's module (scipy's sparse matrices), only when asked for
+    if personas is not None:
+        from calibration import personas as mix
+    k = None if mix is None else mix.parse_personas(personas)
     dwell_model = check_options(inactivity_days=inactivity_days, censoring=censoring, dwell=dwell,
                                 touch_order=touch_order)
     phases = dwell_model == "phases"
     load = {"stages": stages, "conversion_stage": conversion_stage, "mapping": mapping, "before": before}
     find = None  # persona discovery's options (calibration/discovery.py)
     if k is not None:
-        find = {"personas": personas, "seed": discovery.DEFAULT_SEED if seed is None else seed,
+        find = {"personas": personas, "seed": mix.DEFAULT_SEED if seed is None else seed,
                 "inactivity_days": inactivity_days, "censoring": censoring}
     log = posterior = record = ids = first = None
     files: list[Path] = []  # the log's files, hashed during the estimate (the streaming reader's)
@@ -94,7 +94,7 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
             from calibration.discovery import discover
 
             log, posterior, record = discover(log, **find)
-            ids, first = log.customer_ids, discovery.first_rows(log)
+            ids, first = log.customer_ids, mix.first_rows(log)
         st = stats_of(log, inactivity_days=inactivity_days, phases=phases)
     elif client is not None:
         from calibration.cluster import cluster_stats
@@ -116,10 +116,10 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
         model.extras["experience"] = satisfaction_section(st.experience, st.stages, st.touchpoints)
     csv = None
     if record is not None:
-        record["profiles"] = discovery.profiles(model)
+        record["profiles"] = mix.profiles(model)
         model.extras["personas_discovered"] = record
         if assignments is not None:
-            csv = discovery.assignments_csv(ids, posterior, model.personas, first)
+            csv = mix.assignments_csv(ids, posterior, model.personas, first)
     if currency is None and mapping is not None:
         currency = load_mapping(mapping).currency
     section = section_of(st.value, st.personas, st.stages, currency)

@@ -148,14 +148,11 @@ def cluster_stats(path: str | Path, client: Any, *, inactivity_days: float, phas
                   mapping: str | Path | Mapping | None = None, before: float | None = None,
                   progress: Callable[[int, int], None] | None = None) -> Any:
     """The whole log's ``LogStats``: the workers' buckets summed on the driver in bucket order."""
-    from calibration.stats import StatsSum
+    from calibration.stats import merge_stats
 
     result = cluster_parts(path, client, stages=stages, conversion_stage=conversion_stage, mapping=mapping,
                            before=before, phases=phases, inactivity_days=inactivity_days, progress=progress)
-    total = StatsSum()
-    for part in result.stats:
-        total.add(part)
-    st = total.result()
+    st = merge_stats(result.stats)
     st.source, st.sha256 = result.source, result.sha256
     return st
 

@@ -23,7 +23,7 @@ import numpy as np
 from calibration import personas as mix
 from calibration.counting import every_row_decided
 from calibration.eventlog import EventLog
-from calibration.stats import at_log_end
+from calibration.stats import at_log_end, in_bucket_order
 
 T = TypeVar("T")
 # ``sweep(compute, what)``: ``compute(bucket, part)`` of every bucket, in bucket order ("what" names it
@@ -122,7 +122,7 @@ def discover(log: EventLog, *, personas: str | int = "auto", seed: int = mix.DEF
     split = LogSplit(log)
 
     def sweep(compute: Callable[[int, EventLog], T], what: str) -> Iterator[T]:
-        return (compute(b, split.part(b)) for b in split.buckets)
+        return in_bucket_order(lambda b: compute(b, split.part(b)), split.buckets)  # as stats_of reads them
 
     found = discover_buckets(sweep, log.end, personas=personas, seed=seed, max_k=max_k,
                              inactivity_days=inactivity_days, censoring=censoring, posterior=True)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from calibration.counting import every_row_decided, row_structure
+from calibration.counting import row_structure
 from calibration.estimate import DEFAULT_INACTIVITY_DAYS
 from calibration.eventlog import EventLog
 from sim.errors import InputError
@@ -82,19 +82,19 @@ class Features:
 
 def window_rows(log: EventLog, *, end: float, inactivity_days: float = DEFAULT_INACTIVITY_DAYS) -> tuple[int, int]:
     """The log's live rows (before the final stage) and how many of them lie in the outcome window
-    before ``end``: summed over a log's parts, `every_row_decided` of them is the whole log's rule."""
+    before ``end``: summed over a log's parts, calibration.counting.every_row_decided of them is the whole
+    log's rule."""
     _, _, before = row_structure(log.customer, log.stage.astype(np.int64))
     live = before < len(log.stages) - 1
     return int(live.sum()), int((live & (log.time > end - inactivity_days)).sum())
 
 
-def features(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS, censoring: str = "cure",
-             end: float | None = None, every_row: bool | None = None) -> Features:
-    """The sparse per-customer counts and the quiet rows, with the plain fit's censoring. For a part of a
-    log: ``end`` the whole log's end, ``every_row`` its `every_row_decided` (None: this log's own)."""
+def features(log: EventLog, *, end: float, every_row: bool, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
+             censoring: str = "cure") -> Features:
+    """The sparse per-customer counts and the quiet rows of a log's part, with the plain fit's censoring:
+    ``end`` the whole log's end, ``every_row`` its `every_row_decided` (`window_rows` summed over parts)."""
     S, T = len(log.stages), len(log.touchpoints)
     final = S - 1
-    end = log.end if end is None else end
     cust, time, tp, after = log.customer, log.time, log.touchpoint.astype(np.int64), log.stage.astype(np.int64)
     n = cust.size
     first, last, before = row_structure(cust, after)
@@ -102,8 +102,6 @@ def features(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
     advanced = after > before
     certain = log.ended[cust] if log.ended is not None else np.zeros(n, dtype=bool)
     in_window = live & (time > end - inactivity_days)
-    if every_row is None:
-        every_row = every_row_decided(int(live.sum()), int(in_window.sum()), censoring)
     decided = live.copy() if every_row else live & ~in_window
     cure = censoring != "window"  # the window rule: a decided quiet row is over
     quiet_time = end - time
@@ -529,8 +527,9 @@ def profiles(model, top: int = 3) -> dict[str, dict[str, Any]]:
 
 def first_rows(log: EventLog) -> np.ndarray:
     """Each customer's first data row in the file (rows are sorted by customer, every customer has one)."""
-    starts = np.flatnonzero(np.r_[True, log.customer[1:] != log.customer[:-1]]) if log.customer.size else []
-    return np.minimum.reduceat(log.row, starts) if log.customer.size else log.row[:0]
+    if not log.customer.size:
+        return log.row[:0]
+    return np.minimum.reduceat(log.row, np.flatnonzero(np.r_[True, log.customer[1:] != log.customer[:-1]]))
 
 
 def assignments_csv(customer_ids: np.ndarray, posterior: np.ndarray, names: list[str], first_row: np.ndarray) -> str:
