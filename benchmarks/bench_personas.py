@@ -3,11 +3,14 @@ with `--reader memory`) on a 1 M-event log, or on a log given.
 
     python benchmarks/bench_personas.py [--rows 1000000] [--keep] [--repeats 2]
     python benchmarks/bench_personas.py --log FOLDER --memory-log ONE.parquet --repeats 1
+    python benchmarks/bench_personas.py --dask 1,2   # and on a local Dask cluster of 1 and 2 workers
 
 Generates a known-truth log with tests/worlds.py (make_world(3), three personas) and writes it
 without its persona column (or takes ``--log``), then runs each calibration as a fresh process and
 prints seconds and peak RSS of the process (benchmarks/bench_scale.py's sampler), the ratio, the K
-table, the discovered shares against the truth, and whether both readers gave the same model.
+table, the discovered shares against the truth, and whether every path gave the same model. Peak RSS
+counts the whole process tree (a local cluster's workers too). ``--dask`` reads Parquet: a CSV log is
+written as Parquet beside it first.
 """
 from __future__ import annotations
 
@@ -58,6 +61,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--log", type=Path, help="an existing log without a persona column (a file or Parquet folder)")
     ap.add_argument("--memory-log", type=Path, help="the same rows as one file, for --reader memory (default --log)")
+    ap.add_argument("--dask", default="", help="workers of --scheduler local runs, e.g. 1,2 (none by default)")
     args = ap.parse_args()
     folder = Path(tempfile.gettempdir()) / "journey-bench" if args.keep or args.log else Path(tempfile.mkdtemp())
     folder.mkdir(exist_ok=True)
@@ -76,6 +80,18 @@ def main() -> None:
     }
     if whole.is_dir():
         del runs["--personas auto --reader memory"]  # the in-memory reader takes one file
+    parquet = log
+    if args.dask and log.is_file() and log.suffix != ".parquet":
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        parquet = log.with_suffix(".parquet")
+        if not parquet.exists():
+            pq.write_table(pacsv.read_csv(log), parquet)
+    for n in [int(x) for x in args.dask.split(",") if x]:
+        runs[f"--personas auto, Dask {n} worker{'s' if n > 1 else ''}"] = [
+            "calibrate", str(parquet), "--out", str(folder / f"auto-dask-{n}.json"), "--personas", "auto",
+            "--scheduler", "local", "--workers", str(n)]
     measured = {name: [timed(cmd) for _ in range(args.repeats)] for name, cmd in runs.items()}
     model = json.loads((folder / "auto.json").read_text())
     found = model["personas_discovered"]
@@ -94,6 +110,9 @@ def main() -> None:
     if "--personas auto --reader memory" in measured:
         same = _content(folder / "auto.json") == _content(folder / "auto-memory.json")
         print(f"stream and memory give the same model: {'yes' if same else 'NO'}")
+    for n in [int(x) for x in args.dask.split(",") if x]:
+        same = _content(folder / "auto.json") == _content(folder / f"auto-dask-{n}.json")
+        print(f"stream and Dask ({n}) give the same model: {'yes' if same else 'NO'}")
 
 
 if __name__ == "__main__":

@@ -4,10 +4,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
-
-import numpy as np
 
 from calibration.estimate import DEFAULT_INACTIVITY_DAYS, check_options, estimate_stats, stats_of
 from calibration.eventlog import EventLog
@@ -15,7 +14,7 @@ from calibration.experience import satisfaction_section
 from calibration.load import load_events, refusal_order
 from calibration.mapping import load_mapping
 from calibration.sources import is_url
-from calibration.stats import LogStats, StatsSum, at_log_end, in_bucket_order, log_stats
+from calibration.stats import LogStats, Sweep, in_bucket_order, swept_stats
 from calibration.value import section_of
 from sim.errors import InputError
 from sim.limits import finite, sha256_of_files
@@ -66,9 +65,6 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
     if client is None and is_url(events) and reader == "memory":
         raise InputError("a URL is read in batches (or on a cluster), not whole", file=events, where="--reader",
                          hint="copy the files here for --reader memory")
-    if client is not None and personas is not None:
-        raise InputError("persona discovery reads the log on this machine, not on a cluster", where="--personas",
-                         hint="drop --scheduler (the stream reads a URL too)")
     if assignments is not None:
         _check_assignments(assignments, events, personas)
     mix = None  # the persona mixture's module (scipy's sparse matrices), only when asked for
@@ -83,7 +79,7 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
     if k is not None:
         find = {"personas": personas, "seed": mix.DEFAULT_SEED if seed is None else seed,
                 "inactivity_days": inactivity_days, "censoring": censoring}
-    log = posterior = record = ids = first = None
+    log = posterior = record = ids = first = found = None
     files: list[Path] = []  # the log's files, hashed during the estimate (the streaming reader's)
     if reader == "memory":
         if client is None and Path(events).is_dir():
@@ -97,14 +93,18 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
             ids, first = log.customer_ids, mix.first_rows(log)
         st = stats_of(log, inactivity_days=inactivity_days, phases=phases)
     elif client is not None:
-        from calibration.cluster import cluster_stats
+        from calibration.cluster import ClusterLog
 
-        st = cluster_stats(events, client, inactivity_days=inactivity_days, phases=phases, **load)
+        with ClusterLog(events, client, progress=progress, hold=find is not None, **load) as on_cluster:
+            st, found = _swept(on_cluster.sweep, on_cluster.end, on_cluster.notes, on_cluster.source,
+                               inactivity_days=inactivity_days, phases=phases, find=find,
+                               posterior=assignments is not None)
+        st.source, st.sha256 = on_cluster.source, on_cluster.sha256
     else:
         st, files, found = _streamed(events, load, inactivity_days=inactivity_days, phases=phases,
                                      progress=progress, find=find, posterior=assignments is not None)
-        if found is not None:
-            posterior, record, ids, first = found.posterior, found.record, found.customer_ids, found.first_rows
+    if found is not None:
+        posterior, record, ids, first = found.posterior, found.record, found.customer_ids, found.first_rows
     with ThreadPoolExecutor(max_workers=1) as pool:
         # the streamed log's hash on the core the estimate leaves idle (reading keeps both busy)
         digest = pool.submit(sha256_of_files, files) if files else None
@@ -142,15 +142,17 @@ def _streamed(events: str | Path, load: dict, *, inactivity_days: float, phases:
     with open_stream(events, progress=None if progress is None else reading, hash_log=False, **load) as stream:
         buckets = stream.bucket_ids()
 
-        def each_part(compute: Callable[[int, EventLog], T], what: str) -> Iterator[T]:
-            """``compute(bucket, part)`` of every bucket, in bucket order; a per-customer refusal is the
-            log's first, raised once every bucket has been read."""
+        def each_part(compute: Callable[[int, EventLog, Any], T], what: str, given: dict[int, Any] | None
+                      ) -> Iterator[T]:
+            """The stream's sweep (calibration/stats.py's ``Sweep``): ``compute(bucket, part, given)`` of
+            every bucket, in bucket order; a per-customer refusal is the log's first, raised once every
+            bucket has been read."""
             def one(bucket: int) -> T | InputError:
                 try:
                     part = stream.part(bucket)
                 except InputError as err:
                     return err
-                return compute(bucket, part)
+                return compute(bucket, part, None if given is None else given[bucket])
 
             refused = []
             for i, got in enumerate(in_bucket_order(one, buckets)):
@@ -163,31 +165,26 @@ def _streamed(events: str | Path, load: dict, *, inactivity_days: float, phases:
             if refused:
                 raise min(refused, key=refusal_order)  # buckets in order: ties go to the first
 
-        found = None
-        if find is not None:
-            from calibration.discovery import discover_buckets
-            from calibration.personas import check_no_personas
-
-            check_no_personas(stream.notes, stream.source)
-            found = discover_buckets(each_part, stream.end, posterior=posterior, **find)
-
-        def summed(end: float) -> tuple[StatsSum, float]:
-            """The buckets' statistics at ``end``, and the largest part end (the log's true end)."""
-            def bucket_stats(bucket: int, part: EventLog) -> tuple[LogStats, float]:
-                if found is not None:
-                    part = found.fill(bucket, part)
-                return log_stats(part, end=end, inactivity_days=inactivity_days, phases=phases), part.end
-
-            total, last = StatsSum(), -np.inf
-            for part_stats, part_end in each_part(bucket_stats, "summing"):
-                total.add(part_stats)
-                last = max(last, part_end)
-            return total, last
-
-        total, _ = at_log_end(summed, stream.end)
-        st = total.result()
+        st, found = _swept(each_part, stream.end, stream.notes, stream.source, inactivity_days=inactivity_days,
+                           phases=phases, find=find, posterior=posterior)
     st.source, st.sha256 = stream.source, ""
     return st, stream.files, found
+
+
+def _swept(sweep: Sweep, provisional_end: float, notes: dict, source: str, *, inactivity_days: float,
+           phases: bool, find: dict | None, posterior: bool) -> tuple[LogStats, Any]:
+    """The statistics summed over a reader's sweep of its buckets, with the personas discovered first
+    when ``find`` gives discovery's options (calibration/discovery.py); and those personas (or None)."""
+    given = fill = found = None
+    if find is not None:
+        from calibration.discovery import discover_buckets, with_personas
+        from calibration.personas import check_no_personas
+
+        check_no_personas(notes, source)
+        found = discover_buckets(sweep, provisional_end, posterior=posterior, **find)
+        given, fill = found.per_bucket(), partial(with_personas, names=found.names)
+    st = swept_stats(sweep, provisional_end, inactivity_days=inactivity_days, phases=phases, given=given, fill=fill)
+    return st, found
 
 
 def _check_assignments(path: str | Path, events: str | Path, personas: str | int | None) -> None:

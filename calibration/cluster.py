@@ -1,15 +1,17 @@
-"""Calibration statistics of a Parquet dataset on a Dask cluster (`dask.distributed`).
+"""Calibration statistics (and persona discovery) of a Parquet dataset on a Dask cluster (`dask.distributed`).
 
 The same per-bucket logs as ``split_log(load_events(...))`` (calibration/buckets.py), built on the
-workers; only each bucket's ``LogStats`` come back to the driver. Steps:
+workers; only what each bucket's computation returns (its ``LogStats``, say) comes back to the driver.
+Steps (`ClusterLog`):
 
 1. Plan (driver): the dataset's files in sorted path order (a file, a folder, or an fsspec URL), their
    row groups cut into pieces, and each piece's first file row number, from the Parquet footers.
 2. Pass A (one task a piece): the row checks of the in-memory loader in its order (file row numbers
    across files), the global touchpoint and persona vocabularies and the provisional last timestamp.
-3. Pass B: the pieces as a Dask DataFrame (``from_map``) with ``__row`` and ``__bucket`` columns,
-   Dask's own shuffle on ``__bucket``, then per bucket: sort by ``__row``, ``log_from_table`` with the
-   global vocabularies, and ``log_stats``.
+3. Pass B, once: the pieces as a Dask DataFrame (``from_map``) with ``__row`` and ``__bucket`` columns,
+   Dask's own shuffle on ``__bucket``, each partition sorted by bucket and row and kept on its worker.
+4. Each sweep (calibration/stats.py's ``Sweep``): per bucket, ``log_from_table`` with the global
+   vocabularies, then the sweep's computation (``log_stats``, or one of discovery's steps).
 
 Pieces are read with ``from_map`` rather than ``read_parquet``: dask-expr fuses read_parquet's
 partitions depending on the columns projected, so partition numbers are no base for row numbers.
@@ -130,62 +132,143 @@ def connect(scheduler: str, workers: int = 1) -> Iterator[Any]:
         yield client
 
 
-def cluster_parts(path: str | Path, client: Any, *, stages: str | list[str] | None = None,
-                  conversion_stage: str | None = None, mapping: str | Path | Mapping | None = None,
-                  before: float | None = None, buckets: int = BUCKETS, phases: bool = False,
-                  inactivity_days: float = 30.0, progress: Callable[[int, int], None] | None = None) -> ClusterResult:
-    """Each bucket's ``calibration.stats.log_stats`` computed on the workers of ``client``."""
-    fn = partial(_log_stats, inactivity_days=inactivity_days, phases=phases)
-    result, out = cluster_map(path, client, fn, stages=stages, conversion_stage=conversion_stage, mapping=mapping,
-                              before=before, buckets=buckets, progress=progress)
-    result.buckets = [b for b, _ in out]
-    result.stats = [value for _, value in out]
-    return result
+class ClusterLog:
+    """A Parquet dataset on a Dask cluster: checked (pass A), then cut into its buckets on the workers
+    (pass B) for each `sweep`.
+
+    ``hold``: the buckets stay on the workers from the first sweep until `close` (persona discovery
+    sweeps them four times; Dask spills them to disk past a worker's memory limit); else each sweep
+    reads and shuffles the dataset again, and a large log's P2P shuffle keeps only a bucket a task in
+    memory. ``end`` is provisional, as a stream's is (the largest part end is the true one);
+    ``build(table, rows, plan)`` makes a bucket's part (`_part`: its EventLog)."""
+
+    def __init__(self, path: str | Path, client: Any, *, stages: str | list[str] | None = None,
+                 conversion_stage: str | None = None, mapping: str | Path | Mapping | None = None,
+                 before: float | None = None, buckets: int = BUCKETS,
+                 progress: Callable[[str, int, int], None] | None = None, build: Callable | None = None,
+                 hold: bool = False) -> None:
+        plan = _plan(path, mapping, stages, conversion_stage, before, buckets)
+        plan.layout = _layout(plan)
+        with ThreadPoolExecutor(max_workers=1) as pool:  # hashing overlaps the cluster's work
+            digest = pool.submit(_sha256, plan)
+            self.end = _pass_a(plan, client)
+            plan.sha256 = digest.result()  # the parts carry it, as split_log's do
+        self.plan, self.client, self.progress, self.build, self.hold = plan, client, progress, build or _part, hold
+        self._held: list[tuple[Any, list[int]]] | None = None  # (a partition's future, its buckets)
+
+    @property
+    def source(self) -> str:
+        """The dataset as given (a path or a URL)."""
+        return self.plan.source
+
+    @property
+    def sha256(self) -> str:
+        """The files' SHA-256 ("" for a remote dataset)."""
+        return self.plan.sha256
+
+    @property
+    def notes(self) -> dict:
+        """The whole log's notes (persona column, time zones), as every part carries them."""
+        return self.plan.notes
+
+    def sweep(self, compute: Callable[[int, EventLog, Any], Any], what: str, given: dict[int, Any] | None = None
+              ) -> Iterator[Any]:
+        """calibration/stats.py's ``Sweep`` on the workers: ``compute(bucket, part, given[bucket])`` where
+        the bucket lies, each partition sent only its buckets' ``given`` (which needs ``hold``); the
+        results in bucket order."""
+        import dask
+        from distributed import as_completed
+
+        if not self.hold:
+            if given is not None:
+                raise ValueError("a sweep with per-bucket values needs hold=True")  # a caller's bug
+            futures = self.client.compute([dask.delayed(_sweep_partition)(sorted_part, self.plan, compute, self.build,
+                                                                          None) for sorted_part in self._shuffled()])
+        else:
+            futures = [self.client.submit(_sweep_partition, data, self.plan, compute, self.build,
+                                          None if given is None else {b: given[b] for b in ids if b in given},
+                                          pure=False)
+                       for data, ids in self._partitions()]
+        for i, _ in enumerate(as_completed(futures), 1):
+            if self.progress is not None:
+                self.progress(what, i, len(futures))
+        done = sorted((x for f in futures for x in f.result()), key=lambda x: x[0])
+        errors = [x[1] for x in done if isinstance(x[1], _Failure)]
+        if errors:  # a per-customer check (two personas, duplicates): the one the whole log gives
+            raise InputError(**min(errors, key=lambda e: (e.order, e.bucket)).fields)
+        for _, value in done:
+            yield value
+
+    def _shuffled(self) -> list[Any]:
+        """Pass B's graph: Dask's shuffle on the bucket, each partition sorted by bucket and file row
+        (delayed)."""
+        import dask
+        import dask.dataframe as dd
+
+        plan = self.plan
+        frame = dd.from_map(partial(_frame, plan), plan.pieces, meta=_meta(plan), enforce_metadata=False)
+        # the task shuffle holds the whole log in the workers' memory: the faster up to ~10 M rows (2x);
+        # past that P2P, which spills to disk, into one partition a bucket (memory per task ~ a bucket)
+        small = sum(p.n_rows for p in plan.pieces) <= TASK_SHUFFLE_ROWS
+        method = dask.config.get("dataframe.shuffle.method", None) or ("tasks" if small else "p2p")
+        n_out = min(plan.buckets, max(len(plan.pieces), 2 * _n_workers(self.client))) if small else plan.buckets
+        shuffled = frame.shuffle("__bucket", npartitions=n_out, shuffle_method=method)
+        return [dask.delayed(_sorted)(d, plan.header) for d in shuffled.to_delayed()]
+
+    def _partitions(self) -> list[tuple[Any, list[int]]]:
+        """The sorted partitions kept on the workers (computed at the first sweep), and their buckets."""
+        if self._held is None:
+            data = self.client.compute(self._shuffled())
+            ids = self.client.gather(self.client.map(_bucket_ids, data, pure=False))
+            self._held = [(d, i) for d, i in zip(data, ids, strict=True) if i]
+        return self._held
+
+    def close(self) -> None:
+        """Release the buckets held on the workers."""
+        if self._held is not None:
+            self.client.cancel([d for d, _ in self._held])
+        self._held = None
+
+    def __enter__(self) -> ClusterLog:
+        """The log itself."""
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Release the workers' buckets."""
+        self.close()
 
 
 def cluster_stats(path: str | Path, client: Any, *, inactivity_days: float, phases: bool = False,
                   stages: str | list[str] | None = None, conversion_stage: str | None = None,
-                  mapping: str | Path | Mapping | None = None, before: float | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> Any:
+                  mapping: str | Path | Mapping | None = None, before: float | None = None) -> Any:
     """The whole log's ``LogStats``: the workers' buckets summed on the driver in bucket order."""
-    from calibration.stats import merge_stats
+    from calibration.stats import swept_stats
 
-    result = cluster_parts(path, client, stages=stages, conversion_stage=conversion_stage, mapping=mapping,
-                           before=before, phases=phases, inactivity_days=inactivity_days, progress=progress)
-    st = merge_stats(result.stats)
-    st.source, st.sha256 = result.source, result.sha256
+    with ClusterLog(path, client, stages=stages, conversion_stage=conversion_stage, mapping=mapping,
+                    before=before) as on_cluster:
+        st = swept_stats(on_cluster.sweep, on_cluster.end, inactivity_days=inactivity_days, phases=phases)
+    st.source, st.sha256 = on_cluster.source, on_cluster.sha256
     return st
 
 
 def cluster_map(path: str | Path, client: Any, fn: Callable[[EventLog, float], Any], *,
                 stages: str | list[str] | None = None, conversion_stage: str | None = None,
                 mapping: str | Path | Mapping | None = None, before: float | None = None,
-                buckets: int = BUCKETS, progress: Callable[[int, int], None] | None = None,
-                ) -> tuple[ClusterResult, list[tuple[int, Any]]]:
+                buckets: int = BUCKETS) -> tuple[ClusterResult, list[tuple[int, Any]]]:
     """``fn(part, end)`` on the workers for each non-empty bucket's ``EventLog`` (as ``split_log`` gives
     it), with ``end`` the whole log's last timestamp; the metadata and ``[(bucket, fn(...)), ...]``."""
-    plan = _plan(path, mapping, stages, conversion_stage, before, buckets)
-    plan.layout = _layout(plan)
-    with ThreadPoolExecutor(max_workers=1) as pool:  # hashing overlaps the cluster's work
-        digest = pool.submit(_sha256, plan)
-        provisional = _pass_a(plan, client)
-        plan.sha256 = digest.result()  # the parts carry it, as split_log's do
+    with ClusterLog(path, client, stages=stages, conversion_stage=conversion_stage, mapping=mapping, before=before,
+                    buckets=buckets) as on_cluster:
+        def at(end: float) -> tuple[list[tuple[int, Any, float]], float]:
+            done = list(on_cluster.sweep(lambda b, part, _: (b, fn(part, end), part.end), "summing"))
+            return done, max((e for _, _, e in done), default=end)
 
-    def at(end: float) -> tuple[list[tuple[int, Any, float]], float]:
-        done = _pass_b(plan, client, fn, end, progress)
-        return done, max((e for _, _, e in done), default=end)
-
-    done, true_end = at_log_end(at, provisional)
+        done, true_end = at_log_end(at, on_cluster.end)
+    plan = on_cluster.plan
     meta = ClusterResult(source=plan.source, sha256=plan.sha256, touchpoints=plan.touchpoints,
                          personas=plan.personas, stages=plan.stages, conversion_stage=plan.conversion_stage,
                          end=true_end, rows=sum(p.n_rows for p in plan.pieces), notes=plan.notes)
     return meta, [(b, value) for b, value, _ in done]
-
-
-def _log_stats(part: EventLog, end: float, *, inactivity_days: float, phases: bool) -> Any:
-    from calibration.stats import log_stats  # the lead's module; imported on the worker
-
-    return log_stats(part, end=end, inactivity_days=inactivity_days, phases=phases)
 
 
 # ---------------------------------------------------------------------------------------------- plan
@@ -451,31 +534,6 @@ def _meta(plan: _Plan) -> pd.DataFrame:
     return empty.to_pandas(types_mapper=pd.ArrowDtype)
 
 
-def _pass_b(plan: _Plan, client, fn, end: float, progress, build=None) -> list[tuple[int, Any, float]]:
-    """Dask's shuffle on the bucket, then ``fn(part, end)`` per bucket on the workers, in bucket order."""
-    import dask
-    import dask.dataframe as dd
-    from distributed import as_completed
-
-    frame = dd.from_map(partial(_frame, plan), plan.pieces, meta=_meta(plan), enforce_metadata=False)
-    # the task shuffle holds the whole log in the workers' memory: the faster up to ~10 M rows (2x);
-    # past that P2P, which spills to disk, into one partition a bucket (memory per task ~ a bucket)
-    small = sum(p.n_rows for p in plan.pieces) <= TASK_SHUFFLE_ROWS
-    method = dask.config.get("dataframe.shuffle.method", None) or ("tasks" if small else "p2p")
-    n_out = min(plan.buckets, max(len(plan.pieces), 2 * _n_workers(client))) if small else plan.buckets
-    shuffled = frame.shuffle("__bucket", npartitions=n_out, shuffle_method=method)
-    tasks = [dask.delayed(_buckets_of)(d, plan, fn, end, build or _part) for d in shuffled.to_delayed()]
-    futures = client.compute(tasks)
-    for i, _ in enumerate(as_completed(futures), 1):
-        if progress is not None:
-            progress(i, len(futures))
-    done = [x for f in futures for x in f.result()]
-    errors = [x[1] for x in done if isinstance(x[1], _Failure)]
-    if errors:  # a per-customer check (two personas, duplicates): the one the whole log gives
-        raise InputError(**min(errors, key=lambda e: (e.order, e.bucket)).fields)
-    return sorted(done, key=lambda x: x[0])
-
-
 def _n_workers(client) -> int:
     return max(len(client.scheduler_info().get("workers", {})), 1)
 
@@ -499,28 +557,38 @@ def _part(table: pa.Table, rows: np.ndarray, plan: _Plan) -> EventLog:
     return part
 
 
-def _buckets_of(df: pd.DataFrame, plan: _Plan, fn, end: float, build) -> list[tuple[int, Any, float]]:
-    """``(bucket, fn(part, end), part.end)`` for each bucket of one shuffled partition;
-    ``build(table, rows, plan)`` makes the part (``_part``)."""
-    out: list[tuple[int, Any, float]] = []
+def _sorted(df: pd.DataFrame, header: list[str]) -> tuple[np.ndarray, np.ndarray, pa.Table]:
+    """A shuffled partition sorted by bucket, then file row: each row's bucket and file row, and the
+    table of the mapped columns."""
     whole = pa.Table.from_pandas(df, preserve_index=False)
     whole = whole.take(pc.sort_indices(whole, [("__bucket", "ascending"), ("__row", "ascending")]))
-    bucket = whole["__bucket"].to_numpy()
-    rows_all = whole["__row"].to_numpy()
-    whole = whole.drop_columns(["__row", "__bucket"]).replace_schema_metadata(
-        {"journey_header": "\x1f".join(plan.header)})
+    bucket, rows = whole["__bucket"].to_numpy(), whole["__row"].to_numpy()
+    return bucket, rows, whole.drop_columns(["__row", "__bucket"]).replace_schema_metadata(
+        {"journey_header": "\x1f".join(header)})
+
+
+def _bucket_ids(held: tuple[np.ndarray, np.ndarray, pa.Table]) -> list[int]:
+    """The buckets a sorted partition holds."""
+    return [int(b) for b in np.unique(held[0])]
+
+
+def _sweep_partition(held: tuple[np.ndarray, np.ndarray, pa.Table], plan: _Plan, compute, build,
+                     given: dict[int, Any] | None) -> list[tuple[int, Any]]:
+    """``(bucket, compute(bucket, part, given))`` for each bucket of a sorted partition (a refusal as a
+    ``_Failure``); ``build(table, rows, plan)`` makes the part."""
+    bucket, rows_all, whole = held
+    out: list[tuple[int, Any]] = []
     bounds = np.flatnonzero(np.diff(bucket)) + 1
     for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, bucket.size]):
         if lo == hi:
             continue
         b = int(bucket[lo])
-        table, rows = whole.slice(lo, hi - lo), rows_all[lo:hi]
         try:
-            part = build(table, rows, plan)
+            part = build(whole.slice(lo, hi - lo), rows_all[lo:hi], plan)
         except InputError as err:
             if err.where == "--split":  # none of this bucket's rows is before the split: no customers
                 continue
-            out.append((int(b), _Failure(int(b), refusal_order(err), _fields(err)), 0.0))
+            out.append((b, _Failure(b, refusal_order(err), _fields(err))))
             continue
-        out.append((int(b), fn(part, end), float(part.end)))
+        out.append((b, compute(b, part, None if given is None else given.get(b))))
     return out

@@ -1,7 +1,8 @@
 """Persona discovery over a log's customer buckets (calibration/personas.py fits the mixture).
 
-The same steps whether the buckets come from the streaming reader or from a log in memory, so both
-give the same personas, and memory stays bounded by the fit's sample, not by the log:
+The same steps whether the buckets come from the streaming reader, a log in memory or a Dask cluster's
+workers (calibration/cluster.py), so all three give the same personas, and memory stays bounded by the
+fit's sample, not by the log:
 
 1. every bucket once: the log's true end, its live rows and those in the outcome window (which rows
    have an outcome, `every_row_decided`), and its customers;
@@ -10,7 +11,7 @@ give the same personas, and memory stays bounded by the fit's sample, not by the
 3. every bucket's features again: each customer's posterior under that fit, and its persona drawn from
    it with the bucket's own seeded generator (the same draws whatever order threads finish in).
 
-The caller then computes the statistics with the drawn personas (`Discovery.fill`).
+The caller then computes the statistics with the drawn personas (`Discovery.per_bucket`, `with_personas`).
 """
 from __future__ import annotations
 
@@ -23,12 +24,9 @@ import numpy as np
 from calibration import personas as mix
 from calibration.counting import every_row_decided
 from calibration.eventlog import EventLog
-from calibration.stats import at_log_end, in_bucket_order
+from calibration.stats import Sweep, at_log_end, in_bucket_order
 
 T = TypeVar("T")
-# ``sweep(compute, what)``: ``compute(bucket, part)`` of every bucket, in bucket order ("what" names it
-# for progress); a per-customer refusal in any bucket is raised by the sweep
-Sweep = Callable[[Callable[[int, EventLog], T], str], Iterator[T]]
 FIT_SAMPLE = 1_000_000  # customers the mixture is fitted on at most (160 MB of features)
 
 
@@ -44,11 +42,16 @@ class Discovery:
     customer_ids: np.ndarray | None = None  # with the posterior: the ids, and each one's first file row
     first_rows: np.ndarray | None = None
 
-    def fill(self, bucket: int, part: EventLog) -> EventLog:
-        """The bucket's part with its customers' personas."""
-        start = self.starts[bucket]
-        return dataclasses.replace(part, persona_of_customer=self.drawn[start:start + part.n_customers],
-                                   personas=self.names, notes={**part.notes, "personas_discovered": True})
+    def per_bucket(self) -> dict[int, np.ndarray]:
+        """Each bucket's drawn personas: the ``given`` of the statistics' sweep (`with_personas`)."""
+        bounds = [*self.starts.values(), self.drawn.size]
+        return {b: self.drawn[lo:hi] for b, lo, hi in zip(self.starts, bounds[:-1], bounds[1:])}
+
+
+def with_personas(part: EventLog, persona: np.ndarray, names: list[str]) -> EventLog:
+    """A bucket's part with its customers' discovered personas (``persona``: theirs, in the part's order)."""
+    return dataclasses.replace(part, persona_of_customer=persona, personas=names,
+                               notes={**part.notes, "personas_discovered": True})
 
 
 def discover_buckets(sweep: Sweep, provisional_end: float, *, personas: str | int = "auto",
@@ -57,15 +60,16 @@ def discover_buckets(sweep: Sweep, provisional_end: float, *, personas: str | in
                      posterior: bool = False) -> Discovery:
     """Personas for a log without a persona column, from its buckets (see the module's steps).
     ``provisional_end``: the reader's end (the true one is the largest part end); ``posterior``: keep
-    each customer's posterior, id and first row (for --assignments)."""
+    each customer's posterior, id and first row (for --assignments). Each sweep's ``compute`` holds
+    scalars and the fit only, so it travels to a cluster's workers as it is."""
     fixed = mix.parse_personas(personas)
 
     def counted(end: float) -> tuple[tuple[int, int, dict[int, int]], float]:
         live = window = 0
         last, customers = -np.inf, {}
-        for bucket, n, (lv, win), part_end in sweep(lambda b, part: (
+        for bucket, n, (lv, win), part_end in sweep(lambda b, part, _: (
                 b, part.n_customers, mix.window_rows(part, end=end, inactivity_days=inactivity_days), part.end),
-                "personas"):
+                "personas", None):
             live, window, last = live + lv, window + win, max(last, part_end)
             customers[bucket] = n
         return (live, window, customers), last
@@ -79,31 +83,32 @@ def discover_buckets(sweep: Sweep, provisional_end: float, *, personas: str | in
         return mix.features(part, inactivity_days=inactivity_days, censoring=censoring, end=end, every_row=every_row)
 
     rng = np.random.default_rng([seed, 0])
-    sample = np.sort(rng.choice(C, FIT_SAMPLE, replace=False)) if C > FIT_SAMPLE else None
+    picks = None  # each bucket's sampled customers, numbered within the bucket
+    if C > FIT_SAMPLE:
+        sample = np.sort(rng.choice(C, FIT_SAMPLE, replace=False))
+        bounds = np.searchsorted(sample, [*starts.values(), C])
+        picks = {b: sample[lo:hi] - starts[b] for b, lo, hi in zip(starts, bounds[:-1], bounds[1:])}
 
-    def sampled(bucket: int, part: EventLog) -> mix.Features:
-        F = features(part)
-        if sample is None:
-            return F
-        lo, hi = np.searchsorted(sample, [starts[bucket], starts[bucket] + part.n_customers])
-        return mix.subset(F, sample[lo:hi] - starts[bucket])
+    def sampled(bucket: int, part: EventLog, pick: np.ndarray | None) -> mix.Features:
+        return features(part) if pick is None else mix.subset(features(part), pick)
 
-    fit = mix.fit_personas(mix.stacked(list(sweep(sampled, "personas"))), personas=fixed, max_k=max_k, seed=seed,
-                           rng=rng, customers=C)
+    fit = mix.fit_personas(mix.stacked(list(sweep(sampled, "personas", picks))), personas=fixed, max_k=max_k,
+                           seed=seed, rng=rng, customers=C)
+
+    def assigned(bucket: int, part: EventLog, _) -> tuple[int, np.ndarray, int, tuple | None]:
+        R = mix.posterior(features(part), fit)
+        drawn = mix.draw(R, np.random.default_rng([seed, 1, bucket]))
+        kept = (R, part.customer_ids, mix.first_rows(part)) if posterior else None
+        return bucket, drawn, int((R.max(1) > 0.9).sum()), kept
+
     drawn = np.empty(C, dtype=np.int32)
     kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     confident = 0
-
-    def assigned(bucket: int, part: EventLog) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        R = mix.posterior(features(part), fit)
-        start = starts[bucket]
-        drawn[start:start + part.n_customers] = mix.draw(R, np.random.default_rng([seed, 1, bucket]))
-        return R, part.customer_ids, mix.first_rows(part) if posterior else part.customer_ids[:0]
-
-    for R, ids, first in sweep(assigned, "personas"):
-        confident += int((R.max(1) > 0.9).sum())
-        if posterior:
-            kept.append((R, ids, first))
+    for bucket, got, sure, more in sweep(assigned, "personas", None):
+        drawn[starts[bucket]:starts[bucket] + got.size] = got
+        confident += sure
+        if more is not None:
+            kept.append(more)
     R = np.concatenate([k[0] for k in kept]) if posterior else None
     names, drawn, R = mix.name_by_size(fit, drawn, R, confident)
     return Discovery(drawn=drawn, starts=starts, names=names, record=fit.record, posterior=R,
@@ -121,8 +126,9 @@ def discover(log: EventLog, *, personas: str | int = "auto", seed: int = mix.DEF
     mix.check_no_personas(log.notes, log.source)
     split = LogSplit(log)
 
-    def sweep(compute: Callable[[int, EventLog], T], what: str) -> Iterator[T]:
-        return in_bucket_order(lambda b: compute(b, split.part(b)), split.buckets)  # as stats_of reads them
+    def sweep(compute: Callable[[int, EventLog, Any], T], what: str, given: dict[int, Any] | None) -> Iterator[T]:
+        return in_bucket_order(lambda b: compute(b, split.part(b), None if given is None else given[b]),
+                               split.buckets)  # as stats_of reads them
 
     found = discover_buckets(sweep, log.end, personas=personas, seed=seed, max_k=max_k,
                              inactivity_days=inactivity_days, censoring=censoring, posterior=True)

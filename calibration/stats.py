@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -24,6 +24,11 @@ from calibration.phases import BinSums, bin_sums, merge_bins
 from calibration.value import ValueSums, value_sums
 
 T = TypeVar("T")
+# ``sweep(compute, what, given)``: ``compute(bucket, part, given[bucket])`` of every non-empty bucket (None
+# for each without ``given``), in bucket order ("what" names it for progress); the first per-customer
+# refusal of the log is raised once every bucket has been read. A cluster's sweep sends each bucket's
+# ``given`` to that bucket's worker only; ``compute`` goes to every worker, so it keeps no big arrays.
+Sweep = Callable[[Callable[[int, EventLog, Any], T], str, dict[int, Any] | None], Iterator[T]]
 
 
 @dataclass
@@ -191,6 +196,27 @@ def at_log_end(compute: Callable[[float], tuple[T, float]], provisional: float) 
     if last != provisional:
         result, _ = compute(last)
     return result, last
+
+
+def swept_stats(sweep: Sweep, provisional_end: float, *, inactivity_days: float, phases: bool,
+                given: dict[int, Any] | None = None, fill: Callable[[EventLog, Any], EventLog] | None = None
+                ) -> LogStats:
+    """The log's statistics, its buckets' summed in bucket order at the log's true end (`at_log_end`);
+    ``fill(part, given[bucket])``: the part as its statistics see it (discovered personas filled in)."""
+    def summed(end: float) -> tuple[StatsSum, float]:
+        def bucket_stats(bucket: int, part: EventLog, extra: Any) -> tuple[LogStats, float]:
+            if fill is not None:
+                part = fill(part, extra)
+            return log_stats(part, end=end, inactivity_days=inactivity_days, phases=phases), part.end
+
+        total, last = StatsSum(), -np.inf
+        for part_stats, part_end in sweep(bucket_stats, "summing", given):
+            total.add(part_stats)
+            last = max(last, part_end)
+        return total, last
+
+    total, _ = at_log_end(summed, provisional_end)
+    return total.result()
 
 
 def _entry_rows(first: np.ndarray, before: np.ndarray) -> np.ndarray:

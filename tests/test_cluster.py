@@ -113,15 +113,15 @@ def test_metadata_and_bucket_rows_match_the_in_memory_load(client, logs, kind, m
     monkeypatch.setattr(cluster, "PIECE_ROWS", 3000)  # several pieces a file
     mapping = logs["mapping"] if kind == "mapped" else None
     log = load_events(logs[kind]["one"], mapping=mapping)
-    plan = cluster._plan(str(logs[kind]["folder"]), mapping, None, None, None, cluster.BUCKETS)
-    assert len(plan.pieces) > 3
-    end = cluster._pass_a(plan, client)
-    assert plan.touchpoints == log.touchpoints and plan.personas == log.personas and plan.notes == log.notes
-    if kind == "plain":
-        assert end == log.end
-    else:
-        assert end > log.end  # the provisional end: the last row is after an end row
-    done = cluster._pass_b(plan, client, _keep, end, None, build=_tables)
+    with cluster.ClusterLog(str(logs[kind]["folder"]), client, mapping=mapping, build=_tables) as on_cluster:
+        plan, end = on_cluster.plan, on_cluster.end
+        assert len(plan.pieces) > 3
+        assert plan.touchpoints == log.touchpoints and plan.personas == log.personas and plan.notes == log.notes
+        if kind == "plain":
+            assert end == log.end
+        else:
+            assert end > log.end  # the provisional end: the last row is after an end row
+        done = list(on_cluster.sweep(lambda b, part, _: (b, part, None), "test"))
     ref = list(split_log(log))
     assert [b for b, _, _ in done] == [b for b, _ in ref]
     for (_, got, _), (_, want) in zip(done, ref):
@@ -182,6 +182,26 @@ def test_the_model_is_the_in_memory_one(client, logs, kind):
     # the folder and the file differ by name and bytes only
     got = got.replace(str(logs[kind]["folder"]), str(logs[kind]["one"])).replace(st.sha256, log.sha256)
     assert got == want
+
+
+@needs_table
+def test_personas_discovered_on_the_cluster_are_those_found_here(client, logs, tmp_path, monkeypatch):
+    """--personas with --scheduler: discovery's sweeps run where the buckets lie (kept on the workers
+    between sweeps; the fit's sample and the drawn personas sent to each bucket's worker only), so the
+    model, its record and the assignments file are the stream's here, the fit on everyone or on a sample."""
+    from calibration import discovery
+    from calibration.calibrate import calibration
+
+    paths = _write(pq.read_table(logs["plain"]["one"]).drop_columns(["persona"]), tmp_path, "nopersona")
+    for sample in (None, 1_500):  # of about 2,500 customers
+        if sample is not None:
+            monkeypatch.setattr(discovery, "FIT_SAMPLE", sample)
+        here, there = (calibration(paths["folder"], personas="auto", assignments=tmp_path / "a.csv", client=c)
+                       for c in (None, client))
+        assert here.model.to_json() == there.model.to_json()
+        assert here.assignments_csv == there.assignments_csv
+        record = there.model.extras["personas_discovered"]
+        assert record["customers_in_fit"] == (sample or record["customers"]) and record["customers"] > 2_000
 
 
 def _broken(logs, folder, kind: str) -> tuple:

@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from calibration.calibrate import calibrate, calibration
 from cli import app
-from sim.errors import InputError
 from sim.exact import evaluate
 from sim.model import Model
 from worlds import make_world, simulate_log
@@ -242,11 +241,6 @@ def test_the_stream_finds_them_on_a_real_log_whose_end_moves(tmp_path, censoring
     assert models[0] == models[1]
     assert models[0]["log"]["last_timestamp"] < "2012-06"  # the row after the end row is not the log's end
     assert models[0]["personas_discovered"]["chosen_k"] >= 2
-
-
-def test_personas_are_refused_on_a_cluster_in_one_line(three):
-    with pytest.raises(InputError, match="--personas: persona discovery reads the log on this machine"):
-        calibration(three["plain"], personas="auto", client=object())
 
 
 def test_a_log_of_more_customers_than_the_fit_sample(three, monkeypatch):
