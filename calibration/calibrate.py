@@ -89,7 +89,7 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
         if find is not None:
             from calibration.discovery import discover
 
-            log, posterior, record = discover(log, **find)
+            log, posterior, record = discover(log, progress=progress, **find)
             ids, first = log.customer_ids, mix.first_rows(log)
         st = stats_of(log, inactivity_days=inactivity_days, phases=phases)
     elif client is not None:
@@ -98,7 +98,7 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
         with ClusterLog(events, client, progress=progress, hold=find is not None, **load) as on_cluster:
             st, found = _swept(on_cluster.sweep, on_cluster.end, on_cluster.notes, on_cluster.source,
                                inactivity_days=inactivity_days, phases=phases, find=find,
-                               posterior=assignments is not None)
+                               posterior=assignments is not None, progress=progress)
         st.source, st.sha256 = on_cluster.source, on_cluster.sha256
     else:
         st, files, found = _streamed(events, load, inactivity_days=inactivity_days, phases=phases,
@@ -166,13 +166,14 @@ def _streamed(events: str | Path, load: dict, *, inactivity_days: float, phases:
                 raise min(refused, key=refusal_order)  # buckets in order: ties go to the first
 
         st, found = _swept(each_part, stream.end, stream.notes, stream.source, inactivity_days=inactivity_days,
-                           phases=phases, find=find, posterior=posterior)
+                           phases=phases, find=find, posterior=posterior, progress=progress)
     st.source, st.sha256 = stream.source, ""
     return st, stream.files, found
 
 
 def _swept(sweep: Sweep, provisional_end: float, notes: dict, source: str, *, inactivity_days: float,
-           phases: bool, find: dict | None, posterior: bool) -> tuple[LogStats, Any]:
+           phases: bool, find: dict | None, posterior: bool, progress: Callable[[str, int, int], None] | None = None
+           ) -> tuple[LogStats, Any]:
     """The statistics summed over a reader's sweep of its buckets, with the personas discovered first
     when ``find`` gives discovery's options (calibration/discovery.py); and those personas (or None)."""
     given = fill = found = None
@@ -181,7 +182,7 @@ def _swept(sweep: Sweep, provisional_end: float, notes: dict, source: str, *, in
         from calibration.personas import check_no_personas
 
         check_no_personas(notes, source)
-        found = discover_buckets(sweep, provisional_end, posterior=posterior, **find)
+        found = discover_buckets(sweep, provisional_end, posterior=posterior, progress=progress, **find)
         given, fill = found.per_bucket(), partial(with_personas, names=found.names)
     st = swept_stats(sweep, provisional_end, inactivity_days=inactivity_days, phases=phases, given=given, fill=fill)
     return st, found

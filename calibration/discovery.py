@@ -57,10 +57,12 @@ def with_personas(part: EventLog, persona: np.ndarray, names: list[str]) -> Even
 def discover_buckets(sweep: Sweep, provisional_end: float, *, personas: str | int = "auto",
                      seed: int = mix.DEFAULT_SEED, max_k: int = mix.MAX_K,
                      inactivity_days: float = mix.DEFAULT_INACTIVITY_DAYS, censoring: str = "cure",
-                     posterior: bool = False) -> Discovery:
+                     posterior: bool = False, progress: Callable[[str, int, int], None] | None = None
+                     ) -> Discovery:
     """Personas for a log without a persona column, from its buckets (see the module's steps).
     ``provisional_end``: the reader's end (the true one is the largest part end); ``posterior``: keep
-    each customer's posterior, id and first row (for --assignments). Each sweep's ``compute`` holds
+    each customer's posterior, id and first row (for --assignments); ``progress``: the fit's (the sweeps
+    report their own). Each sweep's ``compute`` holds
     scalars and the fit only, so it travels to a cluster's workers as it is."""
     fixed = mix.parse_personas(personas)
 
@@ -93,7 +95,7 @@ def discover_buckets(sweep: Sweep, provisional_end: float, *, personas: str | in
         return features(part) if pick is None else mix.subset(features(part), pick)
 
     fit = mix.fit_personas(mix.stacked(list(sweep(sampled, "personas", picks))), personas=fixed, max_k=max_k,
-                           seed=seed, rng=rng, customers=C)
+                           seed=seed, rng=rng, customers=C, progress=progress)
 
     def assigned(bucket: int, part: EventLog, _) -> tuple[int, np.ndarray, int, tuple | None]:
         R = mix.posterior(features(part), fit)
@@ -117,8 +119,8 @@ def discover_buckets(sweep: Sweep, provisional_end: float, *, personas: str | in
 
 
 def discover(log: EventLog, *, personas: str | int = "auto", seed: int = mix.DEFAULT_SEED, max_k: int = mix.MAX_K,
-             inactivity_days: float = mix.DEFAULT_INACTIVITY_DAYS, censoring: str = "cure"
-             ) -> tuple[EventLog, np.ndarray, dict[str, Any]]:
+             inactivity_days: float = mix.DEFAULT_INACTIVITY_DAYS, censoring: str = "cure",
+             progress: Callable[[str, int, int], None] | None = None) -> tuple[EventLog, np.ndarray, dict[str, Any]]:
     """Personas for a log in memory: (the log with them filled in, posterior [C, K] with columns in the
     personas' order, the record for the model JSON); its buckets as the streaming reader sees them."""
     from calibration.buckets import LogSplit
@@ -131,7 +133,8 @@ def discover(log: EventLog, *, personas: str | int = "auto", seed: int = mix.DEF
                                split.buckets)  # as stats_of reads them
 
     found = discover_buckets(sweep, log.end, personas=personas, seed=seed, max_k=max_k,
-                             inactivity_days=inactivity_days, censoring=censoring, posterior=True)
+                             inactivity_days=inactivity_days, censoring=censoring, posterior=True,
+                             progress=progress)
     order = split.customer_order  # the log's customer codes in bucket order
     persona = np.empty(log.n_customers, dtype=np.int32)
     persona[order] = found.drawn

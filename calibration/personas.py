@@ -21,6 +21,7 @@ log's buckets (streamed or in memory alike).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -336,7 +337,10 @@ def subset(F: Features, idx: np.ndarray) -> Features:
                                l_stage=F.l_stage[lq], l_days=F.l_days[lq])
 
 
-def _em(F: Features, R: np.ndarray, iterations: int, p: Params | None = None) -> tuple[Params, np.ndarray, float, int]:
+def _em(F: Features, R: np.ndarray, iterations: int, p: Params | None = None,
+        step: Callable[[int], None] | None = None) -> tuple[Params, np.ndarray, float, int]:
+    """EM from posteriors ``R`` (and parameters ``p``) until the log-likelihood's relative gain is below
+    ``TOLERANCE`` or after ``iterations``; ``step(n)`` hears of each one done."""
     ll_prev = -np.inf
     ll = -np.inf
     steps = 0
@@ -344,6 +348,8 @@ def _em(F: Features, R: np.ndarray, iterations: int, p: Params | None = None) ->
         p = _m_step(F, R, p)
         R, ll = _e_step(F, p)
         steps += 1
+        if step is not None:
+            step(steps)
         if ll - ll_prev <= TOLERANCE * abs(ll):
             break
         ll_prev = ll
@@ -401,9 +407,10 @@ class Fit:
 
 
 def fit_personas(F: Features, *, personas: int | None, max_k: int, seed: int, rng: np.random.Generator,
-                 customers: int) -> Fit:
+                 customers: int, progress: Callable[[str, int, int], None] | None = None) -> Fit:
     """K by BIC on a sample of ``SEARCH_SAMPLE`` of ``F``'s customers (or the K given), then fitted on all
-    of ``F`` (the log's ``customers``, or a sample of them: calibration/discovery.py)."""
+    of ``F`` (the log's ``customers``, or a sample of them: calibration/discovery.py). ``progress(what,
+    done, total)`` hears of each K tried and of each EM step of that fit (``MAX_EM`` at most)."""
     n = F.n_customers
     searched = n > SEARCH_SAMPLE
     F_search = subset(F, np.sort(rng.choice(n, SEARCH_SAMPLE, replace=False))) if searched else F
@@ -416,13 +423,20 @@ def fit_personas(F: Features, *, personas: int | None, max_k: int, seed: int, rn
         fit = fit_mixture(F_search, k, seed=seed)
         rising = rising + 1 if fits and fit["bic"] > min(f["bic"] for f in fits) else 0
         fits.append(fit)
+        if progress is not None:
+            progress("personas: choosing K", k, ks[-1])
         if not personas and rising >= 2:  # BIC rose twice in a row: larger K will not win
             break
+    if progress is not None:
+        progress("personas: choosing K", ks[-1], ks[-1])  # the search stopped: done
     best = min(fits, key=lambda f: f["bic"])
     params, R, final_ll = best["params"], best["posterior"], best["log_likelihood"]
     if searched:  # refine the chosen K on every customer of F, from the search's estimates
         R0, _ = _e_step(F, params)
-        params, R, final_ll, _ = _em(F, R0, MAX_EM, params)
+        step = None if progress is None else (lambda n: progress("personas: fitting the chosen K", n, MAX_EM))
+        params, R, final_ll, _ = _em(F, R0, MAX_EM, params, step)
+        if progress is not None:
+            progress("personas: fitting the chosen K", MAX_EM, MAX_EM)  # converged
     sample = f" on a random sample of {n:,} of the {customers:,} customers" if n < customers else ""
     record = {
         "method": "finite mixture of journey models (shares, outcomes with the cure model for quiet "

@@ -223,6 +223,23 @@ def test_the_stream_finds_the_personas_the_whole_log_gives(three, tmp_path, monk
     assert got == want == remote
 
 
+def test_long_steps_report_progress(three, monkeypatch):
+    """Every step of a discovery shows progress: the sweeps, each K tried and each EM step of the chosen
+    K's fit on the whole sample (before 0.5.5 the fit was silent, about 20 s at 49.8 M events)."""
+    from calibration import personas
+
+    monkeypatch.setattr(personas, "SEARCH_SAMPLE", 4_000)  # the chosen K is then refitted on everyone
+    heard: dict[str, list[tuple[int, int]]] = {}
+    calibration(three["plain"], personas="auto", progress=lambda what, done, total: heard.setdefault(
+        what, []).append((done, total)))
+    assert {"reading", "personas", "personas: choosing K", "personas: fitting the chosen K", "summing"} <= set(heard)
+    search, fit = heard["personas: choosing K"], heard["personas: fitting the chosen K"]
+    assert [d for d, _ in search[:-1]] == list(range(1, len(search))) and search[-1][0] == search[-1][1]
+    steps = [d for d, _ in fit[:-1]]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 2
+    assert fit[-1] == (personas.MAX_EM, personas.MAX_EM)  # converged: the bar completes
+
+
 @pytest.mark.parametrize("censoring", ["cure", "window"])
 def test_the_stream_finds_them_on_a_real_log_whose_end_moves(tmp_path, censoring):
     """BPI 2012 (its mapping without [persona]: end rows, a filter, duplicates dropped), with a row after
