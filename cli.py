@@ -162,10 +162,10 @@ Draws = Annotated[int, typer.Option(min=0, help="Draws of the model's parameters
                     "journey calibrate s3://bucket/log/ --out model.json --scheduler tcp://host:8786")
 @handled
 def calibrate(
-    events: Annotated[str, _path_arg(metavar="EVENTS", help="Event log: CSV, CSV.gz, Parquet or a folder of Parquet "
-                                                            "files, or the URL of one of those (a CSV file or "
-                                                            "a Parquet file or folder; s3://, gs://, file://: "
-                                                            "fsspec and its package for the store).")],
+    events: Annotated[str, _path_arg(metavar="EVENTS", help="Event log: CSV, CSV.gz, Parquet, a folder of Parquet "
+                                                            "files or of CSV files, or the URL of one of those "
+                                                            "(s3://, gs://, file://: fsspec and its package for "
+                                                            "the store; --scheduler reads Parquet).")],
     out: Annotated[Path, typer.Option(help="Model JSON to write.")],
     stages: Stages = None,
     conversion_stage: ConvStage = None,

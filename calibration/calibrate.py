@@ -83,7 +83,7 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
     files: list[Path] = []  # the log's files, hashed during the estimate (the streaming reader's)
     if reader == "memory":
         if client is None and Path(events).is_dir():
-            raise InputError("a folder of Parquet files is read in batches, not whole", file=events,
+            raise InputError("a folder is read in batches, not whole", file=events,
                              where="--reader", hint="drop --reader memory")
         log = load_events(events, **load)
         if find is not None:

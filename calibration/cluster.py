@@ -281,8 +281,8 @@ def _plan(path: str | Path, mapping, stages, conversion_stage, before, buckets: 
     stage_names, conv = parse_stages(stages if stages is not None else mp.stages,
                                      conversion_stage or mp.conversion_stage)
     source = str(path)
-    fs, files, folder = dataset_files(source)
-    if not folder and not is_parquet(Path(files[0])):  # one file, not named as Parquet is
+    fs, files, folder, text = dataset_files(source)
+    if text or not (folder or is_parquet(Path(files[0]))):  # CSV files, or one file not named as Parquet is
         raise InputError("the cluster reads Parquet, not CSV", file=source,
                          hint="drop --scheduler to stream the CSV on this machine, or write it as Parquet")
     pieces, header = _pieces(fs, files, source)

@@ -105,7 +105,7 @@ def csv_plan(path: Path | str, mp: Mapping, fs: pafs.FileSystem | None = None) -
     of a URL, calibration/sources.py; None: a local path)."""
     wanted = wanted_columns(mp)
     parse = sniff_delimiter(path, fs)
-    head = _csv_header(path, parse, fs)
+    head = csv_header(path, parse, fs)
     twice = sorted({c for c in head if c in wanted and head.count(c) > 1})
     if twice:
         raise InputError("the header names this column more than once", file=path, where=f"column {twice[0]!r}",
@@ -243,7 +243,7 @@ def header_names(table: pa.Table) -> list[str]:
     return raw.decode("utf-8").split("\x1f") if raw else list(table.column_names)
 
 
-def _csv_header(path: Path | str, parse: pacsv.ParseOptions, fs: pafs.FileSystem | None = None) -> list[str]:
+def csv_header(path: Path | str, parse: pacsv.ParseOptions, fs: pafs.FileSystem | None = None) -> list[str]:
     """The CSV's header row."""
     try:
         names = with_block(lambda block: _opened_csv(path, fs, parse, block, pacsv.ConvertOptions(column_types={}),
@@ -253,6 +253,18 @@ def _csv_header(path: Path | str, parse: pacsv.ParseOptions, fs: pafs.FileSystem
             raise InputError("the event log is empty", file=path) from None
         raise
     return names
+
+
+def parquet_dictionaries(schema: pa.Schema, mp: Mapping) -> list[str]:
+    """The text columns read dictionary-encoded, as the CSV reader reads them: a row group's dictionary
+    instead of a string per row. Not under a [filter]: there a vocabulary is what the kept rows name,
+    and a dictionary would still hold the dropped rows' values."""
+    if mp.filter:
+        return []
+    src = column_sources(mp)
+    low = {src["touchpoint"], src["stage"], src["persona"]}
+    return [f.name for f in schema
+            if f.name in low and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
 
 
 def prefetched(batches) -> Iterator[pa.RecordBatch]:

@@ -1,6 +1,6 @@
 """Where an event log lives: a local path, or a URL (``s3://``, ``gs://``, ``file://``…) read through fsspec.
 
-A URL names a file (CSV, streamed here only, or Parquet) or a folder of Parquet files; both the
+A URL names a file (CSV, streamed here only, or Parquet) or a folder of Parquet (or CSV) files; both the
 stream (calibration/stream.py) and the cluster (calibration/cluster.py) list such a dataset, and a local
 folder, with `dataset_files`, so they read the same files in the same order. Object stores need fsspec's
 package for them (s3fs, gcsfs, adlfs).
@@ -35,29 +35,30 @@ class Dataset(NamedTuple):
 
     fs: Any  # the fsspec filesystem
     files: list[str]
-    folder: bool  # a folder's files: all Parquet, whatever their names say
+    folder: bool  # a folder's files: all Parquet, whatever their names say, unless ``text``
+    text: bool = False  # a folder's CSV files (it has no Parquet ones)
 
 
 def dataset_files(source: str) -> Dataset:
-    """The fsspec filesystem of a URL or local path and its Parquet files in sorted path order (a folder's
-    files named *.parquet, *.pq or *.parq, else its files with no suffix at all, as Hive, Athena and Trino
-    name theirs; hidden and ``_`` ones such as _SUCCESS skipped; or the one file).
+    """The fsspec filesystem of a URL or local path and its files in sorted path order: a folder's files
+    named *.parquet, *.pq or *.parq; without those, its *.csv, *.csv.gz and *.tsv files (``text``), else
+    its files with no suffix at all (Parquet, as Hive, Athena and Trino name theirs); hidden and ``_``
+    ones such as _SUCCESS skipped. Or the one file.
     The stream and the cluster list a folder with this one rule, so they read the same rows in one order."""
     fs, root = url_filesystem(source)
     try:
         if fs.isdir(root):
             shown = sorted(f for f in fs.find(root)
                            if not any(part.startswith(("_", ".")) for part in f[len(root):].split("/") if part))
-            files = [f for f in shown if f.lower().endswith(PARQUET_SUFFIXES)] \
-                or [f for f in shown if "." not in f.rsplit("/", 1)[-1]]
+            files = [f for f in shown if f.lower().endswith(PARQUET_SUFFIXES)]
+            text = [f for f in shown if f.lower().endswith(_TEXT_SUFFIXES)]
+            if not files and text:
+                return Dataset(fs, text, True, True)
+            files = files or [f for f in shown if "." not in f.rsplit("/", 1)[-1]]
             if not files:
-                names = ", ".join("*" + suffix for suffix in PARQUET_SUFFIXES)
-                text = sum(f.lower().endswith(_TEXT_SUFFIXES) for f in shown)
-                if text:
-                    raise InputError(f"the folder holds {text} CSV file(s), not Parquet", file=source,
-                                     hint=f"give one CSV file, or write the log as Parquet files ({names})")
-                raise InputError("the folder holds no Parquet files", file=source,
-                                 hint=f"expected files named {names} (or with no suffix, as Hive writes)")
+                names = ", ".join("*" + suffix for suffix in (*PARQUET_SUFFIXES, *_TEXT_SUFFIXES))
+                raise InputError("the folder holds no Parquet or CSV files", file=source,
+                                 hint=f"expected files named {names} (or with no suffix, as Hive writes Parquet)")
             return Dataset(fs, files, True)
         if not fs.exists(root):
             raise InputError("event log not found", file=source, hint="check the URL")

@@ -42,9 +42,11 @@ from calibration.readers import (
     codec_of,
     column_sources,
     csv_convert,
+    csv_header,
     csv_plan,
     dictionary_columns,
     is_parquet,
+    parquet_dictionaries,
     prefetched,
     read_error,
     wanted_columns,
@@ -155,12 +157,13 @@ def open_stream(path: str | Path, *, stages: str | list[str] | None = None, conv
     stage_names, conv = parse_stages(stages if stages is not None else mp.stages,
                                      conversion_stage or mp.conversion_stage)
     if is_url(path):
-        path, fs, files, local, parquet = _url_files(str(path))
+        path, fs, files, local, parquet, folder = _url_files(str(path))
     else:
-        path, fs = Path(path), None
-        parquet = path.is_dir() or is_parquet(path)  # a folder holds Parquet, whatever its files' names
-        files = local = _parquet_files(path) if path.is_dir() else [regular_file(path, "event log")]
-    folder = Path(tempfile.mkdtemp(prefix="journey-stream-", dir=workdir))
+        path, fs, folder = Path(path), None, Path(path).is_dir()
+        files, parquet = _folder_files(path) if folder else ([regular_file(path, "event log")], is_parquet(path))
+        local = files
+    texts = files if folder else [path]  # the CSV files read (named as given, a lone file)
+    spill = Path(tempfile.mkdtemp(prefix="journey-stream-", dir=workdir))
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:  # hashing overlaps the reading
             digest = pool.submit(sha256_of_files, local) if hash_log and local else None
@@ -168,29 +171,29 @@ def open_stream(path: str | Path, *, stages: str | list[str] | None = None, conv
             # late spill stays with the allocator
             need = _arrow_bytes(files, fs, parquet)
             hold = hold_bytes if need <= hold_bytes else 0
-            p = _read(path, files, fs, parquet, mp, stage_names, before, buckets, folder, progress, block_size,
-                      (hold, need))
+            p = _read(path, files if parquet else texts, fs, parquet, mp, stage_names, before, buckets, spill, progress,
+                      block_size, (hold, need))
             p.raise_first()
             sha = digest.result() if digest is not None else ""
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(spill, ignore_errors=True)
         raise
     return StreamedLog(
         source=str(path), sha256=sha, stages=stage_names, conversion_stage=conv, touchpoints=sorted(p.touchpoints),
         personas=p.persona_list(), notes={"persona_column": p.persona_note(), **p.zones.note()}, end=p.end / NS_PER_DAY,
-        rows_read=p.rows_read, buckets=buckets, files=local, _mapping=mp, _before=before, _folder=folder, _kept=p.kept,
+        rows_read=p.rows_read, buckets=buckets, files=local, _mapping=mp, _before=before, _folder=spill, _kept=p.kept,
         _progress=progress, _held=p.held)
 
 
-def _url_files(url: str) -> tuple[str, pafs.FileSystem, list[str], list[Path], bool]:
+def _url_files(url: str) -> tuple[str, pafs.FileSystem, list[str], list[Path], bool, bool]:
     """A URL's files (calibration/sources.py), the filesystem Arrow reads them through, the same files
-    as local paths when the URL is this machine's (``file://``: hashed as a path is), and whether they
-    are Parquet (a folder's, or one file named so; else one CSV)."""
-    fsspec_fs, files, folder = dataset_files(url)
+    as local paths when the URL is this machine's (``file://``: hashed as a path is), whether they are
+    Parquet (a folder's Parquet files, or one file named so; else CSV), and whether the URL is a folder."""
+    fsspec_fs, files, folder, text = dataset_files(url)
     local = [Path(f) for f in files] if is_local(fsspec_fs) else []
     # files named with their scheme, as messages show them (fsspec takes either form)
     return (url, pafs.PyFileSystem(pafs.FSSpecHandler(fsspec_fs)), [fsspec_fs.unstrip_protocol(f) for f in files],
-            local, folder or is_parquet(Path(files[0])))
+            local, not text if folder else is_parquet(Path(files[0])), folder)
 
 
 def _size(f: Path | str, fs: pafs.FileSystem | None) -> int:
@@ -219,11 +222,12 @@ def _arrow_bytes(files: list[Path] | list[str], fs: pafs.FileSystem | None = Non
     return total
 
 
-def _parquet_files(path: Path) -> list[Path]:
-    """A local folder's Parquet files, by the rule the cluster lists them with (calibration/sources.py)."""
-    files = dataset_files(str(path)).files
+def _folder_files(path: Path) -> tuple[list[Path], bool]:
+    """A local folder's files, by the rule the cluster lists them with (calibration/sources.py), and
+    whether they are Parquet (else CSV)."""
+    listed = dataset_files(str(path))
     root = os.path.abspath(path)  # fsspec lists absolute paths; messages name them under the path given
-    return [path / os.path.relpath(f, root) for f in files]
+    return [path / os.path.relpath(f, root) for f in listed.files], not listed.text
 
 
 def _spill_path(folder: Path, bucket: int) -> Path:
@@ -234,6 +238,7 @@ def _read(path: Path | str, files: list[Path] | list[str], fs: pafs.FileSystem |
           stage_names: list[str], before: float | None, buckets: int, folder: Path, progress: Progress | None,
           block: int, hold: tuple[int, int] = (HOLD_BYTES, 0)) -> _Pass:
     """Pass 1 over the file(s); CSV restarts (with fresh spill files) where the in-memory reader retries.
+    ``files``: the Parquet files, or the CSV files (a folder's share the first one's header and plan);
     ``fs``: the filesystem of a URL's files (None: local paths); ``hold``: the bytes held in memory before
     the buckets go to disk, and the log's Arrow size (for a full disk's message)."""
     if parquet:
@@ -241,15 +246,15 @@ def _read(path: Path | str, files: list[Path] | list[str], fs: pafs.FileSystem |
         _read_parquet(p, files, fs, progress)
         return p
     try:
-        plan = csv_plan(path, mp, fs)
+        plan = csv_plan(files[0], mp, fs)
     except InputError:
         raise
     except READ_ERRORS as exc:
-        raise read_error(exc, path) from None
+        raise read_error(exc, files[0]) from None
     while True:
         p = _Pass(path, mp, stage_names, before, buckets, folder, *hold)
         try:
-            _read_csv(p, path, fs, plan, block, progress)
+            _read_csv(p, files, fs, plan, block, progress)
             return p
         except pa.ArrowInvalid as exc:
             p.discard()
@@ -259,32 +264,39 @@ def _read(path: Path | str, files: list[Path] | list[str], fs: pafs.FileSystem |
                 plan.types[plan.time_column] = pa.string()  # mixed or odd timestamps: parse them as text
                 plan.time_type = None
             else:
-                raise read_error(exc, path, plan.header) from None
+                raise read_error(exc, p.reading, plan.header) from None
         except READ_ERRORS as exc:
             p.discard()
-            raise read_error(exc, path, plan.header) from None
+            raise read_error(exc, p.reading, plan.header) from None
 
 
-def _read_csv(p: _Pass, path: Path | str, fs: pafs.FileSystem | None, plan, block: int,
+def _read_csv(p: _Pass, files: list[Path] | list[str], fs: pafs.FileSystem | None, plan, block: int,
               progress: Progress | None) -> None:
-    total, codec = _size(path, fs), codec_of(path)
-    with pa.OSFile(str(path)) if fs is None else fs.open_input_file(str(path)) as raw:
-        stream = pa.CompressedInputStream(raw, codec) if codec is not None else raw
-        # one thread: the prefetch thread is the reader's, the other core checks batches; a parse
-        # error then names its row. The parser is the slower of the two, so the low-cardinality
-        # columns are read as text and dictionary-encoded here (the same table as the reader's own)
-        reader = pacsv.open_csv(stream, parse_options=plan.parse,
-                                read_options=pacsv.ReadOptions(block_size=block, use_threads=False),
-                                convert_options=csv_convert(plan, dictionaries=False))
-        encode = dictionary_columns(plan)
-        for batch in prefetched(reader):
-            table = pa.Table.from_batches([batch]).replace_schema_metadata(plan.metadata)
-            for name in encode:
-                table = table.set_column(table.schema.get_field_index(name), name,
-                                         pc.dictionary_encode(table[name]))
-            p.add(table)
-            if progress is not None:
-                progress(min(raw.tell(), total), total)
+    sizes = [_size(f, fs) for f in files]
+    total, done = sum(sizes), 0
+    for f, size in zip(files, sizes):
+        p.reading = f
+        if f is not files[0]:  # the first file's header and plan read every file
+            same_columns(csv_header(f, plan.parse, fs), plan.header, f)
+        with pa.OSFile(str(f)) if fs is None else fs.open_input_file(str(f)) as raw:
+            codec = codec_of(f)
+            stream = pa.CompressedInputStream(raw, codec) if codec is not None else raw
+            # one thread: the prefetch thread is the reader's, the other core checks batches; a parse
+            # error then names its row. The parser is the slower of the two, so the low-cardinality
+            # columns are read as text and dictionary-encoded here (the same table as the reader's own)
+            reader = pacsv.open_csv(stream, parse_options=plan.parse,
+                                    read_options=pacsv.ReadOptions(block_size=block, use_threads=False),
+                                    convert_options=csv_convert(plan, dictionaries=False))
+            encode = dictionary_columns(plan)
+            for batch in prefetched(reader):
+                table = pa.Table.from_batches([batch]).replace_schema_metadata(plan.metadata)
+                for name in encode:
+                    table = table.set_column(table.schema.get_field_index(name), name,
+                                             pc.dictionary_encode(table[name]))
+                p.add(table)
+                if progress is not None:
+                    progress(done + min(raw.tell(), size), total)
+        done += size
     p.finish()
 
 
@@ -303,7 +315,7 @@ def _read_parquet(p: _Pass, files: list[Path] | list[str], fs: pafs.FileSystem |
             pf = _parquet(f, fs)
             header = header or pf.schema_arrow.names
             same_columns(pf.schema_arrow.names, header, f)
-            dictionaries = _dictionary_columns(pf.schema_arrow, p.mp)
+            dictionaries = parquet_dictionaries(pf.schema_arrow, p.mp)
             if dictionaries:  # the footer already read, not fetched again
                 pf = _parquet(f, fs, read_dictionary=dictionaries, metadata=pf.metadata)
             names = pf.schema_arrow.names
@@ -320,18 +332,6 @@ def _read_parquet(p: _Pass, files: list[Path] | list[str], fs: pafs.FileSystem |
             raise read_error(exc, f if len(files) > 1 else p.path) from None
         done += size
     p.finish()
-
-
-def _dictionary_columns(schema: pa.Schema, mp: Mapping) -> list[str]:
-    """The text columns read dictionary-encoded, as the CSV reader reads them: a row group's dictionary
-    instead of a string per row. Not under a [filter]: there a vocabulary is what the kept rows name,
-    and a dictionary would still hold the dropped rows' values."""
-    if mp.filter:
-        return []
-    src = column_sources(mp)
-    low = {src["touchpoint"], src["stage"], src["persona"]}
-    return [f.name for f in schema
-            if f.name in low and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
 
 
 class _Pass:
@@ -363,6 +363,7 @@ class _Pass:
         self.held_bytes = 0
         self.schema: pa.Schema | None = None
         self.zones = ZoneTally()
+        self.reading: Path | str = path  # the CSV file being read (a folder's), for a parse error's message
 
     # -- errors ------------------------------------------------------------------------------------
     def _record(self, kind: int, exc: InputError) -> None:

@@ -155,8 +155,8 @@ CASES = [
     # ---- calibrate ----------------------------------------------------------------------------
     ("cal-missing", ["calibrate", "{d}/nope.csv"], ["nope.csv", "not found"]),
     ("cal-dangling-link", ["calibrate", "{d}/dangling.csv"], ["dangling.csv", "not found"]),
-    ("cal-directory", ["calibrate", "{d}/folder"], ["folder", "no Parquet files"]),
-    ("cal-csv-folder", ["calibrate", "{d}/csv-folder"], ["csv-folder", "1 CSV file(s), not Parquet", "give one CSV"]),
+    ("cal-directory", ["calibrate", "{d}/folder"], ["folder", "no Parquet or CSV files"]),
+    ("cal-csv-folder", ["calibrate", "{d}/csv-folder"], ["csv-folder", "the event log is empty"]),
     ("cal-empty", ["calibrate", "{d}/empty.csv"], ["empty.csv", "empty"]),
     ("cal-header-only", ["calibrate", "{d}/header.csv"], ["header.csv", "empty"]),
     ("cal-missing-column", ["calibrate", "{d}/nocol.csv"], ["nocol.csv", "'touchpoint'", "missing"]),

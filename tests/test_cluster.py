@@ -260,7 +260,7 @@ def test_time_zone_counts_are_the_whole_logs(client, logs, tmp_path):
 
 
 def test_whole_log_refusals(client, logs, tmp_path):
-    with pytest.raises(InputError, match="no Parquet files"):
+    with pytest.raises(InputError, match="no Parquet or CSV files"):
         cluster.cluster_map(tmp_path, client, _keep)
     with pytest.raises(InputError, match="not found"):
         cluster.cluster_map(tmp_path / "nope", client, _keep)
@@ -285,7 +285,7 @@ def test_an_fsspec_url_reads_the_same_rows(client, logs):
 
 def test_a_folder_of_files_without_a_suffix_reads_as_parquet(client, logs, tmp_path):
     """Hive, Athena and Trino write their Parquet files with no suffix: such a folder is the same rows (and a
-    lone CSV is refused in one line, the cluster reading Parquet only)."""
+    lone CSV or a folder of them is refused in one line, the cluster reading Parquet only)."""
     folder = logs["plain"]["folder"]
     hive = tmp_path / "hive"
     hive.mkdir()
@@ -298,6 +298,10 @@ def test_a_folder_of_files_without_a_suffix_reads_as_parquet(client, logs, tmp_p
     (tmp_path / "log.csv").write_text("customer_id,timestamp,touchpoint,stage\n")
     with pytest.raises(InputError, match="log.csv: the cluster reads Parquet, not CSV; drop --scheduler"):
         cluster.cluster_map(tmp_path / "log.csv", client, _keep)
+    (tmp_path / "exports").mkdir()  # a folder of CSV files too (the stream reads it)
+    (tmp_path / "exports" / "day-1.csv").write_text("customer_id,timestamp,touchpoint,stage\n")
+    with pytest.raises(InputError, match="exports: the cluster reads Parquet, not CSV; drop --scheduler"):
+        cluster.cluster_map(tmp_path / "exports", client, _keep)
 
 
 def test_replications_and_batches_on_the_cluster_are_those_run_here(client):

@@ -188,10 +188,62 @@ def test_a_folder_is_listed_by_the_clusters_rule(tmp_path, events):
                                                                         "20240101_000000_00001_aaaaa_2"]
     same_parts(one, stream_path=hive)
     same_parts(one, stream_path=f"file://{hive}")
-    (tmp_path / "csvs").mkdir()
-    events.to_csv(tmp_path / "csvs" / "a.csv", index=False)
-    with pytest.raises(InputError, match=r"csvs: the folder holds 1 CSV file\(s\), not Parquet; give one CSV file"):
-        open_stream(tmp_path / "csvs")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not data\n")
+    with pytest.raises(InputError, match=r"empty: the folder holds no Parquet or CSV files; expected files named "):
+        open_stream(tmp_path / "empty")
+
+
+def _csv_folder(events, folder: Path) -> Path:
+    """The log as three CSV files (one gzipped, one in a sub-folder) and as the one CSV they make in
+    sorted path order."""
+    cuts = [0, 4_000, 9_000, len(events)]
+    names = ["2024-01.csv", "2024-02.csv.gz", "later/2024-03.csv"]
+    (folder / "later").mkdir(parents=True)
+    for name, lo, hi in zip(names, cuts[:-1], cuts[1:]):
+        events.iloc[lo:hi].to_csv(folder / name, index=False)
+    (folder / "_SUCCESS").write_text("")
+    one = folder.parent / f"{folder.name}-one.csv"
+    events.to_csv(one, index=False)
+    return one
+
+
+def test_a_folder_of_csv_files_streams_as_the_one_file_they_make(tmp_path, events):
+    """A folder of CSV exports (no Parquet files in it: its *.csv, *.csv.gz and *.tsv files, in sorted
+    path order, as one log): the parts, model and messages of the one file they make, rows numbered
+    across the files as in a Parquet folder; a later file with other columns is named in one line; the
+    same folder behind a URL. It was refused before 0.5.5."""
+    from calibration.calibrate import calibrate
+
+    folder = tmp_path / "exports"
+    one = _csv_folder(events, folder)
+    assert same_parts(one, stream_path=folder) > 100
+    with open_stream(folder) as s:
+        assert [f.name for f in s.files] == ["2024-01.csv", "2024-02.csv.gz", "2024-03.csv"] and s.sha256
+    got, want = (json.loads(calibrate(p).to_json()) for p in (folder, one))
+    for d in (got, want):
+        d["log"] = {k: v for k, v in d["log"].items() if k not in ("source", "sha256")}
+    assert got == want
+    bad = events.copy()
+    bad.loc[6_000, "stage"] = "purchase"  # in the second file
+    broken = tmp_path / "broken"
+    one_bad = _csv_folder(bad, broken)
+    with pytest.raises(InputError) as whole:
+        load_events(one_bad)
+    with pytest.raises(InputError) as streamed:
+        open_stream(broken)
+    assert str(streamed.value) == str(whole.value).replace(str(one_bad), str(broken))
+    events.iloc[:10].rename(columns={"stage": "step"}).to_csv(broken / "later" / "2024-04.csv", index=False)
+    with pytest.raises(InputError, match=r"2024-04\.csv: the dataset's files have different columns"):
+        open_stream(broken)
+    fsspec = pytest.importorskip("fsspec")
+    memory, root = fsspec.filesystem("memory"), "/journey-test-csv-folder"
+    try:
+        for f in sorted(folder.rglob("*.csv*")):
+            memory.pipe(f"{root}/{f.relative_to(folder)}", f.read_bytes())
+        same_parts(one, stream_path=f"memory://{root}")
+    finally:
+        memory.rm(root, recursive=True)
 
 
 @pytest.mark.parametrize("clash", [False, True])
