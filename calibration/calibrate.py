@@ -74,6 +74,8 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
     dwell_model = check_options(inactivity_days=inactivity_days, censoring=censoring, dwell=dwell,
                                 touch_order=touch_order)
     phases = dwell_model == "phases"
+    if k is not None:
+        mix.check_header_has_no_personas(events, mapping)  # before the log is read (11 s at 49.8 M events)
     load = {"stages": stages, "conversion_stage": conversion_stage, "mapping": mapping, "before": before}
     find = None  # persona discovery's options (calibration/discovery.py)
     if k is not None:

@@ -57,7 +57,7 @@ TASK_SHUFFLE_ROWS = 10_500_000  # logs up to this many rows use Dask's in-memory
 
 @dataclass
 class ClusterResult:
-    """The whole log's metadata and each non-empty bucket's ``LogStats``, in bucket order."""
+    """The whole log's metadata, as `cluster_map` returns it beside its buckets' results."""
 
     source: str
     sha256: str  # "" for a remote dataset (not read twice to hash it)
@@ -68,8 +68,6 @@ class ClusterResult:
     end: float  # the log's last timestamp (days), after end rows are dropped
     rows: int  # data rows in the dataset
     notes: dict = field(default_factory=dict)
-    stats: list = field(default_factory=list)
-    buckets: list[int] = field(default_factory=list)  # the bucket of each entry of ``stats``
 
 
 @dataclass(frozen=True)

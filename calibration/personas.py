@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -395,6 +396,18 @@ def check_no_personas(notes: dict, source: str) -> None:
         raise InputError("the log already has personas (a persona column or a mapping's [persona]); "
                          "--personas discovers them only when it has none", file=source,
                          where=f"column {notes['persona_column']!r}", hint="drop --personas")
+
+
+def check_header_has_no_personas(source: str | Path, mapping) -> None:
+    """Refuse discovery on a log that names its personas before any row is read: a mapping's [persona]
+    rule, or the persona column in the header (every reader then refuses first, however long the log)."""
+    from calibration.load import as_mapping
+    from calibration.readers import column_sources, log_header
+
+    mp = as_mapping(mapping)
+    column = mp.persona.column if mp.persona is not None else column_sources(mp)["persona"]
+    if mp.persona is not None or column in (log_header(source) or []):
+        check_no_personas({"persona_column": column}, str(source))
 
 
 @dataclasses.dataclass

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from calibration.eventlog import OPTIONAL, REQUIRED
 from calibration.mapping import Mapping
-from calibration.sources import PARQUET_SUFFIXES
+from calibration.sources import PARQUET_SUFFIXES, dataset_files, is_local
 from sim.errors import InputError
 
 
@@ -265,6 +265,21 @@ def parquet_dictionaries(schema: pa.Schema, mp: Mapping) -> list[str]:
     low = {src["touchpoint"], src["stage"], src["persona"]}
     return [f.name for f in schema
             if f.name in low and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
+
+
+def log_header(source: str | Path) -> list[str] | None:
+    """The log's column names, from its first file's header or schema alone (a file, a folder or a URL,
+    listed as every reader lists it: calibration/sources.py); None when they cannot be read so cheaply
+    (the reader then says why)."""
+    try:
+        fs, files, folder, text = dataset_files(str(source))
+        arrow_fs = None if is_local(fs) else pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+        first = files[0] if arrow_fs is None else fs.unstrip_protocol(files[0])
+        if (folder and not text) or (not folder and is_parquet(Path(files[0]))):
+            return pq.read_schema(first, filesystem=arrow_fs).names
+        return csv_header(first, sniff_delimiter(first, arrow_fs), arrow_fs)
+    except (InputError, *READ_ERRORS):
+        return None
 
 
 def prefetched(batches) -> Iterator[pa.RecordBatch]:
