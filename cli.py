@@ -159,7 +159,8 @@ Draws = Annotated[int, typer.Option(min=0, help="Draws of the model's parameters
 @app.command(epilog="Examples: journey calibrate events.csv.gz --out model.json --inactivity-days 30\n\n"
                     "journey calibrate events.csv.gz --out model.json --personas auto --assignments personas.csv\n\n"
                     "journey calibrate s3://bucket/log/ --out model.json\n\n"
-                    "journey calibrate s3://bucket/log/ --out model.json --scheduler tcp://host:8786")
+                    "journey calibrate exports/ --out model.json   (a folder of CSV or Parquet files)\n\n"
+                    "journey calibrate s3://bucket/log/ --out model.json --scheduler tcp://host:8786 --personas auto")
 @handled
 def calibrate(
     events: Annotated[str, _path_arg(metavar="EVENTS", help="Event log: CSV, CSV.gz, Parquet, a folder of Parquet "
