@@ -5,13 +5,17 @@ buckets' statistics up in bucket order (calibration/stats.py), so they give the 
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from calibration.eventlog import EventLog
+from calibration.stats import in_bucket_order
+
+T = TypeVar("T")
 
 BUCKETS = 128  # a 51 M-event log: ~400 k rows a bucket; fixed, so the model never depends on the path
 
@@ -98,6 +102,13 @@ class LogSplit:
         rows = self._row_order[self._row_bounds[b]:self._row_bounds[b + 1]]
         self._new_code[customers] = np.arange(customers.size)
         return _part(self.log, rows, customers, self._new_code)
+
+    def sweep(self, compute: Callable[[int, EventLog, Any], T], what: str, given: dict[int, Any] | None = None
+              ) -> Iterator[T]:
+        """calibration/stats.py's ``Sweep`` over the parts, two at a time (``what`` is for progress, which a
+        log in memory does not show)."""
+        return in_bucket_order(lambda b: compute(b, self.part(b), None if given is None else given[b]),
+                               self.buckets)
 
 
 def _part(log: EventLog, rows: np.ndarray, customers: np.ndarray, new_code: np.ndarray) -> EventLog:

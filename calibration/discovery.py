@@ -16,17 +16,16 @@ The caller then computes the statistics with the drawn personas (`Discovery.per_
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from calibration import personas as mix
 from calibration.counting import every_row_decided
 from calibration.eventlog import EventLog
-from calibration.stats import Sweep, at_log_end, in_bucket_order
+from calibration.stats import Sweep, at_log_end
 
-T = TypeVar("T")
 FIT_SAMPLE = 1_000_000  # customers the mixture is fitted on at most (160 MB of features)
 
 
@@ -127,12 +126,7 @@ def discover(log: EventLog, *, personas: str | int = "auto", seed: int = mix.DEF
 
     mix.check_no_personas(log.notes, log.source)
     split = LogSplit(log)
-
-    def sweep(compute: Callable[[int, EventLog, Any], T], what: str, given: dict[int, Any] | None) -> Iterator[T]:
-        return in_bucket_order(lambda b: compute(b, split.part(b), None if given is None else given[b]),
-                               split.buckets)  # as stats_of reads them
-
-    found = discover_buckets(sweep, log.end, personas=personas, seed=seed, max_k=max_k,
+    found = discover_buckets(split.sweep, log.end, personas=personas, seed=seed, max_k=max_k,
                              inactivity_days=inactivity_days, censoring=censoring, posterior=True,
                              progress=progress)
     order = split.customer_order  # the log's customer codes in bucket order

@@ -42,7 +42,7 @@ from calibration.fallbacks import all_rows_note, fallbacks, touch_order_note
 from calibration.phases import merge_bins
 from calibration.pooling import pool_shares
 from calibration.sequences import touch_dependence, touch_sequences
-from calibration.stats import LogStats, StatsSum, in_bucket_order, log_stats
+from calibration.stats import LogStats, swept_stats
 from sim.errors import InputError
 from sim.model import Model
 
@@ -72,15 +72,8 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
 
 def stats_of(log: EventLog, *, inactivity_days: float, phases: bool, buckets: int = BUCKETS) -> LogStats:
     """The statistics of a whole in-memory log, bucket by bucket (``buckets``: another split, for tests)."""
-    split = LogSplit(log, buckets)
-
-    def bucket_stats(bucket: int) -> LogStats:
-        return log_stats(split.part(bucket), end=log.end, inactivity_days=inactivity_days, phases=phases)
-
-    total = StatsSum()
-    for part_stats in in_bucket_order(bucket_stats, split.buckets):
-        total.add(part_stats)
-    st = total.result()
+    # log.end is the true end already: the largest part end, so summed once
+    st = swept_stats(LogSplit(log, buckets).sweep, log.end, inactivity_days=inactivity_days, phases=phases)
     st.backward_rows = log.backward_rows
     return st
 
