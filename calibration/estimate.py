@@ -42,7 +42,7 @@ from calibration.fallbacks import all_rows_note, fallbacks, touch_order_note
 from calibration.phases import merge_bins
 from calibration.pooling import pool_shares
 from calibration.sequences import touch_dependence, touch_sequences
-from calibration.stats import LogStats, swept_stats
+from calibration.stats import LogStats, summed_stats
 from sim.errors import InputError
 from sim.model import Model
 
@@ -72,8 +72,9 @@ def estimate(log: EventLog, *, inactivity_days: float = DEFAULT_INACTIVITY_DAYS,
 
 def stats_of(log: EventLog, *, inactivity_days: float, phases: bool, buckets: int = BUCKETS) -> LogStats:
     """The statistics of a whole in-memory log, bucket by bucket (``buckets``: another split, for tests)."""
-    # log.end is the true end already: the largest part end, so summed once
-    st = swept_stats(LogSplit(log, buckets).sweep, log.end, inactivity_days=inactivity_days, phases=phases)
+    # at log.end as given: a loaded log's is its true end, and a backtest's fit ends at the split
+    total, _ = summed_stats(LogSplit(log, buckets).sweep, log.end, inactivity_days=inactivity_days, phases=phases)
+    st = total.result()
     st.backward_rows = log.backward_rows
     return st
 

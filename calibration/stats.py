@@ -198,24 +198,29 @@ def at_log_end(compute: Callable[[float], tuple[T, float]], provisional: float) 
     return result, last
 
 
+def summed_stats(sweep: Sweep, end: float, *, inactivity_days: float, phases: bool,
+                 given: dict[int, Any] | None = None, fill: Callable[[EventLog, Any], EventLog] | None = None
+                 ) -> tuple[StatsSum, float]:
+    """The buckets' statistics at ``end``, added up in bucket order, and the largest part end;
+    ``fill(part, given[bucket])``: the part as its statistics see it (discovered personas filled in)."""
+    def bucket_stats(bucket: int, part: EventLog, extra: Any) -> tuple[LogStats, float]:
+        if fill is not None:
+            part = fill(part, extra)
+        return log_stats(part, end=end, inactivity_days=inactivity_days, phases=phases), part.end
+
+    total, last = StatsSum(), -np.inf
+    for part_stats, part_end in sweep(bucket_stats, "summing", given):
+        total.add(part_stats)
+        last = max(last, part_end)
+    return total, last
+
+
 def swept_stats(sweep: Sweep, provisional_end: float, *, inactivity_days: float, phases: bool,
                 given: dict[int, Any] | None = None, fill: Callable[[EventLog, Any], EventLog] | None = None
                 ) -> LogStats:
-    """The log's statistics, its buckets' summed in bucket order at the log's true end (`at_log_end`);
-    ``fill(part, given[bucket])``: the part as its statistics see it (discovered personas filled in)."""
-    def summed(end: float) -> tuple[StatsSum, float]:
-        def bucket_stats(bucket: int, part: EventLog, extra: Any) -> tuple[LogStats, float]:
-            if fill is not None:
-                part = fill(part, extra)
-            return log_stats(part, end=end, inactivity_days=inactivity_days, phases=phases), part.end
-
-        total, last = StatsSum(), -np.inf
-        for part_stats, part_end in sweep(bucket_stats, "summing", given):
-            total.add(part_stats)
-            last = max(last, part_end)
-        return total, last
-
-    total, _ = at_log_end(summed, provisional_end)
+    """A reader's log's statistics (`summed_stats`) at the log's true end (`at_log_end`)."""
+    total, _ = at_log_end(lambda end: summed_stats(sweep, end, inactivity_days=inactivity_days, phases=phases,
+                                                   given=given, fill=fill), provisional_end)
     return total.result()
 
 
