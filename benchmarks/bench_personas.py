@@ -81,14 +81,15 @@ def main() -> None:
     if whole.is_dir():
         del runs["--personas auto --reader memory"]  # the in-memory reader takes one file
     parquet = log
-    if args.dask and log.is_file() and log.suffix != ".parquet":
+    dask_workers = [int(x) for x in args.dask.split(",") if x]
+    if dask_workers and log.is_file() and log.suffix != ".parquet":
         import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
 
         parquet = log.with_suffix(".parquet")
         if not parquet.exists():
             pq.write_table(pacsv.read_csv(log), parquet)
-    for n in [int(x) for x in args.dask.split(",") if x]:
+    for n in dask_workers:
         runs[f"--personas auto, Dask {n} worker{'s' if n > 1 else ''}"] = [
             "calibrate", str(parquet), "--out", str(folder / f"auto-dask-{n}.json"), "--personas", "auto",
             "--scheduler", "local", "--workers", str(n)]
@@ -110,7 +111,7 @@ def main() -> None:
     if "--personas auto --reader memory" in measured:
         same = _content(folder / "auto.json") == _content(folder / "auto-memory.json")
         print(f"stream and memory give the same model: {'yes' if same else 'NO'}")
-    for n in [int(x) for x in args.dask.split(",") if x]:
+    for n in dask_workers:
         same = _content(folder / "auto.json") == _content(folder / f"auto-dask-{n}.json")
         print(f"stream and Dask ({n}) give the same model: {'yes' if same else 'NO'}")
 

@@ -44,7 +44,7 @@ from calibration.columns import (
 from calibration.eventlog import REQUIRED, EventLog, parse_stages
 from calibration.load import log_from_table, refusal_order
 from calibration.mapping import Mapping, load_mapping
-from calibration.readers import column_sources, is_parquet
+from calibration.readers import column_sources
 from calibration.sources import dataset_files, is_local, same_columns
 from calibration.stats import at_log_end
 from calibration.timestamps import ZoneTally, parse_time, parse_time_ns
@@ -279,8 +279,9 @@ def _plan(path: str | Path, mapping, stages, conversion_stage, before, buckets: 
     stage_names, conv = parse_stages(stages if stages is not None else mp.stages,
                                      conversion_stage or mp.conversion_stage)
     source = str(path)
-    fs, files, folder, text = dataset_files(source)
-    if text or not (folder or is_parquet(Path(files[0]))):  # CSV files, or one file not named as Parquet is
+    listed = dataset_files(source)
+    fs, files = listed.fs, listed.files
+    if not listed.parquet:  # CSV files, or one file not named as Parquet is
         raise InputError("the cluster reads Parquet, not CSV", file=source,
                          hint="drop --scheduler to stream the CSV on this machine, or write it as Parquet")
     pieces, header = _pieces(fs, files, source)

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from calibration.eventlog import OPTIONAL, REQUIRED
 from calibration.mapping import Mapping
-from calibration.sources import PARQUET_SUFFIXES, dataset_files, is_local
+from calibration.sources import dataset_files, is_local, is_parquet
 from sim.errors import InputError
 
 
@@ -47,11 +47,6 @@ def read_table(path: Path, mp: Mapping) -> pa.Table:
         raise
     except READ_ERRORS as exc:
         raise read_error(exc, path, plan.header if plan is not None else None) from None
-
-
-def is_parquet(path: Path) -> bool:
-    """Parquet by its name (anything else is read as CSV, optionally compressed)."""
-    return path.name.lower().endswith(PARQUET_SUFFIXES)
 
 
 READ_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError, EOFError)
@@ -272,10 +267,11 @@ def log_header(source: str | Path) -> list[str] | None:
     listed as every reader lists it: calibration/sources.py); None when they cannot be read so cheaply
     (the reader then says why)."""
     try:
-        fs, files, folder, text = dataset_files(str(source))
+        listed = dataset_files(str(source))
+        fs = listed.fs
         arrow_fs = None if is_local(fs) else pafs.PyFileSystem(pafs.FSSpecHandler(fs))
-        first = files[0] if arrow_fs is None else fs.unstrip_protocol(files[0])
-        if (folder and not text) or (not folder and is_parquet(Path(files[0]))):
+        first = listed.files[0] if arrow_fs is None else fs.unstrip_protocol(listed.files[0])
+        if listed.parquet:
             return pq.read_schema(first, filesystem=arrow_fs).names
         return csv_header(first, sniff_delimiter(first, arrow_fs), arrow_fs)
     except (InputError, *READ_ERRORS):

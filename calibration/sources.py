@@ -38,6 +38,16 @@ class Dataset(NamedTuple):
     folder: bool  # a folder's files: all Parquet, whatever their names say, unless ``text``
     text: bool = False  # a folder's CSV files (it has no Parquet ones)
 
+    @property
+    def parquet(self) -> bool:
+        """Parquet files (a folder's, unless ``text``; one file by its name), else CSV."""
+        return not self.text if self.folder else is_parquet(Path(self.files[0]))
+
+
+def is_parquet(path: Path) -> bool:
+    """Parquet by its name (anything else is read as CSV, optionally compressed)."""
+    return path.name.lower().endswith(PARQUET_SUFFIXES)
+
 
 def dataset_files(source: str) -> Dataset:
     """The fsspec filesystem of a URL or local path and its files in sorted path order: a folder's files

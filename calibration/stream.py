@@ -45,13 +45,12 @@ from calibration.readers import (
     csv_header,
     csv_plan,
     dictionary_columns,
-    is_parquet,
     parquet_dictionaries,
     prefetched,
     read_error,
     wanted_columns,
 )
-from calibration.sources import dataset_files, is_local, is_url, same_columns
+from calibration.sources import dataset_files, is_local, is_parquet, is_url, same_columns
 from calibration.timestamps import NS_PER_DAY, Layout, ZoneTally, layout_of, parse_time_ns
 from sim.errors import InputError
 from sim.limits import regular_file, sha256_of_files
@@ -189,11 +188,12 @@ def _url_files(url: str) -> tuple[str, pafs.FileSystem, list[str], list[Path], b
     """A URL's files (calibration/sources.py), the filesystem Arrow reads them through, the same files
     as local paths when the URL is this machine's (``file://``: hashed as a path is), whether they are
     Parquet (a folder's Parquet files, or one file named so; else CSV), and whether the URL is a folder."""
-    fsspec_fs, files, folder, text = dataset_files(url)
+    listed = dataset_files(url)
+    fsspec_fs, files = listed.fs, listed.files
     local = [Path(f) for f in files] if is_local(fsspec_fs) else []
     # files named with their scheme, as messages show them (fsspec takes either form)
     return (url, pafs.PyFileSystem(pafs.FSSpecHandler(fsspec_fs)), [fsspec_fs.unstrip_protocol(f) for f in files],
-            local, not text if folder else is_parquet(Path(files[0])), folder)
+            local, listed.parquet, listed.folder)
 
 
 def _size(f: Path | str, fs: pafs.FileSystem | None) -> int:
@@ -227,7 +227,7 @@ def _folder_files(path: Path) -> tuple[list[Path], bool]:
     whether they are Parquet (else CSV)."""
     listed = dataset_files(str(path))
     root = os.path.abspath(path)  # fsspec lists absolute paths; messages name them under the path given
-    return [path / os.path.relpath(f, root) for f in listed.files], not listed.text
+    return [path / os.path.relpath(f, root) for f in listed.files], listed.parquet
 
 
 def _spill_path(folder: Path, bucket: int) -> Path:
@@ -274,9 +274,10 @@ def _read_csv(p: _Pass, files: list[Path] | list[str], fs: pafs.FileSystem | Non
               progress: Progress | None) -> None:
     sizes = [_size(f, fs) for f in files]
     total, done = sum(sizes), 0
-    for f, size in zip(files, sizes):
+    encode = dictionary_columns(plan)
+    for i, (f, size) in enumerate(zip(files, sizes)):
         p.reading = f
-        if f is not files[0]:  # the first file's header and plan read every file
+        if i:  # the first file's header and plan read every file
             same_columns(csv_header(f, plan.parse, fs), plan.header, f)
         with pa.OSFile(str(f)) if fs is None else fs.open_input_file(str(f)) as raw:
             codec = codec_of(f)
@@ -287,7 +288,6 @@ def _read_csv(p: _Pass, files: list[Path] | list[str], fs: pafs.FileSystem | Non
             reader = pacsv.open_csv(stream, parse_options=plan.parse,
                                     read_options=pacsv.ReadOptions(block_size=block, use_threads=False),
                                     convert_options=csv_convert(plan, dictionaries=False))
-            encode = dictionary_columns(plan)
             for batch in prefetched(reader):
                 table = pa.Table.from_batches([batch]).replace_schema_metadata(plan.metadata)
                 for name in encode:
