@@ -4,12 +4,15 @@ The same per-bucket logs as ``split_log(load_events(...))`` (calibration/buckets
 workers; only what each bucket's computation returns (its ``LogStats``, say) comes back to the driver.
 Steps (`ClusterLog`):
 
-1. Plan (driver): the dataset's files in sorted path order (a file, a folder, or an fsspec URL), their
-   row groups cut into pieces, and each piece's first file row number, from the Parquet footers.
+1. Plan (driver; calibration/cluster_plan.py, as is pass A): the dataset's files in sorted path order
+   (a file, a folder, or an fsspec URL), their row groups cut into pieces, and each piece's first file
+   row number, from the Parquet footers.
 2. Pass A (one task a piece): the row checks of the in-memory loader in its order (file row numbers
    across files), the global touchpoint and persona vocabularies and the provisional last timestamp.
 3. Pass B, once: the pieces as a Dask DataFrame (``from_map``) with ``__row`` and ``__bucket`` columns,
-   Dask's own shuffle on ``__bucket``, each partition sorted by bucket and row and kept on its worker.
+   the touchpoint, stage and persona columns coded over the whole log's vocabularies (categoricals:
+   integers, not text, through the shuffle), Dask's own shuffle on ``__bucket``, each partition sorted
+   by bucket and row.
 4. Each sweep (calibration/stats.py's ``Sweep``): per bucket, ``log_from_table`` with the global
    vocabularies, then the sweep's computation (``log_stats``, or one of discovery's steps).
 
@@ -33,25 +36,24 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from calibration.buckets import BUCKETS, bucket_of
-from calibration.columns import (
-    derive_persona,
-    derive_stage,
-    no_nulls,
-    parse_satisfaction,
-    parse_value,
-    stage_codes,
+from calibration.cluster_plan import (
+    Piece,
+    Plan,
+    check_pieces,
+    error_fields,
+    first_layout,
+    make_plan,
+    plan_sha256,
+    read_piece,
 )
-from calibration.eventlog import REQUIRED, EventLog, parse_stages
+from calibration.eventlog import EventLog
 from calibration.load import log_from_table, refusal_order
-from calibration.mapping import Mapping, load_mapping
+from calibration.mapping import Mapping
 from calibration.readers import column_sources
-from calibration.sources import dataset_files, is_local, same_columns
 from calibration.stats import at_log_end
-from calibration.timestamps import ZoneTally, parse_time, parse_time_ns
-from sim.errors import InputError, closest
-from sim.limits import sha256_of_files
+from calibration.timestamps import parse_time_ns
+from sim.errors import InputError
 
-PIECE_ROWS = 2_000_000  # rows a pass-A task / shuffle input reads at most (whole row groups)
 TASK_SHUFFLE_ROWS = 10_500_000  # logs up to this many rows use Dask's in-memory task shuffle; larger ones P2P
 
 
@@ -68,37 +70,6 @@ class ClusterResult:
     end: float  # the log's last timestamp (days), after end rows are dropped
     rows: int  # data rows in the dataset
     notes: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _Piece:
-    """Row groups of one file, and the file row number of their first row."""
-
-    file: str
-    groups: tuple[int, ...]
-    first_row: int  # 1 = the dataset's first data row
-    n_rows: int
-
-
-@dataclass
-class _Plan:
-    """What every task needs: the dataset, the mapping and the whole log's vocabularies."""
-
-    source: str
-    fs: Any  # fsspec filesystem (picklable)
-    pieces: list[_Piece]
-    columns: list[str]  # file columns read (those the mapping names)
-    header: list[str]  # every column of the files, for "did you mean" hints
-    mapping: Mapping
-    stages: list[str]
-    conversion_stage: str
-    before: float | None
-    buckets: int
-    sha256: str = ""
-    touchpoints: list[str] | None = None
-    personas: list[str] | None = None
-    notes: dict = field(default_factory=dict)
-    layout: Any = None  # a dayfirst rule's layout, read from the log's first kept row (timestamps.Layout)
 
 
 @contextmanager
@@ -145,11 +116,11 @@ class ClusterLog:
                  before: float | None = None, buckets: int = BUCKETS,
                  progress: Callable[[str, int, int], None] | None = None, build: Callable | None = None,
                  hold: bool = False) -> None:
-        plan = _plan(path, mapping, stages, conversion_stage, before, buckets)
-        plan.layout = _layout(plan)
+        plan = make_plan(path, mapping, stages, conversion_stage, before, buckets)
+        plan.layout = first_layout(plan)
         with ThreadPoolExecutor(max_workers=1) as pool:  # hashing overlaps the cluster's work
-            digest = pool.submit(_sha256, plan)
-            self.end = _pass_a(plan, client)
+            digest = pool.submit(plan_sha256, plan)
+            self.end = check_pieces(plan, client)
             plan.sha256 = digest.result()  # the parts carry it, as split_log's do
         self.plan, self.client, self.progress, self.build, self.hold = plan, client, progress, build or _part, hold
         self._held: list[tuple[Any, list[int]]] | None = None  # (a partition's future, its buckets)
@@ -269,237 +240,13 @@ def cluster_map(path: str | Path, client: Any, fn: Callable[[EventLog, float], A
     return meta, [(b, value) for b, value, _ in done]
 
 
-# ---------------------------------------------------------------------------------------------- plan
-
-
-def _plan(path: str | Path, mapping, stages, conversion_stage, before, buckets: int) -> _Plan:
-    if mapping is not None and not isinstance(mapping, Mapping):
-        mapping = load_mapping(mapping)
-    mp = mapping or Mapping()
-    stage_names, conv = parse_stages(stages if stages is not None else mp.stages,
-                                     conversion_stage or mp.conversion_stage)
-    source = str(path)
-    listed = dataset_files(source)
-    fs, files = listed.fs, listed.files
-    if not listed.parquet:  # CSV files, or one file not named as Parquet is
-        raise InputError("the cluster reads Parquet, not CSV", file=source,
-                         hint="drop --scheduler to stream the CSV on this machine, or write it as Parquet")
-    pieces, header = _pieces(fs, files, source)
-    if not pieces or sum(p.n_rows for p in pieces) == 0:
-        raise InputError("the event log is empty (no data rows)", file=source)
-    for column in mp.filter:
-        if column not in header:
-            raise InputError("filter names a column the log does not have", file=source, where=f"[filter] {column}",
-                             hint=closest(column, header))
-    sources = column_sources(mp)
-    for name in REQUIRED:
-        if name == "stage" and mp.stage is not None:
-            continue
-        if sources[name] not in header:
-            raise InputError("missing required column", file=source, where=f"column {sources[name]!r}",
-                             hint=closest(sources[name], header) + " (or map it with --mapping)")
-    wanted = (set(sources.values()) | set(mp.filter) | ({mp.stage.column} if mp.stage else set())
-              | ({mp.persona.column} if mp.persona else set()))
-    persona_src = mp.persona.column if mp.persona is not None else sources["persona"]
-    notes = {"persona_column": persona_src if mp.persona is not None or persona_src in header else None}
-    return _Plan(source=source, fs=fs, pieces=pieces, columns=[c for c in header if c in wanted], header=header,
-                 mapping=mp, stages=stage_names, conversion_stage=conv, before=before, buckets=buckets, notes=notes)
-
-
-def _pieces(fs, files: list[str], source: str) -> tuple[list[_Piece], list[str]]:
-    """Row groups cut into pieces of at most ``PIECE_ROWS`` rows (whole groups), and the header."""
-    pieces: list[_Piece] = []
-    header: list[str] | None = None
-    first = 1
-    for file in files:
-        try:
-            with fs.open(file, "rb") as fh:
-                meta = pq.ParquetFile(fh).metadata
-                names = meta.schema.to_arrow_schema().names
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise InputError(f"cannot read the event log: {str(exc).splitlines()[0][:200]}", file=file,
-                             hint="expected Parquet files") from None
-        if header is None:
-            header = names
-        same_columns(names, header, file)
-        groups: list[int] = []
-        start, count = first, 0
-        for g in range(meta.num_row_groups):
-            n = meta.row_group(g).num_rows
-            if groups and count + n > PIECE_ROWS:
-                pieces.append(_Piece(file, tuple(groups), start, count))
-                groups, start, count = [], start + count, 0
-            groups.append(g)
-            count += n
-        if groups:
-            pieces.append(_Piece(file, tuple(groups), start, count))
-        first = start + count
-    return [p for p in pieces if p.n_rows], header or []
-
-
-def _layout(plan: _Plan) -> Any:
-    """A ``dayfirst`` rule's layout from the log's first kept row (as the loader reads it from the whole
-    file's), so that every piece and bucket parses alike; None without such a rule."""
-    rule = plan.mapping.timestamp
-    if rule is None or rule.dayfirst is None or rule.format is not None or rule.unit is not None:
-        return None
-    from calibration.timestamps import layout_of
-
-    column = column_sources(plan.mapping)["timestamp"]
-    for piece in plan.pieces:
-        table, rows = _read(plan, piece)
-        if table.num_rows:
-            arr = table[column]
-            if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type) or not arr[0].is_valid:
-                return None  # typed times need no layout; an empty first time is refused by the row checks
-            return layout_of(str(pc.cast(arr[0], pa.string())), rule, Path(plan.source), column, int(rows[0]))
-    return None
-
-
-def _sha256(plan: _Plan) -> str:
-    """SHA-256 of the file, or of the folder's files one after the other; "" when remote."""
-    if not is_local(plan.fs):
-        return ""
-    return sha256_of_files(list(dict.fromkeys(p.file for p in plan.pieces)))
-
-
-# ---------------------------------------------------------------------------------------------- pass A
-
-
-def _read(plan: _Plan, piece: _Piece) -> tuple[pa.Table, np.ndarray]:
-    """A piece's rows the mapping's [filter] keeps, and their file row numbers."""
-    try:
-        with plan.fs.open(piece.file, "rb") as fh:
-            table = pq.ParquetFile(fh).read_row_groups(list(piece.groups), columns=plan.columns)
-    except (pa.ArrowInvalid, OSError) as exc:  # a damaged or vanished file: one line, not a worker traceback
-        raise InputError(f"cannot read the event log: {str(exc).splitlines()[0][:200]}", file=piece.file,
-                         hint="expected Parquet files") from None
-    rows = np.arange(piece.first_row, piece.first_row + table.num_rows, dtype=np.int64)
-    mp = plan.mapping
-    for column in mp.filter:  # as calibration/load.py's _filtered
-        wanted = pa.array(mp.filter_values(column), type=pa.string())
-        keep = pc.is_in(pc.cast(table[column], pa.string()), value_set=wanted).to_numpy(zero_copy_only=False)
-        keep = np.asarray(keep, dtype=bool) & ~np.asarray(pc.is_null(table[column]).to_numpy(zero_copy_only=False))
-        table = table.filter(pa.array(keep))
-        rows = rows[keep]
-    return table.replace_schema_metadata({"journey_header": "\x1f".join(plan.header)}), rows
-
-
-@dataclass
-class _Summary:
-    """What one piece tells about the whole log (or the first check it fails)."""
-
-    kept: int = 0
-    before_kept: int = 0
-    t_max: float = -np.inf
-    touchpoints: set = field(default_factory=set)
-    personas: set = field(default_factory=set)
-    zones: ZoneTally = field(default_factory=ZoneTally)
-    error: tuple | None = None  # (check number, InputError fields): the loader's order of checks
-
-
-def _distinct(arr: pa.ChunkedArray) -> set[str]:
-    """The distinct values as calibration/columns.py's encode_sorted reads them."""
-    if pa.types.is_dictionary(arr.type):
-        return {str(x) for chunk in arr.chunks for x in chunk.dictionary.to_pylist()}
-    return {str(x) for x in pc.unique(arr).to_pylist() if x is not None}
-
-
-def _summarize(plan: _Plan, piece: _Piece) -> _Summary:
-    """Pass A on one piece: the loader's row checks in its order, vocabularies, last timestamp."""
-    try:
-        table, rows = _read(plan, piece)
-    except InputError as err:
-        return _Summary(kept=1, error=(-1, _fields(err)))  # kept=1: reported before "no rows left"
-    out = _Summary(kept=table.num_rows)
-    if not table.num_rows:
-        return out
-    mp, src, path = plan.mapping, column_sources(plan.mapping), Path(plan.source)
-    step = 0
-    try:
-        no_nulls(pc.cast(table[src["customer_id"]], pa.string()), path, src["customer_id"], rows)
-        step = 1
-        time = parse_time(table[src["timestamp"]], path, src["timestamp"], rows, mp.timestamp, layout=plan.layout,
-                          zones=out.zones)
-        step = 2
-        no_nulls(table[src["touchpoint"]], path, src["touchpoint"], rows)
-        out.touchpoints = _distinct(table[src["touchpoint"]])
-        step = 3
-        if mp.stage is not None:
-            derive_stage(table, mp, plan.stages, path, rows)
-        else:
-            stage_codes(table[src["stage"]], plan.stages, path, src["stage"], rows)
-        step = 4
-        out.personas = _piece_personas(table, mp, src, path, rows)
-        step = 5
-        if src["satisfaction"] in table.column_names:
-            parse_satisfaction(table[src["satisfaction"]], path, src["satisfaction"], rows)
-        step = 6
-        if src["value"] in table.column_names:
-            parse_value(table[src["value"]], path, src["value"], rows)
-    except InputError as err:
-        out.error = (step, _fields(err))
-        return out
-    kept = time < plan.before if plan.before is not None else np.ones(time.size, dtype=bool)
-    out.before_kept = int(kept.sum())
-    if out.before_kept:
-        out.t_max = float(time[kept].max())
-    return out
-
-
-def _piece_personas(table: pa.Table, mp: Mapping, src: dict[str, str], path: Path, rows: np.ndarray) -> set:
-    """The personas this piece's rows name (label indices for a banded [persona] rule)."""
-    if mp.persona is not None:
-        codes, names = derive_persona(table, mp, path)
-        if mp.persona.bands is None:
-            return set(names)
-        return {mp.persona.labels.index(n) for n in names} if (codes >= 0).any() else set()
-    if src["persona"] in table.column_names:
-        no_nulls(table[src["persona"]], path, src["persona"], rows)
-        return _distinct(table[src["persona"]])
-    return set()
-
-
-def _pass_a(plan: _Plan, client) -> float:
-    """Checks and vocabularies of the whole log (on the workers); the provisional last timestamp."""
-    summaries = client.gather(client.map(partial(_summarize, plan), plan.pieces, pure=False))
-    errors = [(s.error[0], i, s.error[1]) for i, s in enumerate(summaries) if s.error is not None]
-    if not sum(s.kept for s in summaries):
-        raise InputError("no rows left after the mapping's [filter]", file=plan.source, where="[filter]",
-                         hint="check the filter values")
-    if errors:  # the loader's first check that fails, at its first row in file order
-        raise InputError(**min(errors, key=lambda e: e[:2])[2])
-    if plan.before is not None and not sum(s.before_kept for s in summaries):
-        raise InputError("no rows before the split", file=plan.source, where="--split")
-    mp = plan.mapping
-    zones = ZoneTally()
-    for s in summaries:
-        zones.add(s.zones)
-    plan.notes.update(zones.note())
-    plan.touchpoints = sorted(set().union(*(s.touchpoints for s in summaries)))
-    personas = set().union(*(s.personas for s in summaries))
-    if mp.persona is not None and mp.persona.bands is not None:
-        plan.personas = [label for i, label in enumerate(mp.persona.labels) if i in personas] or list(
-            mp.persona.labels)
-    elif mp.persona is not None or column_sources(mp)["persona"] in plan.header:
-        plan.personas = sorted(personas)
-    else:
-        plan.personas = ["all"]
-    return max(s.t_max for s in summaries)
-
-
-def _fields(err: InputError) -> dict:
-    """An InputError as its fields: rebuilt on the driver, it prints the same line."""
-    return {"message": err.message, "file": err.file, "where": err.where, "value": err.value, "hint": err.hint}
-
-
 # ---------------------------------------------------------------------------------------------- pass B
 
 
-def _frame(plan: _Plan, piece: _Piece) -> pd.DataFrame:
+def _frame(plan: Plan, piece: Piece) -> pd.DataFrame:
     """A piece's kept rows with their file row number and bucket (the shuffle's input)."""
-    table, rows = _read(plan, piece)
-    table = _decoded(table)
+    table, rows = read_piece(plan, piece)
+    table = _coded(table, plan)
     src = column_sources(plan.mapping)
     if not pa.types.is_timestamp(table.schema.field(src["timestamp"]).type):
         # text times parsed once here (pass A checked them): 8 bytes a row through the shuffle, and
@@ -508,29 +255,53 @@ def _frame(plan: _Plan, piece: _Piece) -> pd.DataFrame:
                        layout=plan.layout)
         i = table.schema.get_field_index(src["timestamp"])
         table = table.set_column(i, src["timestamp"], pa.array(ns, pa.int64()).cast(pa.timestamp("ns", "UTC")))
-    ids = pc.dictionary_encode(pc.cast(table[column_sources(plan.mapping)["customer_id"]], pa.string()))
-    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
-    of_id = bucket_of(ids.dictionary.to_numpy(zero_copy_only=False), plan.buckets)
-    bucket = of_id[ids.indices.fill_null(0).to_numpy(zero_copy_only=False)] if len(ids.dictionary) else (
-        np.zeros(table.num_rows, dtype=np.int64))
+    # per row: cheaper than encoding the ids first (pass A refused empty ones)
+    bucket = bucket_of(pc.cast(table[src["customer_id"]], pa.string()), plan.buckets)
     table = table.append_column("__row", pa.array(rows)).append_column("__bucket", pa.array(bucket))
-    return table.to_pandas(types_mapper=pd.ArrowDtype)
+    return _pandas(table)
 
 
-def _decoded(table: pa.Table) -> pa.Table:
-    """Dictionary columns as plain ones (the codes come from the global vocabularies anyway)."""
+def _vocabularies(plan: Plan) -> dict[str, list[str]]:
+    """The columns whose every kept value is in a whole-log vocabulary (pass A checked it), with it:
+    they travel through the shuffle as codes (pandas categoricals), not as text."""
+    mp, src = plan.mapping, column_sources(plan.mapping)
+    roles = [(src["touchpoint"], plan.touchpoints)]
+    if mp.stage is None:
+        roles.append((src["stage"], plan.stages))
+    if mp.persona is None and src["persona"] in plan.header:
+        roles.append((src["persona"], plan.personas))
+    names = [name for name, _ in roles]
+    return {name: list(vocab) for name, vocab in roles if names.count(name) == 1 and vocab is not None}
+
+
+def _coded(table: pa.Table, plan: Plan) -> pa.Table:
+    """The vocabulary columns (`_vocabularies`) as dictionary arrays over their vocabulary; any other
+    dictionary column as plain text."""
+    vocabularies = _vocabularies(plan)
     for i, f in enumerate(table.schema):
-        if pa.types.is_dictionary(f.type):
-            table = table.set_column(i, f.name, pc.cast(table[f.name], f.type.value_type))
+        text = pc.cast(table[f.name], f.type.value_type) if pa.types.is_dictionary(f.type) else table[f.name]
+        if f.name in vocabularies:
+            vocab = pa.array(vocabularies[f.name], pa.string())
+            codes = pc.index_in(pc.cast(text, pa.string()), value_set=vocab).combine_chunks()
+            if codes.null_count:  # pass A saw every kept value: a value outside is a bug here
+                raise RuntimeError(f"column {f.name!r} holds a value outside the log's vocabulary")
+            text = pa.DictionaryArray.from_arrays(codes, vocab)
+        if text is not table[f.name]:
+            table = table.set_column(i, f.name, text)
     return table
 
 
-def _meta(plan: _Plan) -> pd.DataFrame:
+def _pandas(table: pa.Table) -> pd.DataFrame:
+    """Arrow-backed columns, and categoricals for the dictionary ones (codes through the shuffle)."""
+    return table.to_pandas(types_mapper=lambda t: None if pa.types.is_dictionary(t) else pd.ArrowDtype(t))
+
+
+def _meta(plan: Plan) -> pd.DataFrame:
     with plan.fs.open(plan.pieces[0].file, "rb") as fh:
         schema = pq.ParquetFile(fh).schema_arrow
-    empty = _decoded(schema.empty_table().select(plan.columns))
+    empty = _coded(schema.empty_table().select(plan.columns), plan)
     empty = empty.append_column("__row", pa.array([], pa.int64())).append_column("__bucket", pa.array([], pa.int64()))
-    return empty.to_pandas(types_mapper=pd.ArrowDtype)
+    return _pandas(empty)
 
 
 def _n_workers(client) -> int:
@@ -546,7 +317,7 @@ class _Failure:
     fields: dict
 
 
-def _part(table: pa.Table, rows: np.ndarray, plan: _Plan) -> EventLog:
+def _part(table: pa.Table, rows: np.ndarray, plan: Plan) -> EventLog:
     """One bucket's EventLog, coded against the whole log's vocabularies."""
     part = log_from_table(table, rows, mapping=plan.mapping, stages=plan.stages,
                           conversion_stage=plan.conversion_stage, source=plan.source, sha256=plan.sha256,
@@ -560,9 +331,12 @@ def _sorted(df: pd.DataFrame, header: list[str]) -> tuple[np.ndarray, np.ndarray
     """A shuffled partition sorted by bucket, then file row: each row's bucket and file row, and the
     table of the mapped columns."""
     whole = pa.Table.from_pandas(df, preserve_index=False)
-    whole = whole.take(pc.sort_indices(whole, [("__bucket", "ascending"), ("__row", "ascending")]))
     bucket, rows = whole["__bucket"].to_numpy(), whole["__row"].to_numpy()
-    return bucket, rows, whole.drop_columns(["__row", "__bucket"]).replace_schema_metadata(
+    # file rows are unique and arrive in a few ascending runs (timsort); then a radix sort on the bucket
+    order = np.argsort(rows, kind="stable")
+    order = order[np.argsort(bucket[order].astype(np.uint16), kind="stable")]
+    whole = whole.take(order)
+    return bucket[order], rows[order], whole.drop_columns(["__row", "__bucket"]).replace_schema_metadata(
         {"journey_header": "\x1f".join(header)})
 
 
@@ -571,7 +345,7 @@ def _bucket_ids(held: tuple[np.ndarray, np.ndarray, pa.Table]) -> list[int]:
     return [int(b) for b in np.unique(held[0])]
 
 
-def _sweep_partition(held: tuple[np.ndarray, np.ndarray, pa.Table], plan: _Plan, compute, build,
+def _sweep_partition(held: tuple[np.ndarray, np.ndarray, pa.Table], plan: Plan, compute, build,
                      given: dict[int, Any] | None) -> list[tuple[int, Any]]:
     """``(bucket, compute(bucket, part, given))`` for each bucket of a sorted partition (a refusal as a
     ``_Failure``); ``build(table, rows, plan)`` makes the part."""
@@ -587,7 +361,7 @@ def _sweep_partition(held: tuple[np.ndarray, np.ndarray, pa.Table], plan: _Plan,
         except InputError as err:
             if err.where == "--split":  # none of this bucket's rows is before the split: no customers
                 continue
-            out.append((b, _Failure(b, refusal_order(err), _fields(err))))
+            out.append((b, _Failure(b, refusal_order(err), error_fields(err))))
             continue
         out.append((b, compute(b, part, None if given is None else given.get(b))))
     return out

@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("distributed")
 pytest.importorskip("dask.dataframe")
 
-from calibration import cluster  # noqa: E402
+from calibration import cluster, cluster_plan  # noqa: E402
 from calibration import load as load_module  # noqa: E402
 from calibration.buckets import split_log  # noqa: E402
 from calibration.load import load_events  # noqa: E402
@@ -110,7 +110,7 @@ def _keep(part, end):
 
 @pytest.mark.parametrize("kind", ["plain", "mapped"])
 def test_metadata_and_bucket_rows_match_the_in_memory_load(client, logs, kind, monkeypatch):
-    monkeypatch.setattr(cluster, "PIECE_ROWS", 3000)  # several pieces a file
+    monkeypatch.setattr(cluster_plan, "PIECE_ROWS", 3000)  # several pieces a file
     mapping = logs["mapping"] if kind == "mapped" else None
     log = load_events(logs[kind]["one"], mapping=mapping)
     with cluster.ClusterLog(str(logs[kind]["folder"]), client, mapping=mapping, build=_tables) as on_cluster:
@@ -145,7 +145,7 @@ def _same_part(got, want) -> None:
 @needs_table
 @pytest.mark.parametrize("kind", ["plain", "mapped", "dayfirst"])
 def test_parts_on_the_workers_equal_split_log(client, logs, kind, monkeypatch):
-    monkeypatch.setattr(cluster, "PIECE_ROWS", 3000)
+    monkeypatch.setattr(cluster_plan, "PIECE_ROWS", 3000)
     if kind == "mapped":  # the P2P shuffle (large logs) as well as the task shuffle
         monkeypatch.setattr(cluster, "TASK_SHUFFLE_ROWS", 0)
     mapping = logs["mappings"][kind]

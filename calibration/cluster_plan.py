@@ -1,0 +1,283 @@
+"""What every task of a cluster calibration needs (`Plan`), and pass A: the row checks of each piece.
+
+The driver plans (`make_plan`): the dataset's files in sorted path order, their row groups cut into
+pieces of whole row groups, each with its first file row number. The workers then check the pieces
+(`check_pieces`) in the in-memory loader's order of checks and collect the whole log's vocabularies;
+calibration/cluster.py cuts the checked log into its buckets.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from calibration.columns import derive_persona, derive_stage, no_nulls, parse_satisfaction, parse_value, stage_codes
+from calibration.eventlog import REQUIRED, parse_stages
+from calibration.mapping import Mapping, load_mapping
+from calibration.readers import column_sources
+from calibration.sources import dataset_files, is_local, same_columns
+from calibration.timestamps import ZoneTally, parse_time
+from sim.errors import InputError, closest
+from sim.limits import sha256_of_files
+
+PIECE_ROWS = 2_000_000  # rows a pass-A task / shuffle input reads at most (whole row groups)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Row groups of one file, and the file row number of their first row."""
+
+    file: str
+    groups: tuple[int, ...]
+    first_row: int  # 1 = the dataset's first data row
+    n_rows: int
+
+
+@dataclass
+class Plan:
+    """What every task needs: the dataset, the mapping and the whole log's vocabularies."""
+
+    source: str
+    fs: Any  # fsspec filesystem (picklable)
+    pieces: list[Piece]
+    columns: list[str]  # file columns read (those the mapping names)
+    header: list[str]  # every column of the files, for "did you mean" hints
+    mapping: Mapping
+    stages: list[str]
+    conversion_stage: str
+    before: float | None
+    buckets: int
+    sha256: str = ""
+    touchpoints: list[str] | None = None
+    personas: list[str] | None = None
+    notes: dict = field(default_factory=dict)
+    layout: Any = None  # a dayfirst rule's layout, read from the log's first kept row (timestamps.Layout)
+
+
+
+def make_plan(path: str | Path, mapping, stages, conversion_stage, before, buckets: int) -> Plan:
+    """The dataset's plan, with the whole log's checks its footers allow (Parquet, columns, [filter])."""
+    if mapping is not None and not isinstance(mapping, Mapping):
+        mapping = load_mapping(mapping)
+    mp = mapping or Mapping()
+    stage_names, conv = parse_stages(stages if stages is not None else mp.stages,
+                                     conversion_stage or mp.conversion_stage)
+    source = str(path)
+    listed = dataset_files(source)
+    fs, files = listed.fs, listed.files
+    if not listed.parquet:  # CSV files, or one file not named as Parquet is
+        raise InputError("the cluster reads Parquet, not CSV", file=source,
+                         hint="drop --scheduler to stream the CSV on this machine, or write it as Parquet")
+    pieces, header = plan_pieces(fs, files, source)
+    if not pieces or sum(p.n_rows for p in pieces) == 0:
+        raise InputError("the event log is empty (no data rows)", file=source)
+    for column in mp.filter:
+        if column not in header:
+            raise InputError("filter names a column the log does not have", file=source, where=f"[filter] {column}",
+                             hint=closest(column, header))
+    sources = column_sources(mp)
+    for name in REQUIRED:
+        if name == "stage" and mp.stage is not None:
+            continue
+        if sources[name] not in header:
+            raise InputError("missing required column", file=source, where=f"column {sources[name]!r}",
+                             hint=closest(sources[name], header) + " (or map it with --mapping)")
+    wanted = (set(sources.values()) | set(mp.filter) | ({mp.stage.column} if mp.stage else set())
+              | ({mp.persona.column} if mp.persona else set()))
+    persona_src = mp.persona.column if mp.persona is not None else sources["persona"]
+    notes = {"persona_column": persona_src if mp.persona is not None or persona_src in header else None}
+    return Plan(source=source, fs=fs, pieces=pieces, columns=[c for c in header if c in wanted], header=header,
+                 mapping=mp, stages=stage_names, conversion_stage=conv, before=before, buckets=buckets, notes=notes)
+
+
+def plan_pieces(fs, files: list[str], source: str) -> tuple[list[Piece], list[str]]:
+    """Row groups cut into pieces of at most ``PIECE_ROWS`` rows (whole groups), and the header."""
+    pieces: list[Piece] = []
+    header: list[str] | None = None
+    first = 1
+    for file in files:
+        try:
+            with fs.open(file, "rb") as fh:
+                meta = pq.ParquetFile(fh).metadata
+                names = meta.schema.to_arrow_schema().names
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"cannot read the event log: {str(exc).splitlines()[0][:200]}", file=file,
+                             hint="expected Parquet files") from None
+        if header is None:
+            header = names
+        same_columns(names, header, file)
+        groups: list[int] = []
+        start, count = first, 0
+        for g in range(meta.num_row_groups):
+            n = meta.row_group(g).num_rows
+            if groups and count + n > PIECE_ROWS:
+                pieces.append(Piece(file, tuple(groups), start, count))
+                groups, start, count = [], start + count, 0
+            groups.append(g)
+            count += n
+        if groups:
+            pieces.append(Piece(file, tuple(groups), start, count))
+        first = start + count
+    return [p for p in pieces if p.n_rows], header or []
+
+
+def first_layout(plan: Plan) -> Any:
+    """A ``dayfirst`` rule's layout from the log's first kept row (as the loader reads it from the whole
+    file's), so that every piece and bucket parses alike; None without such a rule."""
+    rule = plan.mapping.timestamp
+    if rule is None or rule.dayfirst is None or rule.format is not None or rule.unit is not None:
+        return None
+    from calibration.timestamps import layout_of
+
+    column = column_sources(plan.mapping)["timestamp"]
+    for piece in plan.pieces:
+        table, rows = read_piece(plan, piece)
+        if table.num_rows:
+            arr = table[column]
+            if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type) or not arr[0].is_valid:
+                return None  # typed times need no layout; an empty first time is refused by the row checks
+            return layout_of(str(pc.cast(arr[0], pa.string())), rule, Path(plan.source), column, int(rows[0]))
+    return None
+
+
+def plan_sha256(plan: Plan) -> str:
+    """SHA-256 of the file, or of the folder's files one after the other; "" when remote."""
+    if not is_local(plan.fs):
+        return ""
+    return sha256_of_files(list(dict.fromkeys(p.file for p in plan.pieces)))
+
+
+# ---------------------------------------------------------------------------------------------- pass A
+
+
+def read_piece(plan: Plan, piece: Piece) -> tuple[pa.Table, np.ndarray]:
+    """A piece's rows the mapping's [filter] keeps, and their file row numbers."""
+    try:
+        with plan.fs.open(piece.file, "rb") as fh:
+            table = pq.ParquetFile(fh).read_row_groups(list(piece.groups), columns=plan.columns)
+    except (pa.ArrowInvalid, OSError) as exc:  # a damaged or vanished file: one line, not a worker traceback
+        raise InputError(f"cannot read the event log: {str(exc).splitlines()[0][:200]}", file=piece.file,
+                         hint="expected Parquet files") from None
+    rows = np.arange(piece.first_row, piece.first_row + table.num_rows, dtype=np.int64)
+    mp = plan.mapping
+    for column in mp.filter:  # as calibration/load.py's _filtered
+        wanted = pa.array(mp.filter_values(column), type=pa.string())
+        keep = pc.is_in(pc.cast(table[column], pa.string()), value_set=wanted).to_numpy(zero_copy_only=False)
+        keep = np.asarray(keep, dtype=bool) & ~np.asarray(pc.is_null(table[column]).to_numpy(zero_copy_only=False))
+        table = table.filter(pa.array(keep))
+        rows = rows[keep]
+    return table.replace_schema_metadata({"journey_header": "\x1f".join(plan.header)}), rows
+
+
+@dataclass
+class _Summary:
+    """What one piece tells about the whole log (or the first check it fails)."""
+
+    kept: int = 0
+    before_kept: int = 0
+    t_max: float = -np.inf
+    touchpoints: set = field(default_factory=set)
+    personas: set = field(default_factory=set)
+    zones: ZoneTally = field(default_factory=ZoneTally)
+    error: tuple | None = None  # (check number, InputError fields): the loader's order of checks
+
+
+def _distinct(arr: pa.ChunkedArray) -> set[str]:
+    """The distinct values as calibration/columns.py's encode_sorted reads them."""
+    if pa.types.is_dictionary(arr.type):
+        return {str(x) for chunk in arr.chunks for x in chunk.dictionary.to_pylist()}
+    return {str(x) for x in pc.unique(arr).to_pylist() if x is not None}
+
+
+def _summarize(plan: Plan, piece: Piece) -> _Summary:
+    """Pass A on one piece: the loader's row checks in its order, vocabularies, last timestamp."""
+    try:
+        table, rows = read_piece(plan, piece)
+    except InputError as err:
+        return _Summary(kept=1, error=(-1, error_fields(err)))  # kept=1: reported before "no rows left"
+    out = _Summary(kept=table.num_rows)
+    if not table.num_rows:
+        return out
+    mp, src, path = plan.mapping, column_sources(plan.mapping), Path(plan.source)
+    step = 0
+    try:
+        no_nulls(pc.cast(table[src["customer_id"]], pa.string()), path, src["customer_id"], rows)
+        step = 1
+        time = parse_time(table[src["timestamp"]], path, src["timestamp"], rows, mp.timestamp, layout=plan.layout,
+                          zones=out.zones)
+        step = 2
+        no_nulls(table[src["touchpoint"]], path, src["touchpoint"], rows)
+        out.touchpoints = _distinct(table[src["touchpoint"]])
+        step = 3
+        if mp.stage is not None:
+            derive_stage(table, mp, plan.stages, path, rows)
+        else:
+            stage_codes(table[src["stage"]], plan.stages, path, src["stage"], rows)
+        step = 4
+        out.personas = _piece_personas(table, mp, src, path, rows)
+        step = 5
+        if src["satisfaction"] in table.column_names:
+            parse_satisfaction(table[src["satisfaction"]], path, src["satisfaction"], rows)
+        step = 6
+        if src["value"] in table.column_names:
+            parse_value(table[src["value"]], path, src["value"], rows)
+    except InputError as err:
+        out.error = (step, error_fields(err))
+        return out
+    kept = time < plan.before if plan.before is not None else np.ones(time.size, dtype=bool)
+    out.before_kept = int(kept.sum())
+    if out.before_kept:
+        out.t_max = float(time[kept].max())
+    return out
+
+
+def _piece_personas(table: pa.Table, mp: Mapping, src: dict[str, str], path: Path, rows: np.ndarray) -> set:
+    """The personas this piece's rows name (label indices for a banded [persona] rule)."""
+    if mp.persona is not None:
+        codes, names = derive_persona(table, mp, path)
+        if mp.persona.bands is None:
+            return set(names)
+        return {mp.persona.labels.index(n) for n in names} if (codes >= 0).any() else set()
+    if src["persona"] in table.column_names:
+        no_nulls(table[src["persona"]], path, src["persona"], rows)
+        return _distinct(table[src["persona"]])
+    return set()
+
+
+def check_pieces(plan: Plan, client) -> float:
+    """Checks and vocabularies of the whole log (on the workers); the provisional last timestamp."""
+    summaries = client.gather(client.map(partial(_summarize, plan), plan.pieces, pure=False))
+    errors = [(s.error[0], i, s.error[1]) for i, s in enumerate(summaries) if s.error is not None]
+    if not sum(s.kept for s in summaries):
+        raise InputError("no rows left after the mapping's [filter]", file=plan.source, where="[filter]",
+                         hint="check the filter values")
+    if errors:  # the loader's first check that fails, at its first row in file order
+        raise InputError(**min(errors, key=lambda e: e[:2])[2])
+    if plan.before is not None and not sum(s.before_kept for s in summaries):
+        raise InputError("no rows before the split", file=plan.source, where="--split")
+    mp = plan.mapping
+    zones = ZoneTally()
+    for s in summaries:
+        zones.add(s.zones)
+    plan.notes.update(zones.note())
+    plan.touchpoints = sorted(set().union(*(s.touchpoints for s in summaries)))
+    personas = set().union(*(s.personas for s in summaries))
+    if mp.persona is not None and mp.persona.bands is not None:
+        plan.personas = [label for i, label in enumerate(mp.persona.labels) if i in personas] or list(
+            mp.persona.labels)
+    elif mp.persona is not None or column_sources(mp)["persona"] in plan.header:
+        plan.personas = sorted(personas)
+    else:
+        plan.personas = ["all"]
+    return max(s.t_max for s in summaries)
+
+
+def error_fields(err: InputError) -> dict:
+    """An InputError as its fields: rebuilt on the driver, it prints the same line."""
+    return {"message": err.message, "file": err.file, "where": err.where, "value": err.value, "hint": err.hint}
