@@ -3,6 +3,7 @@ metadata and the same model as the in-memory loader on the same rows."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 
 import numpy as np
@@ -46,6 +47,14 @@ advocacy = "advocacy"
 def client():
     with cluster.local_client(2) as c:
         yield c
+
+
+def test_local_workers_keep_glibcs_mmap_threshold(client, monkeypatch):
+    # Dask's MALLOC_TRIM_THRESHOLD_ fixes the mmap threshold: every bucket array is faulted in afresh
+    if "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        pytest.skip("set in this environment, which wins over the cluster's setting")
+    assert set(client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == {None}
+    assert len(client.scheduler_info()["workers"]) == 2
 
 
 def _write(table: pa.Table, folder, name: str) -> dict:
