@@ -281,19 +281,20 @@ def _vocabularies(plan: Plan) -> dict[str, list[str]]:
 
 
 def _coded(table: pa.Table, plan: Plan) -> pa.Table:
-    """The vocabulary columns (`_vocabularies`) as dictionary arrays over their vocabulary; any other
-    dictionary column as plain text."""
+    """The text columns of `_vocabularies` as dictionary arrays over their vocabulary; any other
+    dictionary column as plain values (a column of numbers stays as it is: pass A named it by str())."""
     vocabularies = _vocabularies(plan)
     for i, f in enumerate(table.schema):
-        text = pc.cast(table[f.name], f.type.value_type) if pa.types.is_dictionary(f.type) else table[f.name]
-        if f.name in vocabularies:
+        value_type = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
+        column = pc.cast(table[f.name], value_type) if value_type != f.type else None
+        if f.name in vocabularies and (pa.types.is_string(value_type) or pa.types.is_large_string(value_type)):
             vocab = pa.array(vocabularies[f.name], pa.string())
-            codes = pc.index_in(pc.cast(text, pa.string()), value_set=vocab).combine_chunks()
+            codes = pc.index_in(pc.cast(table[f.name], pa.string()), value_set=vocab).combine_chunks()
             if codes.null_count:  # pass A saw every kept value: a value outside is a bug here
                 raise RuntimeError(f"column {f.name!r} holds a value outside the log's vocabulary")
-            text = pa.DictionaryArray.from_arrays(codes, vocab)
-        if text is not table[f.name]:
-            table = table.set_column(i, f.name, text)
+            column = pa.DictionaryArray.from_arrays(codes, vocab)
+        if column is not None:
+            table = table.set_column(i, f.name, column)
     return table
 
 

@@ -100,9 +100,15 @@ def logs(tmp_path_factory):
     dayfirst = plain.set_column(plain.schema.get_field_index("timestamp"), "timestamp",
                                 pa.array(text.to_numpy(dtype=object), pa.string()))
     (folder / "dayfirst.toml").write_text("[timestamp]\ndayfirst = true\n\n[options]\ndrop_duplicates = true\n")
+    # touchpoints as numbers and the other names as Parquet dictionaries: pass B codes only text
+    _, touch = np.unique(events["touchpoint"].to_numpy(dtype=object), return_inverse=True)
+    typed = plain.set_column(plain.schema.get_field_index("touchpoint"), "touchpoint", pa.array(touch * 7 + 3))
+    for name in ("stage", "persona"):
+        typed = typed.set_column(typed.schema.get_field_index(name), name, pc.dictionary_encode(typed[name]))
     return {"plain": _write(plain, folder, "plain"), "mapped": _write(mapped, folder, "mapped"),
-            "dayfirst": _write(dayfirst, folder, "dayfirst"), "mapping": mapping, "folder": folder,
-            "mappings": {"plain": None, "mapped": mapping, "dayfirst": folder / "dayfirst.toml"}}
+            "dayfirst": _write(dayfirst, folder, "dayfirst"), "typed": _write(typed, folder, "typed"),
+            "mapping": mapping, "folder": folder,
+            "mappings": {"plain": None, "mapped": mapping, "dayfirst": folder / "dayfirst.toml", "typed": None}}
 
 
 def _tables(table, rows, plan):
@@ -178,7 +184,7 @@ def test_one_file_hashes_as_the_loader(client, logs):
 
 
 @needs_table
-@pytest.mark.parametrize("kind", ["plain", "mapped", "dayfirst"])
+@pytest.mark.parametrize("kind", ["plain", "mapped", "dayfirst", "typed"])
 def test_the_model_is_the_in_memory_one(client, logs, kind):
     from calibration.estimate import DEFAULT_INACTIVITY_DAYS, estimate, estimate_stats
 
