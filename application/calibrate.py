@@ -35,8 +35,8 @@ def run_calibrate(events: str | Path, out: str | Path, *, stages: str | None = N
                              personas=personas, seed=seed, assignments=assignments, currency=currency,
                              touch_order=touch_order, reader=reader, client=client, progress=progress)
     model = result.model
-    if result.assignments_csv is not None:
-        write_text_atomic(assignments, result.assignments_csv)
+    if result.assignments is not None:
+        write_text_atomic(assignments, result.assignments.chunks())
     args = {"events": str(events), "out": str(out), "stages": ",".join(model.stages),
             "conversion_stage": model.conversion_stage, "inactivity_days": inactivity_days, "censoring": censoring,
             "dwell": dwell_used(model), "mapping": str(mapping) if mapping else None}

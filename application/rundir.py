@@ -18,6 +18,7 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterable
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,8 +63,10 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def write_text_atomic(path: str | Path, text: str | bytes, *, shown: str | Path | None = None) -> Path:
-    """Write to a temporary file beside ``path`` and rename it into place.
+def write_text_atomic(path: str | Path, text: str | bytes | Iterable[bytes], *, shown: str | Path | None = None
+                      ) -> Path:
+    """Write to a temporary file beside ``path`` and rename it into place; ``text`` may come in pieces
+    (an iterable of bytes, written as they come: never held whole).
 
     Errors name ``shown`` (default ``path``): a file inside a run directory under construction is
     reported under the run's final name, never the hidden temporary one.
@@ -74,7 +77,7 @@ def write_text_atomic(path: str | Path, text: str | bytes, *, shown: str | Path 
     _make_folder(parent, shown=shown.parent)
     if path.is_dir():
         raise InputError("output path is a directory", file=shown, hint="give a file name")
-    data = text.encode("utf-8") if isinstance(text, str) else text
+    pieces = [text.encode("utf-8")] if isinstance(text, str) else [text] if isinstance(text, bytes) else text
     prefix = f".{path.name}.tmp-"
     clean_stale(parent, prefix)
     try:
@@ -85,7 +88,8 @@ def write_text_atomic(path: str | Path, text: str | bytes, *, shown: str | Path 
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for piece in pieces:
+                fh.write(piece)
         os.replace(tmp, path)
     except OSError as exc:  # disk full, target replaced by a folder meanwhile, ...
         Path(tmp).unlink(missing_ok=True)

@@ -8,6 +8,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from calibration.assignments import Assignments
 from calibration.estimate import DEFAULT_INACTIVITY_DAYS, check_options, estimate_stats, stats_of
 from calibration.eventlog import EventLog
 from calibration.experience import satisfaction_section
@@ -26,10 +27,15 @@ T = TypeVar("T")
 
 @dataclass
 class Calibration:
-    """A calibrated model and, when asked for, each customer's posterior per discovered persona (CSV text)."""
+    """A calibrated model and, when asked for, each customer's posterior per discovered persona."""
 
     model: Model
-    assignments_csv: str | None = None
+    assignments: Assignments | None = None
+
+    @property
+    def assignments_csv(self) -> str | None:
+        """The assignments file's text (`Assignments.chunks` hands it out in pieces)."""
+        return None if self.assignments is None else self.assignments.text()
 
 
 def calibrate(events: str | Path, *, stages: str | None = None, conversion_stage: str | None = None,
@@ -121,13 +127,13 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
         record["profiles"] = mix.profiles(model)
         model.extras["personas_discovered"] = record
         if assignments is not None:
-            csv = mix.assignments_csv(ids, posterior, model.personas, first)
+            csv = Assignments(ids, posterior, model.personas, first)
     if currency is None and mapping is not None:
         currency = load_mapping(mapping).currency
     section = section_of(st.value, st.personas, st.stages, currency)
     if section:
         model.extras["value"] = section
-    return Calibration(model=model, assignments_csv=csv)
+    return Calibration(model=model, assignments=csv)
 
 
 def _streamed(events: str | Path, load: dict, *, inactivity_days: float, phases: bool,

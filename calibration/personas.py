@@ -557,29 +557,3 @@ def first_rows(log: EventLog) -> np.ndarray:
     if not log.customer.size:
         return log.row[:0]
     return np.minimum.reduceat(log.row, np.flatnonzero(np.r_[True, log.customer[1:] != log.customer[:-1]]))
-
-
-_CSV_CHUNK = 65_536  # customers a chunk of the assignments text
-
-
-def assignments_csv(customer_ids: np.ndarray, posterior: np.ndarray, names: list[str], first_row: np.ndarray) -> str:
-    """customer_id, one posterior column per persona, chosen: a row per customer, in the order of their
-    first rows in the file (``first_row``), whichever order the reader met them in."""
-    order = np.argsort(first_row, kind="stable")
-    labels = np.array(names)
-    chunks = ["customer_id," + ",".join(names) + ",chosen\n"]
-    # a chunk of rows at a time: the per-row strings of every customer at once took 100 B a customer
-    for lo in range(0, order.size, _CSV_CHUNK):
-        rows = order[lo:lo + _CSV_CHUNK]
-        p = posterior[rows]
-        body = np.char.mod("%.6f", p)
-        chosen = labels[p.argmax(1)]
-        chunks.append("".join(f"{_csv_field(str(c))}," + ",".join(row) + f",{k}\n"
-                              for c, row, k in zip(customer_ids[rows], body, chosen, strict=True)))
-    return "".join(chunks)
-
-
-def _csv_field(text: str) -> str:
-    if any(ch in text for ch in ',"\n\r'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
