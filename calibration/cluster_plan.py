@@ -17,7 +17,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from calibration.columns import derive_persona, derive_stage, no_nulls, parse_satisfaction, parse_value, stage_codes
+from calibration.columns import (
+    derive_persona,
+    derive_stage,
+    distinct,
+    no_nulls,
+    parse_satisfaction,
+    parse_value,
+    stage_codes,
+)
 from calibration.eventlog import REQUIRED, parse_stages
 from calibration.mapping import Mapping, load_mapping
 from calibration.readers import column_sources
@@ -58,7 +66,6 @@ class Plan:
     personas: list[str] | None = None
     notes: dict = field(default_factory=dict)
     layout: Any = None  # a dayfirst rule's layout, read from the log's first kept row (timestamps.Layout)
-
 
 
 def make_plan(path: str | Path, mapping, stages, conversion_stage, before, buckets: int) -> Plan:
@@ -188,13 +195,6 @@ class _Summary:
     error: tuple | None = None  # (check number, InputError fields): the loader's order of checks
 
 
-def _distinct(arr: pa.ChunkedArray) -> set[str]:
-    """The distinct values as calibration/columns.py's encode_sorted reads them."""
-    if pa.types.is_dictionary(arr.type):
-        return {str(x) for chunk in arr.chunks for x in chunk.dictionary.to_pylist()}
-    return {str(x) for x in pc.unique(arr).to_pylist() if x is not None}
-
-
 def _summarize(plan: Plan, piece: Piece) -> _Summary:
     """Pass A on one piece: the loader's row checks in its order, vocabularies, last timestamp."""
     try:
@@ -213,7 +213,7 @@ def _summarize(plan: Plan, piece: Piece) -> _Summary:
                           zones=out.zones)
         step = 2
         no_nulls(table[src["touchpoint"]], path, src["touchpoint"], rows)
-        out.touchpoints = _distinct(table[src["touchpoint"]])
+        out.touchpoints = set(distinct(table[src["touchpoint"]]))
         step = 3
         if mp.stage is not None:
             derive_stage(table, mp, plan.stages, path, rows)
@@ -246,7 +246,7 @@ def _piece_personas(table: pa.Table, mp: Mapping, src: dict[str, str], path: Pat
         return {mp.persona.labels.index(n) for n in names} if (codes >= 0).any() else set()
     if src["persona"] in table.column_names:
         no_nulls(table[src["persona"]], path, src["persona"], rows)
-        return _distinct(table[src["persona"]])
+        return set(distinct(table[src["persona"]]))
     return set()
 
 
