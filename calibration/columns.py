@@ -72,9 +72,11 @@ def _dictionary_codes(arr: pa.ChunkedArray, code_of) -> np.ndarray:
 
 
 def distinct(arr: pa.ChunkedArray) -> list[str]:
-    """The distinct values, sorted (of a dictionary column: its dictionaries' values)."""
+    """The distinct values the rows hold, sorted (of a dictionary column: the entries its rows use, never
+    an entry only dropped rows used: a filtered column keeps its dictionary)."""
     if pa.types.is_dictionary(arr.type):
-        names = {str(x) for chunk in arr.chunks for x in chunk.dictionary.to_pylist()}
+        names = {str(x) for chunk in arr.chunks
+                 for x in chunk.dictionary.take(pc.drop_null(pc.unique(chunk.indices))).to_pylist()}
     else:
         names = {str(x) for x in pc.unique(arr).to_pylist() if x is not None}
     return sorted(names)

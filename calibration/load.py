@@ -21,7 +21,6 @@ from calibration.columns import (
     check_first_persona,
     derive_persona,
     derive_stage,
-    distinct,
     encode_sorted,
     end_rows,
     first_in_file,
@@ -122,7 +121,7 @@ def _log(table: pa.Table, rows: np.ndarray, mp: Mapping, stage_names: list[str],
     """``zones``: the whole log's rows with and without a time zone, noted when they mix (a part's readers
     count them in their first pass)."""
     columns = column_sources(mp)
-    vocab = unfiltered_vocabularies(table, mp, columns)
+    vocab: dict[str, list[str]] = {}  # none given: the names the kept rows hold
     # a part of a log is coded against the whole log's lists directly
     tp_global = touchpoints is not None
     per_global = personas is not None and mp.persona is None and columns["persona"] in table.column_names
@@ -185,16 +184,6 @@ def filter_rows(table: pa.Table, rows: np.ndarray, mp: Mapping, path: Path) -> t
         table = table.filter(pa.array(keep))
         rows = rows[keep]
     return table, rows
-
-
-def unfiltered_vocabularies(table: pa.Table, mp: Mapping, columns: dict[str, str]) -> dict[str, list[str]]:
-    """Touchpoint and persona names of dictionary-read columns, taken before the [filter]: the names
-    the file holds (filtering keeps a column's dictionary), whatever the reader's chunking."""
-    if not mp.filter:
-        return {}
-    srcs = [columns["touchpoint"]] + ([columns["persona"]] if mp.persona is None else [])
-    return {src: distinct(table[src]) for src in srcs
-            if src in table.column_names and pa.types.is_dictionary(table[src].type)}
 
 
 def check_required(table: pa.Table, mp: Mapping, columns: dict[str, str], path: Path) -> None:

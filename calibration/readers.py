@@ -252,10 +252,7 @@ def csv_header(path: Path | str, parse: pacsv.ParseOptions, fs: pafs.FileSystem 
 
 def parquet_dictionaries(schema: pa.Schema, mp: Mapping) -> list[str]:
     """The text columns read dictionary-encoded, as the CSV reader reads them: a row group's dictionary
-    instead of a string per row. Not under a [filter]: there a vocabulary is what the kept rows name,
-    and a dictionary would still hold the dropped rows' values."""
-    if mp.filter:
-        return []
+    instead of a string per row (a vocabulary is still what the kept rows name: columns.distinct)."""
     src = column_sources(mp)
     low = {src["touchpoint"], src["stage"], src["persona"]}
     return [f.name for f in schema

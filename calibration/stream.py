@@ -35,7 +35,7 @@ from calibration.columns import (
     stage_codes,
 )
 from calibration.eventlog import EventLog, parse_stages
-from calibration.load import as_mapping, check_required, filter_rows, log_from_table, unfiltered_vocabularies
+from calibration.load import as_mapping, check_required, filter_rows, log_from_table
 from calibration.mapping import Mapping
 from calibration.readers import (
     READ_ERRORS,
@@ -395,10 +395,6 @@ class _Pass:
             self._structure(table)
         if n == 0 or any(k[0] <= _REQUIRED for k in self.errors):
             return
-        vocab = unfiltered_vocabularies(table, self.mp, self.columns)  # as load_events takes them
-        self.touchpoints.update(vocab.get(self.columns["touchpoint"], ()))
-        if self.mp.persona is None:
-            self.personas.update(vocab.get(self.columns["persona"], ()))
         table, rows = filter_rows(table, rows, self.mp, self.path)
         if table.num_rows == 0:
             return
@@ -409,8 +405,7 @@ class _Pass:
         ns = self._time(table[cols["timestamp"]], rows)
         tp = table[cols["touchpoint"]]
         if self._check(_TOUCHPOINT, no_nulls, tp, path, cols["touchpoint"], rows) is None and not tp.null_count:
-            if not (mp.filter and pa.types.is_dictionary(tp.type)):  # else: taken before the filter
-                self.touchpoints.update(distinct(tp))
+            self.touchpoints.update(distinct(tp))
         if mp.stage is not None:
             self._check(_STAGE, derive_stage, table, mp, self.stages, path, rows)
         elif not self._known_stages(table[cols["stage"]]):
@@ -462,9 +457,8 @@ class _Pass:
                            zones=self.zones)
 
     def _known_stages(self, arr: pa.ChunkedArray) -> bool:
-        """Every row names a known stage, by the dictionaries alone (a fresh read's dictionaries hold only
-        values its rows use; after a [filter] they may not, so then every row is checked)."""
-        if self.mp.filter or arr.null_count or not pa.types.is_dictionary(arr.type):
+        """Every row names a known stage, by the dictionary entries the rows use alone (`distinct`)."""
+        if arr.null_count or not pa.types.is_dictionary(arr.type):
             return False
         return set(distinct(arr)) <= set(self.stages)
 
@@ -482,8 +476,7 @@ class _Pass:
         src = self.columns["persona"]
         if src in table.column_names:
             arr = table[src]
-            if self._check(_PERSONA, no_nulls, arr, path, src, rows) is None and not arr.null_count \
-                    and not (mp.filter and pa.types.is_dictionary(arr.type)):
+            if self._check(_PERSONA, no_nulls, arr, path, src, rows) is None and not arr.null_count:
                 self.personas.update(distinct(arr))
 
     def _spill(self, table: pa.Table, rows: np.ndarray, cust: pa.ChunkedArray, ns: np.ndarray) -> None:

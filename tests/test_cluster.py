@@ -200,6 +200,34 @@ def test_the_model_is_the_in_memory_one(client, logs, kind):
 
 
 @needs_table
+def test_a_filtered_log_names_what_its_kept_rows_name(client, tmp_path):
+    """A touchpoint and a persona only rows a [filter] drops hold are not in the model, here as on the
+    other readers, with the names stored as Parquet dictionaries (which a filter keeps)."""
+    from calibration.estimate import DEFAULT_INACTIVITY_DAYS, estimate, estimate_stats
+
+    n = 4_000
+    drop = [i % 97 == 5 for i in range(n)]
+    table = pa.table({
+        "customer_id": [f"c{i % 301}" for i in range(n)],
+        "timestamp": [f"2024-0{1 + i // 1000}-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z" for i in range(n)],
+        "touchpoint": pc.dictionary_encode(pa.array(["fax" if d else ["web", "email", "call"][i % 3]
+                                                     for i, d in enumerate(drop)])),
+        "stage": [["awareness", "consideration"][i % 2] for i in range(n)],
+        "persona": pc.dictionary_encode(pa.array(["ghost" if d else ["a", "b"][i % 301 % 2]
+                                                  for i, d in enumerate(drop)])),
+        "status": ["DRAFT" if d else "DONE" for d in drop]})
+    log_file = tmp_path / "log.parquet"
+    pq.write_table(table, log_file, row_group_size=1_000)
+    mapping = tmp_path / "map.toml"
+    mapping.write_text('[filter]\nstatus = "DONE"\n')
+    st = cluster.cluster_stats(log_file, client, inactivity_days=DEFAULT_INACTIVITY_DAYS, mapping=mapping,
+                                phases=True)
+    log = load_events(log_file, mapping=mapping)
+    assert st.touchpoints == log.touchpoints == ["call", "email", "web"]
+    assert st.personas == log.personas == ["a", "b"]
+    assert estimate_stats(st).to_json() == estimate(log).to_json()
+
+
 def test_personas_discovered_on_the_cluster_are_those_found_here(client, logs, tmp_path, monkeypatch):
     """--personas with --scheduler: discovery's sweeps run where the buckets lie (kept on the workers
     between sweeps; the fit's sample and the drawn personas sent to each bucket's worker only), so the

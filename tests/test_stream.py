@@ -385,6 +385,36 @@ def test_a_parquet_log_under_a_filter_keeps_the_kept_rows_vocabulary(tmp_path):
         assert s.touchpoints == load_events(log).touchpoints == ["call", "email", "fax", "web"]
 
 
+@pytest.mark.parametrize("form", ["csv", "parquet", "parquet dictionaries"])
+def test_a_filtered_log_names_what_its_kept_rows_name_in_every_format(tmp_path, form):
+    """Under a [filter], a touchpoint or persona only dropped rows name is not in the model, whatever
+    the format: a CSV's columns are read dictionary-encoded, and a filtered column keeps its dictionary
+    (0.5.6 kept the dropped rows' names from a CSV, and not from a Parquet file of the same rows)."""
+    n = 4_000
+    table = pa.table({
+        "customer_id": [f"c{i % 301}" for i in range(n)],
+        "timestamp": [f"2024-0{1 + i // 1000}-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z" for i in range(n)],
+        "touchpoint": ["fax" if i % 97 == 5 else ["web", "email", "call"][i % 3] for i in range(n)],
+        "stage": [["awareness", "consideration"][i % 2] for i in range(n)],
+        "persona": ["ghost" if i % 97 == 5 else ["a", "b"][i % 301 % 2] for i in range(n)],
+        "status": ["DRAFT" if i % 97 == 5 else "DONE" for i in range(n)]})
+    if form == "csv":
+        log = tmp_path / "log.csv"
+        pd.DataFrame(table.to_pydict()).to_csv(log, index=False)
+    else:
+        log = tmp_path / "log.parquet"
+        if form == "parquet dictionaries":  # stored as Arrow dictionaries (a pandas categorical's file)
+            table = pa.table({c: table[c].dictionary_encode() if c in ("touchpoint", "persona") else table[c]
+                              for c in table.column_names})
+        pq.write_table(table, log, row_group_size=1_000)
+    mapping = tmp_path / "map.toml"
+    mapping.write_text('[filter]\nstatus = "DONE"\n')
+    same_parts(log, mapping=mapping)
+    log_in_memory = load_events(log, mapping=mapping)
+    assert log_in_memory.touchpoints == ["call", "email", "web"]
+    assert log_in_memory.personas == ["a", "b"]
+
+
 def test_an_unknown_stage_on_a_row_the_filter_drops_is_not_refused(tmp_path):
     """The stream checks stages by each batch's dictionary; after a [filter] a dictionary may still hold
     a dropped row's value, so there every kept row is checked instead (as load_events does)."""
