@@ -145,11 +145,18 @@ _DICT = pa.dictionary(pa.int32(), pa.string())
 _NULLS = [""]
 
 
-def open_text(path: Path | str, fs: pafs.FileSystem | None = None) -> pa.NativeFile:
-    """A CSV's bytes, decompressed as its name says (``.gz``…), from this disk or a URL's filesystem."""
-    if fs is None:
-        return pa.input_stream(str(path), compression="detect")
-    return pa.input_stream(fs.open_input_file(str(path)), compression=codec_of(path))
+def open_raw(path: Path | str, fs: pafs.FileSystem | None = None) -> pa.NativeFile:
+    """A file's bytes as stored (compressed or not), from this disk or a URL's filesystem."""
+    return pa.OSFile(str(path)) if fs is None else fs.open_input_file(str(path))
+
+
+def open_text(path: Path | str, fs: pafs.FileSystem | None = None, raw: pa.NativeFile | None = None
+              ) -> pa.NativeFile:
+    """A CSV's bytes, decompressed as its name says (``.gz``…); ``raw``: the stored bytes already opened
+    (`open_raw`), for a caller that reports progress by how far into them it is."""
+    raw = open_raw(path, fs) if raw is None else raw
+    codec = codec_of(path)
+    return pa.CompressedInputStream(raw, codec) if codec is not None else raw
 
 
 def codec_of(path: Path | str) -> str | None:

@@ -39,12 +39,13 @@ from calibration.load import as_mapping, check_required, filter_rows, log_from_t
 from calibration.mapping import Mapping
 from calibration.readers import (
     READ_ERRORS,
-    codec_of,
     column_sources,
     csv_convert,
     csv_header,
     csv_plan,
     dictionary_columns,
+    open_raw,
+    open_text,
     parquet_dictionaries,
     prefetched,
     read_error,
@@ -279,9 +280,8 @@ def _read_csv(p: _Pass, files: list[Path] | list[str], fs: pafs.FileSystem | Non
         p.reading = f
         if i:  # the first file's header and plan read every file
             same_columns(csv_header(f, plan.parse, fs), plan.header, f)
-        with pa.OSFile(str(f)) if fs is None else fs.open_input_file(str(f)) as raw:
-            codec = codec_of(f)
-            stream = pa.CompressedInputStream(raw, codec) if codec is not None else raw
+        with open_raw(f, fs) as raw:
+            stream = open_text(f, fs, raw)
             # one thread: the prefetch thread is the reader's, the other core checks batches; a parse
             # error then names its row. The parser is the slower of the two, so the low-cardinality
             # columns are read as text and dictionary-encoded here (the same table as the reader's own)
