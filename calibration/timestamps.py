@@ -160,17 +160,33 @@ def _parse_iso(s: pa.ChunkedArray, zone: str, path: Path, column: str, rows: np.
         ns = np.asarray(ns.to_numpy(zero_copy_only=False), dtype=np.int64)
         zones.count(len(s) if typ.tz is not None else 0, len(s))
         return _localize(ns, zone) if typ.tz is None else ns
-    # mixed zones or formats: pandas' ISO 8601 parser, slower but exact (zone-less rows as UTC first)
+    # mixed zones or formats: pandas' ISO 8601 parser, slower but exact (zone-less rows as UTC first).
+    # Zoned and zone-less rows are parsed apart: pandas 2 reads a zone-less row after a zoned one in
+    # that row's offset
     import pandas as pd  # imported when needed: most logs never reach pandas
     text = pd.Series(s.to_numpy(zero_copy_only=False))
-    values = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
-    bad = values.isna().to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+    naive = ~text.str.contains(_ZONED, regex=True).to_numpy(dtype=bool)
+    parts = [np.flatnonzero(naive), np.flatnonzero(~naive)]
+    parsed = [pd.to_datetime(text.iloc[i], utc=True, format="ISO8601", errors="coerce") for i in parts]
+    bad = np.concatenate([i[v.isna().to_numpy()] for i, v in zip(parts, parsed)])
+    if bad.size:  # the first text that is no time at all; else the first year past nanoseconds (pandas 2)
+        bad = np.sort(bad)
+        texts = text.iloc[bad]
+        years = pd.to_numeric(texts.str.extract(r"^\s*([+-]?\d{4,})-\d", expand=False), errors="coerce")
+        years = years.fillna(2000).to_numpy()  # no leading year: 2000, i.e. unparseable
+        unparseable = bad[(years >= 1678) & (years <= 2261)]
+        if not unparseable.size:
+            _check_years(years, texts.to_numpy(), path, column, rows[bad])
+        i = int(unparseable[0])
         raise InputError("unparseable timestamp", file=path, where=f"row {rows[i]}, column {column!r}",
                          value=str(s[i]), hint=_not_iso_hint(str(s[i])))
-    ns = _datetime_ns(values, s, path, column, rows)
-    naive = ~text.str.contains(_ZONED, regex=True).to_numpy(dtype=bool)
+    years = np.empty(len(text), dtype=np.int64)
+    for i, v in zip(parts, parsed):
+        years[i] = v.dt.year.to_numpy()
+    _check_years(years, s, path, column, rows)
+    ns = np.empty(len(text), dtype=np.int64)
+    for i, v in zip(parts, parsed):
+        ns[i] = v.to_numpy(dtype="datetime64[ns]").astype(np.int64)
     zones.count(int((~naive).sum()), len(s))
     if zone != "UTC":  # the zone-less rows were local times
         ns[naive] = _localize(ns[naive], zone)
@@ -218,13 +234,18 @@ def _layout_of_first(first: str, dayfirst: bool, path: Path, column: str,
 
 def _datetime_ns(values: pd.Series, s: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray) -> np.ndarray:
     """Nanoseconds of parsed datetimes; a year outside int64 nanoseconds is bad input, not a wrap-around."""
-    years = values.dt.year.to_numpy()
+    _check_years(values.dt.year.to_numpy(), s, path, column, rows)
+    return values.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+
+
+def _check_years(years: np.ndarray, texts, path: Path, column: str, rows: np.ndarray) -> None:
+    """Refuse the first row whose year int64 nanoseconds cannot hold (``texts``, ``rows``: those of
+    ``years``)."""
     out = (years < 1678) | (years > 2261)
     if out.any():
         i = int(np.flatnonzero(out)[0])
         raise InputError("timestamp outside the years 1678 to 2261", file=path,
-                         where=f"row {rows[i]}, column {column!r}", value=str(s[i]))
-    return values.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+                         where=f"row {rows[i]}, column {column!r}", value=str(texts[i]))
 
 
 def _epoch_ns(arr: pa.ChunkedArray, unit: str, path: Path, column: str, rows: np.ndarray) -> np.ndarray:

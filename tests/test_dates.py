@@ -207,6 +207,21 @@ def test_empty_and_out_of_range_timestamps_are_bad_input(tmp_path):
         load_events(write(tmp_path / "b.csv", HEADER + "c1,3000-01-01,email,awareness\n"))
 
 
+def test_mixed_zones_and_bad_years_read_the_same_on_pandas_2_and_3(tmp_path):
+    """Mixed zones take pandas' ISO parser: zoned and zone-less rows are parsed apart (pandas 2.2 gave a
+    zone-less row after a zoned one that row's offset), and a text that is no time at all is named
+    before a year past int64 nanoseconds (which pandas 2 cannot parse either)."""
+    log = load_events(write(tmp_path / "a.csv", HEADER + "c1,2024-01-01T02:00:00+02:00,email,awareness\n"
+                            "c2,2024-01-01T00:00:00,web,awareness\nc3,2024-01-01T01:00:00Z,web,awareness\n"))
+    assert sorted(log.time.tolist()) == [19723.0, 19723.0, 19723.0 + 1 / 24]
+    with pytest.raises(InputError, match="row 3, column 'timestamp': unparseable timestamp"):
+        load_events(write(tmp_path / "b.csv", HEADER + "c1,2024-01-01T00:00:00+02:00,email,awareness\n"
+                          "c1,3000-01-01,web,decision\nc1,soon,web,decision\n"))
+    with pytest.raises(InputError, match="row 2.*years 1678 to 2261.*'3000-01-01'"):
+        load_events(write(tmp_path / "c.csv", HEADER + "c1,2024-01-01T00:00:00+02:00,email,awareness\n"
+                          "c1,3000-01-01,web,decision\nc1,2024-01-02,web,decision\n"))
+
+
 def test_the_demo_model_is_unchanged():
     data = json.loads(calibrate(DEMO_EVENTS).to_json())
     shipped = json.loads(DEMO_MODEL.read_text())
