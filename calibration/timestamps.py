@@ -173,8 +173,8 @@ def _parse_iso(s: pa.ChunkedArray, zone: str, path: Path, column: str, rows: np.
         bad = np.sort(bad)
         texts = text.iloc[bad]
         years = pd.to_numeric(texts.str.extract(r"^\s*([+-]?\d{4,})-\d", expand=False), errors="coerce")
-        years = years.fillna(2000).to_numpy()  # no leading year: 2000, i.e. unparseable
-        unparseable = bad[(years >= 1678) & (years <= 2261)]
+        years = years.to_numpy(dtype=float)  # NaN: no leading year, so unparseable
+        unparseable = bad[~_outside_ns_years(years)]
         if not unparseable.size:
             _check_years(years, texts.to_numpy(), path, column, rows[bad])
         i = int(unparseable[0])
@@ -238,10 +238,15 @@ def _datetime_ns(values: pd.Series, s: pa.ChunkedArray, path: Path, column: str,
     return values.to_numpy(dtype="datetime64[ns]").astype(np.int64)
 
 
+def _outside_ns_years(years: np.ndarray) -> np.ndarray:
+    """Per year: outside the years 1678 to 2261 that int64 nanoseconds hold (NaN: not outside)."""
+    return (years < 1678) | (years > 2261)
+
+
 def _check_years(years: np.ndarray, texts, path: Path, column: str, rows: np.ndarray) -> None:
     """Refuse the first row whose year int64 nanoseconds cannot hold (``texts``, ``rows``: those of
     ``years``)."""
-    out = (years < 1678) | (years > 2261)
+    out = _outside_ns_years(years)
     if out.any():
         i = int(np.flatnonzero(out)[0])
         raise InputError("timestamp outside the years 1678 to 2261", file=path,
