@@ -287,15 +287,14 @@ def _coded(table: pa.Table, plan: Plan) -> pa.Table:
     vocabularies = _vocabularies(plan)
     for i, f in enumerate(table.schema):
         value_type = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
-        column = pc.cast(table[f.name], value_type) if value_type != f.type else None
         if f.name in vocabularies and (pa.types.is_string(value_type) or pa.types.is_large_string(value_type)):
             vocab = pa.array(vocabularies[f.name], pa.string())
             codes = pc.index_in(pc.cast(table[f.name], pa.string()), value_set=vocab).combine_chunks()
             if codes.null_count:  # pass A saw every kept value: a value outside is a bug here
                 raise RuntimeError(f"column {f.name!r} holds a value outside the log's vocabulary")
-            column = pa.DictionaryArray.from_arrays(codes, vocab)
-        if column is not None:
-            table = table.set_column(i, f.name, column)
+            table = table.set_column(i, f.name, pa.DictionaryArray.from_arrays(codes, vocab))
+        elif value_type != f.type:
+            table = table.set_column(i, f.name, pc.cast(table[f.name], value_type))
     return table
 
 
