@@ -122,18 +122,18 @@ def calibration(events: str | Path, *, stages: str | None = None, conversion_sta
             st.sha256 = model.log_summary["sha256"] = digest.result()
     if st.experience is not None:
         model.extras["experience"] = satisfaction_section(st.experience, st.stages, st.touchpoints)
-    csv = None
+    per_customer = None
     if record is not None:
         record["profiles"] = mix.profiles(model)
         model.extras["personas_discovered"] = record
         if assignments is not None:
-            csv = Assignments(ids, posterior, model.personas, first)
+            per_customer = Assignments(ids, posterior, model.personas, first)
     if currency is None and mapping is not None:
         currency = load_mapping(mapping).currency
     section = section_of(st.value, st.personas, st.stages, currency)
     if section:
         model.extras["value"] = section
-    return Calibration(model=model, assignments=csv)
+    return Calibration(model=model, assignments=per_customer)
 
 
 def _streamed(events: str | Path, load: dict, *, inactivity_days: float, phases: bool,
