@@ -21,7 +21,7 @@ from calibration import load as load_module  # noqa: E402
 from calibration.buckets import split_log  # noqa: E402
 from calibration.load import load_events  # noqa: E402
 from sim.errors import InputError  # noqa: E402
-from worlds import make_world, simulate_log, with_customer_refusals  # noqa: E402
+from worlds import dropped_only_names, make_world, simulate_log, with_customer_refusals  # noqa: E402
 
 HAS_TABLE = hasattr(load_module, "log_from_table")
 needs_table = pytest.mark.skipif(not HAS_TABLE, reason="calibration.load.log_from_table not on this branch yet")
@@ -205,17 +205,8 @@ def test_a_filtered_log_names_what_its_kept_rows_name(client, tmp_path):
     other readers, with the names stored as Parquet dictionaries (which a filter keeps)."""
     from calibration.estimate import DEFAULT_INACTIVITY_DAYS, estimate, estimate_stats
 
-    n = 4_000
-    drop = [i % 97 == 5 for i in range(n)]
-    table = pa.table({
-        "customer_id": [f"c{i % 301}" for i in range(n)],
-        "timestamp": [f"2024-0{1 + i // 1000}-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z" for i in range(n)],
-        "touchpoint": pc.dictionary_encode(pa.array(["fax" if d else ["web", "email", "call"][i % 3]
-                                                     for i, d in enumerate(drop)])),
-        "stage": [["awareness", "consideration"][i % 2] for i in range(n)],
-        "persona": pc.dictionary_encode(pa.array(["ghost" if d else ["a", "b"][i % 301 % 2]
-                                                  for i, d in enumerate(drop)])),
-        "status": ["DRAFT" if d else "DONE" for d in drop]})
+    table = pa.table({name: pc.dictionary_encode(pa.array(values)) if name in ("touchpoint", "persona") else values
+                      for name, values in dropped_only_names().items()})
     log_file = tmp_path / "log.parquet"
     pq.write_table(table, log_file, row_group_size=1_000)
     mapping = tmp_path / "map.toml"

@@ -20,7 +20,7 @@ from calibration.buckets import split_log
 from calibration.load import load_events
 from calibration.stream import open_stream
 from sim.errors import InputError
-from worlds import simulate_log, with_customer_refusals
+from worlds import dropped_only_names, simulate_log, with_customer_refusals
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -364,28 +364,11 @@ def test_mappings_stream_like_the_whole_log(tmp_path, extra):
     same_parts(log, mapping=mapping)
 
 
-def _with_dropped_only_names(persona: bool) -> pa.Table:
-    """A log whose "DRAFT" rows alone name the touchpoint "fax" (and, with ``persona``, the persona
-    "ghost"): a [filter] keeping "DONE" drops them."""
-    n = 4_000
-    dropped = [i % 97 == 5 for i in range(n)]
-    columns = {
-        "customer_id": [f"c{i % 301}" for i in range(n)],
-        "timestamp": [f"2024-0{1 + i // 1000}-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z" for i in range(n)],
-        "touchpoint": ["fax" if d else ["web", "email", "call"][i % 3] for i, d in enumerate(dropped)],
-        "stage": [["awareness", "consideration"][i % 2] for i in range(n)],
-        "persona": ["ghost" if d else ["a", "b"][i % 301 % 2] for i, d in enumerate(dropped)],
-        "status": ["DRAFT" if d else "DONE" for d in dropped]}
-    if not persona:
-        del columns["persona"]
-    return pa.table(columns)
-
-
 def test_a_parquet_log_under_a_filter_keeps_the_kept_rows_vocabulary(tmp_path):
     """The stream reads a Parquet log's text columns as dictionaries, under a [filter] too: a row
     group's dictionary still names what the dropped rows hold (here a touchpoint only they have), and
     the vocabulary is the entries the kept rows use."""
-    table = _with_dropped_only_names(persona=False)
+    table = pa.table(dropped_only_names(persona=False))
     log = tmp_path / "log.parquet"
     pq.write_table(table, log, row_group_size=1_000)
     mapping = tmp_path / "map.toml"
@@ -402,7 +385,7 @@ def test_a_filtered_log_names_what_its_kept_rows_name_in_every_format(tmp_path, 
     """Under a [filter], a touchpoint or persona only dropped rows name is not in the model, whatever
     the format: a CSV's columns are read dictionary-encoded, and a filtered column keeps its dictionary
     (0.5.6 kept the dropped rows' names from a CSV, and not from a Parquet file of the same rows)."""
-    table = _with_dropped_only_names(persona=True)
+    table = pa.table(dropped_only_names())
     if form == "csv":
         log = tmp_path / "log.csv"
         pd.DataFrame(table.to_pydict()).to_csv(log, index=False)

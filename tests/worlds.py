@@ -358,3 +358,20 @@ def with_customer_refusals(events: pd.DataFrame, seed: int = 0, *, clash: bool =
         personas = sorted(set(out["persona"]))
         out.loc[i, "persona"] = next(p for p in personas if p != out.loc[i, "persona"])
     return out
+
+
+def dropped_only_names(persona: bool = True) -> dict[str, list[str]]:
+    """A log's columns whose "DRAFT" rows alone name the touchpoint "fax" (and, with ``persona``, the
+    persona "ghost"): a [filter] keeping "DONE" drops them, so no model of it names either."""
+    n = 4_000
+    dropped = [i % 97 == 5 for i in range(n)]
+    columns = {
+        "customer_id": [f"c{i % 301}" for i in range(n)],
+        "timestamp": [f"2024-0{1 + i // 1000}-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z" for i in range(n)],
+        "touchpoint": ["fax" if d else ["web", "email", "call"][i % 3] for i, d in enumerate(dropped)],
+        "stage": [["awareness", "consideration"][i % 2] for i in range(n)],
+        "persona": ["ghost" if d else ["a", "b"][i % 301 % 2] for i, d in enumerate(dropped)],
+        "status": ["DRAFT" if d else "DONE" for d in dropped]}
+    if not persona:
+        del columns["persona"]
+    return columns
