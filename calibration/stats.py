@@ -145,24 +145,31 @@ def log_stats(log: EventLog, *, end: float, inactivity_days: float, phases: bool
     entry = live & (first | np.r_[False, advanced[:-1]])
     late = np.flatnonzero(timed_moves & (window == 1))
     w_cell, w_to, w_way = windowed(cell, size), windowed(to_idx, P * S), windowed(way, P * S * K)
+    # a live row's interaction moved the customer on, stayed (a row follows), or is the customer's last:
+    # one count of each kind gives decided (all three), stay_seen and followed_rows (integers: exact)
+    kind = ~advanced * (1 + last.astype(np.int64))  # 0 moved on, 1 stayed, 2 last
+    by_kind = count(live, kind * (2 * size) + w_cell, 3 * size).reshape(3, 2, P, S, T)
+    decided = by_kind.sum(0)
+    # timed moves and untimed ones (the arrival row): move_exits is both
+    by_timing = count(moves, timed_moves * (2 * P * S * K) + w_way, 2 * P * S * K).reshape(2, 2, P, S, K)
     return LogStats(
         touchpoints=log.touchpoints, stages=log.stages, personas=log.personas, conversion_stage=log.conversion_stage,
         source=log.source, sha256=log.sha256, notes=log.notes, end=float(end), inactivity_days=float(inactivity_days),
         rows=int(n), customers=log.n_customers, first_time=float(time.min()) if n else np.inf,
         backward_rows=int(log.backward_rows), live_rows=int(live.sum()), window_rows=int(window.sum()),
         known_rows=int((live & (advanced | ~last | certain)).sum()),
-        interactions=np.bincount(cell[live], minlength=size).reshape(P, S, T),
-        decided=count(live, w_cell, size).reshape(2, P, S, T),
+        interactions=decided.sum(0),
+        decided=decided,
         advanced=count(moves, windowed(cell * S + after, size * S), size * S).reshape(2, P, S, T, S),
-        stay_seen=count(live & ~advanced & ~last, w_cell, size).reshape(2, P, S, T),
+        stay_seen=by_kind[1],
         entered=count(moves & (after < final), w_to, P * S).reshape(2, P, S),
         gaps=count(gap_rows, w_to, P * S).reshape(2, P, S),
         days_seen=count(gap_rows, w_to, P * S, gap_len).reshape(2, P, S),
-        followed_rows=count(live & (advanced | ~last), w_cell, size).reshape(2, P, S, T),
+        followed_rows=by_kind[0] + by_kind[1],
         first_in_stage=np.bincount(cell[entry], minlength=size).reshape(P, S, T),
         pairs=np.bincount(cell[stay_next] * T + tp[stay_next + 1], minlength=size * T).reshape(P, S, T, T),
-        move_exits=count(moves, w_way, P * S * K).reshape(2, P, S, K),
-        move_timed=count(timed_moves, w_way, P * S * K).reshape(2, P, S, K),
+        move_exits=by_timing.sum(0),
+        move_timed=by_timing[1],
         move_days=count(timed_moves, w_way, P * S * K, in_stage).reshape(2, P, S, K),
         move_bins=[bin_sums(way[timed_moves & (window == w)], in_stage[timed_moves & (window == w)])
                    for w in (0, 1)] if phases else None,

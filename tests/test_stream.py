@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -301,13 +302,13 @@ def test_an_empty_text_in_parquet_is_an_empty_cell(tmp_path, events, column):
 def test_a_full_disk_for_the_spill_is_one_line(tmp_path, events, monkeypatch):
     """The spill folder's disk filling up names the folder and says how to give it room (it was an internal
     error, exit 1); the spill folder is removed."""
-    import calibration.stream as stream
+    import calibration.first_pass as first_pass
 
     csv = tmp_path / "events.csv"
     events.to_csv(csv, index=False)
     work = tmp_path / "work"
     work.mkdir()
-    monkeypatch.setattr(stream, "_spill_path", lambda folder, bucket: Path("/dev/full"))
+    monkeypatch.setattr(first_pass, "spill_path", lambda folder, bucket: Path("/dev/full"))
     with pytest.raises(InputError) as err:
         open_stream(csv, block_size=SMALL, hold_bytes=0, workdir=work)
     text = str(err.value)
@@ -481,6 +482,39 @@ def test_bad_input_gives_the_in_memory_line(tmp_path, text):
             list(s.parts())
     assert str(got.value) == str(want.value)
     assert not list(tmp_path.glob("journey-stream-*"))
+
+
+def test_the_first_bad_row_is_named_whichever_batch_a_worker_finishes_first(tmp_path, monkeypatch):
+    """Pass 1 examines batches on worker threads (calibration/first_pass.py) and takes them back in file
+    order: with the first batches made slow, the later batches are done first, and the message still
+    names the first bad row of each check, as load_events does."""
+    import calibration.first_pass as first_pass
+
+    lines = GOOD.splitlines(keepends=True)
+    lines[40], lines[1_700] = "7,2024-01-02,web,purchase,p1\n", "8,2024-01-02,web,checkout,p1\n"
+    bad_stages = tmp_path / "stages.csv"
+    bad_stages.write_text(HEADER + "".join(lines))
+    lines = GOOD.splitlines(keepends=True)
+    lines[900], lines[1_700] = ",2024-01-02,web,awareness,p1\n", "8,2024-01-02,web,awareness,\n"
+    lines[40] = "7,2024-01-02,web,purchase,p1\n"  # a bad stage early loses to an empty id later
+    bad_ids = tmp_path / "ids.csv"
+    bad_ids.write_text(HEADER + "".join(lines))
+    examine = first_pass.FirstPass._examine
+
+    def slow_start(self, table, rows):
+        if rows[0] < 1_000:
+            time.sleep(0.02)
+        return examine(self, table, rows)
+
+    monkeypatch.setattr(first_pass.FirstPass, "_examine", slow_start)
+    for path, named in ((bad_stages, "row 41, column 'stage'"), (bad_ids, "row 901, column 'customer_id'")):
+        with pytest.raises(InputError) as want:
+            load_events(path)
+        with pytest.raises(InputError) as got:
+            with open_stream(path, block_size=SMALL) as s:
+                list(s.parts())
+        assert str(got.value) == str(want.value), path.name
+        assert named in str(got.value), str(got.value)
 
 
 def test_a_row_with_an_extra_field_is_named_on_both_readers(tmp_path):
