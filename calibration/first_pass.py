@@ -32,7 +32,7 @@ from calibration.columns import (
 )
 from calibration.load import check_required, filter_rows
 from calibration.mapping import Mapping
-from calibration.readers import column_sources, wanted_columns
+from calibration.readers import READ_ERRORS, column_sources, wanted_columns
 from calibration.timestamps import NS_PER_DAY, Layout, ZoneTally, layout_of, parse_time_ns
 from sim.errors import InputError
 
@@ -136,7 +136,7 @@ class FirstPass:
                     table = next(batches)
                 except StopIteration:
                     break
-                except Exception:  # re-raised: the rows read before a bad block are checked first
+                except (InputError, *READ_ERRORS):  # re-raised once the batches read before it are taken
                     self._take_all(pending)
                     raise
                 job = self._admit(table)
