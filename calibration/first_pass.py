@@ -81,7 +81,7 @@ class FirstPass:
     """Pass 1's state: the first error of each kind, the names, and the buckets (held, or in spill files)."""
 
     def __init__(self, path: Path, mp: Mapping, stage_names: list[str], before: float | None, buckets: int,
-                 folder: Path, hold: int = HOLD_BYTES, need: int = 0) -> None:
+                 folder: Path, hold: int = HOLD_BYTES, need: int = 0, encode: list[str] | None = None) -> None:
         self.path, self.mp, self.stages, self.before, self.buckets, self.folder = \
             path, mp, stage_names, before, buckets, folder
         self.columns = column_sources(mp)
@@ -97,7 +97,7 @@ class FirstPass:
         self.layout_read = False
         self.layout_failed = False
         self.read_columns: list[str] | None = None
-        self.encode: list[str] = []  # text columns to dictionary-encode (a CSV's low-cardinality ones)
+        self.encode = encode or []  # text columns to dictionary-encode (a CSV's low-cardinality ones)
         self.writers: dict[int, ipc.RecordBatchStreamWriter] = {}
         self.sinks: list[pa.NativeFile] = []
         # buckets are held in memory until they pass HOLD_BYTES, then spilled: a log that fits

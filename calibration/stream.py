@@ -233,7 +233,7 @@ def _read(path: Path | str, files: list[Path] | list[str], fs: pafs.FileSystem |
     except READ_ERRORS as exc:
         raise read_error(exc, files[0]) from None
     while True:
-        p = FirstPass(path, mp, stage_names, before, buckets, folder, *hold)
+        p = FirstPass(path, mp, stage_names, before, buckets, folder, *hold, encode=dictionary_columns(plan))
         try:
             _read_csv(p, files, fs, plan, block, progress)
             return p
@@ -255,7 +255,6 @@ def _read_csv(p: FirstPass, files: list[Path] | list[str], fs: pafs.FileSystem |
               progress: Progress | None) -> None:
     sizes = [_size(f, fs) for f in files]
     total, done = sum(sizes), 0
-    p.encode = dictionary_columns(plan)
     for i, (f, size) in enumerate(zip(files, sizes)):
         p.reading = f
         if i:  # the first file's header and plan read every file
