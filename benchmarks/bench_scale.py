@@ -8,7 +8,12 @@ written five times with customer ids suffixed -0 .. -4 (distinct customers), a f
 
 Each method runs as a fresh process; its peak memory is the peak of the summed RSS of its whole
 process tree (Dask's nanny and worker processes included), sampled every 50 ms:
-  * pandas: a bare ``pandas.read_csv`` (CSV only): the yardstick;
+  * pandas.read_csv: a bare ``pandas.read_csv`` (CSV only): issue 18's yardstick. It leaves the
+    timestamps as text, which no calibration can, so three more yardsticks read the same CSV:
+  * pandas parse_dates: ``pandas.read_csv(..., parse_dates=["timestamp"])``;
+  * pyarrow.csv.read_csv: Arrow's multi-threaded reader, which types the ISO timestamps as it reads;
+  * floor: the least any calibration of the log must do, written plainly with Arrow and numpy: that
+    read, the customer ids and names coded, the rows sorted by customer and time (`floor`);
   * memory: ``journey calibrate --reader memory`` (today's loader: the whole log in memory);
   * stream: ``journey calibrate`` (the default, out of core);
   * dask N: ``journey calibrate LOG --scheduler local --workers N`` (a LocalCluster of N processes).
@@ -154,6 +159,16 @@ def methods(workers: list[int], out: Path) -> list[tuple[str, str, object]]:
     def pandas(log, model):
         return [py, "-c", f"import pandas; pandas.read_csv({str(log)!r})"] if log.suffix == ".csv" else None
 
+    def pandas_times(log, model):
+        return ([py, "-c", f"import pandas; pandas.read_csv({str(log)!r}, parse_dates=['timestamp'])"]
+                if log.suffix == ".csv" else None)
+
+    def arrow(log, model):
+        return [py, "-c", f"import pyarrow.csv; pyarrow.csv.read_csv({str(log)!r})"] if log.suffix == ".csv" else None
+
+    def least(log, model):
+        return [py, str(Path(__file__).resolve()), "--floor", str(log)] if log.suffix == ".csv" else None
+
     def memory(log, model):
         return ["journey", "calibrate", str(log), "--reader", "memory", "--out", str(model)]
 
@@ -167,8 +182,40 @@ def methods(workers: list[int], out: Path) -> list[tuple[str, str, object]]:
             return ["journey", "calibrate", str(log), "--scheduler", "local", "--workers", str(n), "--out", str(model)]
         return cmd
 
-    return ([("pandas.read_csv", "", pandas), ("memory", "cli", memory), ("stream", "cli", stream)]
+    return ([("pandas.read_csv", "", pandas), ("pandas parse_dates", "", pandas_times),
+             ("pyarrow.csv.read_csv", "", arrow), ("floor", "", least), ("memory", "cli", memory),
+             ("stream", "cli", stream)]
             + [(f"dask {n}", "cli", dask(n)) for n in workers])
+
+
+def floor(log: Path) -> None:
+    """The least any calibration of a CSV log does: read it with the timestamps typed (Arrow's reader),
+    code the customer ids, and sort the rows by customer and time (numpy), keeping the coded columns."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(log, convert_options=pacsv.ConvertOptions(column_types={"customer_id": pa.string()}))
+    customer = pc.dictionary_encode(table["customer_id"]).combine_chunks().indices.to_numpy()
+    time = pc.cast(table["timestamp"], pa.int64()).to_numpy()
+    order = np.lexsort((time, customer))
+    kept = [customer[order], time[order]]
+    for name in ("touchpoint", "stage", "persona"):
+        kept.append(pc.dictionary_encode(table[name]).combine_chunks().indices.to_numpy()[order])
+
+
+def ratios(table: list[tuple]) -> list[str]:
+    """The stream's wall over each yardstick's, at each CSV size."""
+    lines = []
+    for size in dict.fromkeys(row[0] for row in table):
+        walls = {row[2]: row[5] for row in table if row[0] == size and row[1] == "csv" and not row[8]}
+        if "stream" not in walls:
+            continue
+        for name in ("pandas.read_csv", "pandas parse_dates", "pyarrow.csv.read_csv", "floor"):
+            if name in walls:
+                lines.append(f"{size} CSV: stream / {name} = {walls['stream'] / walls[name]:.2f}")
+    return lines
 
 
 def model_content(path: Path) -> dict | None:
@@ -192,7 +239,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs of each method below 51 M (the table shows the median wall)")
     ap.add_argument("--repeat-large", type=int, default=1, help="runs of each method at 51 M")
+    ap.add_argument("--floor", type=Path, help=argparse.SUPPRESS)  # one run of `floor` (a fresh process)
     args = ap.parse_args()
+    if args.floor is not None:
+        floor(args.floor)
+        return
     FOLDER.mkdir(exist_ok=True)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     workers = [int(w) for w in args.workers.split(",") if w.strip()]
@@ -239,6 +290,11 @@ def main() -> None:
         rate = "failed" if rc else f"{n / wall / 1e6:.2f}"
         print(f"| {n / 1e6:.1f} M | {fmt} | {name} | {wall:.1f} | {' '.join(f'{w:.1f}' for w in walls)} | {rate} "
               f"| {peak:.2f} | {same} |")
+    import pandas
+    import pyarrow
+
+    print("\n" + "\n".join(ratios(table)))
+    print(f"\npandas {pandas.__version__}, pyarrow {pyarrow.__version__}, {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

@@ -17,21 +17,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from calibration.columns import (
-    derive_persona,
-    derive_stage,
-    distinct,
-    no_nulls,
-    parse_satisfaction,
-    parse_value,
-    stage_codes,
-)
-from calibration.eventlog import REQUIRED, parse_stages
+from calibration.eventlog import parse_stages
+from calibration.load import check_filter_columns, check_required, filter_rows
 from calibration.mapping import Mapping, load_mapping
 from calibration.readers import column_sources
+from calibration.row_checks import check_rows, persona_names
 from calibration.sources import dataset_files, is_local, same_columns
-from calibration.timestamps import ZoneTally, parse_time
-from sim.errors import InputError, closest
+from calibration.timestamps import NS_PER_DAY, ZoneTally
+from sim.errors import InputError
 from sim.limits import sha256_of_files
 
 PIECE_ROWS = 2_000_000  # rows a pass-A task / shuffle input reads at most (whole row groups)
@@ -84,17 +77,9 @@ def make_plan(path: str | Path, mapping, stages, conversion_stage, before, bucke
     pieces, header = plan_pieces(fs, files, source)
     if not pieces or sum(p.n_rows for p in pieces) == 0:
         raise InputError("the event log is empty (no data rows)", file=source)
-    for column in mp.filter:
-        if column not in header:
-            raise InputError("filter names a column the log does not have", file=source, where=f"[filter] {column}",
-                             hint=closest(column, header))
     sources = column_sources(mp)
-    for name in REQUIRED:
-        if name == "stage" and mp.stage is not None:
-            continue
-        if sources[name] not in header:
-            raise InputError("missing required column", file=source, where=f"column {sources[name]!r}",
-                             hint=closest(sources[name], header) + " (or map it with --mapping)")
+    check_filter_columns(header, header, mp, source)
+    check_required(header, header, mp, sources, source)
     wanted = (set(sources.values()) | set(mp.filter) | ({mp.stage.column} if mp.stage else set())
               | ({mp.persona.column} if mp.persona else set()))
     persona_src = mp.persona.column if mp.persona is not None else sources["persona"]
@@ -172,13 +157,7 @@ def read_piece(plan: Plan, piece: Piece) -> tuple[pa.Table, np.ndarray]:
         raise InputError(f"cannot read the event log: {str(exc).splitlines()[0][:200]}", file=piece.file,
                          hint="expected Parquet files") from None
     rows = np.arange(piece.first_row, piece.first_row + table.num_rows, dtype=np.int64)
-    mp = plan.mapping
-    for column in mp.filter:  # as calibration/load.py's _filtered
-        wanted = pa.array(mp.filter_values(column), type=pa.string())
-        keep = pc.is_in(pc.cast(table[column], pa.string()), value_set=wanted).to_numpy(zero_copy_only=False)
-        keep = np.asarray(keep, dtype=bool) & ~np.asarray(pc.is_null(table[column]).to_numpy(zero_copy_only=False))
-        table = table.filter(pa.array(keep))
-        rows = rows[keep]
+    table, rows = filter_rows(table, rows, plan.mapping, Path(plan.source))  # make_plan checked its columns
     return table.replace_schema_metadata({"journey_header": "\x1f".join(plan.header)}), rows
 
 
@@ -192,7 +171,7 @@ class _Summary:
     touchpoints: set = field(default_factory=set)
     personas: set = field(default_factory=set)
     zones: ZoneTally = field(default_factory=ZoneTally)
-    error: tuple | None = None  # (check number, InputError fields): the loader's order of checks
+    error: tuple | None = None  # (rank, InputError fields): calibration/row_checks.py's order of checks
 
 
 def _summarize(plan: Plan, piece: Piece) -> _Summary:
@@ -200,54 +179,22 @@ def _summarize(plan: Plan, piece: Piece) -> _Summary:
     try:
         table, rows = read_piece(plan, piece)
     except InputError as err:
-        return _Summary(kept=1, error=(-1, error_fields(err)))  # kept=1: reported before "no rows left"
+        return _Summary(kept=1, error=((-1, 0), error_fields(err)))  # kept=1: reported before "no rows left"
     out = _Summary(kept=table.num_rows)
     if not table.num_rows:
         return out
-    mp, src, path = plan.mapping, column_sources(plan.mapping), Path(plan.source)
-    step = 0
-    try:
-        no_nulls(pc.cast(table[src["customer_id"]], pa.string()), path, src["customer_id"], rows)
-        step = 1
-        time = parse_time(table[src["timestamp"]], path, src["timestamp"], rows, mp.timestamp, layout=plan.layout,
-                          zones=out.zones)
-        step = 2
-        no_nulls(table[src["touchpoint"]], path, src["touchpoint"], rows)
-        out.touchpoints = set(distinct(table[src["touchpoint"]]))
-        step = 3
-        if mp.stage is not None:
-            derive_stage(table, mp, plan.stages, path, rows)
-        else:
-            stage_codes(table[src["stage"]], plan.stages, path, src["stage"], rows)
-        step = 4
-        out.personas = _piece_personas(table, mp, src, path, rows)
-        step = 5
-        if src["satisfaction"] in table.column_names:
-            parse_satisfaction(table[src["satisfaction"]], path, src["satisfaction"], rows)
-        step = 6
-        if src["value"] in table.column_names:
-            parse_value(table[src["value"]], path, src["value"], rows)
-    except InputError as err:
-        out.error = (step, error_fields(err))
+    checked = check_rows(table, rows, plan.mapping, plan.stages, Path(plan.source), layout=plan.layout)
+    if checked.failure is not None:
+        rank, err = checked.failure
+        out.error = (rank, error_fields(err))
         return out
+    out.touchpoints, out.personas, out.zones = checked.touchpoints, checked.personas, checked.zones
+    time = checked.ns.astype(np.float64) / NS_PER_DAY  # as load_events compares them
     kept = time < plan.before if plan.before is not None else np.ones(time.size, dtype=bool)
     out.before_kept = int(kept.sum())
     if out.before_kept:
         out.t_max = float(time[kept].max())
     return out
-
-
-def _piece_personas(table: pa.Table, mp: Mapping, src: dict[str, str], path: Path, rows: np.ndarray) -> set:
-    """The personas this piece's rows name (label indices for a banded [persona] rule)."""
-    if mp.persona is not None:
-        codes, names = derive_persona(table, mp, path)
-        if mp.persona.bands is None:
-            return set(names)
-        return {mp.persona.labels.index(n) for n in names} if (codes >= 0).any() else set()
-    if src["persona"] in table.column_names:
-        no_nulls(table[src["persona"]], path, src["persona"], rows)
-        return set(distinct(table[src["persona"]]))
-    return set()
 
 
 def check_pieces(plan: Plan, client) -> float:
@@ -261,20 +208,12 @@ def check_pieces(plan: Plan, client) -> float:
         raise InputError(**min(errors, key=lambda e: e[:2])[2])
     if plan.before is not None and not sum(s.before_kept for s in summaries):
         raise InputError("no rows before the split", file=plan.source, where="--split")
-    mp = plan.mapping
     zones = ZoneTally()
     for s in summaries:
         zones.add(s.zones)
     plan.notes.update(zones.note())
     plan.touchpoints = sorted(set().union(*(s.touchpoints for s in summaries)))
-    personas = set().union(*(s.personas for s in summaries))
-    if mp.persona is not None and mp.persona.bands is not None:
-        plan.personas = [label for i, label in enumerate(mp.persona.labels) if i in personas] or list(
-            mp.persona.labels)
-    elif mp.persona is not None or column_sources(mp)["persona"] in plan.header:
-        plan.personas = sorted(personas)
-    else:
-        plan.personas = ["all"]
+    plan.personas = persona_names(plan.mapping, set().union(*(s.personas for s in summaries)), plan.header)
     return max(s.t_max for s in summaries)
 
 

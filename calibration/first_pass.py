@@ -21,19 +21,12 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from calibration.buckets import bucket_of
-from calibration.columns import (
-    derive_stage,
-    distinct,
-    no_nulls,
-    parse_satisfaction,
-    parse_value,
-    persona_rule_codes,
-    stage_codes,
-)
-from calibration.load import check_required, filter_rows
+from calibration.columns import no_nulls
+from calibration.load import check_filter_columns, check_required, filter_rows
 from calibration.mapping import Mapping
-from calibration.readers import READ_ERRORS, column_sources, wanted_columns
-from calibration.timestamps import NS_PER_DAY, Layout, ZoneTally, layout_of, parse_time_ns
+from calibration.readers import READ_ERRORS, column_sources, header_names, wanted_columns
+from calibration.row_checks import TIME, VALUE, Rank, check_rows, kind_of, persona_names
+from calibration.timestamps import NS_PER_DAY, Layout, ZoneTally, layout_of
 from sim.errors import InputError
 
 _TIME = pa.timestamp("ns", "UTC")  # spilled times are parsed once, in pass 1
@@ -43,9 +36,11 @@ HOLD_BYTES = 768 << 20  # Arrow bytes of buckets held in memory before they go t
 _WORKERS = min(4, max(2, (os.cpu_count() or 2) - 1))
 _AHEAD = _WORKERS + 2  # batches examined ahead of the one taken back: bounds memory
 
-# the order load_events checks things in: the first failing check wins, whatever row it is on
-_EMPTY, _FILTER_COLUMN, _NO_ROWS, _REQUIRED, _CUSTOMER, _TIME_KIND, _TOUCHPOINT, _STAGE, _PERSONA, \
-    _SATISFACTION, _VALUE, _BEFORE = range(12)
+# the order load_events checks things in: the first failing check wins, whatever row it is on; the row
+# checks (calibration/row_checks.py) come after the whole log's column checks, the split's check last
+_EMPTY, _FILTER_COLUMN, _NO_ROWS, _REQUIRED = range(4)
+_ROWS = _REQUIRED + 1  # a row check's rank (check, kind) is (_ROWS + check, kind) here
+_BEFORE = _ROWS + VALUE + 1
 
 
 def spill_path(folder: Path, bucket: int) -> Path:
@@ -57,24 +52,15 @@ def spill_path(folder: Path, bucket: int) -> Path:
 class _Batch:
     """What one batch tells: its checks' errors (in the order found), names, and its rows by bucket."""
 
-    errors: list[tuple[int, InputError]] = field(default_factory=list)
+    errors: list[tuple[Rank, InputError]] = field(default_factory=list)  # row checks' ranks
     touchpoints: set[str] = field(default_factory=set)
-    personas: set[str] = field(default_factory=set)
-    bands: set[int] = field(default_factory=set)
+    personas: set = field(default_factory=set)  # names; a banded [persona] rule's label indices
     zones: ZoneTally = field(default_factory=ZoneTally)
     kept_rows: bool = False  # any row left after the [filter]
     spill: pa.Table | None = None  # the kept rows, sorted by bucket (None: nothing to spill)
     bounds: np.ndarray | None = None  # spill's rows of bucket b: bounds[b]:bounds[b + 1]
     kept: np.ndarray | None = None  # rows before the split, per bucket
     end: float = -np.inf  # the last of those times, ns
-
-    def check(self, kind: int, fn, *args, **kwargs):
-        """``fn(*args)``, or None with its InputError noted."""
-        try:
-            return fn(*args, **kwargs)
-        except InputError as exc:
-            self.errors.append((kind, exc))
-            return None
 
 
 class FirstPass:
@@ -87,8 +73,7 @@ class FirstPass:
         self.columns = column_sources(mp)
         self.errors: dict[tuple[int, int], InputError] = {}
         self.touchpoints: set[str] = set()
-        self.personas: set[str] = set()
-        self.bands: set[int] = set()
+        self.personas: set = set()  # as row_checks.Checked.personas
         self.rows_read = 0
         self.any_kept = False
         self.end = -np.inf  # ns
@@ -111,11 +96,8 @@ class FirstPass:
         self._only_filter = set(mp.filter) - wanted_columns(mp.model_copy(update={"filter": {}}))
 
     # -- errors ------------------------------------------------------------------------------------
-    def _record(self, kind: int, exc: InputError) -> None:
-        text = exc.message
-        sub = 0 if text.startswith("empty value") else 2 if ("outside the years" in text or "out of range" in text) \
-            else 1
-        self.errors.setdefault((kind, sub), exc)
+    def _record(self, kind: int, exc: InputError, sub: int = 0) -> None:
+        self.errors.setdefault((kind, sub), exc)  # batches are taken in file order: the first row wins
 
     def raise_first(self) -> None:
         """The error load_events would raise: the first check (in its order) that fails."""
@@ -181,35 +163,24 @@ class FirstPass:
         if table.num_rows == 0:
             return out
         out.kept_rows = True
-        cols, path, mp = self.columns, self.path, self.mp
-        cust = pc.cast(table[cols["customer_id"]], pa.string())
-        out.check(_CUSTOMER, no_nulls, cust, path, cols["customer_id"], rows)
-        ns = self._time(out, table[cols["timestamp"]], rows)
-        tp = table[cols["touchpoint"]]
-        if out.check(_TOUCHPOINT, no_nulls, tp, path, cols["touchpoint"], rows) is None and not tp.null_count:
-            out.touchpoints.update(distinct(tp))
-        if mp.stage is not None:
-            out.check(_STAGE, derive_stage, table, mp, self.stages, path, rows)
-        elif not self._known_stages(table[cols["stage"]]):
-            out.check(_STAGE, stage_codes, table[cols["stage"]], self.stages, path, cols["stage"], rows)
-        self._persona(out, table, rows)
-        if cols["satisfaction"] in table.column_names:
-            out.check(_SATISFACTION, parse_satisfaction, table[cols["satisfaction"]], path, cols["satisfaction"],
-                      rows)
-        if cols["value"] in table.column_names:
-            out.check(_VALUE, parse_value, table[cols["value"]], path, cols["value"], rows)
-        if not out.errors and ns is not None:  # with an error to raise, there is nothing to spill
-            self._bucketed(out, table, rows, cust, ns)
+        if not self._settled():
+            self._read_layout(out, table, rows)
+        checked = check_rows(table, rows, self.mp, self.stages, self.path, layout=self.layout,
+                             read_times=not self.layout_failed)
+        if checked.failure is not None:
+            out.errors.append(checked.failure)
+        out.touchpoints, out.personas, out.zones = checked.touchpoints, checked.personas, checked.zones
+        if not out.errors:  # with an error to raise, there is nothing to spill
+            self._bucketed(out, table, rows, checked.customers, checked.ns)
         return out
 
     def _take(self, batch: _Batch) -> None:
         """A batch's findings, in file order: errors, names, and its rows into their buckets."""
         self.any_kept |= batch.kept_rows
-        for kind, exc in batch.errors:
-            self._record(kind, exc)
+        for (check, kind), exc in batch.errors:
+            self._record(_ROWS + check, exc, kind)
         self.touchpoints |= batch.touchpoints
         self.personas |= batch.personas
-        self.bands |= batch.bands
         self.zones.add(batch.zones)
         if self.errors or batch.spill is None:
             return  # an error will be raised: no need to spill
@@ -234,62 +205,36 @@ class FirstPass:
 
     def _structure(self, table: pa.Table) -> None:
         """The whole log's column checks, on the first batch (every batch has the same columns)."""
-        for column in self.mp.filter:
-            if column not in table.column_names:
-                try:
-                    filter_rows(table.slice(0, 0), np.zeros(0, dtype=np.int64), self.mp, self.path)
-                except InputError as exc:
-                    self._record(_FILTER_COLUMN, exc)
-                return
+        present, header = table.column_names, header_names(table)
         try:
-            check_required(table, self.mp, self.columns, self.path)
+            check_filter_columns(present, header, self.mp, self.path)
+        except InputError as exc:
+            self._record(_FILTER_COLUMN, exc)
+            return
+        try:
+            check_required(present, header, self.mp, self.columns, self.path)
         except InputError as exc:
             self._record(_REQUIRED, exc)
 
-    def _time(self, out: _Batch, arr: pa.ChunkedArray, rows: np.ndarray) -> np.ndarray | None:
-        """UTC nanoseconds; a ``dayfirst`` layout read once, from the file's first kept row (unsettled)."""
-        column = self.columns["timestamp"]
-        rule = self.mp.timestamp
-        text = not (pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type) or pa.types.is_integer(arr.type)
-                    or pa.types.is_floating(arr.type))
-        if not self.layout_read and rule is not None and text:
-            s = pc.cast(arr, pa.string())
-            if out.check(_TIME_KIND, no_nulls, s, self.path, column, rows) is None and s.null_count:
-                return None
-            self.layout_read = True
-            try:
-                self.layout = layout_of(str(s[0]), rule, self.path, column, int(rows[0]))
-            except InputError as exc:
-                out.errors.append((_TIME_KIND, exc))
-                self.layout_failed = True
-        if self.layout_failed:  # still look for empty cells (reported first)
-            out.check(_TIME_KIND, no_nulls, arr, self.path, column, rows)
-            return None
-        return out.check(_TIME_KIND, parse_time_ns, arr, self.path, column, rows, rule, layout=self.layout,
-                         zones=out.zones)
-
-    def _known_stages(self, arr: pa.ChunkedArray) -> bool:
-        """Every row names a known stage, by the dictionary entries the rows use alone (`distinct`)."""
-        if arr.null_count or not pa.types.is_dictionary(arr.type):
-            return False
-        return set(distinct(arr)) <= set(self.stages)
-
-    def _persona(self, out: _Batch, table: pa.Table, rows: np.ndarray) -> None:
-        mp, path = self.mp, self.path
-        if mp.persona is not None:
-            got = out.check(_PERSONA, persona_rule_codes, table, mp, path)
-            if got is not None:
-                codes, names = got
-                if mp.persona.bands is None:
-                    out.personas.update(names)
-                else:
-                    out.bands.update(int(i) for i in np.unique(codes[codes >= 0]))
+    def _read_layout(self, out: _Batch, table: pa.Table, rows: np.ndarray) -> None:
+        """A ``dayfirst`` rule's layout, read from the file's first kept row, as load_events reads it from
+        the whole file's (only while unsettled: batches are examined one at a time)."""
+        column, rule = self.columns["timestamp"], self.mp.timestamp
+        arr = table[column]
+        if (pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type) or pa.types.is_integer(arr.type)
+                or pa.types.is_floating(arr.type)):
             return
-        src = self.columns["persona"]
-        if src in table.column_names:
-            arr = table[src]
-            if out.check(_PERSONA, no_nulls, arr, path, src, rows) is None and not arr.null_count:
-                out.personas.update(distinct(arr))
+        s = pc.cast(arr, pa.string())
+        try:
+            no_nulls(s, self.path, column, rows)
+        except InputError:
+            return  # the row checks refuse the empty time, which comes before any layout
+        self.layout_read = True
+        try:
+            self.layout = layout_of(str(s[0]), rule, self.path, column, int(rows[0]))
+        except InputError as exc:
+            out.errors.append(((TIME, kind_of(exc)), exc))
+            self.layout_failed = True
 
     def _bucketed(self, out: _Batch, table: pa.Table, rows: np.ndarray, cust: pa.ChunkedArray, ns: np.ndarray
                   ) -> None:
@@ -374,13 +319,7 @@ class FirstPass:
 
     def persona_list(self) -> list[str]:
         """The whole log's personas, as load_events lists them."""
-        rule = self.mp.persona
-        if rule is not None and rule.bands is not None:
-            used = sorted(self.bands) or range(len(rule.labels))  # no one in any band: every label
-            return [rule.labels[i] for i in used]
-        if rule is not None or self.columns["persona"] in (self.read_columns or []):
-            return sorted(self.personas)
-        return ["all"]
+        return persona_names(self.mp, self.personas, self.read_columns or [])
 
     def persona_note(self) -> str | None:
         """notes["persona_column"]: where personas come from (None: everyone is "all")."""

@@ -130,7 +130,7 @@ def _log(table: pa.Table, rows: np.ndarray, mp: Mapping, stage_names: list[str],
     if per_global:
         vocab[columns["persona"]] = list(personas)
     table, rows = _filtered(table, rows, mp, path)
-    check_required(table, mp, columns, path)
+    check_required(table.column_names, header_names(table), mp, columns, path)
     r, codes = _read_rows(table, mp, columns, stage_names, path, rows, time_rule, vocab, zones)
     if (tp_global and (r.touchpoint < 0).any()) or (per_global and (r.persona < 0).any()):
         raise ValueError("a row's value is not in the log's vocabulary")  # a caller's bug, not bad input
@@ -174,10 +174,8 @@ def _filtered(table: pa.Table, rows: np.ndarray, mp: Mapping, path: Path) -> tup
 
 def filter_rows(table: pa.Table, rows: np.ndarray, mp: Mapping, path: Path) -> tuple[pa.Table, np.ndarray]:
     """The rows (and row numbers) the mapping's [filter] keeps; the table may be a batch of the file."""
+    check_filter_columns(table.column_names, header_names(table), mp, path)
     for column in mp.filter:
-        if column not in table.column_names:
-            raise InputError("filter names a column the log does not have", file=path, where=f"[filter] {column}",
-                             hint=closest(column, header_names(table)))
         wanted = pa.array(mp.filter_values(column), type=pa.string())
         keep = pc.is_in(pc.cast(table[column], pa.string()), value_set=wanted).to_numpy(zero_copy_only=False)
         keep = np.asarray(keep, dtype=bool) & ~np.asarray(pc.is_null(table[column]).to_numpy(zero_copy_only=False))
@@ -186,16 +184,26 @@ def filter_rows(table: pa.Table, rows: np.ndarray, mp: Mapping, path: Path) -> t
     return table, rows
 
 
-def check_required(table: pa.Table, mp: Mapping, columns: dict[str, str], path: Path) -> None:
-    """Refuse a table without one of the contract's required columns."""
+def check_filter_columns(present: list[str], header: list[str], mp: Mapping, path: Path | str) -> None:
+    """Refuse a [filter] on a column the log does not have (``present``: the columns read; ``header``:
+    every column of the file, for the hint)."""
+    for column in mp.filter:
+        if column not in present:
+            raise InputError("filter names a column the log does not have", file=path, where=f"[filter] {column}",
+                             hint=closest(column, header))
+
+
+def check_required(present: list[str], header: list[str], mp: Mapping, columns: dict[str, str],
+                   path: Path | str) -> None:
+    """Refuse a log without one of the contract's required columns (``present``: the columns read;
+    ``header``: every column of the file, for the hint)."""
     for name in REQUIRED:
         if name == "stage" and mp.stage is not None:
             continue
         src = columns[name]
-        if src not in table.column_names:
+        if src not in present:
             raise InputError("missing required column", file=path, where=f"column {src!r}",
-                             hint=closest(src, header_names(table)) + (
-                                 " (or map it with --mapping)" if mp is not None else ""))
+                             hint=closest(src, header) + " (or map it with --mapping)")
 
 
 def _read_rows(table: pa.Table, mp: Mapping, columns: dict[str, str], stage_names: list[str], path: Path,

@@ -242,9 +242,16 @@ def _broken(logs, folder, kind: str) -> tuple:
     """The plain log with a bad cell in the third file, as one file and as a folder."""
     table = pq.read_table(logs["plain"]["one"])
     i = table.num_rows - 10  # in the third file
-    column = {"null id": "customer_id", "bad stage": "stage", "bad time": "timestamp"}[kind]
+    column = {"null id": "customer_id", "bad stage": "stage", "bad time": "timestamp", "empty time late": "timestamp",
+              "unreadable time late": "timestamp"}[kind]
     values = table[column].to_pylist()
-    values[i] = {"null id": None, "bad stage": "purchase", "bad time": "yesterday"}[kind]
+    values[i] = {"null id": None, "bad stage": "purchase", "bad time": "yesterday", "empty time late": None,
+                 "unreadable time late": "yesterday"}[kind]
+    # within one check the loader finds empty cells first, then unreadable values, then years out of range
+    if kind == "empty time late":
+        values[5] = "yesterday"  # in the first file
+    if kind == "unreadable time late":
+        values[5] = "2300-01-01T00:00:00Z"
     if kind == "bad stage":  # and a bad time after it: the loader's order of checks puts the time first
         times = table["timestamp"].to_pylist()
         times[i + 5] = "soon"
@@ -255,7 +262,7 @@ def _broken(logs, folder, kind: str) -> tuple:
     return _write(table, sub, "log")
 
 
-@pytest.mark.parametrize("kind", ["null id", "bad stage", "bad time"])
+@pytest.mark.parametrize("kind", ["null id", "bad stage", "bad time", "empty time late", "unreadable time late"])
 def test_bad_input_gives_the_loaders_line(client, logs, kind):
     paths = _broken(logs, logs["folder"], kind)
     with pytest.raises(InputError) as want:

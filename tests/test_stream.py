@@ -458,6 +458,13 @@ def _early(row: str) -> str:
     return "".join(lines)
 
 
+def _early_and_late(early: str, late: str) -> str:
+    """A good log with ``early`` in its first batch and ``late`` in a late one."""
+    lines = GOOD.splitlines(keepends=True)
+    lines[40], lines[1_700] = early, late
+    return HEADER + "".join(lines)
+
+
 @pytest.mark.parametrize("text", [
     "customer_id,timestamp,stage\n1,2024-01-01,awareness\n",
     HEADER + "1,2024-13-45,web,awareness,x\n",
@@ -470,6 +477,9 @@ def _early(row: str) -> str:
     _late(",2024-01-02,web,awareness,p1\n")[:-1] + _early("7,2024-01-02,web,purchase,p1\n"),
     _late("7,2024-01-02,web,awareness,\n"),
     _late("7,2024-02-31,web,awareness,p1\n"),
+    # within one check: an empty time late beats an unreadable one early, which beats a year out of range
+    _early_and_late("7,yesterday,web,awareness,p1\n", "7,,web,awareness,p1\n"),
+    _early_and_late("7,2300-01-01,web,awareness,p1\n", "7,yesterday,web,awareness,p1\n"),
     HEADER.replace("persona", "customer_id") + "1,2024-01-01,web,awareness,x\n",
 ])
 def test_bad_input_gives_the_in_memory_line(tmp_path, text):
