@@ -25,9 +25,12 @@ def no_nulls(arr: pa.ChunkedArray, path: Path, column: str, rows: np.ndarray) ->
         blank = pc.equal(pc.binary_length(arr.cast(pa.string()) if pa.types.is_dictionary(arr.type) else arr), 0)
         blank = pc.fill_null(blank, False)
         empty = blank if empty is None else pc.or_(empty, blank)
-    if empty is not None:
-        i = int(np.flatnonzero(np.asarray(empty.to_numpy(zero_copy_only=False)))[0])
-        raise InputError("empty value", file=path, where=f"row {rows[i]}, column {column!r}",
+    if empty is None:
+        return
+    # a dictionary may hold "" for a row a [filter] dropped: only a row that holds it is empty
+    failing = np.flatnonzero(np.asarray(empty.to_numpy(zero_copy_only=False), dtype=bool))
+    if failing.size:
+        raise InputError("empty value", file=path, where=f"row {rows[int(failing[0])]}, column {column!r}",
                          hint="every row needs a value here")
 
 

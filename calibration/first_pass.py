@@ -170,7 +170,8 @@ class FirstPass:
         if checked.failure is not None:
             out.errors.append(checked.failure)
         out.touchpoints, out.personas, out.zones = checked.touchpoints, checked.personas, checked.zones
-        if not out.errors:  # with an error to raise, there is nothing to spill
+        # with an error to raise (perhaps an earlier batch's layout), there is nothing to spill
+        if not out.errors and checked.ns is not None:
             self._bucketed(out, table, rows, checked.customers, checked.ns)
         return out
 

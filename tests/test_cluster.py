@@ -16,6 +16,8 @@ import pytest
 pytest.importorskip("distributed")
 pytest.importorskip("dask.dataframe")
 
+from corruptions import corrupted, outcome  # noqa: E402
+
 from calibration import cluster, cluster_plan  # noqa: E402
 from calibration import load as load_module  # noqa: E402
 from calibration.buckets import split_log  # noqa: E402
@@ -270,6 +272,20 @@ def test_bad_input_gives_the_loaders_line(client, logs, kind):
     with pytest.raises(InputError) as got:
         cluster.cluster_map(paths["folder"], client, _keep)
     assert str(got.value) == str(want.value).replace(str(paths["one"]), str(paths["folder"]))
+
+
+@pytest.mark.parametrize("shape", ["plain", "mapped"])
+def test_random_bad_cells_give_the_loaders_line_or_model(client, tmp_path, monkeypatch, shape):
+    """Logs with random bad (or harmless) cells (tests/corruptions.py; test_stream runs more of them):
+    the cluster refuses each with the in-memory line, or gives the in-memory model."""
+    monkeypatch.setattr(cluster_plan, "PIECE_ROWS", 1500)  # several pieces a file
+    refused = 0
+    for case in corrupted(shape, seed=12, n=6, folder=tmp_path):
+        want = outcome(case.parquet, reader="memory", mapping=case.mapping)
+        got = outcome(case.folder, client=client, mapping=case.mapping)
+        assert got == want.replace(str(case.parquet), str(case.folder))
+        refused += want.startswith(str(case.parquet))
+    assert 1 <= refused < 6  # refusals and models both compared
 
 
 @pytest.mark.parametrize("clash", [False, True])

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from corruptions import corrupted, outcome
 
 from calibration.buckets import split_log
 from calibration.load import load_events
@@ -424,6 +426,29 @@ def test_an_unknown_stage_on_a_row_the_filter_drops_is_not_refused(tmp_path):
     assert str(got.value) == str(want.value)
 
 
+@pytest.mark.parametrize("column", ["touchpoint", "persona", "stage"])
+def test_an_empty_text_on_a_row_the_filter_drops_is_not_refused(tmp_path, column):
+    """A Parquet column read as a dictionary keeps a dropped row's "" in its dictionary: the empty-value
+    check looks at the kept rows (0.5.8 crashed with an IndexError in the stream)."""
+    n = 600
+    data = {"customer_id": [f"c{i % 23}" for i in range(n)],
+            "timestamp": [f"2024-01-{1 + i % 28:02d}T{i % 24:02d}:00:00Z" for i in range(n)],
+            "touchpoint": ["web"] * n, "stage": [["awareness", "consideration"][i % 2] for i in range(n)],
+            "persona": ["p"] * n, "status": ["START" if i % 50 == 7 else "COMPLETE" for i in range(n)]}
+    data[column] = ["" if i % 50 == 7 else v for i, v in enumerate(data[column])]
+    log = tmp_path / "log.parquet"
+    pq.write_table(pa.table(data), log, row_group_size=200)
+    mapping = tmp_path / "map.toml"
+    mapping.write_text('[filter]\nstatus = "COMPLETE"\n')
+    same_parts(log, mapping=mapping)
+    mapping.write_text('[filter]\nstatus = ["COMPLETE", "START"]\n')  # kept: refused on both paths
+    with pytest.raises(InputError, match="empty value") as want:
+        load_events(log, mapping=mapping)
+    with pytest.raises(InputError) as got, open_stream(log, mapping=mapping) as s:
+        list(s.parts())
+    assert str(got.value) == str(want.value)
+
+
 @pytest.mark.parametrize("layout, fmt", [
     ('format = "%d/%m/%Y %H:%M"', "%d/%m/%Y %H:%M"),
     ("dayfirst = true", "%d/%m/%Y %H:%M"),
@@ -492,6 +517,25 @@ def test_bad_input_gives_the_in_memory_line(tmp_path, text):
             list(s.parts())
     assert str(got.value) == str(want.value)
     assert not list(tmp_path.glob("journey-stream-*"))
+
+
+@pytest.mark.parametrize("shape", ["plain", "mapped"])
+def test_random_bad_cells_give_the_in_memory_line_or_model(tmp_path, monkeypatch, shape):
+    """Logs with one to three random bad (or harmless) cells (tests/corruptions.py), without and with a
+    mapping ([filter], [stage], banded [persona], dayfirst times): the stream of the CSV (many batches)
+    and of a folder of Parquet files refuses each with the in-memory line, or gives the in-memory model."""
+    from calibration import stream
+
+    monkeypatch.setattr(stream, "open_stream", partial(stream.open_stream, block_size=SMALL))
+    refused = 0
+    for case in corrupted(shape, seed=11, n=16, folder=tmp_path):
+        want = outcome(case.csv, reader="memory", mapping=case.mapping)
+        assert outcome(case.csv, mapping=case.mapping) == want
+        want = outcome(case.parquet, reader="memory", mapping=case.mapping)
+        got = outcome(case.folder, mapping=case.mapping)
+        assert got == want.replace(str(case.parquet), str(case.folder))
+        refused += want.startswith(str(case.parquet))
+    assert 4 <= refused < 16  # refusals and models both compared
 
 
 def test_the_first_bad_row_is_named_whichever_batch_a_worker_finishes_first(tmp_path, monkeypatch):
