@@ -14,6 +14,12 @@ process tree (Dask's nanny and worker processes included), sampled every 50 ms:
   * pyarrow.csv.read_csv: Arrow's multi-threaded reader, which types the ISO timestamps as it reads;
   * floor: the least any calibration of the log must do, written plainly with Arrow and numpy: that
     read, the customer ids and names coded, the rows sorted by customer and time (`floor`);
+  * duckdb one statistic: DuckDB (where installed: ``pip install duckdb``) reads the CSV and computes
+    one of the dozen statistics a calibration needs, the time since each customer's previous event
+    summed per persona, stage and touchpoint (a window over customers, then a group-by; `DUCKDB_LAG`);
+  * pandas X.Y read_csv (``--other-python PATH``): the bare read by another Python's pandas (say a
+    venv with ``pandas==2.2.3``, which this project also supports: it reads text into Python
+    objects, pandas 3 into Arrow strings);
   * memory: ``journey calibrate --reader memory`` (today's loader: the whole log in memory);
   * stream: ``journey calibrate`` (the default, out of core);
   * dask N: ``journey calibrate LOG --scheduler local --workers N`` (a LocalCluster of N processes).
@@ -26,6 +32,7 @@ the provenance and the log's path and hash, to the bit).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -151,10 +158,21 @@ def _env() -> dict:
     return env
 
 
-def methods(workers: list[int], out: Path) -> list[tuple[str, str, object]]:
+def methods(workers: list[int], out: Path, other_python: str | None = None) -> list[tuple[str, str, object]]:
     """(name, how, command maker(log, model path) -> argv or None) for each method: fresh `journey
     calibrate` processes, each writing its model to the path given."""
     py = sys.executable
+    other = []
+    if other_python:
+        version = subprocess.run([other_python, "-c", "import pandas; print(pandas.__version__)"], check=True,
+                                 capture_output=True, text=True).stdout.strip()
+
+        def other_pandas(log, model):
+            if log.suffix != ".csv":
+                return None
+            return [other_python, "-c", f"import pandas; pandas.read_csv({str(log)!r})"]
+
+        other = [(f"pandas {version} read_csv", "", other_pandas)]
 
     def pandas(log, model):
         return [py, "-c", f"import pandas; pandas.read_csv({str(log)!r})"] if log.suffix == ".csv" else None
@@ -169,6 +187,11 @@ def methods(workers: list[int], out: Path) -> list[tuple[str, str, object]]:
     def least(log, model):
         return [py, str(Path(__file__).resolve()), "--floor", str(log)] if log.suffix == ".csv" else None
 
+    def duckdb_lag(log, model):
+        if log.suffix != ".csv" or importlib.util.find_spec("duckdb") is None:
+            return None
+        return [py, "-c", f"import duckdb; duckdb.sql({DUCKDB_LAG.format(log=str(log))!r}).fetchall()"]
+
     def memory(log, model):
         return ["journey", "calibrate", str(log), "--reader", "memory", "--out", str(model)]
 
@@ -182,10 +205,17 @@ def methods(workers: list[int], out: Path) -> list[tuple[str, str, object]]:
             return ["journey", "calibrate", str(log), "--scheduler", "local", "--workers", str(n), "--out", str(model)]
         return cmd
 
-    return ([("pandas.read_csv", "", pandas), ("pandas parse_dates", "", pandas_times),
-             ("pyarrow.csv.read_csv", "", arrow), ("floor", "", least), ("memory", "cli", memory),
+    return ([("pandas.read_csv", "", pandas)] + other + [("pandas parse_dates", "", pandas_times),
+             ("pyarrow.csv.read_csv", "", arrow), ("floor", "", least),
+             ("duckdb one statistic", "", duckdb_lag), ("memory", "cli", memory),
              ("stream", "cli", stream)]
             + [(f"dask {n}", "cli", dask(n)) for n in workers])
+
+
+DUCKDB_LAG = """select persona, stage, touchpoint, count(*), sum(gap) from (
+  select persona, stage, touchpoint,
+         epoch(timestamp) - epoch(lag(timestamp) over (partition by customer_id order by timestamp)) as gap
+  from read_csv({log!r})) group by all"""
 
 
 def floor(log: Path) -> None:
@@ -212,7 +242,9 @@ def ratios(table: list[tuple]) -> list[str]:
         walls = {row[2]: row[5] for row in table if row[0] == size and row[1] == "csv" and not row[8]}
         if "stream" not in walls:
             continue
-        for name in ("pandas.read_csv", "pandas parse_dates", "pyarrow.csv.read_csv", "floor"):
+        names = [n for n in walls if n.startswith("pandas ") and n.endswith(" read_csv")]
+        for name in ["pandas.read_csv", *names, "pandas parse_dates", "pyarrow.csv.read_csv", "floor",
+                     "duckdb one statistic"]:
             if name in walls:
                 lines.append(f"{size} CSV: stream / {name} = {walls['stream'] / walls[name]:.2f}")
     return lines
@@ -239,6 +271,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs of each method below 51 M (the table shows the median wall)")
     ap.add_argument("--repeat-large", type=int, default=1, help="runs of each method at 51 M")
+    ap.add_argument("--other-python", help="another Python whose pandas' bare read_csv is timed too "
+                    "(e.g. a venv with pandas==2.2.3)")
     ap.add_argument("--floor", type=Path, help=argparse.SUPPRESS)  # one run of `floor` (a fresh process)
     args = ap.parse_args()
     if args.floor is not None:
@@ -257,7 +291,7 @@ def main() -> None:
         for log in logs:
             n = n_rows(log)
             fmt = "Parquet folder" if log.is_dir() else log.suffix.lstrip(".")
-            for name, how, make in methods(workers, out):
+            for name, how, make in methods(workers, out, args.other_python):
                 if only and name not in only:
                     continue
                 if name == "memory" and size == "51M":
@@ -294,7 +328,9 @@ def main() -> None:
     import pyarrow
 
     print("\n" + "\n".join(ratios(table)))
-    print(f"\npandas {pandas.__version__}, pyarrow {pyarrow.__version__}, {os.cpu_count()} CPUs")
+    duck = importlib.util.find_spec("duckdb") and importlib.import_module("duckdb").__version__
+    print(f"\npandas {pandas.__version__}, pyarrow {pyarrow.__version__}, duckdb {duck or 'not installed'}, "
+          f"{os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

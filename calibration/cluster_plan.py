@@ -38,6 +38,7 @@ class Piece:
     groups: tuple[int, ...]
     first_row: int  # 1 = the dataset's first data row
     n_rows: int
+    column_bytes: tuple[int, ...] = ()  # each file column's uncompressed Parquet bytes in these groups
 
 
 @dataclass
@@ -106,17 +107,39 @@ def plan_pieces(fs, files: list[str], source: str) -> tuple[list[Piece], list[st
         same_columns(names, header, file)
         groups: list[int] = []
         start, count = first, 0
+        sizes = np.zeros(len(names), dtype=np.int64)
         for g in range(meta.num_row_groups):
-            n = meta.row_group(g).num_rows
+            group = meta.row_group(g)
+            n = group.num_rows
             if groups and count + n > PIECE_ROWS:
-                pieces.append(Piece(file, tuple(groups), start, count))
-                groups, start, count = [], start + count, 0
+                pieces.append(Piece(file, tuple(groups), start, count, tuple(int(b) for b in sizes)))
+                groups, start, count, sizes = [], start + count, 0, np.zeros(len(names), dtype=np.int64)
             groups.append(g)
             count += n
+            sizes += _column_bytes(group, names)
         if groups:
-            pieces.append(Piece(file, tuple(groups), start, count))
+            pieces.append(Piece(file, tuple(groups), start, count, tuple(int(b) for b in sizes)))
         first = start + count
     return [p for p in pieces if p.n_rows], header or []
+
+
+def _column_bytes(group: pq.RowGroupMetaData, names: list[str]) -> np.ndarray:
+    """A row group's uncompressed bytes per top-level column (a nested column's leaves summed)."""
+    out = np.zeros(len(names), dtype=np.int64)
+    index = {name: i for i, name in enumerate(names)}
+    for c in range(group.num_columns):
+        chunk = group.column(c)
+        i = index.get(chunk.path_in_schema.split(".")[0])
+        if i is not None:
+            out[i] += chunk.total_uncompressed_size
+    return out
+
+
+def read_bytes(plan: Plan) -> int:
+    """The uncompressed Parquet bytes of the columns the plan reads, over every piece (a proxy for their
+    size in memory)."""
+    wanted = [i for i, name in enumerate(plan.header) if name in set(plan.columns)]
+    return sum(p.column_bytes[i] for p in plan.pieces if p.column_bytes for i in wanted)
 
 
 def first_layout(plan: Plan) -> Any:

@@ -164,7 +164,7 @@ def _same_part(got, want) -> None:
 def test_parts_on_the_workers_equal_split_log(client, logs, kind, monkeypatch):
     monkeypatch.setattr(cluster_plan, "PIECE_ROWS", 3000)
     if kind == "mapped":  # the P2P shuffle (large logs) as well as the task shuffle
-        monkeypatch.setattr(cluster, "TASK_SHUFFLE_ROWS", 0)
+        monkeypatch.setattr(cluster, "task_shuffle_fits", lambda plan, limits: False)
     mapping = logs["mappings"][kind]
     log = load_events(logs[kind]["one"], mapping=mapping)
     result, parts = cluster.cluster_map(logs[kind]["folder"], client, _keep, mapping=mapping)
@@ -183,6 +183,32 @@ def test_parts_on_the_workers_equal_split_log(client, logs, kind, monkeypatch):
 def test_one_file_hashes_as_the_loader(client, logs):
     result, _ = cluster.cluster_map(logs["plain"]["one"], client, _keep)
     assert result.sha256 == load_events(logs["plain"]["one"]).sha256
+
+
+def test_the_task_shuffle_is_chosen_where_the_columns_read_fit_the_workers(tmp_path):
+    """The shuffle is sized by the uncompressed bytes of the columns read (a wide column the mapping
+    does not name does not count), against the smallest worker's memory limit."""
+    n = 6000
+    table = pa.table({"customer_id": [f"c{i % 700}" for i in range(n)], "timestamp": ["2024-01-01T00:00:00Z"] * n,
+                      "touchpoint": ["web"] * n, "stage": ["awareness"] * n,
+                      "notes": [f"{i:0>400}" for i in range(n)]})  # 400 bytes a row, not read
+    path = tmp_path / "log.parquet"
+    pq.write_table(table, path, row_group_size=1000)
+    plan = cluster_plan.make_plan(path, None, None, None, None, 128)
+    meta = pq.ParquetFile(path).metadata
+    want = sum(meta.row_group(g).column(c).total_uncompressed_size for g in range(meta.num_row_groups)
+               for c in range(meta.num_columns) if meta.schema.column(c).name != "notes")
+    assert cluster_plan.read_bytes(plan) == want
+    assert 0 < want < n * 100  # the notes column (2.4 MB) is left out
+    need = cluster.TASK_SHUFFLE_BYTES_PER_BYTE * want / cluster.TASK_SHUFFLE_SHARE  # summed over the workers
+    assert cluster.task_shuffle_fits(plan, [int(need / 2) + 1] * 2)
+    assert not cluster.task_shuffle_fits(plan, [int(need / 2) - 1] * 2)
+    assert not cluster.task_shuffle_fits(plan, [int(need), int(need / 2) - 1])  # the smallest worker decides
+    # a worker without a memory limit: the row count decides
+    assert cluster.task_shuffle_fits(plan, [0, 10**12])
+    one = dataclasses.replace(plan.pieces[0], n_rows=cluster.TASK_SHUFFLE_ROWS + 1)
+    large = dataclasses.replace(plan, pieces=[one])
+    assert not cluster.task_shuffle_fits(large, [0, 10**12])
 
 
 @needs_table
