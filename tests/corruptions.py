@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from sim.errors import InputError
 from worlds import make_world, simulate_log
 
-MAPPED = """
+FILTER_AND_STAGES = """
 [filter]
 site = "shop"
 
@@ -34,7 +34,9 @@ consideration = "consideration"
 decision = "decision"
 retention = "retention"
 advocacy = "advocacy"
+"""  # a [filter] and a [stage] rule with an end value (tests/test_cluster.py's mapping too)
 
+MAPPED = FILTER_AND_STAGES + """
 [persona]
 column = "score"
 bands = [0, 40, 70]

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("distributed")
 pytest.importorskip("dask.dataframe")
 
-from corruptions import corrupted, outcome  # noqa: E402
+from corruptions import FILTER_AND_STAGES, corrupted, outcome  # noqa: E402
 
 from calibration import cluster, cluster_plan  # noqa: E402
 from calibration import load as load_module  # noqa: E402
@@ -28,21 +28,7 @@ from worlds import dropped_only_names, make_world, simulate_log, with_customer_r
 HAS_TABLE = hasattr(load_module, "log_from_table")
 needs_table = pytest.mark.skipif(not HAS_TABLE, reason="calibration.load.log_from_table not on this branch yet")
 
-MAPPING = """
-[filter]
-site = "shop"
-
-[stage]
-column = "status"
-end_values = ["cancelled"]
-
-[stage.values]
-awareness = "awareness"
-consideration = "consideration"
-decision = "decision"
-retention = "retention"
-advocacy = "advocacy"
-"""
+MAPPING = FILTER_AND_STAGES
 
 
 @pytest.fixture(scope="module")
