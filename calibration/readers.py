@@ -49,7 +49,8 @@ def read_table(path: Path, mp: Mapping) -> pa.Table:
         raise read_error(exc, path, plan.header if plan is not None else None) from None
 
 
-READ_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError, EOFError)
+# ArrowKeyError: a column the header named is gone when the file is read again (rewritten meanwhile)
+READ_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowKeyError, OSError, UnicodeDecodeError, EOFError)
 
 
 def read_error(exc: Exception, path: Path | str, header: list[str] | None = None) -> InputError:
@@ -67,6 +68,10 @@ def read_error(exc: Exception, path: Path | str, header: list[str] | None = None
         column = repr(header[i]) if header is not None and i < len(header) else f"#{i + 1}"
         return InputError("text that is not UTF-8", file=path, where=f"row {int(text[2]) - 1}, column {column}",
                           hint="save the log as UTF-8 (e.g. iconv -f latin1 -t utf-8 old.csv > new.csv)")
+    gone = re.search(r"Column '(.*)' in include_columns does not exist", msg)
+    if gone:
+        return InputError("the header changed while the log was read: a column it named is gone", file=path,
+                          where=f"column {gone[1]!r}", hint="is another program writing the file? copy it first")
     msg = re.sub(r"(Expected \d+ columns, got \d+):.*", r"\1 in a row", msg)  # not the raw row
     return InputError(f"cannot read the event log: {msg}", file=path,
                       hint="expected CSV (optionally .gz) with a header row, or Parquet")

@@ -721,3 +721,30 @@ def test_streaming_memory_stays_bounded(tmp_path):
     assert peak["stream big"][0] == peak["load big"][0] == n and peak["stream small"][0] == first
     assert peak["stream big"][1] < 0.7 * peak["load big"][1], peak
     assert peak["stream big"][1] - peak["stream small"][1] < 0.5 * extra_mb, (peak, extra_mb)
+
+
+@pytest.mark.parametrize("reader", ["memory", "stream"])
+def test_a_log_rewritten_while_it_is_read_gets_one_line(tmp_path, monkeypatch, reader):
+    """A column the header named when the file was first opened and gone when it is read (another
+    program rewrote it) is one line naming the column on both readers (it was an internal error)."""
+    from calibration import readers
+
+    log = tmp_path / "log.csv"
+    rows = [f"c{i % 7},2024-01-{1 + i % 28:02d}T00:00:00Z,web,awareness" for i in range(50)]
+    log.write_text("customer_id,timestamp,touchpoint,stage\n" + "\n".join(rows) + "\n")
+    sniff = readers._sniff_time_type
+
+    def sniffed_then_rewritten(*args, **kw):
+        out = sniff(*args, **kw)
+        log.write_text("customer,timestamp,touchpoint,stage\n" + "\n".join(rows) + "\n")
+        return out
+
+    monkeypatch.setattr(readers, "_sniff_time_type", sniffed_then_rewritten)
+    with pytest.raises(InputError) as got:
+        if reader == "memory":
+            load_events(log)
+        else:
+            with open_stream(log) as s:
+                list(s.parts())
+    assert "the header changed while the log was read" in str(got.value)
+    assert "column 'customer_id'" in str(got.value) and str(log) in str(got.value)
