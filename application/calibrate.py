@@ -30,6 +30,11 @@ def run_calibrate(events: str | Path, out: str | Path, *, stages: str | None = N
         raise InputError("is the same file as --out", file=assignments, where="--assignments",
                          hint="give another file name")
     with dask_client(scheduler, workers) as client, read_progress(terminal) as progress:
+        if client is not None and terminal:
+            from application.terminal import render_note
+            from calibration.cluster import memory_limits, small_workers_note
+
+            render_note(small_workers_note(memory_limits(client)))
         result = calibration(events, stages=stages, conversion_stage=conversion_stage,
                              inactivity_days=inactivity_days, mapping=mapping, censoring=censoring, dwell=dwell,
                              personas=personas, seed=seed, assignments=assignments, currency=currency,

@@ -395,3 +395,25 @@ def test_replications_and_batches_on_the_cluster_are_those_run_here(client):
     here, there = (compare_targets(base, [fix], customers=40_000, streams=RunContext.from_option(2), client=c)
                    for c in (None, client))  # one replication: the cohort runs in batches
     assert here.to_dict() == there.to_dict()
+
+
+def test_workers_under_2_gb_are_named_on_the_terminal(logs, tmp_path, capsys):
+    """P2P can pause a worker with a small memory limit (a 1 GB worker, 10 M events: unfinished after
+    10 minutes), so calibrate on such a cluster says so in one note line on stderr; the model is the
+    one a large cluster gives."""
+    from distributed import LocalCluster
+
+    from application.calibrate import run_calibrate
+
+    assert cluster.small_workers_note([12 * 10**9, 0]) is None  # no limit is no small limit
+    assert "1.5 GB" in cluster.small_workers_note([1_500_000_000, 12 * 10**9])
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, memory_limit="1.5GB",
+                      dashboard_address=None) as small:
+        model = run_calibrate(logs["plain"]["folder"], tmp_path / "model.json", scheduler=small.scheduler_address,
+                              terminal=True)
+    err = capsys.readouterr().err
+    assert "note: the smallest Dask worker has a 1.5 GB memory limit" in err
+    here = run_calibrate(logs["plain"]["folder"], tmp_path / "here.json").to_dict()
+    got = model.to_dict()
+    got.pop("provenance"), here.pop("provenance")
+    assert got == here
