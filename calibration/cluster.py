@@ -191,11 +191,12 @@ class ClusterLog:
 
         plan = self.plan
         frame = dd.from_map(partial(_frame, plan), plan.pieces, meta=_meta(plan), enforce_metadata=False)
+        limits = memory_limits(self.client)
         method = dask.config.get("dataframe.shuffle.method", None) or (
-            "tasks" if task_shuffle_fits(plan, memory_limits(self.client)) else "p2p")
+            "tasks" if task_shuffle_fits(plan, limits) else "p2p")
         # P2P spills to disk, into one partition a bucket (memory per task ~ a bucket)
         n_out = (plan.buckets if method == "p2p"
-                 else min(plan.buckets, max(len(plan.pieces), 2 * _n_workers(self.client))))
+                 else min(plan.buckets, max(len(plan.pieces), 2 * max(len(limits), 1))))
         shuffled = frame.shuffle("__bucket", npartitions=n_out, shuffle_method=method)
         return [dask.delayed(_sorted)(d, plan.header) for d in shuffled.to_delayed()]
 
@@ -342,10 +343,6 @@ def small_workers_note(limits: list[int]) -> str | None:
         return None
     return (f"the smallest Dask worker has a {min(small) / 1e9:.1f} GB memory limit: a log too big to shuffle "
             "in memory may pause it; give each worker at least 2 GB (docs/cluster.md)")
-
-
-def _n_workers(client) -> int:
-    return max(len(client.scheduler_info().get("workers", {})), 1)
 
 
 @dataclass

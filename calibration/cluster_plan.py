@@ -38,7 +38,7 @@ class Piece:
     groups: tuple[int, ...]
     first_row: int  # 1 = the dataset's first data row
     n_rows: int
-    column_bytes: tuple[int, ...] = ()  # each file column's uncompressed Parquet bytes in these groups
+    column_bytes: tuple[int, ...]  # each file column's uncompressed Parquet bytes in these groups
 
 
 @dataclass
@@ -105,6 +105,7 @@ def plan_pieces(fs, files: list[str], source: str) -> tuple[list[Piece], list[st
         if header is None:
             header = names
         same_columns(names, header, file)
+        index = {name: i for i, name in enumerate(names)}
         groups: list[int] = []
         start, count = first, 0
         sizes = np.zeros(len(names), dtype=np.int64)
@@ -116,17 +117,17 @@ def plan_pieces(fs, files: list[str], source: str) -> tuple[list[Piece], list[st
                 groups, start, count, sizes = [], start + count, 0, np.zeros(len(names), dtype=np.int64)
             groups.append(g)
             count += n
-            sizes += _column_bytes(group, names)
+            sizes += _column_bytes(group, index)
         if groups:
             pieces.append(Piece(file, tuple(groups), start, count, tuple(int(b) for b in sizes)))
         first = start + count
     return [p for p in pieces if p.n_rows], header or []
 
 
-def _column_bytes(group: pq.RowGroupMetaData, names: list[str]) -> np.ndarray:
-    """A row group's uncompressed bytes per top-level column (a nested column's leaves summed)."""
-    out = np.zeros(len(names), dtype=np.int64)
-    index = {name: i for i, name in enumerate(names)}
+def _column_bytes(group: pq.RowGroupMetaData, index: dict[str, int]) -> np.ndarray:
+    """A row group's uncompressed bytes per top-level column (``index``: each column's position; a
+    nested column's leaves summed)."""
+    out = np.zeros(len(index), dtype=np.int64)
     for c in range(group.num_columns):
         chunk = group.column(c)
         i = index.get(chunk.path_in_schema.split(".")[0])
@@ -138,8 +139,9 @@ def _column_bytes(group: pq.RowGroupMetaData, names: list[str]) -> np.ndarray:
 def read_bytes(plan: Plan) -> int:
     """The uncompressed Parquet bytes of the columns the plan reads, over every piece (a proxy for their
     size in memory)."""
-    wanted = [i for i, name in enumerate(plan.header) if name in set(plan.columns)]
-    return sum(p.column_bytes[i] for p in plan.pieces if p.column_bytes for i in wanted)
+    read = set(plan.columns)
+    wanted = [i for i, name in enumerate(plan.header) if name in read]
+    return sum(p.column_bytes[i] for p in plan.pieces for i in wanted)
 
 
 def first_layout(plan: Plan) -> Any:
